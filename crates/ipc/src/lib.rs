@@ -1,0 +1,60 @@
+//! The kdb+/q IPC codec. It does not take care of network I/O: it turns bytes into q values and
+//! q values into bytes, and the caller moves the bytes.
+//!
+//! ```text
+//!   bytes from a peer                                        bytes to a peer
+//!        │                                                          ▲
+//!        ▼                                                          │
+//!   handshake::parse ──► Handshake { user, password, capability }  reply_byte
+//!        │
+//!        ▼
+//!   Header::parse (limit checked before allocation)                 encode_message
+//!        │                                                          ▲
+//!        ▼                                                          │
+//!   decompress (bounded) ──► body ──► MessageView (zero-copy) ──► decode ──► K ──┘
+//! ```
+//!
+//! Incomplete input is `Ok(None)`, never an error; malformed input is a typed [`Error`] whose
+//! [`Error::wire_action`] says what a server does about it.
+//! No function here panics on bytes from a peer, and none allocates what a peer only claims.
+//!
+//! The protocol reference is `shared/reference/kdb-ipc.md` (section numbers in the docs here
+//! point into it).
+
+#![warn(missing_docs)]
+
+mod compress;
+mod decode;
+mod display;
+mod encode;
+mod error;
+mod frame;
+pub mod handshake;
+pub mod temporal;
+mod value;
+mod view;
+
+// The public surface, in the order data flows through it.
+pub use crate::{
+    // Framing: the 8-byte header, its limits and whole messages.
+    frame::{Endian, Header, Limits, Message, MessageType, HEADER_LEN},
+    // Values.
+    value::{Atom, Attr, Dict, Function, K, List, NulInSymbol, Symbols, Table, Vector, VectorData, type_code},
+    // Body decoding: the zero-copy view and the owned decoder.
+    view::{Call, ValueView, ListItems},
+    decode::{decode, decode_with, DecodeOptions, validate},
+    // Encoding.
+    encode::{encode, encode_message, encode_message_with, EncodeOptions, Locality, COMPRESSION_THRESHOLD},
+    // Compression.
+    compress::{compress, decompress},
+    // Errors.
+    error::{DecodeError, DecompressError, EncodeError, Error, FrameError, HandshakeError, WireAction},
+};
+
+/// How deeply values may nest (lists in lists, dictionaries of lists, ...).
+///
+/// The decoder recurses once per level, so without a limit a 1 MB frame of nested one-item lists
+/// (6 bytes a level) would overflow a thread's stack.
+/// Real data nests a handful of levels; 512 leaves room for anything a q program builds on purpose
+/// while keeping the worst case well inside tokio's 2 MiB worker stacks.
+pub const MAX_DEPTH: usize = 512;

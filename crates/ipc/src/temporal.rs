@@ -1,0 +1,1 @@
+//! q's temporal types and their epochs, with conversions to and from chrono and std types.

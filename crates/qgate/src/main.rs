@@ -1,0 +1,3 @@
+//! The `qgate` binary.
+
+fn main() {}
