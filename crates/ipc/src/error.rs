@@ -168,6 +168,14 @@ pub enum DecodeError {
         /// The configured limit in bytes.
         limit: usize,
     },
+    /// A structure q never builds: a table whose inside is not a dictionary, for example.
+    #[error("malformed value at offset {offset}: {what}")]
+    Malformed {
+        /// Where the structure started.
+        offset: usize,
+        /// What is wrong with it.
+        what: &'static str,
+    },
     /// Bytes are left after the value.
     #[error("{extra} bytes left after the value at offset {offset}")]
     TrailingBytes {

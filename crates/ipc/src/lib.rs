@@ -55,6 +55,7 @@ pub use crate::{
 ///
 /// The decoder recurses once per level, so without a limit a 1 MB frame of nested one-item lists
 /// (6 bytes a level) would overflow a thread's stack.
-/// Real data nests a handful of levels; 512 leaves room for anything a q program builds on purpose
-/// while keeping the worst case well inside tokio's 2 MiB worker stacks.
-pub const MAX_DEPTH: usize = 512;
+/// Real data nests a handful of levels (a keyed table is four); 100 leaves room for anything a q
+/// program builds on purpose, and at the 3 to 7 KiB a level that unoptimised builds take, the
+/// worst case stays well inside the 2 MiB stacks of tokio's workers and of test threads.
+pub const MAX_DEPTH: usize = 100;
