@@ -209,7 +209,8 @@ impl<'a> Reader<'a> {
     fn count(&mut self, min_item_bytes: usize) -> Result<usize, DecodeError> {
         let offset = self.pos;
         let count = self.i32()?;
-        let count = usize::try_from(count).map_err(|_| DecodeError::NegativeCount { count, offset })?;
+        let count =
+            usize::try_from(count).map_err(|_| DecodeError::NegativeCount { count, offset })?;
         let remaining = self.remaining();
         if count.saturating_mul(min_item_bytes) > remaining {
             return Err(DecodeError::CountTooLarge {
@@ -416,7 +417,12 @@ impl<'a> Reader<'a> {
         self.vector_items(t, count, offset)
     }
 
-    fn vector_items(&mut self, t: i8, count: usize, offset: usize) -> Result<VectorData, DecodeError> {
+    fn vector_items(
+        &mut self,
+        t: i8,
+        count: usize,
+        offset: usize,
+    ) -> Result<VectorData, DecodeError> {
         Ok(match t {
             type_code::BOOLEAN => {
                 self.charge(count)?;
@@ -434,25 +440,47 @@ impl<'a> Reader<'a> {
                 self.charge(count)?;
                 VectorData::Char(self.take(count)?.to_vec())
             }
-            type_code::SHORT => VectorData::Short(self.numbers(count, i16::from_le_bytes, i16::from_be_bytes)?),
-            type_code::INT => VectorData::Int(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?),
-            type_code::LONG => VectorData::Long(self.numbers(count, i64::from_le_bytes, i64::from_be_bytes)?),
-            type_code::REAL => VectorData::Real(self.numbers(count, f32::from_le_bytes, f32::from_be_bytes)?),
-            type_code::FLOAT => VectorData::Float(self.numbers(count, f64::from_le_bytes, f64::from_be_bytes)?),
-            type_code::TIMESTAMP => {
-                VectorData::Timestamp(self.numbers(count, i64::from_le_bytes, i64::from_be_bytes)?)
+            type_code::SHORT => {
+                VectorData::Short(self.numbers(count, i16::from_le_bytes, i16::from_be_bytes)?)
             }
-            type_code::MONTH => VectorData::Month(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?),
-            type_code::DATE => VectorData::Date(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?),
+            type_code::INT => {
+                VectorData::Int(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?)
+            }
+            type_code::LONG => {
+                VectorData::Long(self.numbers(count, i64::from_le_bytes, i64::from_be_bytes)?)
+            }
+            type_code::REAL => {
+                VectorData::Real(self.numbers(count, f32::from_le_bytes, f32::from_be_bytes)?)
+            }
+            type_code::FLOAT => {
+                VectorData::Float(self.numbers(count, f64::from_le_bytes, f64::from_be_bytes)?)
+            }
+            type_code::TIMESTAMP => VectorData::Timestamp(self.numbers(
+                count,
+                i64::from_le_bytes,
+                i64::from_be_bytes,
+            )?),
+            type_code::MONTH => {
+                VectorData::Month(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?)
+            }
+            type_code::DATE => {
+                VectorData::Date(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?)
+            }
             type_code::DATETIME => {
                 VectorData::Datetime(self.numbers(count, f64::from_le_bytes, f64::from_be_bytes)?)
             }
             type_code::TIMESPAN => {
                 VectorData::Timespan(self.numbers(count, i64::from_le_bytes, i64::from_be_bytes)?)
             }
-            type_code::MINUTE => VectorData::Minute(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?),
-            type_code::SECOND => VectorData::Second(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?),
-            type_code::TIME => VectorData::Time(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?),
+            type_code::MINUTE => {
+                VectorData::Minute(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?)
+            }
+            type_code::SECOND => {
+                VectorData::Second(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?)
+            }
+            type_code::TIME => {
+                VectorData::Time(self.numbers(count, i32::from_le_bytes, i32::from_be_bytes)?)
+            }
             _ => return Err(type_error(t, offset)),
         })
     }
@@ -468,7 +496,9 @@ impl<'a> Reader<'a> {
         for _ in 0..count {
             // Invariant: the message limit keeps every offset below 4 GiB.
             starts.push(end as u32);
-            end = nuls.next().ok_or(DecodeError::UnterminatedSymbol { offset: start + end })? + 1;
+            end = nuls.next().ok_or(DecodeError::UnterminatedSymbol {
+                offset: start + end,
+            })? + 1;
         }
         self.charge(end)?;
         let bytes = self.take(end)?.to_vec();
@@ -497,7 +527,9 @@ impl<'a> Reader<'a> {
                 let mut end = 0;
                 let mut nuls = memchr::memchr_iter(0, rest);
                 for _ in 0..count {
-                    end = nuls.next().ok_or(DecodeError::UnterminatedSymbol { offset: start + end })? + 1;
+                    end = nuls.next().ok_or(DecodeError::UnterminatedSymbol {
+                        offset: start + end,
+                    })? + 1;
                 }
                 self.pos += end;
             }
@@ -578,8 +610,14 @@ mod tests {
 
     #[test]
     fn decodes_atoms_and_vectors() {
-        assert_eq!(decode(&hex("fa01000000"), Endian::Little), Ok(K::Atom(Atom::Int(1))));
-        assert_eq!(decode(&hex("fa00000001"), Endian::Big), Ok(K::Atom(Atom::Int(1))));
+        assert_eq!(
+            decode(&hex("fa01000000"), Endian::Little),
+            Ok(K::Atom(Atom::Int(1)))
+        );
+        assert_eq!(
+            decode(&hex("fa00000001"), Endian::Big),
+            Ok(K::Atom(Atom::Int(1)))
+        );
         assert_eq!(
             decode(&hex("0b0003000000616263006263006300"), Endian::Little),
             Ok(K::symbols(["abc", "bc", "c"]))
@@ -589,12 +627,45 @@ mod tests {
 
     #[test]
     fn refuses_malformed_bodies() {
-        check_err("fa0100", DecodeError::Truncated { offset: 1, needed: 2 });
-        check_err("03", DecodeError::UnknownType { type_code: 3, offset: 0 });
-        check_err("14000100000000", DecodeError::UnsupportedType { type_code: 20, offset: 0 });
-        check_err("70", DecodeError::UnsupportedType { type_code: 112, offset: 0 });
-        check_err("060501000000", DecodeError::BadAttribute { attr: 5, offset: 1 });
-        check_err("0600ffffffff", DecodeError::NegativeCount { count: -1, offset: 2 });
+        check_err(
+            "fa0100",
+            DecodeError::Truncated {
+                offset: 1,
+                needed: 2,
+            },
+        );
+        check_err(
+            "03",
+            DecodeError::UnknownType {
+                type_code: 3,
+                offset: 0,
+            },
+        );
+        check_err(
+            "14000100000000",
+            DecodeError::UnsupportedType {
+                type_code: 20,
+                offset: 0,
+            },
+        );
+        check_err(
+            "70",
+            DecodeError::UnsupportedType {
+                type_code: 112,
+                offset: 0,
+            },
+        );
+        check_err(
+            "060501000000",
+            DecodeError::BadAttribute { attr: 5, offset: 1 },
+        );
+        check_err(
+            "0600ffffffff",
+            DecodeError::NegativeCount {
+                count: -1,
+                offset: 2,
+            },
+        );
         check_err(
             "070000008000",
             DecodeError::CountTooLarge {
@@ -604,8 +675,17 @@ mod tests {
             },
         );
         check_err("f56162", DecodeError::UnterminatedSymbol { offset: 1 });
-        check_err("0b00020000006100", DecodeError::UnterminatedSymbol { offset: 8 });
-        check_err("ff0100", DecodeError::TrailingBytes { offset: 2, extra: 1 });
+        check_err(
+            "0b00020000006100",
+            DecodeError::UnterminatedSymbol { offset: 8 },
+        );
+        check_err(
+            "ff0100",
+            DecodeError::TrailingBytes {
+                offset: 2,
+                extra: 1,
+            },
+        );
         check_err(
             "62000b000000000000",
             DecodeError::Malformed {
@@ -622,8 +702,14 @@ mod tests {
             body.extend_from_slice(&[0, 0, 1, 0, 0, 0]);
         }
         body.extend_from_slice(&[0xff, 1]);
-        assert!(matches!(decode(&body, Endian::Little), Err(DecodeError::TooDeep { .. })));
-        assert!(matches!(validate(&body, Endian::Little), Err(DecodeError::TooDeep { .. })));
+        assert!(matches!(
+            decode(&body, Endian::Little),
+            Err(DecodeError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            validate(&body, Endian::Little),
+            Err(DecodeError::TooDeep { .. })
+        ));
     }
 
     #[test]

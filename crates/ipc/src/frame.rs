@@ -114,7 +114,11 @@ impl Header {
             Endian::Little => u32::from_le_bytes(raw),
         };
         // A compressed frame needs its 4-byte size field as well.
-        let min = if compressed { HEADER_LEN + 4 } else { HEADER_LEN + 1 };
+        let min = if compressed {
+            HEADER_LEN + 4
+        } else {
+            HEADER_LEN + 1
+        };
         if (len as usize) < min {
             return Err(FrameError::TooShort(len));
         }
@@ -258,9 +262,18 @@ mod tests {
     #[test]
     fn refuses_bad_headers() {
         check(&[2, 0, 0, 0, 9, 0, 0, 0], Err(FrameError::BadEndianness(2)));
-        check(&[1, 3, 0, 0, 9, 0, 0, 0], Err(FrameError::BadMessageType(3)));
-        check(&[1, 0, 2, 0, 9, 0, 0, 0], Err(FrameError::BadCompressionFlag(2)));
-        check(&[1, 0, 0, 1, 9, 0, 0, 0], Err(FrameError::LargeMessageFormat(1)));
+        check(
+            &[1, 3, 0, 0, 9, 0, 0, 0],
+            Err(FrameError::BadMessageType(3)),
+        );
+        check(
+            &[1, 0, 2, 0, 9, 0, 0, 0],
+            Err(FrameError::BadCompressionFlag(2)),
+        );
+        check(
+            &[1, 0, 0, 1, 9, 0, 0, 0],
+            Err(FrameError::LargeMessageFormat(1)),
+        );
         check(&[1, 0, 0, 0, 8, 0, 0, 0], Err(FrameError::TooShort(8)));
         check(&[1, 0, 1, 0, 11, 0, 0, 0], Err(FrameError::TooShort(11)));
     }

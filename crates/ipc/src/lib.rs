@@ -36,19 +36,26 @@ mod view;
 
 // The public surface, in the order data flows through it.
 pub use crate::{
-    // Framing: the 8-byte header, its limits and whole messages.
-    frame::{Endian, Header, Limits, Message, MessageType, HEADER_LEN},
-    // Values.
-    value::{Atom, Attr, Dict, Function, K, List, NulInSymbol, Symbols, Table, Vector, VectorData, type_code},
-    // Body decoding: the zero-copy view and the owned decoder.
-    view::{Call, ValueView, ListItems},
-    decode::{decode, decode_with, DecodeOptions, validate},
-    // Encoding.
-    encode::{encode, encode_message, encode_message_with, EncodeOptions, Locality, COMPRESSION_THRESHOLD},
     // Compression.
     compress::{compress, decompress},
+    decode::{DecodeOptions, decode, decode_with, validate},
+    // Encoding.
+    encode::{
+        COMPRESSION_THRESHOLD, EncodeOptions, Locality, encode, encode_message, encode_message_with,
+    },
     // Errors.
-    error::{DecodeError, DecompressError, EncodeError, Error, FrameError, HandshakeError, WireAction},
+    error::{
+        DecodeError, DecompressError, EncodeError, Error, FrameError, HandshakeError, WireAction,
+    },
+    // Framing: the 8-byte header, its limits and whole messages.
+    frame::{Endian, HEADER_LEN, Header, Limits, Message, MessageType},
+    // Values.
+    value::{
+        Atom, Attr, Dict, Function, K, List, NulInSymbol, Symbols, Table, Vector, VectorData,
+        type_code,
+    },
+    // Body decoding: the zero-copy view and the owned decoder.
+    view::{Call, ListItems, ValueView},
 };
 
 /// How deeply values may nest (lists in lists, dictionaries of lists, ...).

@@ -213,7 +213,10 @@ pub struct Vector {
 impl Vector {
     /// A vector with no attribute.
     pub fn new(data: VectorData) -> Self {
-        Self { attr: Attr::None, data }
+        Self {
+            attr: Attr::None,
+            data,
+        }
     }
 
     /// The number of items.

@@ -55,6 +55,18 @@ impl<'a> ValueView<'a> {
         })
     }
 
+    /// A view over a body that has already passed [`crate::validate`], without checking it
+    /// again.
+    ///
+    /// On a body that was not validated the accessors may answer `None` or nonsense, but they
+    /// never panic and never read outside `body`.
+    pub fn trusted(body: &'a [u8], endian: Endian) -> Self {
+        Self {
+            bytes: body,
+            endian,
+        }
+    }
+
     /// The type byte: negative for atoms, 0 for a general list, 1 to 19 for vectors, 98 for a
     /// table, 99 for a dictionary and so on (see [`type_code`]).
     pub fn type_code(&self) -> i8 {
@@ -123,11 +135,7 @@ impl<'a> ValueView<'a> {
         }
         let count = self.count()?;
         let names = self.bytes.get(6..)?;
-        Some(
-            names
-                .split(|&b| b == 0)
-                .take(count),
-        )
+        Some(names.split(|&b| b == 0).take(count))
     }
 
     /// An atom, decoded (cheap: no allocation except a symbol's name).

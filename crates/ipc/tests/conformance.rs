@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use qgate_ipc::{Header, K, Limits, Message, ValueView, compress, decode, encode_message, validate};
+use qgate_ipc::{
+    Header, K, Limits, Message, ValueView, compress, decode, encode_message, validate,
+};
 
 struct Vector {
     id: String,
@@ -37,7 +39,11 @@ fn vectors() -> Vec<Vector> {
             }
         })
         .collect();
-    assert!(vectors.len() >= 80, "the table has lost rows: {}", vectors.len());
+    assert!(
+        vectors.len() >= 80,
+        "the table has lost rows: {}",
+        vectors.len()
+    );
     vectors
 }
 
@@ -45,7 +51,8 @@ fn vectors() -> Vec<Vector> {
 fn the_copy_matches_shared_when_shared_is_present() {
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ipc-vectors.tsv");
     // The repository is checked out next to `shared/` on the team's machines.
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/ipc-vectors.tsv");
+    let shared =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/ipc-vectors.tsv");
     if let Ok(upstream) = std::fs::read(&shared) {
         assert_eq!(
             std::fs::read(&ours).expect("our copy"),
@@ -93,19 +100,33 @@ fn every_vector_decodes_and_reencodes_byte_for_byte() {
 fn values_are_what_the_table_says() {
     use qgate_ipc::{Atom, VectorData};
     let by_id = |id: &str| -> K {
-        let v = vectors().into_iter().find(|v| v.id == id).expect("row exists");
+        let v = vectors()
+            .into_iter()
+            .find(|v| v.id == id)
+            .expect("row exists");
         let message = Message::from_frame(v.bytes, &Limits::default()).expect("valid frame");
         decode(message.body(), message.header.endian).expect("valid body")
     };
     assert_eq!(by_id("K1"), K::Atom(Atom::Int(1)));
-    assert_eq!(by_id("Q7"), K::vector(VectorData::Long(vec![1, i64::MIN, 3])));
+    assert_eq!(
+        by_id("Q7"),
+        K::vector(VectorData::Long(vec![1, i64::MIN, 3]))
+    );
     assert_eq!(by_id("G5"), K::symbol("GOOG"));
-    assert_eq!(by_id("G7"), K::Atom(Atom::Timestamp(570_246_540_884_361_000)));
+    assert_eq!(
+        by_id("G7"),
+        K::Atom(Atom::Timestamp(570_246_540_884_361_000))
+    );
     assert_eq!(by_id("Q45"), K::Null);
     assert_eq!(by_id("G17"), K::error("type"));
-    assert_eq!(by_id("C1"), K::vector(VectorData::Boolean(vec![true; 2000])));
+    assert_eq!(
+        by_id("C1"),
+        K::vector(VectorData::Boolean(vec![true; 2000]))
+    );
     assert_eq!(by_id("C6"), K::symbols(std::iter::repeat_n("q", 1000)));
-    let K::Dict(d) = by_id("K6") else { panic!("K6 is a dictionary") };
+    let K::Dict(d) = by_id("K6") else {
+        panic!("K6 is a dictionary")
+    };
     assert!(d.sorted);
 }
 
