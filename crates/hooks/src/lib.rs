@@ -1,0 +1,328 @@
+//! The only vocabulary shared by the server and the plugin host: who is connected (a
+//! [`Session`]), what happened (the five lifecycle events, as the methods of [`Hooks`]), and what
+//! to do about it (the verdicts).
+//!
+//! The server owns sockets and the wire; it calls a [`Hooks`] at each point where q would call a
+//! `.z` handler, and it never knows what is behind the trait.
+//! The plugin host implements the trait with WebAssembly; the server's tests implement it with a
+//! test double.
+//! Nothing here does I/O.
+//!
+//! | q handler | method | fires |
+//! |---|---|---|
+//! | `.z.pw` | [`Hooks::on_auth`] | after the password file check, before the capability byte |
+//! | `.z.po` | [`Hooks::on_open`] | after the capability byte is sent |
+//! | `.z.pg` | [`Hooks::on_sync`] | for each sync message, in order |
+//! | `.z.ps` | [`Hooks::on_async`] | for each async message, in order |
+//! | `.z.pc` | [`Hooks::on_close`] | once, after the connection has closed |
+
+#![warn(missing_docs)]
+
+use std::{fmt, future::Future, net::SocketAddr, sync::Arc};
+
+use qgate_ipc::{DecodeError, Endian, K, Message, MessageType, ValueView};
+
+/// A connection's handle, q's `.z.w`: unique among live connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Handle(pub i32);
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The facts q keeps about a connection, passed with every event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Session {
+    /// `.z.w`.
+    pub handle: Handle,
+    /// `.z.u`: the user as sent in the handshake, or as an auth hook mapped it.
+    pub user: Arc<[u8]>,
+    /// `.z.a` and the peer's port.
+    pub peer: SocketAddr,
+    /// The negotiated capability (the byte the server answered with).
+    pub capability: u8,
+    /// The TLS facts (`.z.e`); `None` on a plain connection.
+    pub tls: Option<Arc<TlsFacts>>,
+}
+
+impl Session {
+    /// A session for a plain connection.
+    pub fn new(
+        handle: Handle,
+        user: impl Into<Arc<[u8]>>,
+        peer: SocketAddr,
+        capability: u8,
+    ) -> Self {
+        Self {
+            handle,
+            user: user.into(),
+            peer,
+            capability,
+            tls: None,
+        }
+    }
+
+    /// The user name, lossily as UTF-8, for logs.
+    pub fn user_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.user)
+    }
+}
+
+/// What a TLS connection negotiated, and who the client certificate says the peer is (`.z.e`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsFacts {
+    /// The protocol version, such as `TLSv1.3`.
+    pub protocol: String,
+    /// The cipher suite.
+    pub cipher: String,
+    /// The server name the client asked for.
+    pub sni: Option<String>,
+    /// The client certificate, when one was presented and verified.
+    pub client_cert: Option<CertIdentity>,
+}
+
+/// The identity in a verified client certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CertIdentity {
+    /// The subject's common name.
+    pub subject_cn: Option<String>,
+    /// The subject alternative names (DNS names, IP addresses, emails, URIs), as text.
+    pub sans: Vec<String>,
+    /// The SHA-256 fingerprint of the certificate, lowercase hex.
+    pub fingerprint_sha256: String,
+    /// Not valid before, Unix seconds.
+    pub not_before: i64,
+    /// Not valid after, Unix seconds.
+    pub not_after: i64,
+}
+
+/// The credentials of a handshake. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user as sent.
+    pub user: Vec<u8>,
+    /// The password, `None` when the handshake had no `:`.
+    pub password: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &String::from_utf8_lossy(&self.user))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A message from a client, validated: its header, its uncompressed bytes, and a view of it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    message: Message,
+}
+
+impl Request {
+    /// Validates a message's body (kdb+ validates every incoming message).
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] when the body is not one well-formed value.
+    pub fn new(message: Message) -> Result<Self, DecodeError> {
+        qgate_ipc::validate(message.body(), message.header.endian)?;
+        Ok(Self { message })
+    }
+
+    /// Sync, async or response.
+    pub fn message_type(&self) -> MessageType {
+        self.message.header.message_type
+    }
+
+    /// The byte order of the body.
+    pub fn endian(&self) -> Endian {
+        self.message.header.endian
+    }
+
+    /// The uncompressed body: one encoded value.
+    pub fn body(&self) -> &[u8] {
+        self.message.body()
+    }
+
+    /// The whole uncompressed message, header included.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// A zero-copy view of the value: the cheap way to ask what the message is.
+    pub fn view(&self) -> ValueView<'_> {
+        ValueView::trusted(self.message.body(), self.endian())
+    }
+
+    /// The value, decoded.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TooLarge`] when the value would take more memory than the decoder allows.
+    pub fn to_k(&self) -> Result<K, DecodeError> {
+        self.view().to_k()
+    }
+}
+
+/// The verdict of [`Hooks::on_auth`] (`.z.pw`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthVerdict {
+    /// Accept the connection; `Some(user)` replaces the user name that later events see.
+    Allow(Option<Vec<u8>>),
+    /// Refuse: the socket is closed without a byte and the client reports `'access`.
+    Deny,
+    /// No opinion: the built-in checks decide.
+    Pass,
+}
+
+/// The verdict of [`Hooks::on_open`] (`.z.po`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenVerdict {
+    /// Close the connection, with the reason for the log.
+    Close(String),
+    /// Keep it.
+    Keep,
+}
+
+/// The verdict of [`Hooks::on_sync`] and [`Hooks::on_async`] (`.z.pg`, `.z.ps`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Refuse: a sync request gets this q error (without the `'`); an async one is dropped and
+    /// logged, as q drops async errors.
+    Deny(String),
+    /// Nothing answered. For a sync request the server replies with a q error saying so; it never
+    /// leaves a client waiting.
+    Pass,
+    /// Answer a sync request with this value; for an async message, accept it.
+    Reply(K),
+}
+
+/// Why a connection closed, given to [`Hooks::on_close`] and logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The message was not well-formed q IPC (q's `.z.bm`).
+    BadMessage(String),
+    /// The client closed the connection.
+    ClientClosed,
+    /// An I/O error on the socket.
+    Io(String),
+    /// The client broke a limit; the name of the limit.
+    Limit(&'static str),
+    /// An open hook asked to close it.
+    Refused(String),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadMessage(e) => write!(f, "bad message: {e}"),
+            Self::ClientClosed => f.write_str("client closed"),
+            Self::Io(e) => write!(f, "i/o error: {e}"),
+            Self::Limit(limit) => write!(f, "limit {limit} exceeded"),
+            Self::Refused(why) => write!(f, "refused: {why}"),
+            Self::Shutdown => f.write_str("server shutdown"),
+        }
+    }
+}
+
+/// The lifecycle events of a q connection, as a server dispatches them.
+///
+/// Every method has a default that does what a q process with default handlers does, so an empty
+/// `impl` passes everything.
+/// The futures must be `Send`: the server awaits them on its connection tasks.
+pub trait Hooks: Send + Sync + 'static {
+    /// `.z.pw`: after the password file check, before the capability byte is sent.
+    ///
+    /// The default passes, leaving the decision to the password file (or accepting everyone when
+    /// there is none, as q's default `.z.pw` does).
+    fn on_auth(
+        &self,
+        session: &Session,
+        credentials: &Credentials,
+    ) -> impl Future<Output = AuthVerdict> + Send {
+        let _ = (session, credentials);
+        async { AuthVerdict::Pass }
+    }
+
+    /// `.z.po`: after the capability byte is sent. The default keeps the connection.
+    fn on_open(&self, session: &Session) -> impl Future<Output = OpenVerdict> + Send {
+        let _ = session;
+        async { OpenVerdict::Keep }
+    }
+
+    /// `.z.pg`: a sync request, in arrival order. The default passes.
+    fn on_sync(
+        &self,
+        session: &Session,
+        request: &Request,
+    ) -> impl Future<Output = Verdict> + Send {
+        let _ = (session, request);
+        async { Verdict::Pass }
+    }
+
+    /// `.z.ps`: an async message, in arrival order. The default passes.
+    fn on_async(
+        &self,
+        session: &Session,
+        request: &Request,
+    ) -> impl Future<Output = Verdict> + Send {
+        let _ = (session, request);
+        async { Verdict::Pass }
+    }
+
+    /// `.z.pc`: once, after the connection has closed. The default does nothing.
+    fn on_close(&self, session: &Session, reason: &CloseReason) -> impl Future<Output = ()> + Send {
+        let _ = (session, reason);
+        async {}
+    }
+}
+
+/// Hooks that pass everything: the server's built-in behaviour alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
+impl<H: Hooks> Hooks for Arc<H> {
+    fn on_auth(
+        &self,
+        session: &Session,
+        credentials: &Credentials,
+    ) -> impl Future<Output = AuthVerdict> + Send {
+        (**self).on_auth(session, credentials)
+    }
+
+    fn on_open(&self, session: &Session) -> impl Future<Output = OpenVerdict> + Send {
+        (**self).on_open(session)
+    }
+
+    fn on_sync(
+        &self,
+        session: &Session,
+        request: &Request,
+    ) -> impl Future<Output = Verdict> + Send {
+        (**self).on_sync(session, request)
+    }
+
+    fn on_async(
+        &self,
+        session: &Session,
+        request: &Request,
+    ) -> impl Future<Output = Verdict> + Send {
+        (**self).on_async(session, request)
+    }
+
+    fn on_close(&self, session: &Session, reason: &CloseReason) -> impl Future<Output = ()> + Send {
+        (**self).on_close(session, reason)
+    }
+}

@@ -1,0 +1,91 @@
+//! What the server can be told: limits, the password file, shutdown. Built by the binary from
+//! the config file; the server never reads configuration itself.
+
+use std::{path::PathBuf, time::Duration};
+
+/// Everything [`crate::run`] needs besides the listener, the hooks and the shutdown signal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Limits on what one client may cost.
+    pub limits: ServerLimits,
+    /// The password file (`-U` / `-u`), when there is one.
+    pub password_file: Option<PasswordFile>,
+    /// How long in-flight sync queries may run after a shutdown signal before their connections
+    /// are cut.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            limits: ServerLimits::default(),
+            password_file: None,
+            shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// 10 s: enough for a typical query to finish, short enough for a deploy or an orchestrator's
+    /// stop timeout (Kubernetes waits 30 s by default).
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+}
+
+/// A password file, as q's `-U file` or `-u file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswordFile {
+    /// The file: `user:password` lines, the password plain, MD5 hex or SHA-1 hex.
+    pub path: PathBuf,
+    /// `-u` rather than `-U`: see the README for what qgate adds for it.
+    pub restricted: bool,
+}
+
+/// Limits, each with a default and its reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerLimits {
+    /// The largest message, after decompression, in bytes.
+    pub max_message_bytes: usize,
+    /// The longest handshake, in bytes.
+    pub max_handshake_bytes: usize,
+    /// How long a client has to complete its handshake.
+    pub handshake_timeout: Duration,
+    /// How long a connection may stay silent (between messages, or in the middle of one) before it
+    /// is closed. `None` for no limit.
+    pub idle_timeout: Option<Duration>,
+    /// Connections open at once, in all.
+    pub max_connections: usize,
+    /// Connections open at once for one user name.
+    pub max_connections_per_user: usize,
+}
+
+impl ServerLimits {
+    /// 256 MiB: see [`qgate_ipc::Limits::DEFAULT_MAX_MESSAGE_BYTES`].
+    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = qgate_ipc::Limits::DEFAULT_MAX_MESSAGE_BYTES;
+    /// 64 KiB: see [`qgate_ipc::handshake::DEFAULT_MAX_HANDSHAKE_BYTES`].
+    pub const DEFAULT_MAX_HANDSHAKE_BYTES: usize =
+        qgate_ipc::handshake::DEFAULT_MAX_HANDSHAKE_BYTES;
+    /// 10 s, as aiokdb's server: a real client sends its handshake at once, and a slow one must
+    /// not hold a connection slot for long.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// None: q itself never closes an idle client, and tickerplant subscribers sit idle for hours.
+    pub const DEFAULT_IDLE_TIMEOUT: Option<Duration> = None;
+    /// 10 000: far above kdb+'s old 1022, within a default `ulimit -n` raised for servers.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+    /// 1 000: one runaway client pool cannot take every slot.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 1_000;
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
+            max_handshake_bytes: Self::DEFAULT_MAX_HANDSHAKE_BYTES,
+            handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_user: Self::DEFAULT_MAX_CONNECTIONS_PER_USER,
+        }
+    }
+}
