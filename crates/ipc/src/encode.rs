@@ -93,10 +93,11 @@ pub fn encode_message_with(
     out.extend_from_slice(&Header::little(message_type, len as u32).to_bytes());
     write(value, &mut out);
     debug_assert_eq!(out.len(), len);
-    if options.locality == Locality::Remote && options.capability >= 1 {
-        if let Some(compressed) = compress::compress(&out) {
-            return Ok(compressed);
-        }
+    if options.locality == Locality::Remote
+        && options.capability >= 1
+        && let Some(compressed) = compress::compress(&out)
+    {
+        return Ok(compressed);
     }
     Ok(out)
 }
