@@ -1,3 +1,41 @@
-//! The `qgate` binary.
+//! The `qgate` binary: parses the command line and runs one subcommand.
+//!
+//! Each subcommand lives in its own module with its `Args` and a `run` function; `main` only
+//! dispatches and turns an error into one `error: ...` line on stderr and exit status 1.
 
-fn main() {}
+mod decode;
+
+use std::{io::Write as _, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// A kdb+/q IPC server whose handlers are sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "qgate", version, about)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode one IPC frame and print its header and value in q syntax.
+    Decode(decode::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Decode(args) => decode::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Nothing sensible is left to do if stderr is gone.
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
