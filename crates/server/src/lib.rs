@@ -1,7 +1,34 @@
-//! qgate's network side.
+//! qgate's network side: it owns the sockets and speaks the kdb+ IPC protocol to q clients, and at
+//! each point where a q process would call a `.z` handler it asks a [`qgate_hooks::Hooks`].
+//!
+//! [`run`] is the only entry point. The files follow the data:
+//!
+//! ```text
+//!   listener   accept loop, connection limit, run()            one task per connection ──┐
+//!   handler    handshake → password file → on_auth → capability byte → on_open           │
+//!              → message loop (on_sync / on_async, one at a time) → on_close         ◄───┘
+//!   connection bytes ↔ handshake and frames over the stream, limits checked before buffering
+//!   password   password files (-U / -u), reloaded when they change
+//!   context    the answers to PyKX's context queries
+//!   registry   handles (.z.w) and per-user connection counts
+//!   shutdown   stop accepting, drain within the grace period, cut the rest
+//! ```
+//!
+//! It knows nothing of WebAssembly and reads no configuration: the binary turns its config into
+//! [`ServerOptions`].
 
 #![warn(missing_docs)]
 
+mod connection;
+mod context;
+mod handler;
+mod listener;
 mod options;
+mod password;
+mod registry;
+mod shutdown;
 
-pub use crate::options::{PasswordFile, ServerLimits, ServerOptions};
+pub use crate::{
+    listener::run,
+    options::{PasswordFile, ServerLimits, ServerOptions},
+};
