@@ -1,30 +1,33 @@
-//! `cargo xtask run`: runs qgate.
+//! `cargo xtask run [ARGS...]`: builds qgate in release mode and runs it with the reference config.
 //!
-//! The server does not exist yet, so for now this says so, points at what does exist, and exits
-//! with status 2. The server work replaces this module's body.
+//! It is `cargo run --release -p qgate -- serve --config config.toml ARGS...` from the repository
+//! root, so extra arguments go to `qgate serve` and override the file (`-p 6000`, `-U
+//! passwords.txt`, `--log-json`). The server runs in the foreground until Ctrl-C.
 
 use std::process::ExitCode;
 
-/// Explains that the server is not built yet and how to use the `decode` subcommand instead.
+use crate::cargo;
+
+/// Runs the server, and exits with its exit status.
 pub(crate) fn run(args: &[String]) -> ExitCode {
-    if !args.is_empty() {
-        eprintln!("xtask run: ignoring arguments {args:?}");
-    }
+    let mut command = cargo();
+    command
+        .args(["run", "--release", "--package", "qgate", "--"])
+        .args(["serve", "--config", "config.toml"])
+        .args(args);
     eprintln!(
-        "\
-The qgate server is not built yet: it arrives with the server work.
-
-What exists today is the IPC codec and `qgate decode`, which decodes a kdb+ IPC frame given in hex
-and prints the message in q syntax (add `--reencode` to check that it encodes back to the same
-bytes):
-
-    cargo run -p qgate -- decode --hex <frame> [--reencode]
-
-For example:
-
-    cargo run -p qgate -- decode --hex 010000000d000000fa01000000 --reencode
-
-Run every test with `cargo xtask test`."
+        "==> cargo run --release -p qgate -- serve --config config.toml {}",
+        args.join(" ")
     );
-    ExitCode::from(2)
+    match command.status() {
+        // Ctrl-C reaches qgate and cargo alike; qgate exits 0 after draining, and so does this.
+        Ok(status) => status
+            .code()
+            .and_then(|code| u8::try_from(code).ok())
+            .map_or(ExitCode::FAILURE, ExitCode::from),
+        Err(error) => {
+            eprintln!("xtask run: error: failed to start `cargo run`: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -3,7 +3,10 @@
 //! Each subcommand lives in its own module with its `Args` and a `run` function; `main` only
 //! dispatches and turns an error into one `error: ...` line on stderr and exit status 1.
 
+mod check;
 mod decode;
+mod logging;
+mod serve;
 
 use std::{io::Write as _, process::ExitCode};
 
@@ -21,14 +24,20 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check a config file without starting the server: prints `FILE: ok`, or the bad key.
+    Check(check::Args),
     /// Decode one IPC frame and print its header and value in q syntax.
     Decode(decode::Args),
+    /// Run the server until SIGINT or SIGTERM.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Check(args) => check::run(args),
         Command::Decode(args) => decode::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,186 @@
+//! The config crate's API tests: UI snapshots of the errors, the reference config, the defaults.
+//!
+//! Each `tests/ui/NAME.toml` is loaded and the error it gives is compared with `tests/ui/NAME.err`.
+//! After changing a message on purpose, rewrite the snapshots with
+//! `UPDATE_UI=1 cargo test -p qgate-config` and review the diff.
+
+use std::{
+    env, fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use qgate_config::{Config, ConfigError, LogFormat};
+
+/// Every `tests/ui/*.toml` gives exactly the error in its `.err` file.
+#[test]
+fn ui() {
+    let update = env::var_os("UPDATE_UI").is_some_and(|value| value == "1");
+    let dir = Path::new("tests/ui");
+    let mut cases: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("tests/ui exists")
+        .map(|entry| entry.expect("tests/ui is readable").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no UI cases in {}", dir.display());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let actual = match Config::load(case) {
+            Ok(config) => format!("unexpectedly valid: {config:?}\n"),
+            Err(error) => format!("{error}\n"),
+        };
+        let snapshot = case.with_extension("err");
+        if update {
+            fs::write(&snapshot, &actual).expect("the snapshot is writable");
+            continue;
+        }
+        let expected = fs::read_to_string(&snapshot).unwrap_or_default();
+        if actual != expected {
+            failures.push(format!(
+                "{}:\n  expected: {}  actual:   {}",
+                case.display(),
+                expected,
+                actual
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "UI snapshots differ (rerun with UPDATE_UI=1 to accept the new output):\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The reference `config.toml` at the repository root parses, and spells out exactly the built-in
+/// defaults.
+#[test]
+fn reference_config_is_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.toml");
+    let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn empty_file_is_the_defaults() {
+    let config = Config::from_toml_str("").expect("an empty config is valid");
+    assert_eq!(config, Config::default());
+    let listen: SocketAddr = "127.0.0.1:5000".parse().expect("an address");
+    assert_eq!(config.server.listen.get(), listen);
+    assert_eq!(config.server.shutdown_grace.get(), Duration::from_secs(10));
+    assert_eq!(config.auth.password_file, None);
+    assert!(!config.auth.restricted);
+    assert_eq!(config.limits.max_message_bytes.get(), 256 << 20);
+    assert_eq!(config.limits.max_handshake_bytes.get(), 64 << 10);
+    assert_eq!(
+        config.limits.handshake_timeout.get(),
+        Duration::from_secs(10)
+    );
+    assert_eq!(config.limits.idle_timeout.get(), None);
+    assert_eq!(config.limits.max_connections.get(), 10_000);
+    assert_eq!(config.limits.max_connections_per_user.get(), 1_000);
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.log.level, "info");
+}
+
+#[test]
+fn every_key() {
+    let config = Config::from_toml_str(
+        r#"
+        [server]
+        listen = 5001
+        shutdown_grace = "0s"
+        [auth]
+        password_file = "/etc/qgate/passwords.txt"
+        restricted = true
+        [limits]
+        max_message_bytes = 1048576
+        max_handshake_bytes = "1KiB"
+        handshake_timeout = "500ms"
+        idle_timeout = "1h30m"
+        max_connections = 10
+        max_connections_per_user = 2
+        [log]
+        format = "json"
+        level = "debug"
+        "#,
+    )
+    .expect("a valid config");
+    let listen: SocketAddr = "0.0.0.0:5001".parse().expect("an address");
+    assert_eq!(config.server.listen.get(), listen);
+    assert_eq!(config.server.shutdown_grace.get(), Duration::ZERO);
+    assert_eq!(
+        config.auth.password_file.as_deref(),
+        Some(Path::new("/etc/qgate/passwords.txt"))
+    );
+    assert!(config.auth.restricted);
+    assert_eq!(config.limits.max_message_bytes.get(), 1 << 20);
+    assert_eq!(config.limits.max_handshake_bytes.get(), 1 << 10);
+    assert_eq!(
+        config.limits.handshake_timeout.get(),
+        Duration::from_millis(500)
+    );
+    assert_eq!(
+        config.limits.idle_timeout.get(),
+        Some(Duration::from_secs(5400))
+    );
+    assert_eq!(config.limits.max_connections.get(), 10);
+    assert_eq!(config.limits.max_connections_per_user.get(), 2);
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.log.level, "debug");
+}
+
+/// A relative password file is found next to the config file that names it, not in the current
+/// directory.
+#[test]
+fn password_file_is_relative_to_the_config() {
+    let dir = env::temp_dir().join(format!("qgate-config-test-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("a temporary directory");
+    let path = dir.join("qgate.toml");
+    fs::write(&path, "[auth]\npassword_file = \"passwords.txt\"\n").expect("a config file");
+    let loaded = Config::load(&path);
+    fs::remove_dir_all(&dir).expect("the temporary directory is removed");
+    let config = loaded.unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.auth.password_file, Some(dir.join("passwords.txt")));
+    // From text, there is no file to be relative to.
+    let config = Config::from_toml_str("[auth]\npassword_file = \"passwords.txt\"\n")
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        config.auth.password_file.as_deref(),
+        Some(Path::new("passwords.txt"))
+    );
+}
+
+#[test]
+fn errors_carry_the_key_and_position() {
+    let error = Config::from_toml_str("[limits]\nmax_connections = \"x\"\n")
+        .expect_err("a string is not a count");
+    assert_eq!(error.key(), Some("limits.max_connections"));
+    let ConfigError::Invalid {
+        file, line, column, ..
+    } = &error
+    else {
+        panic!("expected ConfigError::Invalid, got {error:?}");
+    };
+    assert_eq!((file, *line, *column), (&None, Some(2), Some(19)));
+    assert_eq!(
+        error.to_string(),
+        "limits.max_connections: invalid type: string \"x\", expected a positive integer \
+         (line 2, column 19)"
+    );
+}
+
+#[test]
+fn missing_file() {
+    let error = Config::load("tests/ui/does-not-exist.toml").expect_err("no such file");
+    let ConfigError::Read { source, .. } = &error else {
+        panic!("expected ConfigError::Read, got {error:?}");
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+    assert_eq!(
+        error.to_string(),
+        "tests/ui/does-not-exist.toml: cannot read"
+    );
+    assert!(std::error::Error::source(&error).is_some(), "{error:?}");
+}

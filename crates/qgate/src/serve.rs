@@ -1,0 +1,321 @@
+//! `qgate serve`: loads the config, binds the listener, and runs the server until SIGINT or
+//! SIGTERM.
+//!
+//! The order matters and is the contract with scripts and tests: the config is loaded and checked
+//! first (a bad config never binds a port), then the listener is bound and the signal handlers are
+//! installed, and only then is `qgate listening on ADDR` printed to stdout. Whoever reads that
+//! line may connect at once, and may stop the server with SIGTERM at once.
+
+use std::{
+    io::{self, Write as _},
+    net::SocketAddr,
+    path::PathBuf,
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use qgate_config::{Config, Listen, LogFormat};
+use qgate_server::{PasswordFile, ServerLimits, ServerOptions};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
+use tracing::{info, warn};
+
+use crate::logging;
+
+/// `qgate serve`: flags follow q's where q has one, and override the config file.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The config file. Without one, the built-in defaults apply; the reference config.toml
+    /// spells them out.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where to listen, overriding `server.listen`: HOST:PORT, or a bare PORT for every
+    /// interface, as q's -p.
+    #[arg(short = 'p', long = "listen", value_name = "PORT|HOST:PORT")]
+    listen: Option<Listen>,
+    /// A password file, as q's -U, overriding `[auth]`.
+    #[arg(
+        short = 'U',
+        value_name = "FILE",
+        conflicts_with = "restricted_password_file"
+    )]
+    password_file: Option<PathBuf>,
+    /// A password file, as q's -u (restricted), overriding `[auth]`.
+    #[arg(short = 'u', value_name = "FILE")]
+    restricted_password_file: Option<PathBuf>,
+    /// Log JSON lines instead of text, overriding `log.format`.
+    #[arg(long)]
+    log_json: bool,
+}
+
+impl Args {
+    /// The config to run with: the file (or the defaults), then the flags on top.
+    fn config(&self) -> Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        if let Some(path) = &self.password_file {
+            config.auth.password_file = Some(path.clone());
+            config.auth.restricted = false;
+        }
+        if let Some(path) = &self.restricted_password_file {
+            config.auth.password_file = Some(path.clone());
+            config.auth.restricted = true;
+        }
+        if self.log_json {
+            config.log.format = LogFormat::Json;
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the server until a shutdown signal, on a multi-thread runtime.
+///
+/// # Errors
+///
+/// If the config is invalid, the address cannot be bound, or the server fails.
+pub(crate) fn run(args: &Args) -> Result<()> {
+    let config = args.config()?;
+    logging::init(&config.log)?;
+    match &args.config {
+        Some(path) => info!(config = %path.display(), "config loaded"),
+        None => info!("no config file: using the built-in defaults"),
+    }
+    let options = server_options(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config.server.listen.get(), options))
+}
+
+/// The server's options from a config.
+///
+/// A function rather than `impl From<&Config> for ServerOptions`, which the orphan rule forbids
+/// here: both types are foreign to this crate, and neither of their crates may know the other.
+pub(crate) fn server_options(config: &Config) -> ServerOptions {
+    let mut limits = ServerLimits::default();
+    limits.max_message_bytes = config.limits.max_message_bytes.get();
+    limits.max_handshake_bytes = config.limits.max_handshake_bytes.get();
+    limits.handshake_timeout = config.limits.handshake_timeout.get();
+    limits.idle_timeout = config.limits.idle_timeout.get();
+    limits.max_connections = config.limits.max_connections.get();
+    limits.max_connections_per_user = config.limits.max_connections_per_user.get();
+    let mut options = ServerOptions::default();
+    options.limits = limits;
+    options.password_file = config.auth.password_file.clone().map(|path| PasswordFile {
+        path,
+        restricted: config.auth.restricted,
+    });
+    options.shutdown_grace = config.server.shutdown_grace.get();
+    options
+}
+
+/// Binds, announces the address, and runs the server until SIGINT or SIGTERM.
+async fn serve(addr: SocketAddr, options: ServerOptions) -> Result<()> {
+    let listener = bind(addr).await?;
+    // Installed before the address is announced: from then on, a signal is a clean shutdown.
+    let shutdown = shutdown_signal()?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listener's address")?;
+    info!(%addr, "listening");
+    announce(addr);
+    qgate_server::run(listener, options, qgate_hooks::NoHooks, shutdown).await
+}
+
+/// Binds `addr`, with an error that names the address and says what to do.
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        let hint = match error.kind() {
+            io::ErrorKind::AddrInUse => {
+                "; another process is listening there: stop it, or choose another address with \
+                 -p or `server.listen`"
+            }
+            io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need privileges: choose a higher port with -p or \
+                 `server.listen`"
+            }
+            io::ErrorKind::AddrNotAvailable => {
+                "; no interface of this machine has that address: use 127.0.0.1 for this \
+                 machine only, or 0.0.0.0 for every interface"
+            }
+            _ => "",
+        };
+        anyhow!("cannot listen on {addr}: {error}{hint}")
+    })
+}
+
+/// Prints `qgate listening on ADDR` to stdout, the line that scripts and tests wait for.
+fn announce(addr: SocketAddr) {
+    let mut stdout = io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "qgate listening on {addr}").and_then(|()| stdout.flush())
+    {
+        // The server runs fine without anyone reading stdout.
+        warn!(%error, "cannot print the listening address to stdout");
+    }
+}
+
+/// A future that resolves on the first SIGINT or SIGTERM.
+///
+/// The handlers are installed here, at once, not when the future is first polled. After the first
+/// signal the server drains for `server.shutdown_grace`; a second signal exits at once, for a
+/// person who does not want to wait.
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        info!(signal = name, "shutting down");
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            warn!(signal = name, "second signal: exiting without draining");
+            std::process::exit(1);
+        });
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, time::Duration};
+
+    use clap::Parser;
+    use qgate_config::Limits;
+
+    use super::*;
+
+    /// The config crate repeats the server's defaults, because it may not depend on the server:
+    /// they must stay equal.
+    #[test]
+    fn defaults_match_the_server() {
+        assert_eq!(
+            Limits::DEFAULT_MAX_MESSAGE_BYTES,
+            ServerLimits::DEFAULT_MAX_MESSAGE_BYTES
+        );
+        assert_eq!(
+            Limits::DEFAULT_MAX_HANDSHAKE_BYTES,
+            ServerLimits::DEFAULT_MAX_HANDSHAKE_BYTES
+        );
+        assert_eq!(
+            Limits::DEFAULT_HANDSHAKE_TIMEOUT,
+            ServerLimits::DEFAULT_HANDSHAKE_TIMEOUT
+        );
+        assert_eq!(
+            Limits::DEFAULT_IDLE_TIMEOUT,
+            ServerLimits::DEFAULT_IDLE_TIMEOUT
+        );
+        assert_eq!(
+            Limits::DEFAULT_MAX_CONNECTIONS,
+            ServerLimits::DEFAULT_MAX_CONNECTIONS
+        );
+        assert_eq!(
+            Limits::DEFAULT_MAX_CONNECTIONS_PER_USER,
+            ServerLimits::DEFAULT_MAX_CONNECTIONS_PER_USER
+        );
+        assert_eq!(
+            qgate_config::Server::DEFAULT_SHUTDOWN_GRACE,
+            ServerOptions::DEFAULT_SHUTDOWN_GRACE
+        );
+        assert_eq!(server_options(&Config::default()), ServerOptions::default());
+    }
+
+    #[test]
+    fn options_from_config() {
+        let config = Config::from_toml_str(
+            r#"
+            [server]
+            shutdown_grace = "1s"
+            [auth]
+            password_file = "/etc/qgate/passwords.txt"
+            restricted = true
+            [limits]
+            max_message_bytes = "1MiB"
+            max_handshake_bytes = 1024
+            handshake_timeout = "2s"
+            idle_timeout = "3m"
+            max_connections = 4
+            max_connections_per_user = 5
+            "#,
+        )
+        .expect("a valid config");
+        let options = server_options(&config);
+        assert_eq!(options.shutdown_grace, Duration::from_secs(1));
+        assert_eq!(
+            options.password_file,
+            Some(PasswordFile {
+                path: "/etc/qgate/passwords.txt".into(),
+                restricted: true,
+            })
+        );
+        assert_eq!(options.limits.max_message_bytes, 1 << 20);
+        assert_eq!(options.limits.max_handshake_bytes, 1024);
+        assert_eq!(options.limits.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(options.limits.idle_timeout, Some(Duration::from_secs(180)));
+        assert_eq!(options.limits.max_connections, 4);
+        assert_eq!(options.limits.max_connections_per_user, 5);
+    }
+
+    /// `qgate serve`'s flags alone, for parsing them in tests.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config> {
+        let serve = Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        serve.args.config()
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.toml");
+        let reference = reference.to_str().expect("a UTF-8 path");
+        let config = parse(&["--config", reference]).expect("the reference config");
+        assert_eq!(config, Config::default());
+
+        let config = parse(&[
+            "--config",
+            reference,
+            "-p",
+            "6000",
+            "-u",
+            "pw.txt",
+            "--log-json",
+        ])
+        .expect("valid flags");
+        assert_eq!(
+            config.server.listen.get(),
+            "0.0.0.0:6000".parse::<SocketAddr>().expect("an address")
+        );
+        assert_eq!(
+            config.auth.password_file.as_deref(),
+            Some(Path::new("pw.txt"))
+        );
+        assert!(config.auth.restricted);
+        assert_eq!(config.log.format, LogFormat::Json);
+
+        let config = parse(&["-p", "[::1]:0", "-U", "pw.txt"]).expect("valid flags");
+        assert_eq!(
+            config.server.listen.get(),
+            "[::1]:0".parse::<SocketAddr>().expect("an address")
+        );
+        assert!(!config.auth.restricted);
+
+        let error = parse(&["-U", "a", "-u", "b"]).expect_err("-U and -u conflict");
+        assert!(error.to_string().contains("cannot be used with"), "{error}");
+        let error = parse(&["-p", "localhost:5000"]).expect_err("not an IP address");
+        assert!(error.to_string().contains("invalid address"), "{error}");
+    }
+}

@@ -1,0 +1,323 @@
+//! The `qgate` binary's command-line tests: `qgate check` and `qgate serve`, run as processes.
+//!
+//! `serve` tests bind `127.0.0.1:0` and read the port from the `qgate listening on ADDR` line on
+//! stdout. Every spawned server sits in a [`Server`] guard that kills it if the test fails.
+
+use std::{
+    env, fs,
+    io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::mpsc,
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+/// How long a server may take to start or to stop; generous, as the machine may be busy.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn qgate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qgate"));
+    // The test's own RUST_LOG must not change the server's logging.
+    command.env_remove("RUST_LOG");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    qgate().args(args).output().expect("qgate runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A scratch directory for this test process, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = env::temp_dir().join(format!("qgate-cli-{}-{name}", std::process::id()));
+        fs::create_dir_all(&dir).expect("a temporary directory");
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        fs::write(&path, text).expect("a temporary file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn reference_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.toml")
+}
+
+#[test]
+fn check_accepts_the_reference_config() {
+    let path = reference_config();
+    let path = path.to_str().expect("a UTF-8 path");
+    let output = run(&["check", path]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), format!("{path}: ok\n"));
+}
+
+#[test]
+fn check_names_the_bad_key() {
+    let dir = TempDir::new("check");
+    let path = dir.write("bad.toml", "[limits]\nmax_connections = \"x\"\n");
+    let output = run(&["check", path.to_str().expect("a UTF-8 path")]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(stdout(&output), "");
+    let message = stderr(&output);
+    assert!(
+        message.contains("bad.toml: limits.max_connections: invalid type"),
+        "{message}"
+    );
+    assert!(message.contains("(line 2, column 19)"), "{message}");
+
+    let path = dir.write("typo.toml", "[log]\nlevl = \"info\"\n");
+    let output = run(&["check", path.to_str().expect("a UTF-8 path")]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("log.levl: unknown field `levl`"),
+        "{output:?}"
+    );
+
+    let path = dir.write("level.toml", "[log]\nlevel = \"qgate=loud\"\n");
+    let output = run(&["check", path.to_str().expect("a UTF-8 path")]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("level.toml: log.level: "),
+        "{output:?}"
+    );
+
+    let path = dir.write("auth.toml", "[auth]\npassword_file = \"missing.txt\"\n");
+    let output = run(&["check", path.to_str().expect("a UTF-8 path")]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("auth.password_file: cannot read"),
+        "{output:?}"
+    );
+
+    let output = run(&["check", "no-such-config.toml"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("no-such-config.toml: cannot read: "),
+        "{output:?}"
+    );
+}
+
+/// A running `qgate serve`, killed when dropped unless it has already exited.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Server {
+    /// Starts `qgate serve ARGS` and waits for its listening line.
+    fn start(args: &[&str]) -> Self {
+        let mut child = qgate()
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qgate serve starts");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (lines, received) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            stderr: Some(stderr),
+        };
+        let line = received.recv_timeout(PATIENCE).unwrap_or_else(|error| {
+            let _ = server.child.kill();
+            panic!(
+                "no listening line from qgate serve ({error}); stderr:\n{}",
+                server.stderr()
+            )
+        });
+        let addr = line
+            .strip_prefix("qgate listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line on stdout: {line:?}"));
+        server.addr = addr.parse().expect("the listening line holds an address");
+        server
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed: {status}");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited for") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "qgate serve did not exit within {PATIENCE:?} of SIGTERM"
+            );
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "a synchronous test polling a child process: no async runtime to block"
+            )]
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the server wrote to stderr; complete once it has exited.
+    fn stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|handle| handle.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn serve_answers_a_handshake_and_stops_on_sigterm() {
+    let dir = TempDir::new("serve");
+    let config = dir.write("qgate.toml", "[server]\nshutdown_grace = \"1s\"\n");
+    let mut server = Server::start(&[
+        "--config",
+        config.to_str().expect("a UTF-8 path"),
+        "-p",
+        "127.0.0.1:0",
+    ]);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    assert_ne!(server.addr.port(), 0);
+
+    let mut client = TcpStream::connect(server.addr).expect("the server accepts");
+    client
+        .set_read_timeout(Some(PATIENCE))
+        .expect("a read timeout");
+    client
+        .write_all(b"user:pass\x03\x00")
+        .expect("the handshake is sent");
+    let mut capability = [0_u8; 1];
+    client
+        .read_exact(&mut capability)
+        .expect("the server answers the handshake");
+    assert_eq!(capability, [3]);
+
+    let status = server.terminate();
+    let stderr = server.stderr();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    assert!(stderr.contains("listening"), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+}
+
+/// Sends a handshake and returns the server's answer: the capability byte, or `None` when the
+/// server closes the connection instead (a refused login).
+fn handshake(addr: SocketAddr, credentials: &[u8]) -> Option<u8> {
+    let mut client = TcpStream::connect(addr).expect("the server accepts");
+    client
+        .set_read_timeout(Some(PATIENCE))
+        .expect("a read timeout");
+    client
+        .write_all(credentials)
+        .expect("the handshake is sent");
+    let mut answer = [0_u8; 1];
+    match client.read(&mut answer) {
+        Ok(0) => None,
+        Ok(_) => Some(answer[0]),
+        // A close with unread data in the server's buffer arrives as a reset.
+        Err(error) if error.kind() == ErrorKind::ConnectionReset => None,
+        Err(error) => panic!("the server neither answered nor closed: {error}"),
+    }
+}
+
+/// A password file named in the config is found next to the config, and `-U` on the command line
+/// replaces it.
+#[test]
+fn serve_checks_the_password_file() {
+    let dir = TempDir::new("auth");
+    dir.write("passwords.txt", "user:pass\n");
+    dir.write("other.txt", "other:secret\n");
+    let config = dir.write("qgate.toml", "[auth]\npassword_file = \"passwords.txt\"\n");
+    let config = config.to_str().expect("a UTF-8 path");
+
+    let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0"]);
+    assert_eq!(handshake(server.addr, b"user:pass\x03\x00"), Some(3));
+    assert_eq!(handshake(server.addr, b"user:wrong\x03\x00"), None);
+    let status = server.terminate();
+    assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
+
+    let other = dir.0.join("other.txt");
+    let other = other.to_str().expect("a UTF-8 path");
+    let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0", "-U", other]);
+    assert_eq!(handshake(server.addr, b"user:pass\x03\x00"), None);
+    assert_eq!(handshake(server.addr, b"other:secret\x03\x00"), Some(3));
+    let status = server.terminate();
+    assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
+}
+
+#[test]
+fn serve_names_an_address_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let output = run(&["serve", "-p", &addr]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(stdout(&output), "");
+    let stderr = stderr(&output);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("another process is listening there"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_before_binding() {
+    let dir = TempDir::new("serve-bad");
+    let config = dir.write("qgate.toml", "[limits]\nidle_timeout = \"soon\"\n");
+    let output = run(&["serve", "--config", config.to_str().expect("a UTF-8 path")]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(stdout(&output), "");
+    assert!(
+        stderr(&output).contains("limits.idle_timeout: invalid duration"),
+        "{output:?}"
+    );
+}
