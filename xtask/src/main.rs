@@ -12,6 +12,7 @@
 )]
 
 mod bench;
+mod clients;
 mod fuzz;
 mod run;
 mod test;
@@ -30,8 +31,11 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
-  run                          run qgate (the server is not built yet: explains what exists)
-  test                         run every check in CI's order: fmt, clippy, test, doc
+  run [ARGS...]                run qgate with config.toml (release build); ARGS go to `qgate serve`
+  test                         run every check in CI's order: fmt, clippy, test, doc, clients
+  clients [SUITE...]           run the real-client tests (PyKX, aiokdb, qPython, node-q),
+                               installing the clients under target/clients/ first
+                               (suites: pykx-aiokdb, qpython, node; default all)
   tidy                         check the repository's conventions (also runs in `cargo test`)
   bench [--quick]              run the codec benchmarks
   fuzz [--seconds N] [TARGET...]
@@ -47,9 +51,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     };
     let result = match command.as_str() {
-        // `run` decides its own exit status: 2 while the server does not exist.
+        // `run` exits with the server's own exit status.
         "run" => return run::run(rest),
         "test" => test::run(rest),
+        "clients" => clients::run(rest),
         "tidy" => tidy::run(rest),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),

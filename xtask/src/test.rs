@@ -1,12 +1,13 @@
 //! `cargo xtask test`: runs every check that exists, in CI's order, stopping at the first failure.
 //!
 //! The order is cheapest first, so a formatting slip fails in seconds rather than after a build:
-//! fmt, clippy, test (which includes the tidy test), doc.
+//! fmt, clippy, test (which includes the tidy test), doc, then the real-client tests (`cargo xtask clients`), which install PyKX, qPython, aiokdb and
+//! node-q on first use.
 //! `.ci/run` is this command and nothing else, so CI and a developer run the same thing.
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, ensure_wasm_target, run_command};
+use crate::{cargo, clients, ensure_wasm_target, run_command};
 
 /// One step: the arguments to cargo and the environment it needs beyond ours.
 struct Step {
@@ -59,8 +60,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let mut command = cargo();
         command.args(step.args).envs(step.env.iter().copied());
         run_command(&what, &mut command)
-            .with_context(|| format!("step {} of {} failed", number + 1, STEPS.len()))?;
+            .with_context(|| format!("step {} of {} failed", number + 1, STEPS.len() + 1))?;
     }
+    eprintln!("==> cargo xtask clients");
+    clients::run(&[]).with_context(|| {
+        format!(
+            "step {} of {} (the real-client tests) failed",
+            STEPS.len() + 1,
+            STEPS.len() + 1
+        )
+    })?;
     eprintln!("==> all steps passed");
     Ok(())
 }

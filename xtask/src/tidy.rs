@@ -48,6 +48,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ),
     ("qgate-test-support", &["qgate-ipc", "qgate-hooks"]),
     ("qgate-test-plugins", &[]),
+    // The e2e package also builds test-double servers (`qgate-echo`) on the server and its hooks.
     (
         "qgate-e2e",
         &[
@@ -55,6 +56,8 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "qgate-test-support",
             "qgate-test-plugins",
             "qgate-ipc",
+            "qgate-server",
+            "qgate-hooks",
         ],
     ),
     ("qgate-bench", &["qgate-ipc"]),
@@ -76,7 +79,7 @@ const FORBIDDEN_EXTERNAL: &[(&str, &[&str])] = &[
 ];
 
 /// The directories whose `.rs` files must start with `//!`.
-const SOURCE_DIRS: [&str; 5] = ["crates", "xtask", "tests", "plugins", "fuzz"];
+const SOURCE_DIRS: [&str; 6] = ["crates", "xtask", "tests", "plugins", "fuzz", "bench"];
 
 /// The dependency tables of a manifest, at the top level and under each `[target.'...']`.
 const DEPENDENCY_TABLES: [&str; 3] = ["dependencies", "dev-dependencies", "build-dependencies"];
