@@ -243,20 +243,22 @@ impl<'a> Reader<'a> {
     }
 
     /// `count` fixed-size numbers, converted from the message's byte order.
+    ///
+    /// The converters are generic rather than `fn` pointers so that each loop is monomorphised and
+    /// vectorised: through a pointer every item is an indirect call (about 4x slower on 1M longs).
     fn numbers<T, const N: usize>(
         &mut self,
         count: usize,
-        le: fn([u8; N]) -> T,
-        be: fn([u8; N]) -> T,
+        le: impl Fn([u8; N]) -> T,
+        be: impl Fn([u8; N]) -> T,
     ) -> Result<Vec<T>, DecodeError> {
         self.charge(count.saturating_mul(size_of::<T>()))?;
         let bytes = self.take(count * N)?;
         let (chunks, _) = bytes.as_chunks::<N>();
-        let convert = match self.endian {
-            Endian::Little => le,
-            Endian::Big => be,
-        };
-        Ok(chunks.iter().map(|&chunk| convert(chunk)).collect())
+        Ok(match self.endian {
+            Endian::Little => chunks.iter().map(|&chunk| le(chunk)).collect(),
+            Endian::Big => chunks.iter().map(|&chunk| be(chunk)).collect(),
+        })
     }
 
     // ----- Owned decoding.
@@ -314,8 +316,9 @@ impl<'a> Reader<'a> {
                 })
             }
             type_code::LAMBDA => {
-                let context = self.name()?.to_vec();
+                let context = self.name()?;
                 self.charge(context.len() + size_of::<K>())?;
+                let context = context.to_vec();
                 let source = Box::new(self.value()?);
                 K::Function(Function::Lambda { context, source })
             }
@@ -351,8 +354,9 @@ impl<'a> Reader<'a> {
                 })
             }
             type_code::ERROR => {
-                let text = self.name()?.to_vec();
+                let text = self.name()?;
                 self.charge(text.len())?;
+                let text = text.to_vec();
                 K::Error(text)
             }
             _ => return Err(type_error(t, offset)),
@@ -385,8 +389,9 @@ impl<'a> Reader<'a> {
             type_code::FLOAT => Atom::Float(self.number(f64::from_le_bytes, f64::from_be_bytes)?),
             type_code::CHAR => Atom::Char(self.u8()?),
             type_code::SYMBOL => {
-                let name = self.name()?.to_vec();
+                let name = self.name()?;
                 self.charge(name.len())?;
+                let name = name.to_vec();
                 Atom::Symbol(name)
             }
             type_code::TIMESTAMP => {
