@@ -1,28 +1,421 @@
-//! `cargo xtask bench [--quick]`: runs the codec benchmarks.
+//! `cargo xtask bench [--quick] [--report-only]`: runs the codec benchmarks and writes the
+//! comparison with kdbplus into BENCHMARKS.md, then runs the server harness (`qgate-bench`, see
+//! `harness`; not with `--report-only`).
 //!
-//! Kept in its own module so that the benchmark work can replace it.
+//! The benchmarks are `crates/ipc/benches/codec.rs` (criterion). After the run, each benchmark's
+//! median is read from criterion's `target/criterion/<group>/<codec>/<value>/new/estimates.json`,
+//! and every qgate figure is put next to kdbplus's for the same group and value.
+//! The ratio is kdbplus's time over qgate's, which is qgate's throughput over kdbplus's; the
+//! project's target is at least 2 for decoding and for encoding.
+//! The table goes to stdout and into BENCHMARKS.md between `<!-- codec:begin -->` and
+//! `<!-- codec:end -->`, with the command, the date and the machine.
 
-use anyhow::{Result, bail};
+use std::{
+    collections::BTreeMap,
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::SystemTime,
+};
 
-use crate::{cargo, run_command};
+use anyhow::{Context, Result, bail};
 
-/// Runs `cargo bench -p qgate-ipc --bench codec`, passing `--quick` through to criterion.
+use crate::{cargo, project_root, run_command};
+
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--report-only]";
+
+/// The markers around the generated section of BENCHMARKS.md.
+const BEGIN: &str = "<!-- codec:begin -->";
+const END: &str = "<!-- codec:end -->";
+
+/// The throughput ratio over kdbplus that qgate aims for.
+const TARGET_RATIO: f64 = 2.0;
+
+/// The groups that have the 2x target, and the order in which groups are listed.
+const TARGET_GROUPS: [&str; 2] = ["decode", "encode"];
+const GROUP_ORDER: [&str; 6] = [
+    "decode",
+    "encode",
+    "encode_compressed",
+    "compress",
+    "decompress",
+    "view",
+];
+
+/// Runs the benchmarks (unless `--report-only`), then reports.
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut quick = false;
+    let mut report_only = false;
     for arg in args {
         match arg.as_str() {
             "--quick" => quick = true,
-            other => bail!("unknown argument `{other}` (usage: cargo xtask bench [--quick])"),
+            "--report-only" => report_only = true,
+            other => bail!("unknown argument `{other}` ({USAGE})"),
         }
     }
-    let mut command = cargo();
-    command.args(["bench", "-p", "qgate-ipc", "--bench", "codec"]);
+    let mut what = String::from("cargo bench -p qgate-ipc --bench codec");
     if quick {
-        command.args(["--", "--quick"]);
+        what.push_str(" -- --quick");
     }
-    eprintln!(
-        "==> cargo bench -p qgate-ipc --bench codec{}",
-        if quick { " -- --quick" } else { "" }
+    // Results older than this run are left out, so that a renamed benchmark's old figures do not
+    // linger in the table.
+    let started = if report_only {
+        SystemTime::UNIX_EPOCH
+    } else {
+        let started = SystemTime::now();
+        let mut command = cargo();
+        command.args(["bench", "-p", "qgate-ipc", "--bench", "codec"]);
+        if quick {
+            command.args(["--", "--quick"]);
+        }
+        eprintln!("==> {what}");
+        run_command(&what, &mut command)?;
+        started
+    };
+
+    let criterion = target_dir().join("criterion");
+    let results = read_results(&criterion, started)?;
+    if results.is_empty() {
+        bail!(
+            "no benchmark results under {} (run `cargo xtask bench` first)",
+            criterion.display()
+        );
+    }
+    let table = table(&results);
+    println!("{table}");
+
+    let section = format!(
+        "{BEGIN}\n\n{}\n{table}\n{END}",
+        context(if report_only {
+            "cargo xtask bench"
+        } else {
+            &what
+        })
     );
-    run_command("cargo bench -p qgate-ipc --bench codec", &mut command)
+    let path = project_root().join("BENCHMARKS.md");
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    fs::write(&path, replace_section(&old, &section))
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    eprintln!("==> wrote {}", path.display());
+    if report_only {
+        return Ok(());
+    }
+    harness(quick)
+}
+
+/// Runs the server harness (`bench/`, `qgate-bench`) after the codec benchmarks: qgate against
+/// its floor and its peers over loopback. It writes `target/bench/results.json`; a full run also
+/// rewrites BENCHMARKS.md's harness section, a `--quick` run leaves BENCHMARKS.md alone.
+fn harness(quick: bool) -> Result<()> {
+    let mut args = vec!["run", "--release", "-p", "qgate-bench", "--"];
+    if quick {
+        args.push("--quick");
+    } else {
+        args.extend(["--markdown", "BENCHMARKS.md"]);
+    }
+    let what = format!("cargo {}", args.join(" "));
+    eprintln!("==> {what}");
+    let mut command = cargo();
+    // The command the harness's report names.
+    let label = if quick {
+        "cargo xtask bench --quick"
+    } else {
+        "cargo xtask bench"
+    };
+    command.args(&args).env("QGATE_BENCH_COMMAND", label);
+    run_command(&what, &mut command)
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` if set, else `target/` at the root.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), PathBuf::from)
+}
+
+/// One benchmark's result.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Measure {
+    /// The median time of one iteration, in nanoseconds.
+    median_ns: f64,
+    /// The bytes one iteration processes, when the benchmark declares a throughput.
+    bytes: Option<u64>,
+}
+
+/// `(group, value) -> codec -> measure`, for the results written at or after `since`.
+type Results = BTreeMap<(String, String), BTreeMap<String, Measure>>;
+
+/// Reads every `<group>/<codec>/<value>/new/estimates.json` under `criterion`.
+fn read_results(criterion: &Path, since: SystemTime) -> Result<Results> {
+    let mut results = Results::new();
+    for group in subdirectories(criterion)? {
+        for codec in subdirectories(&group)? {
+            for value in subdirectories(&codec)? {
+                let new = value.join("new");
+                let estimates = new.join("estimates.json");
+                let Ok(metadata) = fs::metadata(&estimates) else {
+                    continue;
+                };
+                if metadata.modified().is_ok_and(|modified| modified < since) {
+                    continue;
+                }
+                let text = fs::read_to_string(&estimates)
+                    .with_context(|| format!("failed to read {}", estimates.display()))?;
+                let median_ns = median(&text)
+                    .with_context(|| format!("no median in {}", estimates.display()))?;
+                let bytes = fs::read_to_string(new.join("benchmark.json"))
+                    .ok()
+                    .and_then(|text| throughput_bytes(&text));
+                results
+                    .entry((file_name(&group), file_name(&value)))
+                    .or_default()
+                    .insert(file_name(&codec), Measure { median_ns, bytes });
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("failed to list {}", dir.display()))?
+            .path();
+        // criterion's own `report` directories hold HTML, not results.
+        if path.is_dir() && path.file_name().is_some_and(|name| name != "report") {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The number after `"key":` in `text`, from `from` on.
+fn number_after(text: &str, key: &str) -> Option<f64> {
+    let start = text.find(key)? + key.len();
+    let rest = text[start..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The median's point estimate in criterion's `estimates.json`:
+/// `"median":{"confidence_interval":{...},"point_estimate":X,...}`.
+fn median(estimates: &str) -> Option<f64> {
+    let start = estimates.find("\"median\":")?;
+    number_after(&estimates[start..], "\"point_estimate\":")
+}
+
+/// The byte count in criterion's `benchmark.json`: `"throughput":{"Bytes":N}`.
+fn throughput_bytes(benchmark: &str) -> Option<u64> {
+    let start = benchmark.find("\"throughput\":")?;
+    let n = number_after(&benchmark[start..], "\"Bytes\":")?;
+    // Invariant: a byte count is a whole number well inside f64's exact range.
+    Some(n as u64)
+}
+
+/// The comparison table, in markdown.
+fn table(results: &Results) -> String {
+    let mut keys: Vec<&(String, String)> = results.keys().collect();
+    let rank = |group: &str| {
+        GROUP_ORDER
+            .iter()
+            .position(|g| *g == group)
+            .unwrap_or(GROUP_ORDER.len())
+    };
+    keys.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then_with(|| a.cmp(b)));
+
+    let mut out = String::from(
+        "| benchmark | message | qgate | qgate throughput | kdbplus | kdbplus throughput \
+         | ratio (kdbplus time / qgate time) | target ≥ 2× |\n\
+         |---|--:|--:|--:|--:|--:|--:|---|\n",
+    );
+    for key in keys {
+        let (group, value) = key;
+        let codecs = &results[key];
+        let Some(qgate) = codecs.get("qgate") else {
+            continue;
+        };
+        let kdbplus = codecs.get("kdbplus");
+        let ratio = kdbplus.map(|k| k.median_ns / qgate.median_ns);
+        let has_target = TARGET_GROUPS.contains(&group.as_str());
+        let verdict = match (ratio, has_target) {
+            (Some(r), true) if r >= TARGET_RATIO => "met".to_owned(),
+            (Some(_), true) => "**missed**".to_owned(),
+            (None, true) => "not measurable: kdbplus's decoder is not public".to_owned(),
+            (_, false) => "—".to_owned(),
+        };
+        out.push_str(&format!(
+            "| {group}/{value} | {} | {} | {} | {} | {} | {} | {verdict} |\n",
+            qgate.bytes.map_or_else(|| "—".to_owned(), size),
+            duration(qgate.median_ns),
+            throughput(qgate),
+            kdbplus.map_or_else(|| "—".to_owned(), |k| duration(k.median_ns)),
+            kdbplus.map_or_else(|| "—".to_owned(), throughput),
+            ratio.map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×")),
+        ));
+    }
+    out
+}
+
+fn duration(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.1} ns")
+    } else if ns < 1e6 {
+        format!("{:.2} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+fn size(bytes: u64) -> String {
+    // Invariant: message sizes are far below 2^52, where f64 stops being exact.
+    let b = bytes as f64;
+    if b < 1024.0 {
+        format!("{bytes} B")
+    } else if b < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    }
+}
+
+fn throughput(measure: &Measure) -> String {
+    let Some(bytes) = measure.bytes else {
+        return "—".to_owned();
+    };
+    // Invariant: as in `size`.
+    let per_second = bytes as f64 / (measure.median_ns / 1e9);
+    if per_second >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} GiB/s", per_second / (1024.0 * 1024.0 * 1024.0))
+    } else {
+        format!("{:.0} MiB/s", per_second / (1024.0 * 1024.0))
+    }
+}
+
+/// The lines that say how the table was made: command, date, machine.
+fn context(command: &str) -> String {
+    let date = Command::new("date")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .current_dir(project_root())
+        .output()
+        .ok()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| field(&text, "MemTotal"))
+        .and_then(|kb| kb.trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or_else(
+            || "unknown".to_owned(),
+            // Invariant: memory sizes are far below 2^52.
+            |kb| format!("{:.1} GiB", kb as f64 / (1024.0 * 1024.0)),
+        );
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| field(&text, "model name"))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!(
+        "- command: `{command}`\n- date: {date}\n- machine: {cpus} CPUs ({cpu}), {memory} of \
+         memory\n- toolchain: {rustc}\n"
+    )
+}
+
+/// The value of the first `key : value` line of a `/proc` file.
+fn field(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        (name.trim() == key).then(|| value.trim().to_owned())
+    })
+}
+
+/// `document` with the text between the markers (markers included) replaced by `section`, or
+/// with `section` appended when the markers are missing.
+fn replace_section(document: &str, section: &str) -> String {
+    if let (Some(begin), Some(end)) = (document.find(BEGIN), document.find(END))
+        && begin < end
+    {
+        return format!(
+            "{}{section}{}",
+            &document[..begin],
+            &document[end + END.len()..]
+        );
+    }
+    let mut out = document.to_owned();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str("## Codec\n\n");
+    out.push_str(section);
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_criterion_json() {
+        let estimates = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":3.0},"point_estimate":2.0,"standard_error":0.1},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.5,"upper_bound":2.5},"point_estimate":1234.5e1,"standard_error":0.2}}"#;
+        assert_eq!(median(estimates), Some(12345.0));
+        let benchmark = r#"{"group_id":"decode","function_id":"qgate","value_str":"long_1m","throughput":{"Bytes":8000014},"full_id":"decode/qgate/long_1m"}"#;
+        assert_eq!(throughput_bytes(benchmark), Some(8_000_014));
+        assert_eq!(throughput_bytes(r#"{"throughput":null}"#), None);
+    }
+
+    #[test]
+    fn replaces_the_section_between_the_markers() {
+        let doc = format!("# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\ntail\n");
+        let new = replace_section(&doc, &format!("{BEGIN}\nnew\n{END}"));
+        assert_eq!(
+            new,
+            format!("# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\ntail\n")
+        );
+        let appended = replace_section("# B\n", &format!("{BEGIN}\nx\n{END}"));
+        assert_eq!(appended, format!("# B\n\n## Codec\n\n{BEGIN}\nx\n{END}\n"));
+    }
+
+    #[test]
+    fn ratios_and_verdicts() {
+        let mut results = Results::new();
+        let measure = |median_ns, bytes| Measure {
+            median_ns,
+            bytes: Some(bytes),
+        };
+        let mut encode = BTreeMap::new();
+        encode.insert("qgate".to_owned(), measure(1e6, 1 << 20));
+        encode.insert("kdbplus".to_owned(), measure(3e6, 1 << 20));
+        results.insert(("encode".to_owned(), "x".to_owned()), encode);
+        let mut decode = BTreeMap::new();
+        decode.insert("qgate".to_owned(), measure(1e6, 1 << 20));
+        results.insert(("decode".to_owned(), "x".to_owned()), decode);
+        let table = table(&results);
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert!(rows[0].starts_with("| decode/x |"), "{table}");
+        assert!(rows[0].contains("not measurable"), "{table}");
+        assert!(rows[1].contains("| 3.00× | met |"), "{table}");
+        assert!(rows[1].contains("1000 MiB/s"), "{table}");
+    }
 }

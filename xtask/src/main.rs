@@ -14,6 +14,7 @@
 mod bench;
 mod clients;
 mod fuzz;
+mod plugins;
 mod run;
 mod test;
 mod tidy;
@@ -37,10 +38,13 @@ commands:
                                installing the clients under target/clients/ first
                                (suites: pykx-aiokdb, qpython, node; default all)
   tidy                         check the repository's conventions (also runs in `cargo test`)
-  bench [--quick]              run the codec benchmarks
+  bench [--quick]              run the codec benchmarks, then the server harness
   fuzz [--seconds N] [TARGET...]
                                fuzz the decoder with cargo-fuzz on nightly
                                (targets default to `frame` and `decompress`, N to 60)
+  plugins [--test]             build the plugins (plugins/) for wasm32-wasip2 in release and list
+                               the components; --test also runs their unit tests natively and
+                               clippy on them
   help                         show this text
 ";
 
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         "tidy" => tidy::run(rest),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
+        "plugins" => plugins::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

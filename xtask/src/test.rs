@@ -1,13 +1,15 @@
 //! `cargo xtask test`: runs every check that exists, in CI's order, stopping at the first failure.
 //!
 //! The order is cheapest first, so a formatting slip fails in seconds rather than after a build:
-//! fmt, clippy, test (which includes the tidy test), doc, then the real-client tests (`cargo xtask clients`), which install PyKX, qPython, aiokdb and
+//! fmt, clippy, test (which includes the tidy test), a smoke run of the benchmark harness, doc,
+//! the plugins (built for wasm32-wasip2, with their native unit tests and clippy),
+//! then the real-client tests (`cargo xtask clients`), which install PyKX, qPython, aiokdb and
 //! node-q on first use.
 //! `.ci/run` is this command and nothing else, so CI and a developer run the same thing.
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, clients, ensure_wasm_target, run_command};
+use crate::{cargo, clients, ensure_wasm_target, plugins, run_command};
 
 /// One step: the arguments to cargo and the environment it needs beyond ours.
 struct Step {
@@ -35,6 +37,21 @@ const STEPS: &[Step] = &[
         args: &["test", "--workspace"],
         env: &[],
     },
+    // A few seconds of the benchmark harness on the floor and qgate: checks that every scenario
+    // still produces a number, not what the numbers are (`cargo xtask bench` measures).
+    Step {
+        args: &[
+            "run",
+            "--release",
+            "-p",
+            "qgate-bench",
+            "--",
+            "--smoke",
+            "--targets",
+            "floor,qgate",
+        ],
+        env: &[],
+    },
     // Broken intra-doc links and bad rustdoc syntax fail the build, as warnings do in clippy.
     Step {
         args: &["doc", "--workspace", "--no-deps"],
@@ -60,16 +77,19 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let mut command = cargo();
         command.args(step.args).envs(step.env.iter().copied());
         run_command(&what, &mut command)
-            .with_context(|| format!("step {} of {} failed", number + 1, STEPS.len() + 1))?;
+            .with_context(|| format!("step {} of {} failed", number + 1, STEPS.len() + 2))?;
     }
-    eprintln!("==> cargo xtask clients");
-    clients::run(&[]).with_context(|| {
+    let total = STEPS.len() + 2;
+    eprintln!("==> cargo xtask plugins --test");
+    plugins::run(&["--test".to_owned()]).with_context(|| {
         format!(
-            "step {} of {} (the real-client tests) failed",
-            STEPS.len() + 1,
+            "step {} of {total} (the plugins: wasm32-wasip2 build, unit tests, clippy) failed",
             STEPS.len() + 1
         )
     })?;
+    eprintln!("==> cargo xtask clients");
+    clients::run(&[])
+        .with_context(|| format!("step {total} of {total} (the real-client tests) failed"))?;
     eprintln!("==> all steps passed");
     Ok(())
 }

@@ -35,7 +35,8 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("qgate-server", &["qgate-ipc", "qgate-hooks"]),
     // The host may read message views to hand a guest the shape of a message cheaply.
     ("qgate-host", &["qgate-hooks", "qgate-wit", "qgate-ipc"]),
-    ("qgate-plugin-sdk", &[]),
+    // The guest SDK decodes message bodies and encodes replies with the server's own codec.
+    ("qgate-plugin-sdk", &["qgate-ipc"]),
     (
         "qgate",
         &[

@@ -1,0 +1,518 @@
+//! The load generator: q IPC clients built on qgate-ipc, and one function per scenario.
+//!
+//! Single-connection scenarios use blocking sockets with `TCP_NODELAY`, the cheapest client there
+//! is, so that the client adds as little as possible to what is measured; the 64-connection
+//! scenario uses a two-worker tokio runtime.
+//! Every loop is bounded by a count and a deadline, and every socket has a read and write timeout,
+//! so a target that stalls fails its scenario instead of hanging the run.
+
+use std::{
+    io::{BufReader, Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use qgate_ipc::{Atom, HEADER_LEN, Header, K, Limits, MessageType, VectorData};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// The user and password every target is given: `bench:bench`.
+pub(crate) const CREDENTIALS: &[u8] = b"bench:bench";
+
+/// Responses are read with no practical size limit: the targets are trusted.
+const RESPONSE_LIMIT: usize = i32::MAX as usize;
+
+/// The small sync call of the ping-pong scenarios: `` (`ping;42) ``.
+pub(crate) fn ping_message() -> Result<Vec<u8>> {
+    let call = K::list(vec![K::symbol("ping"), K::long(42)]);
+    Ok(qgate_ipc::encode_message(MessageType::Sync, &call)?)
+}
+
+/// The small async message of the ingest scenario: a tickerplant-style update,
+/// `` (`upd;`trade;(`AAPL;189.5;100)) ``.
+pub(crate) fn ingest_message() -> Result<Vec<u8>> {
+    let row = K::list(vec![
+        K::symbol("AAPL"),
+        K::Atom(Atom::Float(189.5)),
+        K::long(100),
+    ]);
+    let call = K::list(vec![K::symbol("upd"), K::symbol("trade"), row]);
+    Ok(qgate_ipc::encode_message(MessageType::Async, &call)?)
+}
+
+/// A sync `` (`insert;`trade;t) `` whose table `t` (time, sym, price, size) makes the message about
+/// `bytes` long.
+pub(crate) fn insert_message(bytes: usize) -> Result<Vec<u8>> {
+    const SYMS: [&str; 8] = [
+        "AAPL", "MSFT", "GOOG", "AMZN", "META", "NVDA", "TSLA", "IBM",
+    ];
+    // A row: timestamp 8, symbol about 5, float 8, long 8.
+    let rows = (bytes / 29).max(1);
+    let times: Vec<i64> = (0..rows as i64)
+        .map(|i| 800_000_000_000_000 + i * 1000)
+        .collect();
+    let syms = K::symbols((0..rows).map(|i| SYMS[i % SYMS.len()]));
+    let prices: Vec<f64> = (0..rows).map(|i| 100.0 + (i % 1000) as f64 / 8.0).collect();
+    let sizes: Vec<i64> = (0..rows as i64).map(|i| 100 * (1 + i % 50)).collect();
+    let table = K::table(
+        ["time", "sym", "price", "size"],
+        vec![
+            K::vector(VectorData::Timestamp(times)),
+            syms,
+            K::vector(VectorData::Float(prices)),
+            K::vector(VectorData::Long(sizes)),
+        ],
+    );
+    let call = K::list(vec![K::symbol("insert"), K::symbol("trade"), table]);
+    Ok(qgate_ipc::encode_message(MessageType::Sync, &call)?)
+}
+
+/// Opens a connection and completes the handshake; returns the stream after the server's byte.
+fn handshake(addr: SocketAddr, io_timeout: Duration) -> Result<TcpStream> {
+    handshake_from(addr, None, io_timeout)
+}
+
+/// [`handshake`] from a given local address (port chosen by the system), or the default one.
+fn handshake_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    io_timeout: Duration,
+) -> Result<TcpStream> {
+    let mut stream = match source {
+        None => TcpStream::connect_timeout(&addr, io_timeout),
+        Some(source) => {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            socket.bind(&SocketAddr::new(source, 0).into())?;
+            socket
+                .connect_timeout(&addr.into(), io_timeout)
+                .map(|()| TcpStream::from(socket))
+        }
+    }
+    .with_context(|| format!("failed to connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(io_timeout))?;
+    stream.set_write_timeout(Some(io_timeout))?;
+    let mut hello = Vec::with_capacity(CREDENTIALS.len() + 2);
+    hello.extend_from_slice(CREDENTIALS);
+    hello.extend_from_slice(&[3, 0]);
+    stream.write_all(&hello)?;
+    let mut byte = [0_u8; 1];
+    stream
+        .read_exact(&mut byte)
+        .context("the server closed the connection instead of accepting the handshake")?;
+    if byte[0] > 3 {
+        bail!("unexpected handshake reply {}", byte[0]);
+    }
+    Ok(stream)
+}
+
+/// A blocking client on one connection.
+pub(crate) struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    body: Vec<u8>,
+}
+
+impl Client {
+    /// Connects and authenticates.
+    pub(crate) fn connect(addr: SocketAddr, io_timeout: Duration) -> Result<Self> {
+        Self::connect_from(addr, None, io_timeout)
+    }
+
+    /// Connects from a given local address and authenticates.
+    fn connect_from(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        io_timeout: Duration,
+    ) -> Result<Self> {
+        let stream = handshake_from(addr, source, io_timeout)?;
+        let writer = stream.try_clone()?;
+        Ok(Self {
+            reader: BufReader::with_capacity(16 * 1024, stream),
+            writer,
+            body: Vec::new(),
+        })
+    }
+
+    /// Writes bytes as they are.
+    pub(crate) fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        self.writer
+            .write_all(bytes)
+            .context("failed to write to the server")
+    }
+
+    /// Reads the next message, which must be a response; its body is kept in `self.body`.
+    pub(crate) fn read_response(&mut self) -> Result<()> {
+        let mut header = [0_u8; HEADER_LEN];
+        self.reader
+            .read_exact(&mut header)
+            .context("the server closed the connection or timed out instead of answering")?;
+        let header =
+            Header::parse(&header, &Limits::new(RESPONSE_LIMIT))?.context("short header")?;
+        if header.message_type != MessageType::Response {
+            bail!(
+                "expected a response, got a {:?} message",
+                header.message_type
+            );
+        }
+        self.body.resize(header.body_len(), 0);
+        self.reader
+            .read_exact(&mut self.body)
+            .context("the server closed the connection in the middle of a response")?;
+        Ok(())
+    }
+
+    /// Sends a sync message and waits for its response.
+    pub(crate) fn call(&mut self, message: &[u8]) -> Result<()> {
+        self.send(message)?;
+        self.read_response()
+    }
+
+    /// The last response in q syntax, shortened: how a target answers, for the report.
+    pub(crate) fn last_response_text(&self) -> String {
+        let text = match qgate_ipc::decode(&self.body, qgate_ipc::Endian::Little) {
+            Ok(value) => value.to_string(),
+            Err(err) => format!("<undecodable: {err}>"),
+        };
+        text.chars().take(80).collect()
+    }
+}
+
+/// Percentile `p` (0 to 100) of sorted values, nearest rank.
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64
+}
+
+/// The median of some numbers (NaN when there are none).
+pub(crate) fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+/// Median and 99th percentile round trips, in microseconds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Latency {
+    pub(crate) median_us: f64,
+    pub(crate) p99_us: f64,
+}
+
+/// Sync ping-pong, one connection per target: at most `count` round trips on each, stopping at
+/// `time`. Returns each target's latencies, or why it failed.
+///
+/// The targets take turns in blocks of [`PING_BLOCK`] round trips, so that they share whatever
+/// state the machine is in: on a small VM the round trip jumps between about 15 and 60 µs
+/// depending on whether the other vCPU sleeps, for seconds at a time, and separate runs per target
+/// would compare one state with the other.
+pub(crate) fn ping_pong(
+    addrs: &[SocketAddr],
+    message: &[u8],
+    count: usize,
+    time: Duration,
+    io_timeout: Duration,
+) -> Vec<Result<Latency>> {
+    let mut clients: Vec<Result<Client>> = addrs
+        .iter()
+        .map(|&addr| Client::connect(addr, io_timeout))
+        .collect();
+    let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(count); addrs.len()];
+    let deadline = Instant::now() + time;
+    let mut done = 0;
+    while done < count && Instant::now() < deadline {
+        let block = PING_BLOCK.min(count - done);
+        for (client, samples) in clients.iter_mut().zip(&mut samples) {
+            let Ok(live) = client else { continue };
+            for _ in 0..block {
+                let start = Instant::now();
+                if let Err(err) = live.call(message) {
+                    *client = Err(err);
+                    break;
+                }
+                samples.push(start.elapsed().as_nanos() as u64);
+            }
+        }
+        done += block;
+    }
+    clients
+        .into_iter()
+        .zip(samples)
+        .map(|(client, mut samples)| {
+            client?;
+            samples.sort_unstable();
+            Ok(Latency {
+                median_us: percentile(&samples, 50.0) / 1e3,
+                p99_us: percentile(&samples, 99.0) / 1e3,
+            })
+        })
+        .collect()
+}
+
+/// The round trips each target makes in its turn of [`ping_pong`].
+const PING_BLOCK: usize = 50;
+
+/// Pipelined async ingest on one connection: at most `count` async messages written back to back
+/// (until `time`), then one sync call; messages per second from the first byte written to the
+/// sync's response.
+pub(crate) fn ingest(
+    addr: SocketAddr,
+    message: &[u8],
+    sync: &[u8],
+    count: usize,
+    time: Duration,
+    io_timeout: Duration,
+) -> Result<f64> {
+    const BATCH: usize = 1000;
+    let mut client = Client::connect(addr, io_timeout)?;
+    let chunk = message.repeat(BATCH);
+    let start = Instant::now();
+    let deadline = start + time;
+    let mut sent = 0;
+    while sent < count && Instant::now() < deadline {
+        let n = BATCH.min(count - sent);
+        client.send(&chunk[..n * message.len()])?;
+        sent += n;
+    }
+    client.call(sync)?;
+    Ok(sent as f64 / start.elapsed().as_secs_f64())
+}
+
+/// What the 64-connection scenario measures.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Throughput {
+    pub(crate) queries_per_sec: f64,
+    pub(crate) p99_us: f64,
+}
+
+/// `connections` connections doing sync ping-pong at once for `time`: total queries per second
+/// and the 99th percentile round trip.
+pub(crate) fn concurrent(
+    addr: SocketAddr,
+    message: &[u8],
+    connections: usize,
+    time: Duration,
+    io_timeout: Duration,
+) -> Result<Throughput> {
+    /// A bound on one connection's round trips, on top of the deadline.
+    const MAX_PER_CONNECTION: usize = 5_000_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let message: Arc<[u8]> = message.into();
+    runtime.block_on(async move {
+        let mut streams = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let stream = handshake(addr, io_timeout)?;
+            stream.set_nonblocking(true)?;
+            streams.push(tokio::net::TcpStream::from_std(stream)?);
+        }
+        let start = Instant::now();
+        let deadline = start + time;
+        let mut tasks = tokio::task::JoinSet::new();
+        for stream in streams {
+            let message = Arc::clone(&message);
+            tasks.spawn(tokio::time::timeout(time + io_timeout, async move {
+                let (read, mut write) = stream.into_split();
+                let mut read = tokio::io::BufReader::with_capacity(4096, read);
+                let mut samples = Vec::with_capacity(64 * 1024);
+                let mut header = [0_u8; HEADER_LEN];
+                let mut body = Vec::new();
+                while samples.len() < MAX_PER_CONNECTION {
+                    let sent = Instant::now();
+                    if sent >= deadline {
+                        break;
+                    }
+                    write.write_all(&message).await?;
+                    read.read_exact(&mut header).await?;
+                    let header = Header::parse(&header, &Limits::new(RESPONSE_LIMIT))?
+                        .context("short header")?;
+                    body.resize(header.body_len(), 0);
+                    read.read_exact(&mut body).await?;
+                    samples.push(sent.elapsed().as_nanos() as u64);
+                }
+                anyhow::Ok(samples)
+            }));
+        }
+        let mut all = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let samples = joined
+                .context("a client task panicked")?
+                .context("a connection timed out")??;
+            all.extend(samples);
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        all.sort_unstable();
+        Ok(Throughput {
+            queries_per_sec: all.len() as f64 / elapsed,
+            p99_us: percentile(&all, 99.0) / 1e3,
+        })
+    })
+}
+
+/// How many loopback source addresses the connect scenario spreads its connections over.
+const SOURCE_ADDRESSES: u64 = 64;
+
+/// The local address of the `n`th connection of the connect scenario: one of
+/// [`SOURCE_ADDRESSES`] loopback addresses in turn, for an IPv4 loopback target.
+///
+/// The client closes first, so each closed connection holds its local port in TIME_WAIT for a
+/// minute; from one address the 28 000 ephemeral ports run out after two seconds at 14 000
+/// connections a second, and the kernel's port search, not the server, then sets the rate.
+fn source(addr: SocketAddr, n: u64) -> Option<IpAddr> {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => {
+            let host = u8::try_from(1 + n % SOURCE_ADDRESSES).unwrap_or(1);
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 1, host)))
+        }
+        _ => None,
+    }
+}
+
+/// Connect, authenticate, one sync call, close; `threads` clients in parallel, at most `count`
+/// connections in all, until `time`. Returns connections per second.
+pub(crate) fn connect_rate(
+    addr: SocketAddr,
+    message: &[u8],
+    threads: usize,
+    count: usize,
+    time: Duration,
+    io_timeout: Duration,
+) -> Result<f64> {
+    let done = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let start = Instant::now();
+    let deadline = start + time;
+    let result: Result<()> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    while Instant::now() < deadline && !failed.load(Ordering::Relaxed) {
+                        if done.fetch_add(1, Ordering::Relaxed) >= count as u64 {
+                            done.fetch_sub(1, Ordering::Relaxed);
+                            break;
+                        }
+                        let n = done.load(Ordering::Relaxed);
+                        let outcome = Client::connect_from(addr, source(addr, n), io_timeout)
+                            .and_then(|mut client| client.call(message));
+                        if let Err(err) = outcome {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(err);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            match handle.join() {
+                Ok(outcome) => outcome?,
+                Err(_) => bail!("a client thread panicked"),
+            }
+        }
+        Ok(())
+    });
+    result?;
+    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// One large sync message on a fresh connection: megabytes (10^6 bytes) per second from the first
+/// byte written to the response. Also returns the response, shortened, in q syntax.
+pub(crate) fn insert(
+    addr: SocketAddr,
+    message: &[u8],
+    io_timeout: Duration,
+) -> Result<(f64, String)> {
+    let mut client = Client::connect(addr, io_timeout)?;
+    let start = Instant::now();
+    client.call(message)?;
+    let secs = start.elapsed().as_secs_f64();
+    Ok((
+        message.len() as f64 / 1e6 / secs,
+        client.last_response_text(),
+    ))
+}
+
+/// The resident memory of some processes, in bytes, from `/proc/PID/status`.
+pub(crate) fn resident_bytes(pids: &[u32]) -> Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let path = format!("/proc/{pid}/status");
+        let status =
+            std::fs::read_to_string(&path).with_context(|| format!("failed to read {path}"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no VmRSS line in {path}"))?;
+        total += kib * 1024;
+    }
+    Ok(total)
+}
+
+/// Opens `count` authenticated connections and leaves them idle: the growth of the servers'
+/// resident memory per connection, in bytes.
+///
+/// One connection makes one query first, so that whatever a server sets up once is not counted.
+pub(crate) fn idle_memory(
+    addr: SocketAddr,
+    pids: &[u32],
+    message: &[u8],
+    count: usize,
+    settle: Duration,
+    io_timeout: Duration,
+) -> Result<f64> {
+    Client::connect(addr, io_timeout)?.call(message)?;
+    crate::pause(settle);
+    let before = resident_bytes(pids)?;
+    let mut connections = Vec::with_capacity(count);
+    let opened: Result<()> = (|| {
+        for _ in 0..count {
+            connections.push(handshake(addr, io_timeout)?);
+        }
+        Ok(())
+    })();
+    let measured = opened.and_then(|()| {
+        crate::pause(settle);
+        resident_bytes(pids)
+    });
+    let opened_count = connections.len();
+    for stream in connections {
+        // A reset instead of a close leaves no TIME_WAIT behind to use up loopback ports.
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    }
+    let after =
+        measured.with_context(|| format!("after {opened_count} of {count} idle connections"))?;
+    Ok((after as f64 - before as f64) / count as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 50.0), 50.0);
+        assert_eq!(percentile(&values, 99.0), 99.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

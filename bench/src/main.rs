@@ -1,0 +1,902 @@
+//! `qgate-bench`: measures qgate against its floor and its peers in one run, over loopback.
+//!
+//! ```text
+//! qgate-bench [--quick|--smoke] [--targets floor,qgate,aiokdb,haproxy]
+//!             [--out target/bench/results.json] [--markdown BENCHMARKS.md]
+//! qgate-bench floor -p 127.0.0.1:0
+//! ```
+//!
+//! The run starts every target ([`targets`]), then for each scenario warms each target up and
+//! runs the repetitions interleaved (floor, qgate, aiokdb, haproxy, floor, qgate, ...), takes the
+//! median of each target's repetitions and divides it by the floor's ([`report`]).
+//! The idle-memory scenario restarts each target before each repetition, so that memory an
+//! allocator kept from earlier work does not hide what connections cost.
+//! `--smoke` runs every scenario once at a tiny size, to check that each produces a number;
+//! `--quick` finishes in under three minutes; the default (full) mode makes the numbers of
+//! BENCHMARKS.md.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool: printing is its interface"
+)]
+
+mod floor;
+mod loadgen;
+mod report;
+mod targets;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::{
+    report::{Better, Goal, GoalOutcome, Metric, Record, Results, TargetInfo},
+    targets::{Env, Kind, Running, Spec},
+};
+
+/// Measures qgate against its floor and its peers, over loopback.
+#[derive(Debug, Parser)]
+#[command(name = "qgate-bench")]
+struct Cli {
+    /// A few repetitions of short runs: under three minutes, for smoke runs of the numbers.
+    #[arg(long, conflicts_with = "smoke")]
+    quick: bool,
+    /// One tiny repetition of every scenario: checks that each produces a number.
+    #[arg(long)]
+    smoke: bool,
+    /// The targets, comma-separated; the floor is always measured, as the ratios need it.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "floor,qgate,aiokdb,haproxy"
+    )]
+    targets: Vec<String>,
+    /// Only these scenarios, comma-separated (ping, ingest, conc64, connect, insert, idle): for
+    /// profiling one of them. The default runs all.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Repetitions of each scenario, instead of the mode's number.
+    #[arg(long, value_name = "N")]
+    reps: Option<usize>,
+    /// Where the machine-readable results go.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Replace the harness section of this markdown file (BENCHMARKS.md) with the table.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// The qgate binary to measure; by default `cargo build --release -p qgate` builds it.
+    #[arg(long, value_name = "FILE")]
+    qgate_bin: Option<PathBuf>,
+    /// Run the floor server instead.
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// The floor server: answers each frame without decoding it.
+    Floor {
+        /// The address to listen on; port 0 picks a free one, printed once bound.
+        #[arg(short = 'p', default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Sub::Floor { listen }) => floor::run(listen).map(|()| true),
+        None => bench(&cli),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("qgate-bench: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a line on stdout.
+pub(crate) fn say(line: &str) {
+    println!("{line}");
+}
+
+/// Prints a progress line on stderr.
+pub(crate) fn say_err(line: &str) {
+    eprintln!("{line}");
+}
+
+/// Sleeps on the calling thread.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the harness's own blocking threads, never an async worker"
+)]
+pub(crate) fn pause(duration: Duration) {
+    std::thread::sleep(duration);
+}
+
+/// The repository root: the parent of this crate's directory.
+fn project_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
+}
+
+/// The sizes and durations of one mode.
+#[derive(Clone, Debug)]
+struct Plan {
+    mode: &'static str,
+    /// Repetitions of each scenario on each target.
+    reps: usize,
+    /// Whether each scenario first runs once, smaller, unrecorded, on each target.
+    warm_up: bool,
+    ping_count: usize,
+    ping_time: Duration,
+    ingest_count: usize,
+    ingest_time: Duration,
+    concurrent_connections: usize,
+    concurrent_time: Duration,
+    connect_threads: usize,
+    connect_count: usize,
+    connect_time: Duration,
+    insert_bytes: usize,
+    insert_reps: usize,
+    idle_count: usize,
+    idle_reps: usize,
+    /// How long servers get to settle before their memory is read.
+    settle: Duration,
+    /// The timeout of every socket read and write.
+    io_timeout: Duration,
+}
+
+impl Plan {
+    fn full() -> Self {
+        Self {
+            mode: "full",
+            // Many short repetitions rather than a few long ones: on a shared two-core machine a
+            // burst of outside load then spoils a few repetitions of every target alike, and the
+            // medians step over them.
+            reps: 9,
+            warm_up: true,
+            ping_count: 5_000,
+            ping_time: Duration::from_secs(5),
+            ingest_count: 1_000_000,
+            ingest_time: Duration::from_secs(3),
+            concurrent_connections: 64,
+            concurrent_time: Duration::from_secs(3),
+            connect_threads: 4,
+            connect_count: 50_000,
+            connect_time: Duration::from_secs(2),
+            insert_bytes: 100_000_000,
+            insert_reps: 7,
+            idle_count: 10_000,
+            idle_reps: 3,
+            settle: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(120),
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            mode: "quick",
+            reps: 3,
+            ping_count: 3_000,
+            ping_time: Duration::from_secs(2),
+            ingest_count: 300_000,
+            ingest_time: Duration::from_millis(1500),
+            concurrent_time: Duration::from_secs(1),
+            connect_count: 5_000,
+            connect_time: Duration::from_secs(1),
+            insert_reps: 2,
+            idle_count: 2_000,
+            idle_reps: 1,
+            settle: Duration::from_millis(300),
+            io_timeout: Duration::from_secs(60),
+            ..Self::full()
+        }
+    }
+
+    fn smoke() -> Self {
+        Self {
+            mode: "smoke",
+            reps: 1,
+            warm_up: false,
+            ping_count: 100,
+            ping_time: Duration::from_millis(500),
+            ingest_count: 2_000,
+            ingest_time: Duration::from_millis(500),
+            concurrent_time: Duration::from_millis(200),
+            connect_count: 20,
+            connect_time: Duration::from_millis(500),
+            insert_bytes: 2_000_000,
+            insert_reps: 1,
+            idle_count: 200,
+            idle_reps: 1,
+            settle: Duration::from_millis(100),
+            io_timeout: Duration::from_secs(20),
+            ..Self::full()
+        }
+    }
+
+    /// What one repetition of each scenario does, for the report.
+    fn method(&self) -> Vec<String> {
+        vec![
+            format!(
+                "warm-up: {}; then {} interleaved repetitions per scenario (floor, qgate, aiokdb, \
+                 haproxy, floor, ...), medians over the repetitions",
+                if self.warm_up {
+                    "one smaller unrecorded run per scenario and target"
+                } else {
+                    "none"
+                },
+                self.reps
+            ),
+            format!(
+                "ping: sync `` (`ping;42) `` ({} bytes) ping-pong on one connection per target, {} \
+                 round trips each or {:?}; the targets take turns every 50 round trips, so that \
+                 they share the machine's state",
+                loadgen::ping_message().map_or(0, |m| m.len()),
+                self.ping_count,
+                self.ping_time
+            ),
+            format!(
+                "ingest: async `` (`upd;`trade;(`AAPL;189.5;100)) `` ({} bytes) written back to \
+                 back on one connection, {} messages or {:?}, closed by one sync; messages over \
+                 the time to its response",
+                loadgen::ingest_message().map_or(0, |m| m.len()),
+                self.ingest_count,
+                self.ingest_time
+            ),
+            format!(
+                "conc64: {} connections doing sync ping-pong for {:?} (client: tokio, 2 workers)",
+                self.concurrent_connections, self.concurrent_time
+            ),
+            format!(
+                "connect: connect, authenticate, one sync ping, close; {} client threads, {} \
+                 connections or {:?}, from 64 loopback source addresses (127.0.1.x), so that \
+                 closed connections in TIME_WAIT do not use up one address's ephemeral ports",
+                self.connect_threads, self.connect_count, self.connect_time
+            ),
+            format!(
+                "insert: one sync `` (`insert;`trade;t) ``, t a table of time, sym, price, size, \
+                 {:.1} MB in all; timed from the first byte written to the response; {} \
+                 repetitions",
+                self.insert_bytes as f64 / 1e6,
+                self.insert_reps
+            ),
+            format!(
+                "idle: {} idle authenticated connections on a freshly started target; (VmRSS \
+                 after - VmRSS before) / connections, from /proc/PID/status, {} repetitions",
+                self.idle_count, self.idle_reps
+            ),
+        ]
+    }
+}
+
+/// The scenarios, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    Ping,
+    Ingest,
+    Concurrent,
+    Connect,
+    Insert,
+    Idle,
+}
+
+impl Scenario {
+    const ALL: [Self; 6] = [
+        Self::Ping,
+        Self::Ingest,
+        Self::Concurrent,
+        Self::Connect,
+        Self::Insert,
+        Self::Idle,
+    ];
+
+    /// The scenario's short name, as in the records.
+    fn label(self) -> &'static str {
+        self.metrics()[0].scenario
+    }
+
+    /// What the scenario measures, in the order its run returns the values.
+    fn metrics(self) -> &'static [Metric] {
+        const fn metric(
+            scenario: &'static str,
+            name: &'static str,
+            unit: &'static str,
+            better: Better,
+            goal: Option<Goal>,
+        ) -> Metric {
+            Metric {
+                scenario,
+                name,
+                unit,
+                better,
+                goal,
+            }
+        }
+        const PING: [Metric; 2] = [
+            metric(
+                "ping",
+                "median round trip",
+                "µs",
+                Better::Lower,
+                Some(Goal::RatioAtMost(1.10)),
+            ),
+            metric("ping", "p99 round trip", "µs", Better::Lower, None),
+        ];
+        const INGEST: [Metric; 1] = [metric(
+            "ingest",
+            "async messages/s",
+            "msg/s",
+            Better::Higher,
+            None,
+        )];
+        const CONCURRENT: [Metric; 2] = [
+            metric(
+                "conc64",
+                "total queries/s",
+                "q/s",
+                Better::Higher,
+                Some(Goal::RatioAtLeast(0.8)),
+            ),
+            metric("conc64", "p99 round trip", "µs", Better::Lower, None),
+        ];
+        const CONNECT: [Metric; 1] = [metric(
+            "connect",
+            "connections/s",
+            "conn/s",
+            Better::Higher,
+            Some(Goal::RatioAtLeast(0.5)),
+        )];
+        const INSERT: [Metric; 1] = [metric(
+            "insert",
+            "table insert",
+            "MB/s",
+            Better::Higher,
+            Some(Goal::RatioAtLeast(0.8)),
+        )];
+        const IDLE: [Metric; 1] = [metric(
+            "idle",
+            "memory per idle connection",
+            "KiB",
+            Better::Lower,
+            Some(Goal::ValueAtMost(20.0)),
+        )];
+        match self {
+            Self::Ping => &PING,
+            Self::Ingest => &INGEST,
+            Self::Concurrent => &CONCURRENT,
+            Self::Connect => &CONNECT,
+            Self::Insert => &INSERT,
+            Self::Idle => &IDLE,
+        }
+    }
+}
+
+/// A target during the run.
+struct Target {
+    kind: Kind,
+    spec: Option<Spec>,
+    running: Option<Running>,
+    info: TargetInfo,
+}
+
+impl Target {
+    /// Starts (or restarts) the target.
+    fn start(&mut self) -> Result<()> {
+        // The old processes go first, so that they free their ports and memory.
+        self.running = None;
+        let spec = self.spec.as_ref().context("the target was not prepared")?;
+        let running = targets::start(spec)?;
+        self.info.processes = running.process_names();
+        self.running = Some(running);
+        Ok(())
+    }
+
+    fn running(&self) -> Result<&Running> {
+        self.running.as_ref().context("the target is not running")
+    }
+}
+
+/// The messages every scenario sends, built once.
+struct Messages {
+    ping: Vec<u8>,
+    ingest: Vec<u8>,
+    insert: Vec<u8>,
+    insert_small: Vec<u8>,
+}
+
+/// Raises the open-files limit so that 10 000 idle connections fit, in this process and in the
+/// servers it starts (they inherit it). Returns the soft limit in force.
+fn raise_nofile_limit() -> u64 {
+    use rlimit::Resource;
+    // Root may raise the hard limit too; otherwise the soft limit goes up to the hard one.
+    let _ = rlimit::setrlimit(Resource::NOFILE, 65_536, 65_536);
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0)
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, kills the servers and exits: the default action would end the
+/// harness without its destructors and leave qgate and HAProxy running.
+fn stop_servers_on_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    std::thread::spawn(|| {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return;
+            };
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+                _ = hangup.recv() => "SIGHUP",
+            };
+            say_err(&format!("qgate-bench: {name}: stopping the servers"));
+            targets::kill_all();
+            // A server the main thread was starting meanwhile is killed as it registers.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            targets::kill_all();
+            std::process::exit(130);
+        });
+    });
+}
+
+/// The whole run. Returns whether the floor and qgate produced every number.
+fn bench(cli: &Cli) -> Result<bool> {
+    let started = Instant::now();
+    stop_servers_on_signal();
+    let load_at_start = report::load_average();
+    let plan = if cli.smoke {
+        Plan::smoke()
+    } else if cli.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    let mut plan = plan;
+    if let Some(reps) = cli.reps {
+        plan.reps = reps.max(1);
+        plan.insert_reps = reps.max(1);
+        plan.idle_reps = reps.max(1);
+    }
+    let mut kinds = vec![Kind::Floor];
+    for name in &cli.targets {
+        let kind = Kind::parse(name.trim())?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds.sort();
+    let root = project_root();
+    let env = Env {
+        work: root.join("target").join("bench"),
+        root: root.clone(),
+        self_exe: std::env::current_exe().context("cannot find this binary")?,
+        qgate_bin: cli.qgate_bin.clone(),
+    };
+    std::fs::create_dir_all(&env.work)?;
+    let nofile = raise_nofile_limit();
+    let date = report::command_output("date", &["-u"])
+        .map(|d| d.trim().to_owned())
+        .unwrap_or_default();
+    // `cargo xtask bench` says it ran us, so that the report names the command a person types.
+    let command = std::env::var("QGATE_BENCH_COMMAND").unwrap_or_else(|_| {
+        std::iter::once("qgate-bench".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    say_err(&format!(
+        "qgate-bench: {} mode, targets {}, open-files limit {nofile}",
+        plan.mode,
+        kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+    ));
+
+    let messages = Messages {
+        ping: loadgen::ping_message()?,
+        ingest: loadgen::ingest_message()?,
+        insert: loadgen::insert_message(plan.insert_bytes)?,
+        insert_small: loadgen::insert_message(plan.insert_bytes.min(2_000_000))?,
+    };
+
+    // Prepare and start every target.
+    let mut targets: Vec<Target> = Vec::new();
+    for kind in kinds {
+        let mut target = Target {
+            kind,
+            spec: None,
+            running: None,
+            info: TargetInfo {
+                name: kind.name(),
+                description: kind.description(),
+                status: "measured",
+                note: None,
+                ping_reply: None,
+                processes: Vec::new(),
+            },
+        };
+        let outcome = targets::prepare(kind, &env).and_then(|spec| {
+            target.spec = Some(spec);
+            target.start()?;
+            let mut client = loadgen::Client::connect(target.running()?.addr, plan.io_timeout)?;
+            client.call(&messages.ping)?;
+            target.info.ping_reply = Some(client.last_response_text());
+            Ok(())
+        });
+        if let Err(err) = outcome {
+            let essential = matches!(kind, Kind::Floor | Kind::Qgate);
+            target.info.status = if essential { "failed" } else { "skipped" };
+            target.info.note = Some(format!("{err:#}"));
+            target.running = None;
+            say_err(&format!(
+                "qgate-bench: {} {}: {err:#}",
+                kind.name(),
+                target.info.status
+            ));
+            if kind == Kind::Floor {
+                bail!("the floor did not start, so nothing can be measured: {err:#}");
+            }
+        } else {
+            let running = target.running()?;
+            say_err(&format!(
+                "qgate-bench: {} listening on {} (pid {:?})",
+                kind.name(),
+                running.addr,
+                running.pids()
+            ));
+        }
+        targets.push(target);
+    }
+
+    let mut scenarios = Vec::new();
+    for name in &cli.scenarios {
+        let scenario = Scenario::ALL
+            .into_iter()
+            .find(|s| s.label() == name.trim())
+            .with_context(|| {
+                format!(
+                    "unknown scenario `{name}` (known: ping, ingest, conc64, connect, insert, \
+                     idle)"
+                )
+            })?;
+        scenarios.push(scenario);
+    }
+    if scenarios.is_empty() {
+        scenarios = Scenario::ALL.to_vec();
+    }
+    let mut records = Vec::new();
+    for scenario in Scenario::ALL.into_iter().filter(|s| scenarios.contains(s)) {
+        if targets::stopping() {
+            bail!("stopped by a signal");
+        }
+        let scenario_started = Instant::now();
+        records.extend(run_scenario(
+            scenario,
+            &plan,
+            &messages,
+            &mut targets,
+            nofile,
+        ));
+        say_err(&format!(
+            "qgate-bench: {} done in {:.1} s",
+            scenario.label(),
+            scenario_started.elapsed().as_secs_f64()
+        ));
+    }
+    let infos: Vec<TargetInfo> = targets.iter().map(|t| t.info.clone()).collect();
+    // Every server stops here (and on any early return, when `targets` is dropped).
+    drop(targets);
+
+    let results = Results {
+        command,
+        mode: plan.mode,
+        date,
+        machine: report::Machine::probe(),
+        method: plan.method(),
+        targets: infos,
+        records,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        load_average: [load_at_start, report::load_average()],
+    };
+    say(&results.text());
+    let out = cli
+        .out
+        .clone()
+        .unwrap_or_else(|| env.work.join("results.json"));
+    results.write_json(&out)?;
+    say_err(&format!("qgate-bench: wrote {}", out.display()));
+    if let Some(markdown) = &cli.markdown {
+        results.write_markdown(markdown)?;
+        say_err(&format!("qgate-bench: wrote {}", markdown.display()));
+    }
+    say_err(&format!(
+        "qgate-bench: {} mode took {:.1} s",
+        plan.mode, results.elapsed_secs
+    ));
+    let complete = results.records.iter().all(|record| {
+        record.status == "measured"
+            || !(record.target == Kind::Floor.name() || record.target == Kind::Qgate.name())
+    });
+    if !complete {
+        say_err("qgate-bench: the floor or qgate failed a scenario (see the notes above)");
+    }
+    Ok(complete)
+}
+
+/// One repetition of a scenario on one target: a value per metric.
+fn run_once(
+    scenario: Scenario,
+    plan: &Plan,
+    messages: &Messages,
+    target: &mut Target,
+    warm_up: bool,
+) -> Result<Vec<f64>> {
+    if scenario == Scenario::Idle {
+        target.start()?;
+    }
+    let running = target.running()?;
+    let addr = running.addr;
+    let timeout = plan.io_timeout;
+    // A warm-up is a smaller run.
+    let scale = |count: usize| if warm_up { (count / 10).max(1) } else { count };
+    let shorten = |time: Duration| if warm_up { time / 4 } else { time };
+    Ok(match scenario {
+        Scenario::Ping => {
+            let latency = loadgen::ping_pong(
+                &[addr],
+                &messages.ping,
+                scale(plan.ping_count),
+                shorten(plan.ping_time),
+                timeout,
+            )
+            .pop()
+            .context("no latency")??;
+            vec![latency.median_us, latency.p99_us]
+        }
+        Scenario::Ingest => vec![loadgen::ingest(
+            addr,
+            &messages.ingest,
+            &messages.ping,
+            scale(plan.ingest_count),
+            shorten(plan.ingest_time),
+            timeout,
+        )?],
+        Scenario::Concurrent => {
+            let throughput = loadgen::concurrent(
+                addr,
+                &messages.ping,
+                plan.concurrent_connections,
+                shorten(plan.concurrent_time),
+                timeout,
+            )?;
+            vec![throughput.queries_per_sec, throughput.p99_us]
+        }
+        Scenario::Connect => vec![loadgen::connect_rate(
+            addr,
+            &messages.ping,
+            plan.connect_threads,
+            scale(plan.connect_count),
+            shorten(plan.connect_time),
+            timeout,
+        )?],
+        Scenario::Insert => {
+            let message = if warm_up {
+                &messages.insert_small
+            } else {
+                &messages.insert
+            };
+            let (rate, reply) = loadgen::insert(addr, message, timeout)?;
+            if !warm_up && target.info.note.is_none() && target.kind != Kind::Floor {
+                target.info.note = Some(format!("answers the insert with `{reply}`"));
+            }
+            vec![rate]
+        }
+        Scenario::Idle => {
+            let pids = running.pids();
+            let per_connection = loadgen::idle_memory(
+                addr,
+                &pids,
+                &messages.ping,
+                idle_count(plan, target.kind),
+                plan.settle,
+                timeout,
+            )?;
+            vec![per_connection / 1024.0]
+        }
+    })
+}
+
+/// How many idle connections a target is measured with: the plan's number, except that HAProxy
+/// needs two descriptors per connection and so gets what the open-files limit allows.
+fn idle_count(plan: &Plan, kind: Kind) -> usize {
+    match kind {
+        Kind::Haproxy => {
+            let fit = usize::try_from(targets::haproxy_max_connections()).unwrap_or(usize::MAX);
+            plan.idle_count.min(fit.saturating_sub(50))
+        }
+        _ => plan.idle_count,
+    }
+}
+
+/// Runs one scenario on every target: warm-up, interleaved repetitions, medians, ratios.
+fn run_scenario(
+    scenario: Scenario,
+    plan: &Plan,
+    messages: &Messages,
+    targets: &mut [Target],
+    nofile: u64,
+) -> Vec<Record> {
+    let metrics = scenario.metrics();
+    let reps = match scenario {
+        Scenario::Insert => plan.insert_reps,
+        Scenario::Idle => plan.idle_reps,
+        _ => plan.reps,
+    };
+    // Per target: the samples of each metric, and the first error.
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); metrics.len()]; targets.len()];
+    let mut errors: Vec<Option<String>> = vec![None; targets.len()];
+    for (i, target) in targets.iter().enumerate() {
+        if target.running.is_none() {
+            errors[i] = Some(
+                target
+                    .info
+                    .note
+                    .clone()
+                    .unwrap_or_else(|| "not running".into()),
+            );
+        }
+    }
+    let needed = plan.idle_count as u64 + 256;
+    if scenario == Scenario::Idle && nofile < needed {
+        for error in &mut errors {
+            error.get_or_insert_with(|| {
+                format!("the open-files limit is {nofile}, {needed} are needed")
+            });
+        }
+    }
+    let warm_up = plan.warm_up && scenario != Scenario::Idle;
+    let passes = usize::from(warm_up) + reps;
+    for pass in 0..passes {
+        let is_warm_up = warm_up && pass == 0;
+        let live: Vec<usize> = (0..targets.len())
+            .filter(|&i| errors[i].is_none())
+            .collect();
+        // Ping-pong interleaves the targets block by block within each repetition (see
+        // `loadgen::ping_pong`); every other scenario runs target after target.
+        let outcomes: Vec<(usize, Result<Vec<f64>>)> = if scenario == Scenario::Ping {
+            let scale = if is_warm_up { 10 } else { 1 };
+            let addrs: Result<Vec<SocketAddr>> = live
+                .iter()
+                .map(|&i| Ok(targets[i].running()?.addr))
+                .collect();
+            match addrs {
+                Ok(addrs) => {
+                    let latencies = loadgen::ping_pong(
+                        &addrs,
+                        &messages.ping,
+                        (plan.ping_count / scale).max(1),
+                        plan.ping_time / scale as u32,
+                        plan.io_timeout,
+                    );
+                    live.iter()
+                        .zip(latencies)
+                        .map(|(&i, latency)| (i, latency.map(|l| vec![l.median_us, l.p99_us])))
+                        .collect()
+                }
+                Err(err) => {
+                    let text = format!("{err:#}");
+                    live.iter()
+                        .map(|&i| (i, Err(anyhow::anyhow!("{text}"))))
+                        .collect()
+                }
+            }
+        } else {
+            live.iter()
+                .map(|&i| {
+                    let outcome = run_once(scenario, plan, messages, &mut targets[i], is_warm_up);
+                    (i, outcome)
+                })
+                .collect()
+        };
+        for (i, outcome) in outcomes {
+            let target = &mut targets[i];
+            match outcome {
+                Ok(values) => {
+                    if !is_warm_up {
+                        for (metric, value) in values.into_iter().enumerate() {
+                            samples[i][metric].push(value);
+                        }
+                    }
+                }
+                Err(err) => {
+                    say_err(&format!(
+                        "qgate-bench: {} on {} failed: {err:#}",
+                        scenario.label(),
+                        target.kind.name()
+                    ));
+                    errors[i] = Some(format!("{err:#}"));
+                    // The next scenario gets a fresh server.
+                    if let Err(err) = target.start() {
+                        target.running = None;
+                        target.info.note = Some(format!("could not be restarted: {err:#}"));
+                    }
+                }
+            }
+        }
+    }
+    let mut records = Vec::new();
+    for (m, metric) in metrics.iter().enumerate() {
+        let floor_ok = errors[0].is_none();
+        for (i, target) in targets.iter().enumerate() {
+            let (value, status, note) = match &errors[i] {
+                None => {
+                    let count = idle_count(plan, target.kind);
+                    let note =
+                        (scenario == Scenario::Idle && count != plan.idle_count).then(|| {
+                            format!(
+                                "measured with {count} connections, not {}: each takes two \
+                             descriptors in HAProxy and the open-files limit is {nofile}",
+                                plan.idle_count
+                            )
+                        });
+                    (Some(loadgen::median(&samples[i][m])), "measured", note)
+                }
+                Some(err) if target.info.status == "measured" => {
+                    (None, "failed", Some(err.clone()))
+                }
+                Some(err) => (None, target.info.status, Some(err.clone())),
+            };
+            // Repetition k of every target ran in pass k, so the samples pair up by index.
+            let ratio = (floor_ok && value.is_some()).then(|| {
+                let ratios: Vec<f64> = samples[i][m]
+                    .iter()
+                    .zip(&samples[0][m])
+                    .map(|(v, f)| v / f)
+                    .collect();
+                loadgen::median(&ratios)
+            });
+            let goal = metric
+                .goal
+                .filter(|_| target.kind == Kind::Qgate)
+                .map(|goal| GoalOutcome {
+                    goal: goal.text(metric.unit),
+                    met: goal.met(value, ratio),
+                });
+            records.push(Record {
+                scenario: metric.scenario,
+                target: target.kind.name(),
+                metric: metric.name,
+                unit: metric.unit,
+                better: metric.better,
+                value,
+                ratio_to_floor: ratio,
+                samples: samples[i][m].clone(),
+                status,
+                note,
+                goal,
+            });
+        }
+    }
+    records
+}

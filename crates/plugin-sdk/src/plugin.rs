@@ -1,0 +1,97 @@
+//! The [`Plugin`] trait: the callbacks a plugin implements, each with a permissive default.
+
+use crate::{
+    AuthVerdict, Events, Verdict,
+    ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx},
+};
+
+/// A qgate plugin: one value per loaded instance, created by [`Plugin::init`] from the plugin's
+/// config and asked about every event it takes.
+///
+/// Every handler has a default that lets the event through (pass, keep the connection, do
+/// nothing), so a plugin that implements only `init` is a valid plugin that passes everything;
+/// override the handlers you need and narrow [`Plugin::EVENTS`] to them.
+///
+/// Handlers take `&self`: a component instance is single-threaded and never re-entered, so state
+/// that changes lives in a `Cell` or `RefCell`. State that must outlive this instance (which the
+/// host replaces on a hot-swap or after a trap) goes in the host's key-value store,
+/// [`host::kv`](crate::host::kv).
+///
+/// A handler that panics traps the instance; the host counts that as a deny for auth, sync and
+/// async (fail-closed) and logs it, and replaces the instance.
+pub trait Plugin: Sized + 'static {
+    /// The events the host calls this plugin for; the host never calls it for the others.
+    ///
+    /// The default is every event, which is always correct: a handler you did not override
+    /// passes. Narrowing it (`Events::SYNC.union(Events::CLOSE)`) saves a call into the plugin
+    /// for each event it ignores. A handler you override but leave out of `EVENTS` is never
+    /// called.
+    const EVENTS: Events = Events::all();
+
+    /// Called once when the host loads this version of the plugin, with the plugin's table from
+    /// `config.toml`.
+    ///
+    /// # Errors
+    ///
+    /// A message saying what is wrong (name the config key); the host refuses to load this
+    /// version and reports the message, and a hot-swap keeps the old version.
+    fn init(config: &Config) -> Result<Self, String>;
+
+    /// `.z.pw`: fires after the handshake and the host's password-file check, before the client
+    /// gets its capability byte, with the user name and the password the client sent.
+    ///
+    /// [`AuthVerdict::Allow`] accepts the client (and may replace the user name later events
+    /// see), [`AuthVerdict::Deny`] closes the socket without a byte (the client reports
+    /// `'access`), [`AuthVerdict::Pass`] leaves the decision to the next plugin and the built-in
+    /// checks.
+    ///
+    /// The default passes.
+    fn on_auth(&self, ctx: &AuthCtx) -> AuthVerdict {
+        let _ = ctx;
+        AuthVerdict::Pass
+    }
+
+    /// `.z.po`: fires once per connection, after the capability byte is sent.
+    ///
+    /// # Errors
+    ///
+    /// An error closes the connection, with the message in the server's log.
+    ///
+    /// The default keeps the connection and does nothing.
+    fn on_open(&self, ctx: &OpenCtx) -> Result<(), String> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// `.z.pg`: fires for each sync request (the client waits for an answer), in arrival order.
+    ///
+    /// [`Verdict::Deny`] answers with that q error, [`Verdict::Reply`] answers with a value
+    /// (build one with [`Verdict::reply`]), [`Verdict::Pass`] hands the request to the next
+    /// plugin and then to the backend.
+    ///
+    /// The default passes.
+    fn on_sync(&self, ctx: &MessageCtx<'_>) -> Verdict {
+        let _ = ctx;
+        Verdict::Pass
+    }
+
+    /// `.z.ps`: fires for each async message (no answer is sent), in arrival order.
+    ///
+    /// [`Verdict::Deny`] drops the message and logs the reason, as q drops async errors;
+    /// [`Verdict::Reply`] accepts it without passing it on; [`Verdict::Pass`] hands it to the
+    /// next plugin and then to the backend.
+    ///
+    /// The default passes.
+    fn on_async(&self, ctx: &MessageCtx<'_>) -> Verdict {
+        let _ = ctx;
+        Verdict::Pass
+    }
+
+    /// `.z.pc`: fires once after a connection has closed, whichever side closed it, with the
+    /// reason in words. Only connections that were opened (auth allowed them) are closed.
+    ///
+    /// The default does nothing.
+    fn on_close(&self, ctx: &CloseCtx) {
+        let _ = ctx;
+    }
+}

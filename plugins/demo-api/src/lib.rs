@@ -1,0 +1,224 @@
+//! `demo-api`: an application backend, so that qgate can stand in for kdb+ in a client
+//! library's CI.
+//!
+//! It answers sync requests (and accepts async ones) of two kinds:
+//!
+//! - **calls** (`` (`legalOperation;1;2) `` or `("legalOperation";1;2)`) to its functions:
+//!   - `legalOperation[x;y]`: `x+y` for numeric atoms (short, int, long, real, float), with q's
+//!     widening (`1i+2` is a long, `1+2.5` a float), from the `.z.pg` walkthrough;
+//!   - `echo[x]`: `x`;
+//!   - `count[x]`: the count of `x`, a long;
+//!   - `til[n]`: `0 1 ... n-1`, a long vector (n at most 1 000 000);
+//!   - `now[]`: the current time, a timestamp (`.z.p`);
+//!
+//!   an unknown name is q's error for an undefined name (`'name`), a wrong argument count is
+//!   `'rank` and a wrong type `'type`;
+//! - **query strings** holding a q data literal (atoms of every type with their nulls and
+//!   infinities, vectors, `enlist`, `!`, `flip`, `` `s# ``, `::`, the empty query, general
+//!   lists; see [`literal`]), answered with the value they spell. Other q is refused with a
+//!   `'nyi` error that says what could not be read: this backend does not evaluate q.
+//!
+//! Anything else (a lambda, a bare value) is refused with `'nyi`. It has no config.
+
+pub mod literal;
+
+use qgate_plugin_sdk::{
+    Atom, Config, Events, K, MessageCtx, Plugin, VectorData, Verdict, export_plugin, host,
+    q::{self, KExt as _},
+};
+
+/// The longest vector `til` builds: a test backend answers in bounded memory.
+const MAX_TIL: i64 = 1_000_000;
+
+/// The plugin; it keeps nothing.
+pub struct DemoApi;
+
+/// Evaluates a message: a call, or a query string holding a data literal.
+pub fn evaluate(ctx: &MessageCtx<'_>) -> Result<K, String> {
+    if ctx.head().is_some() {
+        let value = ctx.value().map_err(|err| format!("nyi: {err}"))?;
+        let call = value.as_call().ok_or("nyi: not a call")?;
+        return apply(call.name, call.args);
+    }
+    if let Some(text) = ctx.text() {
+        return literal::parse(&text);
+    }
+    Err("nyi: demo-api answers calls and q data literals".to_owned())
+}
+
+/// Calls the function `name`.
+pub fn apply(name: &str, args: &[K]) -> Result<K, String> {
+    // A niladic call arrives as `(`f)` or `(`f;::)`.
+    let niladic = args.is_empty() || matches!(args, [K::Null]);
+    match (name, args) {
+        ("legalOperation", [x, y]) => add(x, y),
+        ("echo", [x]) => Ok(x.clone()),
+        ("count", [x]) => Ok(K::long(i64::try_from(x.len()).unwrap_or(i64::MAX))),
+        ("til", [n]) => {
+            let n = n.as_i64().ok_or("type")?;
+            if !(0..=MAX_TIL).contains(&n) {
+                return Err("limit".to_owned());
+            }
+            Ok(K::vector(VectorData::Long((0..n).collect())))
+        }
+        ("now", _) if niladic => Ok(K::Atom(Atom::Timestamp(q::timestamp_from_unix_nanos(
+            host::now(),
+        )))),
+        ("legalOperation" | "echo" | "count" | "til" | "now", _) => Err("rank".to_owned()),
+        (other, _) => Err(other.to_owned()),
+    }
+}
+
+/// `x+y` for numeric atoms, with q's widening: short < int < long < real < float.
+fn add(x: &K, y: &K) -> Result<K, String> {
+    let rank = |k: &K| match k {
+        K::Atom(Atom::Short(_)) => Some(0),
+        K::Atom(Atom::Int(_)) => Some(1),
+        K::Atom(Atom::Long(_)) => Some(2),
+        K::Atom(Atom::Real(_)) => Some(3),
+        K::Atom(Atom::Float(_)) => Some(4),
+        _ => None,
+    };
+    let (Some(rx), Some(ry)) = (rank(x), rank(y)) else {
+        return Err("type".to_owned());
+    };
+    let float =
+        || -> Result<f64, String> { Ok(x.as_f64().ok_or("type")? + y.as_f64().ok_or("type")?) };
+    let int = || -> Result<i64, String> {
+        Ok(x.as_i64()
+            .ok_or("type")?
+            .wrapping_add(y.as_i64().ok_or("type")?))
+    };
+    Ok(K::Atom(match rx.max(ry) {
+        // q's short and int sums wrap in their own type.
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "q's short arithmetic wraps"
+        )]
+        0 => Atom::Short(int()? as i16),
+        #[expect(clippy::cast_possible_truncation, reason = "q's int arithmetic wraps")]
+        1 => Atom::Int(int()? as i32),
+        2 => Atom::Long(int()?),
+        #[expect(clippy::cast_possible_truncation, reason = "a real sum is a real")]
+        3 => Atom::Real(float()? as f32),
+        _ => Atom::Float(float()?),
+    }))
+}
+
+impl Plugin for DemoApi {
+    const EVENTS: Events = Events::SYNC.union(Events::ASYNC_MESSAGE);
+
+    fn init(_config: &Config) -> Result<Self, String> {
+        Ok(DemoApi)
+    }
+
+    fn on_sync(&self, ctx: &MessageCtx<'_>) -> Verdict {
+        match evaluate(ctx) {
+            Ok(value) => Verdict::reply(&value),
+            Err(message) => Verdict::Deny(message),
+        }
+    }
+
+    fn on_async(&self, ctx: &MessageCtx<'_>) -> Verdict {
+        match evaluate(ctx) {
+            // Accepted; nothing is sent for an async message.
+            Ok(value) => Verdict::reply(&value),
+            Err(message) => Verdict::Deny(message),
+        }
+    }
+}
+
+export_plugin!(DemoApi);
+
+#[cfg(test)]
+mod tests {
+    use qgate_plugin_sdk::testing::{self, session};
+
+    use super::*;
+
+    fn sync(value: K) -> Verdict {
+        DemoApi.on_sync(&MessageCtx::from_value(session(5, "u"), &value))
+    }
+
+    fn call(name: K, args: Vec<K>) -> K {
+        K::list(std::iter::once(name).chain(args).collect())
+    }
+
+    #[test]
+    fn legal_operation_adds_with_q_widening() {
+        let three = Verdict::reply(&K::long(3));
+        assert_eq!(
+            sync(call(
+                K::symbol("legalOperation"),
+                vec![K::long(1), K::long(2)]
+            )),
+            three
+        );
+        assert_eq!(
+            sync(call(
+                K::string("legalOperation"),
+                vec![K::long(1), K::long(2)]
+            )),
+            three
+        );
+        assert_eq!(
+            sync(call(
+                K::symbol("legalOperation"),
+                vec![K::Atom(Atom::Int(1)), K::Atom(Atom::Float(2.5))]
+            )),
+            Verdict::reply(&K::Atom(Atom::Float(3.5)))
+        );
+        assert_eq!(
+            sync(call(
+                K::symbol("legalOperation"),
+                vec![K::Atom(Atom::Int(1)), K::Atom(Atom::Int(2))]
+            )),
+            Verdict::reply(&K::Atom(Atom::Int(3)))
+        );
+        assert_eq!(
+            sync(call(K::symbol("legalOperation"), vec![K::long(1)])),
+            Verdict::deny("rank")
+        );
+        assert_eq!(
+            sync(call(
+                K::symbol("legalOperation"),
+                vec![K::long(1), K::symbol("a")]
+            )),
+            Verdict::deny("type")
+        );
+    }
+
+    #[test]
+    fn other_functions_and_unknown_names() {
+        assert_eq!(
+            sync(call(K::symbol("echo"), vec![K::string("hi")])),
+            Verdict::reply(&K::string("hi"))
+        );
+        assert_eq!(
+            sync(call(K::symbol("til"), vec![K::long(3)])),
+            Verdict::reply(&K::vector(VectorData::Long(vec![0, 1, 2])))
+        );
+        testing::set_now(q::Q_EPOCH_UNIX_NANOS + 7);
+        assert_eq!(
+            sync(call(K::symbol("now"), vec![K::Null])),
+            Verdict::reply(&K::Atom(Atom::Timestamp(7)))
+        );
+        assert_eq!(sync(call(K::symbol("nope"), vec![])), Verdict::deny("nope"));
+    }
+
+    #[test]
+    fn query_strings_are_data_literals() {
+        assert_eq!(
+            sync(K::string("`a`b!1 2")),
+            Verdict::reply(&K::dict(
+                K::symbols(["a", "b"]),
+                K::vector(VectorData::Long(vec![1, 2]))
+            ))
+        );
+        assert_eq!(sync(K::string("")), Verdict::reply(&K::Null));
+        assert!(
+            matches!(sync(K::string("select from t")), Verdict::Deny(m) if m.starts_with("nyi"))
+        );
+        assert!(matches!(sync(K::long(1)), Verdict::Deny(m) if m.starts_with("nyi")));
+    }
+}
