@@ -1,0 +1,467 @@
+//! qgate's plugin host: the only crate that knows wasmtime.
+//!
+//! [`PluginHost`] loads the plugins that [`HostOptions`] lists, WebAssembly components that
+//! implement `wit/plugin.wit` (`qgate:plugin@0.1.0`), and implements [`qgate_hooks::Hooks`] by
+//! running each event through them in order, as `shared/DESIGN.md` describes the chains:
+//!
+//! | event | chain |
+//! |---|---|
+//! | auth | any deny ends it; an allow may rename the user for the plugins after it and later events |
+//! | sync, async | the first plugin that does not pass decides; a reply is validated first |
+//! | open, close | every plugin that takes them; traps are logged; an open error closes the connection |
+//!
+//! ```text
+//!   Hooks::on_sync(session, request)
+//!        │  summary (read in place from request.view())
+//!        ▼
+//!   plugin 1 ── pass ──► plugin 2 ── pass ──► ... ──► Verdict::Pass (nothing answered)
+//!        │ deny / reply(bytes)
+//!        ▼
+//!   Verdict::Deny(message) │ decode(bytes, budget) ──► Verdict::Reply(K) or Deny(malformed)
+//! ```
+//!
+//! Sandboxing: one engine, epoch interruption ([`EPOCH_TICK`]) for each call's time budget, a
+//! memory cap per instance, and an empty WASI context (no files, no environment, no network, no
+//! stdio). A trap, a timeout or the memory cap is a deny for auth, sync and async, unless the
+//! plugin is configured fail-open; a plugin that keeps failing is re-instantiated with backoff.
+//!
+//! Instances are not per connection: each plugin keeps a small pool of instances that all
+//! connections share, each checked out for one call (ARCHITECTURE.md says why).
+
+#![warn(missing_docs)]
+
+mod bindings;
+mod engine;
+mod kv;
+mod plugin;
+mod state;
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use qgate_hooks::{
+    AuthVerdict, CloseReason, Credentials, Hooks, OpenVerdict, Request, Session, Verdict,
+};
+use qgate_ipc::{DecodeOptions, Endian};
+use wasmtime::{
+    Engine,
+    component::{Component, HasSelf, Linker, Resource},
+};
+
+use crate::{
+    bindings::types,
+    plugin::{Failure, LoadOptions, Plugin},
+    state::{HostState, MessageRef, PluginShared},
+};
+// The public surface: the host, its options and its error, and the limits it applies.
+pub use crate::{
+    engine::{EPOCH_TICK, MAX_INSTANCES_PER_VERSION},
+    kv::{MAX_KV_KEY_BYTES, MAX_KV_TOTAL_BYTES, MAX_KV_VALUE_BYTES},
+    plugin::{MAX_BACKOFF, MIN_BACKOFF, MIN_INIT_BUDGET},
+    state::MAX_SUMMARY_TEXT_BYTES,
+};
+
+/// How much memory a decoded reply may take, as a multiple of the plugin's memory cap.
+///
+/// A reply comes out of the guest's memory, so its bytes are at most the cap; decoding can
+/// expand them (a list of boolean atoms takes 2 bytes an item on the wire and a `K` in memory),
+/// and 8 times bounds that expansion for any reply a plugin can make.
+pub const REPLY_EXPANSION: usize = 8;
+
+/// What the host runs.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct HostOptions {
+    /// The plugins, in chain order.
+    pub plugins: Vec<PluginSpec>,
+    /// Where compiled components are cached, keyed by the component's hash and the engine's
+    /// settings; `None` compiles every plugin at every start (35 to 45 ms each).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl HostOptions {
+    /// Options for `plugins`, with no compilation cache.
+    pub fn new(plugins: Vec<PluginSpec>) -> Self {
+        Self {
+            plugins,
+            cache_dir: None,
+        }
+    }
+}
+
+/// One plugin of the chain.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PluginSpec {
+    /// The name the logs, the errors and the kv store know it by.
+    pub name: String,
+    /// The component file (`.wasm`).
+    pub path: PathBuf,
+    /// Its table from the config file, as JSON: `init` gets the whole object as text, and the
+    /// `config` import one key's value as text.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Whether a trap, a timeout or the memory cap counts as a pass rather than a deny.
+    pub fail_open: bool,
+    /// How long one call may run.
+    pub time_budget: Duration,
+    /// How much linear memory one instance may have.
+    pub memory_limit_bytes: usize,
+}
+
+impl PluginSpec {
+    /// The default time budget of a call: a policy decides in microseconds, and an application
+    /// plugin that answers queries should do so within tens of milliseconds; 100 ms leaves room
+    /// for both without letting a runaway guest hold a thread for long.
+    pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_millis(100);
+
+    /// The default memory cap of an instance: a Rust guest with its allocator needs 1 to 2 MiB,
+    /// and 64 MiB leaves room for tables and a decoded message or two.
+    pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 64 << 20;
+
+    /// A fail-closed plugin with the default budget and memory cap and an empty config.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            config: serde_json::Map::new(),
+            fail_open: false,
+            time_budget: Self::DEFAULT_TIME_BUDGET,
+            memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
+        }
+    }
+}
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The engine could not be made (the host's fault, or the machine's).
+    #[error("failed to start the plugin engine: {message}")]
+    Engine {
+        /// What went wrong.
+        message: String,
+    },
+    /// A plugin's file could not be read.
+    #[error("failed to read plugin {plugin} from {path:?}")]
+    Read {
+        /// The plugin's name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A plugin's file is not a component that fits the contract, or its `init` failed.
+    #[error("failed to load plugin {plugin}: {message}")]
+    Load {
+        /// The plugin's name.
+        plugin: String,
+        /// Why, with wasmtime's details.
+        message: String,
+    },
+}
+
+/// The plugin host: a chain of plugins behind [`Hooks`].
+pub struct PluginHost {
+    plugins: Vec<Plugin>,
+    /// Ticks the engine's epoch until the host is dropped.
+    _ticker: engine::EpochTicker,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field(
+                "plugins",
+                &self
+                    .plugins
+                    .iter()
+                    .map(|p| &*p.shared.name)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl PluginHost {
+    /// Loads every plugin: compiles it (or takes it from the cache), makes its first instance and
+    /// runs its `init`.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError`] naming the plugin whose file cannot be read, does not fit the contract, or
+    /// whose `init` fails or traps.
+    pub fn new(options: HostOptions) -> Result<Self, HostError> {
+        let engine_error = |e: wasmtime::Error| HostError::Engine {
+            message: format!("{e:?}"),
+        };
+        let max_memory = options
+            .plugins
+            .iter()
+            .map(|p| p.memory_limit_bytes)
+            .max()
+            .unwrap_or(PluginSpec::DEFAULT_MEMORY_LIMIT_BYTES);
+        let engine = engine::engine(
+            options.plugins.len(),
+            max_memory,
+            options.cache_dir.as_deref(),
+        )
+        .map_err(engine_error)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(engine_error)?;
+        let ticker = engine::EpochTicker::start(engine.clone()).map_err(|e| HostError::Engine {
+            message: format!("failed to start the epoch thread: {e}"),
+        })?;
+
+        let mut plugins = Vec::with_capacity(options.plugins.len());
+        for spec in options.plugins {
+            plugins.push(load(&engine, &linker, spec)?);
+        }
+        Ok(Self {
+            plugins,
+            _ticker: ticker,
+        })
+    }
+
+    /// The names of the loaded plugins, in chain order.
+    pub fn plugin_names(&self) -> impl Iterator<Item = &str> {
+        self.plugins.iter().map(|p| &*p.shared.name)
+    }
+}
+
+fn load(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    spec: PluginSpec,
+) -> Result<Plugin, HostError> {
+    let bytes = std::fs::read(&spec.path).map_err(|source| HostError::Read {
+        plugin: spec.name.clone(),
+        path: spec.path.clone(),
+        source,
+    })?;
+    let load_error = |e: wasmtime::Error| HostError::Load {
+        plugin: spec.name.clone(),
+        message: format!("{e:?}"),
+    };
+    let component = Component::new(engine, &bytes).map_err(load_error)?;
+    let config = spec
+        .config
+        .iter()
+        .map(|(key, value)| (key.clone(), value.to_string()))
+        .collect::<BTreeMap<_, _>>();
+    let shared = Arc::new(PluginShared {
+        name: spec.name.as_str().into(),
+        version: version_label(&bytes),
+        config,
+        kv: Arc::default(),
+    });
+    let plugin = Plugin::load(
+        engine,
+        linker,
+        &component,
+        LoadOptions {
+            shared,
+            config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
+            fail_open: spec.fail_open,
+            time_budget: spec.time_budget,
+            memory_limit: spec.memory_limit_bytes,
+        },
+    )
+    .map_err(load_error)?;
+    tracing::info!(
+        plugin = &*plugin.shared.name,
+        version = plugin.shared.version,
+        events = ?plugin.events,
+        "plugin loaded"
+    );
+    Ok(plugin)
+}
+
+/// A short label for a plugin's bytes in logs: not a security digest (pinning is sha256, later),
+/// only a way to tell versions apart.
+fn version_label(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Logs a failed call and says whether the plugin's policy lets it pass.
+fn failed(plugin: &Plugin, event: &str, failure: &Failure) -> bool {
+    let (name, version) = (&*plugin.shared.name, &*plugin.shared.version);
+    if plugin.fail_open {
+        tracing::warn!(plugin = name, version, event, %failure, "plugin failed; fail-open: passing");
+    } else {
+        tracing::warn!(plugin = name, version, event, %failure, "plugin failed; fail-closed: denying");
+    }
+    plugin.fail_open
+}
+
+/// The next rep for a lent message in `state`: never 0, which means none.
+fn next_message(state: &mut HostState) -> Resource<MessageRef> {
+    state.message_rep = state.message_rep.wrapping_add(1).max(1);
+    Resource::new_borrow(state.message_rep)
+}
+
+impl PluginHost {
+    fn message_chain(&self, session: &Session, request: &Request, sync: bool) -> Verdict {
+        let event = if sync { "sync" } else { "async" };
+        let flag = if sync {
+            types::Events::SYNC
+        } else {
+            types::Events::ASYNC_MESSAGE
+        };
+        let wit_session = state::session(session);
+        let summary = state::summary(request);
+        for plugin in self.plugins.iter().filter(|p| p.events.contains(flag)) {
+            let result = plugin.call(Some(request), |instance| {
+                let message = next_message(instance.store.data_mut());
+                let verdict = if sync {
+                    instance.bindings.call_on_sync(
+                        &mut instance.store,
+                        &wit_session,
+                        &summary,
+                        message,
+                    )
+                } else {
+                    instance.bindings.call_on_async(
+                        &mut instance.store,
+                        &wit_session,
+                        &summary,
+                        message,
+                    )
+                };
+                instance.store.data_mut().message_rep = 0;
+                verdict
+            });
+            let verdict = match result {
+                Ok(verdict) => verdict,
+                Err(failure) if failed(plugin, event, &failure) => continue,
+                Err(_) => return Verdict::Deny(format!("plugin {} failed", plugin.shared.name)),
+            };
+            match verdict {
+                types::Verdict::Pass => {}
+                types::Verdict::Deny(message) => return Verdict::Deny(message),
+                types::Verdict::Reply(bytes) => return reply(plugin, &bytes),
+            }
+        }
+        Verdict::Pass
+    }
+}
+
+/// A guest's reply, checked: one well-formed little-endian value within the decode budget.
+fn reply(plugin: &Plugin, bytes: &[u8]) -> Verdict {
+    let options = DecodeOptions {
+        max_bytes: plugin.memory_limit().saturating_mul(REPLY_EXPANSION),
+    };
+    match qgate_ipc::decode_with(bytes, Endian::Little, &options) {
+        Ok(value) => Verdict::Reply(value),
+        Err(error) => {
+            tracing::warn!(
+                plugin = &*plugin.shared.name,
+                version = plugin.shared.version,
+                %error,
+                "plugin returned a malformed reply"
+            );
+            Verdict::Deny(format!(
+                "plugin {} returned a malformed reply",
+                plugin.shared.name
+            ))
+        }
+    }
+}
+
+impl Hooks for PluginHost {
+    async fn on_auth(&self, session: &Session, credentials: &Credentials) -> AuthVerdict {
+        let mut wit_session = state::session(session);
+        let mut verdict = AuthVerdict::Pass;
+        for plugin in self
+            .plugins
+            .iter()
+            .filter(|p| p.events.contains(types::Events::AUTH))
+        {
+            let result = plugin.call(None, |instance| {
+                instance.bindings.call_on_auth(
+                    &mut instance.store,
+                    &wit_session,
+                    credentials.password.as_deref(),
+                )
+            });
+            match result {
+                Ok(types::AuthVerdict::Pass) => {}
+                Ok(types::AuthVerdict::Deny) => return AuthVerdict::Deny,
+                Ok(types::AuthVerdict::Allow(user)) => {
+                    if let Some(user) = &user {
+                        wit_session.user.clone_from(user);
+                    }
+                    verdict = AuthVerdict::Allow(match (user, verdict) {
+                        (Some(user), _) => Some(user.into_bytes()),
+                        (None, AuthVerdict::Allow(earlier)) => earlier,
+                        (None, _) => None,
+                    });
+                }
+                Err(failure) if failed(plugin, "auth", &failure) => {}
+                Err(_) => return AuthVerdict::Deny,
+            }
+        }
+        verdict
+    }
+
+    async fn on_open(&self, session: &Session) -> OpenVerdict {
+        let wit_session = state::session(session);
+        let mut verdict = OpenVerdict::Keep;
+        for plugin in self
+            .plugins
+            .iter()
+            .filter(|p| p.events.contains(types::Events::OPEN))
+        {
+            let result = plugin.call(None, |instance| {
+                instance
+                    .bindings
+                    .call_on_open(&mut instance.store, &wit_session)
+            });
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => {
+                    if verdict == OpenVerdict::Keep {
+                        verdict =
+                            OpenVerdict::Close(format!("plugin {}: {why}", plugin.shared.name));
+                    }
+                }
+                // Open and close failures are logged, never fatal.
+                Err(failure) => {
+                    failed(plugin, "open", &failure);
+                }
+            }
+        }
+        verdict
+    }
+
+    async fn on_sync(&self, session: &Session, request: &Request) -> Verdict {
+        self.message_chain(session, request, true)
+    }
+
+    async fn on_async(&self, session: &Session, request: &Request) -> Verdict {
+        self.message_chain(session, request, false)
+    }
+
+    async fn on_close(&self, session: &Session, reason: &CloseReason) {
+        let wit_session = state::session(session);
+        let reason = reason.to_string();
+        for plugin in self
+            .plugins
+            .iter()
+            .filter(|p| p.events.contains(types::Events::CLOSE))
+        {
+            let result = plugin.call(None, |instance| {
+                instance
+                    .bindings
+                    .call_on_close(&mut instance.store, &wit_session, &reason)
+            });
+            if let Err(failure) = result {
+                failed(plugin, "close", &failure);
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! What a store holds (`HostState`), and the host functions a guest imports: `host` (log, config,
+//! kv, clock) and the `message` resource.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use qgate_hooks::{Request, Session};
+use qgate_ipc::{Endian, ValueView};
+use wasmtime::{
+    StoreLimits,
+    component::{Resource, ResourceTable},
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::{
+    bindings::{host, types},
+    kv::Kv,
+};
+
+/// The longest string text that a `summary` (WIT) carries in `text`; longer texts are fetched with
+/// `message.text`.
+///
+/// A free-text query is usually a line; 4 KiB covers nearly all of them, and copying 4 KiB into
+/// the guest costs about 0.15 us more than copying nothing (measured in DESIGN.md).
+pub const MAX_SUMMARY_TEXT_BYTES: usize = 4096;
+
+scoped_tls::scoped_thread_local!(
+    /// The request the running call is about, lent by [`crate::PluginHost`] for exactly that call
+    /// on the thread that runs it: a guest call is synchronous, so its host functions run on the
+    /// same thread, inside the borrow.
+    static CURRENT_REQUEST: Request
+);
+
+/// Runs `f` with `request` lent to the `message` resource's host functions.
+pub(crate) fn with_request<R>(request: &Request, f: impl FnOnce() -> R) -> R {
+    CURRENT_REQUEST.set(request, f)
+}
+
+/// The host's side of a `message`: a marker. The bytes stay in the server's [`Request`]; the
+/// resource's `rep` names the call it was lent for, so a handle kept past its call is refused.
+#[derive(Debug)]
+#[expect(
+    unreachable_pub,
+    reason = "`bindgen!` re-exports it from a `pub` module of its own"
+)]
+pub struct MessageRef;
+
+/// What one plugin's stores share: its name and version for logs, its config, its kv store.
+#[derive(Debug)]
+pub(crate) struct PluginShared {
+    pub(crate) name: Arc<str>,
+    /// The plugin's version label for logs: the first 12 hex digits of its content hash.
+    pub(crate) version: String,
+    pub(crate) config: BTreeMap<String, String>,
+    pub(crate) kv: Arc<Kv>,
+}
+
+/// The data of one store (one instance).
+pub(crate) struct HostState {
+    pub(crate) shared: Arc<PluginShared>,
+    pub(crate) limits: StoreLimits,
+    /// The `rep` of the message lent to the call in progress; 0 between calls.
+    pub(crate) message_rep: u32,
+    /// An empty WASI context: no preopened directory, no environment, no network, stdio
+    /// connected to nothing.
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    pub(crate) fn new(shared: Arc<PluginShared>, limits: StoreLimits) -> Self {
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            shared,
+            limits,
+            message_rep: 0,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// The request lent to the current call, if `message` is the handle given to it.
+    fn request<R>(
+        &self,
+        message: &Resource<MessageRef>,
+        f: impl FnOnce(&Request) -> R,
+    ) -> wasmtime::Result<R> {
+        if self.message_rep == 0 || message.rep() != self.message_rep || !CURRENT_REQUEST.is_set() {
+            wasmtime::bail!("message used outside the call it was passed to");
+        }
+        Ok(CURRENT_REQUEST.with(f))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
+        let (plugin, version) = (&*self.shared.name, &*self.shared.version);
+        match level {
+            host::Level::Trace => tracing::trace!(plugin, version, "{message}"),
+            host::Level::Debug => tracing::debug!(plugin, version, "{message}"),
+            host::Level::Info => tracing::info!(plugin, version, "{message}"),
+            host::Level::Warn => tracing::warn!(plugin, version, "{message}"),
+            host::Level::Error => tracing::error!(plugin, version, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn config(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.shared.config.get(&key).cloned())
+    }
+
+    fn kv_get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.shared.kv.get(&key))
+    }
+
+    fn kv_set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        Ok(self.shared.kv.set(key, value)?)
+    }
+
+    fn kv_delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        Ok(self.shared.kv.delete(&key))
+    }
+
+    fn kv_keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
+        Ok(self.shared.kv.keys(&prefix))
+    }
+
+    fn now(&mut self) -> wasmtime::Result<i64> {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
+    }
+}
+
+impl types::Host for HostState {}
+
+impl types::HostMessage for HostState {
+    fn body(&mut self, message: Resource<MessageRef>) -> wasmtime::Result<Vec<u8>> {
+        self.request(&message, |request| little_endian(request.view()))?
+    }
+
+    fn arg(
+        &mut self,
+        message: Resource<MessageRef>,
+        index: u32,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.request(&message, |request| {
+            let arg = request
+                .view()
+                .call()
+                .and_then(|call| call.arg(usize::try_from(index).ok()?));
+            arg.map(little_endian).transpose()
+        })?
+    }
+
+    fn text(&mut self, message: Resource<MessageRef>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.request(&message, |request| {
+            request.view().string().map(<[u8]>::to_vec)
+        })
+    }
+
+    fn drop(&mut self, _message: Resource<MessageRef>) -> wasmtime::Result<()> {
+        // Messages are only ever lent (`borrow<message>`), so there is nothing to free.
+        Ok(())
+    }
+}
+
+/// A value's bytes as a little-endian body: a copy of the bytes when they already are, a
+/// re-encoding when the client sent big-endian.
+fn little_endian(view: ValueView<'_>) -> wasmtime::Result<Vec<u8>> {
+    match view.endian() {
+        Endian::Little => Ok(view.as_bytes().to_vec()),
+        Endian::Big => {
+            let value = view.to_k()?;
+            let mut out = Vec::new();
+            qgate_ipc::encode(&value, &mut out)?;
+            Ok(out)
+        }
+    }
+}
+
+/// The WIT session for a hooks session.
+pub(crate) fn session(session: &Session) -> types::Session {
+    types::Session {
+        handle: session.handle.0,
+        user: session.user_lossy().into_owned(),
+        peer_address: session.peer.ip().to_string(),
+        peer_port: session.peer.port(),
+        capability: session.capability,
+        tls: session.tls.as_deref().map(|tls| types::TlsFacts {
+            protocol: tls.protocol.clone(),
+            cipher: tls.cipher.clone(),
+            sni: tls.sni.clone(),
+            client_cert: tls.client_cert.as_ref().map(|cert| types::CertIdentity {
+                subject_cn: cert.subject_cn.clone(),
+                sans: cert.sans.clone(),
+                fingerprint_sha256: cert.fingerprint_sha256.clone(),
+                not_before: cert.not_before,
+                not_after: cert.not_after,
+            }),
+        }),
+    }
+}
+
+/// The summary of a request, read in place from its view: only the head's name and a short
+/// text are copied.
+pub(crate) fn summary(request: &Request) -> types::Summary {
+    let view = request.view();
+    let call = view.call();
+    let text = view
+        .string()
+        .filter(|text| text.len() <= MAX_SUMMARY_TEXT_BYTES)
+        .map(|text| String::from_utf8_lossy(text).into_owned());
+    types::Summary {
+        type_code: view.type_code(),
+        size: view.as_bytes().len() as u64,
+        head: call
+            .as_ref()
+            .map(|call| String::from_utf8_lossy(call.name()).into_owned()),
+        head_is_symbol: call.as_ref().is_some_and(|call| call.has_symbol_head()),
+        arg_count: call.as_ref().map_or(0, |call| {
+            u32::try_from(call.arg_count()).unwrap_or(u32::MAX)
+        }),
+        text,
+    }
+}

@@ -1,0 +1,308 @@
+//! The plugin host's API tests: `PluginHost` driven through the `Hooks` trait, without a network,
+//! against the guest components in `plugins/` (built here with cargo when the test starts).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use qgate_hooks::{
+    AuthVerdict, CloseReason, Credentials, Handle, Hooks, OpenVerdict, Request, Session, Verdict,
+};
+use qgate_host::{HostError, HostOptions, PluginHost, PluginSpec};
+use qgate_ipc::{K, Limits, Message, MessageType};
+
+/// The workspace's root.
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("crates/host sits two levels below the root")
+}
+
+/// The path of the guest component `name` (a crate of `plugins/`), built once per test run.
+fn component(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root().join("plugins/Cargo.toml"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building plugins/ failed");
+    });
+    root()
+        .join("plugins/target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+fn spec(name: &str) -> PluginSpec {
+    PluginSpec::new(name, component(name))
+}
+
+/// Options for `specs`, with compiled code cached under the target directory, so that only the
+/// first test run compiles each component.
+fn options(specs: Vec<PluginSpec>) -> HostOptions {
+    let mut options = HostOptions::new(specs);
+    options.cache_dir = Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));
+    options
+}
+
+fn host(specs: Vec<PluginSpec>) -> PluginHost {
+    PluginHost::new(options(specs)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn session() -> Session {
+    let peer: SocketAddr = "127.0.0.1:5001".parse().expect("an address");
+    Session::new(Handle(7), b"alice".to_vec(), peer, 3)
+}
+
+fn request(value: &K) -> Request {
+    let frame = qgate_ipc::encode_message(MessageType::Sync, value).expect("encodable");
+    let message = Message::from_frame(frame, &Limits::default()).expect("a frame");
+    Request::new(message).expect("a valid message")
+}
+
+fn call() -> K {
+    K::list(vec![K::symbol("f"), K::long(1), K::string("x")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_answers_with_the_message() {
+    let host = host(vec![spec("echo")]);
+    let s = session();
+    for value in [call(), K::string("select from t"), K::long(42)] {
+        assert_eq!(
+            host.on_sync(&s, &request(&value)).await,
+            Verdict::Reply(value)
+        );
+    }
+    // Echo takes only sync: every other event passes.
+    assert_eq!(host.on_async(&s, &request(&call())).await, Verdict::Pass);
+    let credentials = Credentials {
+        user: b"alice".to_vec(),
+        password: Some(b"secret".to_vec()),
+    };
+    assert_eq!(host.on_auth(&s, &credentials).await, AuthVerdict::Pass);
+    assert_eq!(host.on_open(&s).await, OpenVerdict::Keep);
+    host.on_close(&s, &CloseReason::ClientClosed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_plugin_that_does_not_pass_decides() {
+    let s = session();
+    let echo_first = host(vec![spec("echo"), spec("bad-reply")]);
+    assert_eq!(
+        echo_first.on_sync(&s, &request(&call())).await,
+        Verdict::Reply(call())
+    );
+    let bad_first = host(vec![spec("bad-reply"), spec("echo")]);
+    assert_eq!(
+        bad_first.on_sync(&s, &request(&call())).await,
+        Verdict::Deny("plugin bad-reply returned a malformed reply".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_plugin_is_cut_at_its_budget_while_others_proceed() {
+    let budget = Duration::from_millis(200);
+    let mut spin = spec("spin");
+    spin.time_budget = budget;
+    let spin = Arc::new(host(vec![spin]));
+    let echo = host(vec![spec("echo")]);
+    let started = Instant::now();
+    let spinning = tokio::spawn({
+        let spin = spin.clone();
+        async move { spin.on_sync(&session(), &request(&call())).await }
+    });
+    // The echo call is answered while the spinning call still runs.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        echo.on_sync(&session(), &request(&call())).await,
+        Verdict::Reply(call())
+    );
+    assert!(!spinning.is_finished(), "spin ended before its budget");
+    let verdict = spinning.await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(verdict, Verdict::Deny("plugin spin failed".into()));
+    assert!(elapsed >= budget, "cut after {elapsed:?}");
+    assert!(
+        elapsed < budget + Duration::from_secs(2),
+        "cut after {elapsed:?}"
+    );
+    // A fresh instance takes the next call, and is cut again.
+    assert_eq!(
+        spin.on_sync(&session(), &request(&call())).await,
+        Verdict::Deny("plugin spin failed".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_grows_without_bound_is_capped() {
+    let mut grow = spec("grow-memory");
+    grow.memory_limit_bytes = 16 << 20;
+    let host = host(vec![grow]);
+    for _ in 0..2 {
+        assert_eq!(
+            host.on_sync(&session(), &request(&call())).await,
+            Verdict::Deny("plugin grow-memory failed".into())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_fails_closed_unless_the_plugin_is_fail_open() {
+    let s = session();
+    let closed = host(vec![spec("trap"), spec("echo")]);
+    // Enough calls to reach the backoff: every one is still a deny, and none takes long.
+    for _ in 0..5 {
+        assert_eq!(
+            closed.on_sync(&s, &request(&call())).await,
+            Verdict::Deny("plugin trap failed".into())
+        );
+    }
+    let credentials = Credentials {
+        user: b"alice".to_vec(),
+        password: None,
+    };
+    assert_eq!(closed.on_auth(&s, &credentials).await, AuthVerdict::Deny);
+    // Open and close failures are logged, never fatal.
+    assert_eq!(closed.on_open(&s).await, OpenVerdict::Keep);
+    closed.on_close(&s, &CloseReason::ClientClosed).await;
+
+    let mut trap = spec("trap");
+    trap.fail_open = true;
+    let open = host(vec![trap, spec("echo")]);
+    assert_eq!(
+        open.on_sync(&s, &request(&call())).await,
+        Verdict::Reply(call())
+    );
+    assert_eq!(open.on_auth(&s, &credentials).await, AuthVerdict::Pass);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn calls_work_on_a_current_thread_runtime() {
+    // The trap fixture writes its panic to stderr through WASI, which must not block inside
+    // this runtime's only thread.
+    let host = host(vec![spec("trap"), spec("echo")]);
+    assert_eq!(
+        host.on_sync(&session(), &request(&call())).await,
+        Verdict::Deny("plugin trap failed".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kv_store_is_shared_by_every_instance() {
+    // `conns` keeps one kv row per connection from on-open and answers the query `conns` with
+    // the table. Opens run concurrently, so the pool makes more than one instance; the query
+    // sees every row whichever instance answers it.
+    let host = Arc::new(host(vec![spec("conns")]));
+    let peer: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+    let opens = (1..=8).map(|handle| {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let s = Session::new(
+                Handle(handle),
+                format!("user{handle}").into_bytes(),
+                peer,
+                3,
+            );
+            host.on_open(&s).await
+        })
+    });
+    for open in opens.collect::<Vec<_>>() {
+        assert_eq!(open.await.unwrap(), OpenVerdict::Keep);
+    }
+    let Verdict::Reply(table) = host
+        .on_sync(&session(), &request(&K::string("conns")))
+        .await
+    else {
+        panic!("conns did not answer");
+    };
+    let table = table.to_string();
+    for handle in 1..=8 {
+        assert!(table.contains(&format!("user{handle}")), "{table}");
+    }
+    host.on_close(
+        &Session::new(Handle(3), b"user3".to_vec(), peer, 3),
+        &CloseReason::ClientClosed,
+    )
+    .await;
+    let Verdict::Reply(table) = host
+        .on_sync(&session(), &request(&K::string("conns")))
+        .await
+    else {
+        panic!("conns did not answer");
+    };
+    assert!(!table.to_string().contains("user3"), "{table}");
+}
+
+#[test]
+fn a_plugin_whose_init_fails_is_refused_by_name() {
+    let error = PluginHost::new(options(vec![spec("echo"), spec("init-fails")]))
+        .expect_err("init-fails loaded");
+    assert!(matches!(&error, HostError::Load { plugin, .. } if plugin == "init-fails"));
+    let message = error.to_string();
+    assert!(message.contains("plugin init-fails"), "{message}");
+    assert!(message.contains("always refuses its config"), "{message}");
+}
+
+#[test]
+fn a_missing_file_is_refused_by_name() {
+    let error = PluginHost::new(HostOptions::new(vec![PluginSpec::new(
+        "ghost",
+        "/nonexistent/ghost.wasm",
+    )]))
+    .expect_err("a missing file loaded");
+    assert!(matches!(&error, HostError::Read { plugin, .. } if plugin == "ghost"));
+}
+
+#[test]
+fn compiled_components_are_cached_on_disk() {
+    let dir = std::env::temp_dir().join(format!("qgate-host-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut options = HostOptions::new(vec![spec("echo")]);
+    options.cache_dir = Some(dir.clone());
+    let files = |dir: &Path| -> usize { walk(dir).len() };
+    assert_eq!(files(&dir), 0);
+    let cold = Instant::now();
+    drop(PluginHost::new(options.clone()).unwrap());
+    let cold = cold.elapsed();
+    assert!(files(&dir) > 0, "nothing was cached in {dir:?}");
+    let warm = Instant::now();
+    drop(PluginHost::new(options).unwrap());
+    let warm = warm.elapsed();
+    assert!(
+        warm < cold,
+        "a cache hit ({warm:?}) was no faster than compiling ({cold:?})"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
