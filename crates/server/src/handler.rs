@@ -245,10 +245,15 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, S> {
         if let OpenVerdict::Close(why) = self.shared.hooks.on_open(&self.session).await {
             return CloseReason::Refused(why);
         }
+        // One shutdown future for the whole loop: making a new one for every message registers a new
+        // waiter each time, which cost about a quarter of the CPU of small-message ingest.
+        let signals = self.signals.clone();
+        let draining = signals.draining();
+        tokio::pin!(draining);
         loop {
             let frame = tokio::select! {
                 biased;
-                () = self.signals.draining() => return CloseReason::Shutdown,
+                () = &mut draining => return CloseReason::Shutdown,
                 frame = self.connection.read_frame() => frame,
             };
             let frame = match frame {
