@@ -22,7 +22,7 @@ use crate::{
 ///
 /// Every table is optional; an empty file is [`Config::default`], the built-in defaults, which the
 /// reference `config.toml` at the repository root spells out.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
@@ -34,12 +34,15 @@ pub struct Config {
     pub limits: Limits,
     /// Logging: `[log]`.
     pub log: Log,
+    /// The plugin chain, in order: `[[plugins]]`. None by default.
+    pub plugins: Plugins,
 }
 
 impl Config {
     /// Parses a config from TOML text.
     ///
-    /// Relative paths in it (`auth.password_file`) stay as written, relative to the current
+    /// Relative paths in it (`auth.password_file`, `server.plugin_cache_dir`, each plugin's
+    /// `path`) stay as written, relative to the current
     /// directory; [`Config::load`] resolves them against the file's directory instead.
     ///
     /// # Errors
@@ -55,8 +58,9 @@ impl Config {
 
     /// Reads and parses the config file at `path`.
     ///
-    /// A relative `auth.password_file` is resolved against the directory that holds the config
-    /// file, so a config and its password file can move together.
+    /// Relative paths (`auth.password_file`, `server.plugin_cache_dir`, each plugin's `path`) are
+    /// resolved against the directory that holds the config file, so a config and the files it
+    /// names can move together.
     ///
     /// # Errors
     ///
@@ -69,8 +73,16 @@ impl Config {
             source,
         })?;
         let mut config = Self::from_toml_str(&text).map_err(|error| error.in_file(path))?;
-        if let (Some(password_file), Some(dir)) = (&mut config.auth.password_file, path.parent()) {
-            *password_file = dir.join(&*password_file);
+        if let Some(dir) = path.parent() {
+            if let Some(password_file) = &mut config.auth.password_file {
+                *password_file = dir.join(&*password_file);
+            }
+            if let Some(cache_dir) = &mut config.server.plugin_cache_dir {
+                *cache_dir = dir.join(&*cache_dir);
+            }
+            for plugin in &mut config.plugins.0 {
+                plugin.path = dir.join(&plugin.path);
+            }
         }
         Ok(config)
     }
@@ -90,6 +102,11 @@ pub struct Server {
     /// How long in-flight queries may run after a shutdown signal before their connections are
     /// cut: `shutdown_grace = "10s"`, the default. `"0s"` cuts them at once.
     pub shutdown_grace: HumanDuration,
+    /// Where compiled plugins are cached between starts: `plugin_cache_dir = "target/qgate-cache"`.
+    /// None by default: every plugin is compiled at every start (tens of milliseconds each).
+    ///
+    /// A relative path is resolved against the directory that holds the config file.
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 impl Server {
@@ -105,6 +122,7 @@ impl Default for Server {
         Self {
             listen: Listen::from(Self::DEFAULT_LISTEN),
             shutdown_grace: HumanDuration::from(Self::DEFAULT_SHUTDOWN_GRACE),
+            plugin_cache_dir: None,
         }
     }
 }
@@ -238,4 +256,127 @@ pub enum LogFormat {
     /// Human-readable lines: `"text"`.
     #[default]
     Text,
+}
+
+/// `[[plugins]]`: the plugin chain, in the order of the file, each name once.
+///
+/// Every event goes through the plugins that take it, in this order; the last plugin that answers
+/// sync queries is typically the backend.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(try_from = "Vec<Plugin>")]
+pub struct Plugins(Vec<Plugin>);
+
+impl Plugins {
+    /// The plugins, in chain order.
+    pub fn as_slice(&self) -> &[Plugin] {
+        &self.0
+    }
+
+    /// Whether no plugin is configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<Vec<Plugin>> for Plugins {
+    type Error = String;
+
+    fn try_from(plugins: Vec<Plugin>) -> Result<Self, Self::Error> {
+        for (index, plugin) in plugins.iter().enumerate() {
+            if plugin.name.is_empty() {
+                return Err(format!("plugin {index}: `name` is empty"));
+            }
+            if plugins[..index]
+                .iter()
+                .any(|other| other.name == plugin.name)
+            {
+                return Err(format!(
+                    "plugin name `{}` is used twice; each plugin needs its own name",
+                    plugin.name
+                ));
+            }
+        }
+        Ok(Self(plugins))
+    }
+}
+
+/// One `[[plugins]]` entry: a WebAssembly component and its settings.
+///
+/// ```toml
+/// [[plugins]]
+/// name = "allowlist"
+/// path = "plugins/target/wasm32-wasip2/release/allowlist.wasm"
+/// fail_open = false
+/// time_budget = "100ms"
+/// memory_limit = "64MiB"
+/// config = { users = { admin = ["*"] } }
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Plugin {
+    /// The name the logs, the errors and the key-value store know it by: `name = "audit"`.
+    /// Required, and unique in the file.
+    pub name: String,
+    /// The component file: `path = "plugins/audit.wasm"`. Required. A relative path is resolved
+    /// against the directory that holds the config file.
+    pub path: PathBuf,
+    /// Whether a trap, an overrun time budget or the memory cap counts as a pass rather than a
+    /// deny: `fail_open = false`, the default (fail-closed).
+    #[serde(default)]
+    pub fail_open: bool,
+    /// How long one call may run: `time_budget = "100ms"`, the default.
+    #[serde(default = "Plugin::default_time_budget")]
+    pub time_budget: HumanDuration,
+    /// How much linear memory one instance may have: `memory_limit = "64MiB"`, the default.
+    #[serde(default = "Plugin::default_memory_limit")]
+    pub memory_limit: ByteSize,
+    /// The plugin's own settings, any TOML table, handed to the plugin as a JSON object:
+    /// `config = { include_text = true }` or a `[plugins.config]` table. Empty by default.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+impl Plugin {
+    /// 100 ms: a policy decides in microseconds, and a backend should answer within tens of
+    /// milliseconds.
+    pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_millis(100);
+    /// 64 MiB: a Rust guest needs 1 to 2 MiB; the rest is room for tables and decoded messages.
+    pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 64 << 20;
+
+    /// The plugin's `config` table as the JSON object the plugin gets. A TOML datetime becomes
+    /// its RFC 3339 text, and a float that JSON cannot hold (NaN, an infinity) becomes `null`.
+    pub fn config_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        table_to_json(&self.config)
+    }
+
+    fn default_time_budget() -> HumanDuration {
+        HumanDuration::from(Self::DEFAULT_TIME_BUDGET)
+    }
+
+    fn default_memory_limit() -> ByteSize {
+        ByteSize(Self::DEFAULT_MEMORY_LIMIT_BYTES)
+    }
+}
+
+fn table_to_json(table: &toml::Table) -> serde_json::Map<String, serde_json::Value> {
+    table
+        .iter()
+        .map(|(key, value)| (key.clone(), value_to_json(value)))
+        .collect()
+}
+
+fn value_to_json(value: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        toml::Value::String(text) => Json::String(text.clone()),
+        toml::Value::Integer(number) => Json::from(*number),
+        toml::Value::Float(number) => {
+            serde_json::Number::from_f64(*number).map_or(Json::Null, Json::Number)
+        }
+        toml::Value::Boolean(flag) => Json::Bool(*flag),
+        toml::Value::Datetime(datetime) => Json::String(datetime.to_string()),
+        toml::Value::Array(items) => Json::Array(items.iter().map(value_to_json).collect()),
+        toml::Value::Table(table) => Json::Object(table_to_json(table)),
+    }
 }

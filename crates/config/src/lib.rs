@@ -36,7 +36,7 @@ mod value;
 // The public surface.
 pub use crate::{
     // The schema: one struct per table.
-    config::{Auth, Config, Limits, Log, LogFormat, Server},
+    config::{Auth, Config, Limits, Log, LogFormat, Plugin, Plugins, Server},
     // What can go wrong, with the key's path and position.
     error::ConfigError,
     // Validated values, each parsed from its TOML form.

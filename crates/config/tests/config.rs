@@ -53,13 +53,65 @@ fn ui() {
     );
 }
 
-/// The reference `config.toml` at the repository root parses, and spells out exactly the built-in
-/// defaults.
+/// The reference `config.toml` at the repository root parses, spells out the built-in defaults of
+/// [server], [limits] and [log], and sets up the walkthrough: its password file and its chain.
 #[test]
-fn reference_config_is_the_defaults() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.toml");
-    let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(config, Config::default());
+fn reference_config_is_the_walkthrough() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = Config::load(dir.join("config.toml")).unwrap_or_else(|error| panic!("{error}"));
+    let defaults = Config::default();
+    assert_eq!(config.server, defaults.server);
+    assert_eq!(config.limits, defaults.limits);
+    assert_eq!(config.log, defaults.log);
+    assert_eq!(config.auth.password_file, Some(dir.join("passwords.txt")));
+    assert!(!config.auth.restricted);
+    let names: Vec<&str> = config
+        .plugins
+        .as_slice()
+        .iter()
+        .map(|plugin| plugin.name.as_str())
+        .collect();
+    assert_eq!(names, ["conns", "audit", "allowlist", "demo-api"]);
+    for plugin in config.plugins.as_slice() {
+        assert!(
+            !plugin.fail_open,
+            "{}: the walkthrough is fail-closed",
+            plugin.name
+        );
+        assert_eq!(
+            plugin.time_budget.get(),
+            qgate_config::Plugin::DEFAULT_TIME_BUDGET
+        );
+        assert!(
+            plugin.path.starts_with(&dir),
+            "{}: resolved against the file",
+            plugin.name
+        );
+    }
+}
+
+/// A plugin entry with only its name and path takes the defaults, and its `config` table is kept
+/// as written.
+#[test]
+fn plugin_defaults() {
+    let config = Config::from_toml_str(
+        "[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\n\n[[plugins]]\nname = \"b\"\npath = \"b.wasm\"\nconfig = { k = [1, 2] }\n",
+    )
+    .expect("valid");
+    let [a, b] = config.plugins.as_slice() else {
+        panic!("two plugins")
+    };
+    assert_eq!(a.name, "a");
+    assert!(!a.fail_open);
+    assert_eq!(a.time_budget.get(), Duration::from_millis(100));
+    assert_eq!(a.memory_limit.get(), 64 << 20);
+    assert!(a.config.is_empty());
+    assert_eq!(b.config["k"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        serde_json::Value::Object(b.config_json()).to_string(),
+        r#"{"k":[1,2]}"#
+    );
+    assert_eq!(config.server.plugin_cache_dir, None);
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! `qgate check FILE`: validates a config file without starting the server.
 //!
 //! It checks what `qgate serve` would check at start, without binding a port: the schema (every
-//! key known, every value valid), the log filter directive, and that the password file, if any,
-//! can be read.
+//! key known, every value valid, plugin names unique), the log filter directive, and that the
+//! password file and every plugin's component file can be read. It does not compile the plugins.
 
 use std::{
     fs,
@@ -37,6 +37,20 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             anyhow!(
                 "{file}: auth.password_file: cannot read {}: {error}",
                 password_file.display()
+            )
+        })?;
+    }
+    for plugin in config.plugins.as_slice() {
+        fs::File::open(&plugin.path).map_err(|error| {
+            anyhow!(
+                "{file}: plugins: `{}`: cannot read {}: {error}{}",
+                plugin.name,
+                plugin.path.display(),
+                if error.kind() == io::ErrorKind::NotFound {
+                    " (the walkthrough's plugins are built by `cargo xtask plugins`)"
+                } else {
+                    ""
+                }
             )
         })?;
     }

@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use qgate_config::{Config, Listen, LogFormat};
+use qgate_host::{HostOptions, PluginHost, PluginSpec};
 use qgate_server::{PasswordFile, ServerLimits, ServerOptions};
 use tokio::{
     net::TcpListener,
@@ -87,11 +88,42 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         None => info!("no config file: using the built-in defaults"),
     }
     let options = server_options(&config);
+    // Loaded before the port is bound: a plugin that cannot load never leaves a port half-served.
+    let host = if config.plugins.is_empty() {
+        info!("no plugins configured: queries get an error, as nothing answers them");
+        None
+    } else {
+        let host = PluginHost::new(host_options(&config))
+            .context("cannot start: a plugin in `[[plugins]]` failed to load")?;
+        info!(plugins = ?host.plugin_names().collect::<Vec<_>>(), "plugins loaded");
+        Some(host)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config.server.listen.get(), options))
+    runtime.block_on(serve(config.server.listen.get(), options, host))
+}
+
+/// The plugin host's options from a config: the `[[plugins]]` chain, in order, and
+/// `server.plugin_cache_dir`.
+pub(crate) fn host_options(config: &Config) -> HostOptions {
+    let plugins = config
+        .plugins
+        .as_slice()
+        .iter()
+        .map(|plugin| {
+            let mut spec = PluginSpec::new(plugin.name.clone(), plugin.path.clone());
+            spec.config = plugin.config_json();
+            spec.fail_open = plugin.fail_open;
+            spec.time_budget = plugin.time_budget.get();
+            spec.memory_limit_bytes = plugin.memory_limit.get();
+            spec
+        })
+        .collect();
+    let mut options = HostOptions::new(plugins);
+    options.cache_dir = config.server.plugin_cache_dir.clone();
+    options
 }
 
 /// The server's options from a config.
@@ -117,7 +149,7 @@ pub(crate) fn server_options(config: &Config) -> ServerOptions {
 }
 
 /// Binds, announces the address, and runs the server until SIGINT or SIGTERM.
-async fn serve(addr: SocketAddr, options: ServerOptions) -> Result<()> {
+async fn serve(addr: SocketAddr, options: ServerOptions, host: Option<PluginHost>) -> Result<()> {
     let listener = bind(addr).await?;
     // Installed before the address is announced: from then on, a signal is a clean shutdown.
     let shutdown = shutdown_signal()?;
@@ -126,7 +158,10 @@ async fn serve(addr: SocketAddr, options: ServerOptions) -> Result<()> {
         .context("cannot read the listener's address")?;
     info!(%addr, "listening");
     announce(addr);
-    qgate_server::run(listener, options, qgate_hooks::NoHooks, shutdown).await
+    match host {
+        Some(host) => qgate_server::run(listener, options, host, shutdown).await,
+        None => qgate_server::run(listener, options, qgate_hooks::NoHooks, shutdown).await,
+    }
 }
 
 /// Binds `addr`, with an error that names the address and says what to do.
@@ -266,6 +301,50 @@ mod tests {
         assert_eq!(options.limits.max_connections_per_user, 5);
     }
 
+    #[test]
+    fn host_options_from_config() {
+        let config = Config::from_toml_str(
+            r#"
+            [server]
+            plugin_cache_dir = "/var/cache/qgate"
+            [[plugins]]
+            name = "audit"
+            path = "/opt/audit.wasm"
+            fail_open = true
+            time_budget = "5ms"
+            memory_limit = "8MiB"
+            config = { include_text = true }
+            [[plugins]]
+            name = "demo-api"
+            path = "/opt/demo_api.wasm"
+            "#,
+        )
+        .expect("a valid config");
+        let options = host_options(&config);
+        assert_eq!(options.cache_dir, Some("/var/cache/qgate".into()));
+        let [audit, demo] = options.plugins.as_slice() else {
+            panic!("two plugins")
+        };
+        assert_eq!(audit.name, "audit");
+        assert_eq!(audit.path, Path::new("/opt/audit.wasm"));
+        assert!(audit.fail_open);
+        assert_eq!(audit.time_budget, Duration::from_millis(5));
+        assert_eq!(audit.memory_limit_bytes, 8 << 20);
+        assert_eq!(
+            audit.config.get("include_text").map(ToString::to_string),
+            Some("true".to_owned())
+        );
+        assert_eq!(demo.name, "demo-api");
+        assert!(!demo.fail_open);
+        assert_eq!(demo.time_budget, PluginSpec::DEFAULT_TIME_BUDGET);
+        assert_eq!(
+            demo.memory_limit_bytes,
+            PluginSpec::DEFAULT_MEMORY_LIMIT_BYTES
+        );
+        assert!(demo.config.is_empty());
+        assert!(host_options(&Config::default()).plugins.is_empty());
+    }
+
     /// `qgate serve`'s flags alone, for parsing them in tests.
     #[derive(Debug, Parser)]
     struct Serve {
@@ -283,7 +362,8 @@ mod tests {
         let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.toml");
         let reference = reference.to_str().expect("a UTF-8 path");
         let config = parse(&["--config", reference]).expect("the reference config");
-        assert_eq!(config, Config::default());
+        assert_eq!(config.server, Config::default().server);
+        assert!(!config.auth.restricted);
 
         let config = parse(&[
             "--config",
