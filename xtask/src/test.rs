@@ -1,8 +1,9 @@
 //! `cargo xtask test`: runs every check that exists, in CI's order, stopping at the first failure.
 //!
-//! The order is cheapest first, so a formatting slip fails in seconds rather than after a build:
-//! fmt, clippy, test (which includes the tidy test), a smoke run of the benchmark harness, doc,
-//! the plugins (built for wasm32-wasip2, with their native unit tests and clippy),
+//! First the plugins (built for wasm32-wasip2, with their native unit tests and clippy), which the
+//! tests load; then the cargo steps cheapest first, so a formatting slip fails in seconds rather
+//! than after a build: fmt, clippy, test (which includes the tidy test), a smoke run of the
+//! benchmark harness, doc;
 //! then the real-client tests (`cargo xtask clients`), which install PyKX, qPython, aiokdb and
 //! node-q on first use.
 //! `.ci/run` is this command and nothing else, so CI and a developer run the same thing.
@@ -66,6 +67,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     eprintln!("==> ensure the wasm32-wasip2 target is installed");
     ensure_wasm_target().context("step `ensure the wasm32-wasip2 target` failed")?;
+    let total = STEPS.len() + 2;
+    // First, because the tests need the .wasm files: the host's tests and the reference config
+    // (which `qgate check` is tested on) load the built plugins.
+    eprintln!("==> cargo xtask plugins --test");
+    plugins::run(&["--test".to_owned()]).with_context(|| {
+        format!("step 1 of {total} (the plugins: wasm32-wasip2 build, unit tests, clippy) failed")
+    })?;
     for (number, step) in STEPS.iter().enumerate() {
         let env: String = step
             .env
@@ -77,16 +85,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let mut command = cargo();
         command.args(step.args).envs(step.env.iter().copied());
         run_command(&what, &mut command)
-            .with_context(|| format!("step {} of {} failed", number + 1, STEPS.len() + 2))?;
+            .with_context(|| format!("step {} of {total} failed", number + 2))?;
     }
-    let total = STEPS.len() + 2;
-    eprintln!("==> cargo xtask plugins --test");
-    plugins::run(&["--test".to_owned()]).with_context(|| {
-        format!(
-            "step {} of {total} (the plugins: wasm32-wasip2 build, unit tests, clippy) failed",
-            STEPS.len() + 1
-        )
-    })?;
     eprintln!("==> cargo xtask clients");
     clients::run(&[])
         .with_context(|| format!("step {total} of {total} (the real-client tests) failed"))?;
