@@ -156,6 +156,11 @@ impl Request {
         &self.message
     }
 
+    /// The message, given back: its buffer can be reused.
+    pub fn into_message(self) -> Message {
+        self.message
+    }
+
     /// A zero-copy view of the value: the cheap way to ask what the message is.
     pub fn view(&self) -> ValueView<'_> {
         ValueView::trusted(self.message.body(), self.endian())

@@ -9,10 +9,12 @@
 //!
 //! The stream is generic so that TLS can wrap it later without touching this file.
 
-use std::{io, time::Duration};
+use std::{io, sync::Arc, time::Duration};
 
 use qgate_ipc::{FrameError, HEADER_LEN, Header, Limits, handshake};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::buffers::BufferPool;
 
 /// How much is read from the socket at a time while looking for a header or a handshake's end.
 ///
@@ -74,22 +76,35 @@ impl ConnectionError {
 pub(crate) struct Connection<S> {
     stream: S,
     /// Bytes read ahead: the start of the next message (after the handshake, the bytes that
-    /// followed its NUL), or several small pipelined messages.
+    /// followed its NUL), or several small pipelined messages. `buffer[start..]` is unread.
     buffer: Vec<u8>,
+    /// Where the unread bytes of `buffer` begin: frames are copied out of the buffer and the
+    /// offset moves past them, so a read holding many pipelined messages is not shifted once per
+    /// message (which made ingesting small messages quadratic in the read size).
+    start: usize,
     /// The limit checked against each header.
     limits: Limits,
     /// How long a read or a write may make no progress; `None` for no limit.
     idle_timeout: Option<Duration>,
+    /// Where the buffer of a large frame comes from.
+    pool: Arc<BufferPool>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a stream.
-    pub(crate) fn new(stream: S, limits: Limits, idle_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        stream: S,
+        limits: Limits,
+        idle_timeout: Option<Duration>,
+        pool: Arc<BufferPool>,
+    ) -> Self {
         Self {
             stream,
             buffer: Vec::new(),
+            start: 0,
             limits,
             idle_timeout,
+            pool,
         }
     }
 
@@ -138,7 +153,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// Returns `Ok(None)` when the peer closes cleanly between messages.
     pub(crate) async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, ConnectionError> {
-        while self.buffer.len() < HEADER_LEN {
+        while self.unread().len() < HEADER_LEN {
+            self.compact();
             if self.fill(READ_CHUNK_BYTES).await? == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)
@@ -147,18 +163,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
             }
         }
-        let Some(header) = Header::parse(&self.buffer, &self.limits)? else {
+        let Some(header) = Header::parse(self.unread(), &self.limits)? else {
             // Invariant: the loop above buffered a whole header, so parse never asks for more.
             return Err(ConnectionError::Truncated("message header"));
         };
         let len = header.len();
-        if self.buffer.len() >= len {
-            let rest = self.buffer.split_off(len);
-            return Ok(Some(std::mem::replace(&mut self.buffer, rest)));
+        if let Some(frame) = self.buffered_frame()? {
+            return Ok(Some(frame));
         }
         // The body is longer than what is buffered: read the rest straight into the frame, never
-        // past its end, so the read-ahead buffer stays small.
-        let mut frame = std::mem::take(&mut self.buffer);
+        // past its end, so the read-ahead buffer stays small. A large frame goes into a buffer
+        // the pool already holds, if it has one.
+        self.compact();
+        let mut frame = self.pool.take(len);
+        if frame.capacity() == 0 {
+            frame = std::mem::take(&mut self.buffer);
+        } else {
+            frame.extend_from_slice(&self.buffer);
+            self.buffer.clear();
+        }
         while frame.len() < len {
             let want = (len - frame.len()).min(BODY_CHUNK_BYTES);
             frame.reserve(want);
@@ -172,6 +195,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         }
         Ok(Some(frame))
+    }
+
+    /// The next frame if the read-ahead buffer holds all of it, without touching the stream:
+    /// pipelined small messages are taken from one read this way, without a trip through the
+    /// runtime each.
+    ///
+    /// # Errors
+    ///
+    /// A bad header, as [`Connection::read_frame`].
+    pub(crate) fn buffered_frame(&mut self) -> Result<Option<Vec<u8>>, ConnectionError> {
+        let Some(header) = Header::parse(self.unread(), &self.limits)? else {
+            return Ok(None);
+        };
+        let len = header.len();
+        let Some(frame) = self.unread().get(..len) else {
+            return Ok(None);
+        };
+        let frame = frame.to_vec();
+        self.start += len;
+        if self.start == self.buffer.len() {
+            self.buffer.clear();
+            self.start = 0;
+        }
+        Ok(Some(frame))
+    }
+
+    /// The bytes read ahead and not yet used.
+    fn unread(&self) -> &[u8] {
+        self.buffer.get(self.start..).unwrap_or_default()
+    }
+
+    /// Moves the unread bytes to the front of the buffer, before reading more: at most one
+    /// partial message, so this costs less than the message itself.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
     }
 
     /// Writes the capability byte alone, in its own write, and flushes it: node-q and kdbgo
@@ -244,7 +305,7 @@ mod tests {
     #[tokio::test]
     async fn keeps_the_bytes_after_the_handshake() {
         let (mut client, server) = duplex(1024);
-        let mut connection = Connection::new(server, Limits::default(), None);
+        let mut connection = Connection::new(server, Limits::default(), None, Arc::default());
         client
             .write_all(b"u:p\x03\0\x01\x01\0\0\x0a\0\0\0\xff\x01")
             .await
@@ -258,9 +319,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_large_frame_is_read_into_a_pooled_buffer() {
+        let (mut client, server) = duplex(64 * 1024);
+        let pool = Arc::new(BufferPool::new(16 << 20));
+        pool.put(vec![9; 4 << 20]);
+        let mut connection = Connection::new(server, Limits::default(), None, Arc::clone(&pool));
+        let len = 3_000_000u32;
+        let mut frame = vec![1, 1, 0, 0];
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend((0..len - 8).map(|i| i as u8));
+        let mut both = frame.clone();
+        both.extend_from_slice(&frame);
+        let writer = tokio::spawn(async move { client.write_all(&both).await });
+        let first = connection.read_frame().await.unwrap().unwrap();
+        assert_eq!(first, frame);
+        assert!(first.capacity() >= 4 << 20, "the pooled buffer was used");
+        pool.put(first);
+        let second = connection.read_frame().await.unwrap().unwrap();
+        assert_eq!(second, frame);
+        writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn a_large_claim_is_refused_before_the_body() {
         let (mut client, server) = duplex(1024);
-        let mut connection = Connection::new(server, Limits::new(1 << 20), None);
+        let mut connection = Connection::new(server, Limits::new(1 << 20), None, Arc::default());
         client
             .write_all(&[1, 1, 0, 0, 0, 0, 0, 0x80])
             .await
@@ -272,7 +355,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_larger_than_a_chunk_arrives_whole() {
         let (mut client, server) = duplex(4096);
-        let mut connection = Connection::new(server, Limits::default(), None);
+        let mut connection = Connection::new(server, Limits::default(), None, Arc::default());
         let len = 300_000u32;
         let mut frame = vec![1, 1, 0, 0];
         frame.extend_from_slice(&len.to_le_bytes());

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
 use crate::{
+    buffers::BufferPool,
     connection::{Connection, ConnectionError},
     context,
     options::ServerLimits,
@@ -44,6 +45,8 @@ pub(crate) struct Shared<H> {
     pub(crate) limits: ServerLimits,
     pub(crate) password: Option<PasswordStore>,
     pub(crate) registry: Arc<Registry>,
+    /// Large message buffers for reuse.
+    pub(crate) buffers: Arc<BufferPool>,
 }
 
 /// A connection that has been accepted, before its handshake.
@@ -82,6 +85,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
             stream,
             Limits::new(limits.max_message_bytes),
             limits.idle_timeout,
+            Arc::clone(&shared.buffers),
         );
         Self {
             shared,
@@ -251,10 +255,18 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, S> {
         let draining = signals.draining();
         tokio::pin!(draining);
         loop {
-            let frame = tokio::select! {
-                biased;
-                () = &mut draining => return CloseReason::Shutdown,
-                frame = self.connection.read_frame() => frame,
+            // A frame already in the read-ahead buffer is taken without the select: polling the
+            // shutdown signal for each of many pipelined messages cost a third of the CPU of
+            // small-message ingest. The signal is still seen at every read from the socket, so a
+            // shutdown waits for at most one read's worth of messages.
+            let frame = match self.connection.buffered_frame() {
+                Ok(Some(frame)) => Ok(Some(frame)),
+                Ok(None) => tokio::select! {
+                    biased;
+                    () = &mut draining => return CloseReason::Shutdown,
+                    frame = self.connection.read_frame() => frame,
+                },
+                Err(error) => Err(error),
             };
             let frame = match frame {
                 Ok(Some(frame)) => frame,
@@ -272,6 +284,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, S> {
             if let Err(reason) = self.process(&request).await {
                 return reason;
             }
+            self.shared.buffers.put(request.into_message().into_bytes());
         }
     }
 

@@ -8,6 +8,7 @@
 //!   handler    handshake → password file → on_auth → capability byte → on_open           │
 //!              → message loop (on_sync / on_async, one at a time) → on_close         ◄───┘
 //!   connection bytes ↔ handshake and frames over the stream, limits checked before buffering
+//!   buffers    large message buffers kept a few seconds for the next large message
 //!   password   password files (-U / -u), reloaded when they change
 //!   context    the answers to PyKX's context queries
 //!   registry   handles (.z.w) and per-user connection counts
@@ -19,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+mod buffers;
 mod connection;
 mod context;
 mod handler;

@@ -27,6 +27,7 @@ use tokio::{
 };
 
 use crate::{
+    buffers::{BufferPool, POOLED_IDLE},
     handler::{Handler, Shared},
     options::ServerOptions,
     password::PasswordStore,
@@ -73,6 +74,7 @@ pub async fn run<H: Hooks>(
         None => None,
     };
     let limits = options.limits;
+    let buffers = Arc::new(BufferPool::new(limits.max_message_bytes));
     let mut server = Listener {
         limit: Arc::new(Semaphore::new(limits.max_connections)),
         max_connections: limits.max_connections,
@@ -81,6 +83,7 @@ pub async fn run<H: Hooks>(
             limits,
             password,
             registry: Arc::new(Registry::default()),
+            buffers: Arc::clone(&buffers),
         }),
         listener,
         shutdown: Shutdown::default(),
@@ -90,6 +93,7 @@ pub async fn run<H: Hooks>(
     }
     tokio::select! {
         () = server.accept_loop() => {}
+        () = sweep(&buffers) => {}
         () = shutdown => {}
     }
     let Listener {
@@ -100,6 +104,16 @@ pub async fn run<H: Hooks>(
     let cut = shutdown.run(options.shutdown_grace).await;
     tracing::info!(cut, "server stopped");
     Ok(())
+}
+
+/// Returns unused large buffers to the system, forever.
+async fn sweep(buffers: &BufferPool) {
+    let mut every = tokio::time::interval(POOLED_IDLE / 2);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        buffers.sweep();
+    }
 }
 
 /// The accept loop's state.
