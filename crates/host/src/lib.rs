@@ -192,7 +192,7 @@ impl PluginHost {
     /// whose `init` fails or traps.
     pub fn new(options: HostOptions) -> Result<Self, HostError> {
         let engine_error = |e: wasmtime::Error| HostError::Engine {
-            message: format!("{e:?}"),
+            message: format!("{e:#}"),
         };
         let max_memory = options
             .plugins
@@ -242,7 +242,7 @@ fn load(
     })?;
     let load_error = |e: wasmtime::Error| HostError::Load {
         plugin: spec.name.clone(),
-        message: format!("{e:?}"),
+        message: format!("{e:#}"),
     };
     let component = Component::new(engine, &bytes).map_err(load_error)?;
     let config = spec

@@ -66,7 +66,11 @@ impl std::fmt::Display for Failure {
             }
             Self::Busy => write!(f, "all {MAX_INSTANCES_PER_VERSION} instances are busy"),
             Self::Timeout => f.write_str("ran past its time budget"),
-            Self::Trap(e) => write!(f, "trapped: {e:?}"),
+            // The alternate form: the cause chain, wasm backtrace included. `Debug` would also
+            // resolve the native backtrace that `RUST_BACKTRACE=1` makes every error capture,
+            // which loads the binary's debug info (measured: 200 MB resident, kept) on the first
+            // trap.
+            Self::Trap(e) => write!(f, "trapped: {e:#}"),
         }
     }
 }

@@ -251,6 +251,16 @@ impl<'a> MessageCtx<'a> {
         self.summary.arg_count as usize
     }
 
+    /// Whether the message is a call of `name` (with any arguments) or the free-text query
+    /// `name` (spaces around it ignored): the usual way for a plugin to pick out the requests it
+    /// answers.
+    pub fn names(&self, name: &str) -> bool {
+        match self.head() {
+            Some(head) => head == name,
+            None => self.text().is_some_and(|text| text.trim() == name),
+        }
+    }
+
     /// Whether the message is a string: a free-text query such as `"select from t"`.
     pub fn is_query(&self) -> bool {
         self.summary.type_code == qgate_ipc::type_code::CHAR

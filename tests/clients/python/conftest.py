@@ -58,7 +58,7 @@ class Server:
     """A server process listening on 127.0.0.1, started from `argv` (which must print
     `qgate listening on 127.0.0.1:PORT` on stdout once bound)."""
 
-    def __init__(self, argv, log_path, startup_timeout=30.0):
+    def __init__(self, argv, log_path, startup_timeout=30.0, env=None):
         self.argv = argv
         self.log_path = log_path
         self._log = open(log_path, "wb")
@@ -68,7 +68,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=self._log,
             preexec_fn=_die_with_parent,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
+            env={**(env or os.environ), "RUST_LOG": os.environ.get("RUST_LOG", "info")},
         )
         self.host, self.port = self._wait_for_address(startup_timeout)
 
