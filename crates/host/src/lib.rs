@@ -22,7 +22,8 @@
 //!
 //! Sandboxing: one engine, epoch interruption ([`EPOCH_TICK`]) for each call's time budget, a
 //! memory cap per instance, and an empty WASI context (no files, no environment, no network, no
-//! stdio). A trap, a timeout or the memory cap is a deny for auth, sync and async, unless the
+//! stdio) whose `wasi:io` functions never wait. Calls run inline on the connection's async
+//! worker; one still running after a tick hands the worker's other tasks to another thread. A trap, a timeout or the memory cap is a deny for auth, sync and async, unless the
 //! plugin is configured fail-open; a plugin that keeps failing is re-instantiated with backoff.
 //!
 //! Instances are not per connection: each plugin keeps a small pool of instances that all
@@ -35,6 +36,7 @@ mod engine;
 mod kv;
 mod plugin;
 mod state;
+mod wasi;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
@@ -207,7 +209,7 @@ impl PluginHost {
         )
         .map_err(engine_error)?;
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        wasi::add_to_linker(&mut linker).map_err(engine_error)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(engine_error)?;
         let ticker = engine::EpochTicker::start(engine.clone()).map_err(|e| HostError::Engine {

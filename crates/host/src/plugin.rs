@@ -11,7 +11,7 @@ use std::{
 
 use qgate_hooks::Request;
 use wasmtime::{
-    Engine, Store, StoreLimitsBuilder, Trap,
+    Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline,
     component::{Component, Linker},
 };
 
@@ -42,8 +42,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Imports whose `wasmtime-wasi` implementations block on a tokio runtime (`in_tokio`), which
 /// panics when called from an async worker thread: a plugin that imports any of them is called
-/// outside the async context (see [`run_outside_async`]).
-const BLOCKING_IMPORTS: &[&str] = &["wasi:io/streams", "wasi:io/poll", "wasi:sockets/"];
+/// outside the async context (see [`run_outside_async`]), at about 10 us a call.
+///
+/// `wasi:io`, which every Rust guest imports, is not among them: its waiting functions are linked
+/// in versions that never wait (`wasi.rs`). No plugin is granted files or sockets, so these are
+/// imported only by plugins that try to use them and are refused.
+const BLOCKING_IMPORTS: &[&str] = &["wasi:sockets/", "wasi:filesystem/"];
 
 /// How a call into a plugin failed.
 #[derive(Debug)]
@@ -151,9 +155,7 @@ impl Plugin {
             health: Mutex::new(Health::default()),
         };
         let mut instance = run_outside_async(needs_blocking, || plugin.instantiate())?;
-        instance
-            .store
-            .set_epoch_deadline(engine::deadline_ticks(plugin.time_budget));
+        arm(&mut instance.store, plugin.time_budget);
         plugin.events = run_outside_async(needs_blocking, || {
             instance.bindings.call_events(&mut instance.store)
         })?;
@@ -180,12 +182,10 @@ impl Plugin {
             HostState::new(self.shared.clone(), limits),
         );
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(engine::deadline_ticks(
-            self.time_budget.max(MIN_INIT_BUDGET),
-        ));
-        let bindings = self.pre.instantiate(&mut store)?;
-        bindings
-            .call_init(&mut store, &self.config_json)?
+        store.epoch_deadline_callback(|mut store| Ok(on_epoch(store.data_mut())));
+        arm(&mut store, self.time_budget.max(MIN_INIT_BUDGET));
+        let bindings = contain(|| self.pre.instantiate(&mut store))?;
+        contain(|| bindings.call_init(&mut store, &self.config_json))?
             .map_err(|why| wasmtime::format_err!("init refused the plugin: {why}"))?;
         Ok(Instance { store, bindings })
     }
@@ -208,10 +208,8 @@ impl Plugin {
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         let mut instance = self.checkout()?;
-        instance
-            .store
-            .set_epoch_deadline(engine::deadline_ticks(self.time_budget));
-        match f(&mut instance) {
+        arm(&mut instance.store, self.time_budget);
+        match contain(|| f(&mut instance)) {
             Ok(value) => {
                 lock(&self.idle).push(instance);
                 let mut health = lock(&self.health);
@@ -260,6 +258,87 @@ impl Plugin {
         health.consecutive_failures = health.consecutive_failures.saturating_add(1);
         health.retry_at = backoff(health.consecutive_failures).map(|wait| Instant::now() + wait);
     }
+}
+
+/// Starts the clock of a call with `budget`: the first epoch tick (within [`engine::EPOCH_TICK`]) runs
+/// [`on_epoch`].
+fn arm(store: &mut Store<HostState>, budget: Duration) {
+    let state = store.data_mut();
+    state.deadline = Instant::now() + budget;
+    state.off_async = false;
+    store.set_epoch_deadline(1);
+}
+
+/// What happens when a call into a guest is still running at an epoch tick: past its budget it
+/// is interrupted (a trap); otherwise, the first time, it leaves the async worker it runs on, and
+/// it runs on until its budget.
+///
+/// Calls run inline on the async worker that handles the connection: a call takes about a
+/// microsecond, and handing the worker over for each (`block_in_place`) cost ten. A call still
+/// running after a tick (at most 1 ms) is a slow one, which must not hold up the worker's other
+/// connections: `block_in_place` then hands the worker's other tasks to another thread, and this
+/// call finishes on this one ([`leave_async_worker`]).
+fn on_epoch(state: &mut HostState) -> UpdateDeadline {
+    let Some(left) = state
+        .deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())
+    else {
+        return UpdateDeadline::Interrupt;
+    };
+    if !state.off_async {
+        state.off_async = true;
+        leave_async_worker(left);
+    }
+    UpdateDeadline::Continue(engine::deadline_ticks(left))
+}
+
+/// Hands the async worker this thread runs to another thread, for a call that has turned out
+/// slow, and waits (at most `within`) until the runtime is seen running elsewhere.
+///
+/// `block_in_place` gives the worker's core to a thread of the blocking pool, and takes it back
+/// when its closure returns if that thread has not taken it yet: on a busy machine the thread
+/// can take longer to start than any fixed pause. So a marker task is spawned first (it goes on
+/// this worker's queue) and the closure waits until some thread runs it: then the worker's
+/// queue is being served elsewhere, by the new thread or by another worker stealing from it,
+/// and a thread that is awake will poll the I/O driver. Without this, a worker stuck in a guest
+/// can leave every connection's I/O unpolled while the other workers sleep.
+///
+/// Nothing happens outside a multi-thread runtime: a current-thread runtime is blocked by the
+/// call whatever is done, and a thread outside any runtime blocks no one.
+fn leave_async_worker(within: Duration) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if !matches!(
+        handle.runtime_flavor(),
+        tokio::runtime::RuntimeFlavor::MultiThread
+    ) {
+        return;
+    }
+    let (ran, running_elsewhere) = std::sync::mpsc::channel();
+    drop(handle.spawn(async move {
+        let _ = ran.send(());
+    }));
+    tokio::task::block_in_place(|| {
+        let _ = running_elsewhere.recv_timeout(within);
+    });
+}
+
+/// Runs a call into a guest, turning a panic in a host function it called into an error, so that
+/// the call fails (and its instance is thrown away) rather than the connection's task.
+///
+/// No host function of qgate's panics; this guards against one of `wasmtime-wasi`'s that is
+/// reached some way not foreseen (one that blocks on tokio from an async worker panics).
+fn contain<R>(f: impl FnOnce() -> wasmtime::Result<R>) -> wasmtime::Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        Err(wasmtime::format_err!("a host function panicked: {what}"))
+    })
 }
 
 /// The wait before instantiating again after `failures` failures in a row.

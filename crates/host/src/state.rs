@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use qgate_hooks::{Request, Session};
@@ -64,6 +64,11 @@ pub(crate) struct HostState {
     pub(crate) limits: StoreLimits,
     /// The `rep` of the message lent to the call in progress; 0 between calls.
     pub(crate) message_rep: u32,
+    /// When the call in progress runs out of its time budget.
+    pub(crate) deadline: Instant,
+    /// Whether the call in progress has left the async worker it started on (see
+    /// `plugin::on_epoch`).
+    pub(crate) off_async: bool,
     /// An empty WASI context: no preopened directory, no environment, no network, stdio
     /// connected to nothing.
     wasi: WasiCtx,
@@ -81,6 +86,8 @@ impl HostState {
             shared,
             limits,
             message_rep: 0,
+            deadline: Instant::now(),
+            off_async: false,
             wasi,
             table: ResourceTable::new(),
         }

@@ -492,6 +492,18 @@ def test_a_plugin_cannot_open_sockets(contained):
     assert outcome.startswith("refused:"), outcome
 
 
+def test_a_plugin_may_print_but_not_wait(contained):
+    # Its stdout and stderr discard: printing works, inline on the server's async threads.
+    assert escape(contained, "print", MARKER) == "ok: printed"
+    assert MARKER not in contained.log()
+    # Sleeping would hold a thread: the call fails, the connection goes on.
+    with connect(contained, "admin") as conn:
+        with pytest.raises(kx.QError, match="plugin escape failed"):
+            conn("wait", "")
+        assert recovered(conn, "escape")
+    assert "must not wait" in contained.log()
+
+
 def test_a_plugin_cannot_read_the_environment(contained):
     for name in ("QGATE_TEST_SECRET", "PATH", "HOME"):
         outcome = escape(contained, "env", name)
