@@ -64,8 +64,10 @@ pub(crate) struct Metric {
     pub(crate) unit: &'static str,
     /// Which way is better.
     pub(crate) better: Better,
-    /// The goal for qgate, if any.
+    /// The goal for qgate with no plugins, if any.
     pub(crate) goal: Option<Goal>,
+    /// The goal for qgate with the default plugin chain, if any.
+    pub(crate) chain_goal: Option<Goal>,
 }
 
 /// A goal and whether qgate met it.
@@ -245,7 +247,7 @@ impl Results {
         for target in &targets {
             let _ = write!(out, " {target} |");
         }
-        out.push_str(" qgate goal |\n|---|---|---|");
+        out.push_str(" goals |\n|---|---|---|");
         for _ in &targets {
             out.push_str("---:|");
         }
@@ -268,7 +270,7 @@ impl Results {
                     Better::Higher => "higher",
                 }
             );
-            let mut goal_cell = String::new();
+            let mut goals = Vec::new();
             for target in &targets {
                 let cell = self
                     .records
@@ -293,18 +295,18 @@ impl Results {
                     goal: Some(goal), ..
                 }) = cell
                 {
-                    goal_cell = format!(
-                        "{}: {}",
+                    goals.push(format!(
+                        "{target} {}: {}",
                         goal.goal,
                         match goal.met {
                             Some(true) => "met",
                             Some(false) => "**missed**",
                             None => "no number",
                         }
-                    );
+                    ));
                 }
             }
-            let _ = writeln!(out, " {goal_cell} |");
+            let _ = writeln!(out, " {} |", goals.join("; "));
         }
         out
     }

@@ -41,6 +41,10 @@ pub(crate) enum Kind {
     Floor,
     /// qgate with no plugins.
     Qgate,
+    /// qgate with the `echo` plugin alone.
+    QgateEcho,
+    /// qgate with the walkthrough's chain: conns, audit, allowlist, demo-api.
+    QgateChain,
     /// aiokdb's Python server.
     Aiokdb,
     /// HAProxy (TCP mode) in front of a floor.
@@ -49,13 +53,22 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every target.
-    pub(crate) const ALL: [Self; 4] = [Self::Floor, Self::Qgate, Self::Aiokdb, Self::Haproxy];
+    pub(crate) const ALL: [Self; 6] = [
+        Self::Floor,
+        Self::Qgate,
+        Self::QgateEcho,
+        Self::QgateChain,
+        Self::Aiokdb,
+        Self::Haproxy,
+    ];
 
     /// The target's name on the command line and in the results.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Floor => "floor",
             Self::Qgate => "qgate",
+            Self::QgateEcho => "qgate-echo",
+            Self::QgateChain => "qgate-chain",
             Self::Aiokdb => "aiokdb",
             Self::Haproxy => "haproxy",
         }
@@ -68,9 +81,26 @@ impl Kind {
             Self::Qgate => {
                 "qgate serve, no plugins (sync queries get the error 'nothing answered')"
             }
+            Self::QgateEcho => {
+                "qgate serve with the echo plugin alone, answering each query with itself"
+            }
+            Self::QgateChain => {
+                "qgate serve with the walkthrough's chain (conns, audit, allowlist, demo-api; \
+                 the allowlist lets the harness's user call ping, upd and insert, and demo-api \
+                 answers them with q's error for an unknown name)"
+            }
             Self::Aiokdb => "aiokdb's asyncio server (Python), answering (::)",
             Self::Haproxy => "HAProxy in TCP mode in front of a floor",
         }
+    }
+
+    /// Whether the run fails when this target cannot be measured: qgate's own targets must be,
+    /// the peers may be missing from a machine.
+    pub(crate) fn essential(self) -> bool {
+        matches!(
+            self,
+            Self::Floor | Self::Qgate | Self::QgateEcho | Self::QgateChain
+        )
     }
 
     /// Parses a target name.
@@ -79,7 +109,8 @@ impl Kind {
             .into_iter()
             .find(|kind| kind.name() == name)
             .with_context(|| {
-                format!("unknown target `{name}` (known: floor, qgate, aiokdb, haproxy)")
+                let known: Vec<_> = Self::ALL.iter().map(|kind| kind.name()).collect();
+                format!("unknown target `{name}` (known: {})", known.join(", "))
             })
     }
 }
@@ -104,6 +135,8 @@ pub(crate) enum Spec {
     Floor { exe: PathBuf, logs: PathBuf },
     /// `qgate serve`.
     Qgate {
+        /// The target's name, for its log file.
+        name: &'static str,
         bin: PathBuf,
         config: PathBuf,
         passwords: PathBuf,
@@ -139,16 +172,22 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
             exe: env.self_exe.clone(),
             logs,
         },
-        Kind::Qgate => {
+        Kind::Qgate | Kind::QgateEcho | Kind::QgateChain => {
+            let plugins = match kind {
+                Kind::QgateEcho => plugins_config(env, ECHO_PLUGINS)?,
+                Kind::QgateChain => plugins_config(env, CHAIN_PLUGINS)?,
+                _ => String::new(),
+            };
             let bin = match &env.qgate_bin {
                 Some(bin) => bin.clone(),
                 None => build_qgate(env)?,
             };
             let passwords = env.work.join("passwords.txt");
             std::fs::write(&passwords, "bench:bench\n")?;
-            let config = env.work.join("qgate.toml");
-            std::fs::write(&config, QGATE_CONFIG)?;
+            let config = env.work.join(format!("{}.toml", kind.name()));
+            std::fs::write(&config, format!("{QGATE_CONFIG}{plugins}"))?;
             Spec::Qgate {
+                name: kind.name(),
                 bin,
                 config,
                 passwords,
@@ -182,6 +221,60 @@ max_connections_per_user = 20000
 [log]
 level = \"warn\"
 ";
+
+/// The `echo` plugin alone.
+const ECHO_PLUGINS: &str = "
+[[plugins]]
+name = \"echo\"
+path = \"{plugins}/echo.wasm\"
+";
+
+/// The walkthrough's chain, as `config.toml` has it, except that the allowlist lets the harness's
+/// user call what the scenarios send.
+const CHAIN_PLUGINS: &str = "
+[[plugins]]
+name = \"conns\"
+path = \"{plugins}/conns.wasm\"
+config = { query = \"conns\" }
+
+[[plugins]]
+name = \"audit\"
+path = \"{plugins}/audit.wasm\"
+config = { include_text = false }
+
+[[plugins]]
+name = \"allowlist\"
+path = \"{plugins}/allowlist.wasm\"
+config = { users = { bench = [\"ping\", \"upd\", \"insert\"] } }
+
+[[plugins]]
+name = \"demo-api\"
+path = \"{plugins}/demo_api.wasm\"
+";
+
+/// The `[[plugins]]` tables of `template`, pointing at the components `cargo xtask plugins`
+/// builds, with a compilation cache under the harness's directory so that restarts do not
+/// compile again.
+fn plugins_config(env: &Env, template: &str) -> Result<String> {
+    let dir = env
+        .root
+        .join("plugins")
+        .join("target")
+        .join("wasm32-wasip2")
+        .join("release");
+    for name in ["echo", "conns", "audit", "allowlist", "demo_api"] {
+        let path = dir.join(format!("{name}.wasm"));
+        if !path.is_file() {
+            bail!("{} is missing: run `cargo xtask plugins`", path.display());
+        }
+    }
+    let cache = env.work.join("plugin-cache");
+    Ok(format!(
+        "\n[server]\nplugin_cache_dir = \"{}\"\n{}",
+        cache.display(),
+        template.replace("{plugins}", &dir.display().to_string())
+    ))
+}
 
 /// Builds qgate in release and returns the binary.
 fn build_qgate(env: &Env) -> Result<PathBuf> {
@@ -420,20 +513,21 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
             })
         }
         Spec::Qgate {
+            name,
             bin,
             config,
             passwords,
             logs,
         } => {
             let (guard, addr) = spawn_announcing(
-                "qgate",
+                name,
                 Command::new(bin)
                     .arg("serve")
                     .arg("--config")
                     .arg(config)
                     .args(["-p", "127.0.0.1:0", "-U"])
                     .arg(passwords),
-                &logs.join("qgate.log"),
+                &logs.join(format!("{name}.log")),
             )?;
             Ok(Running {
                 addr,
