@@ -28,13 +28,16 @@ pub trait Plugin: Sized + 'static {
     /// called.
     const EVENTS: Events = Events::all();
 
-    /// Called once when the host loads this version of the plugin, with the plugin's table from
-    /// `config.toml`.
+    /// Called in every new instance of the plugin, with its table from `config.toml`: the host
+    /// keeps a small pool of interchangeable instances and makes a new one when all are busy or
+    /// one has trapped. Build the same value every time; keep state that instances share, or
+    /// that must outlive a swap, in [`crate::host::kv`].
     ///
     /// # Errors
     ///
-    /// A message saying what is wrong (name the config key); the host refuses to load this
-    /// version and reports the message, and a hot-swap keeps the old version.
+    /// A message saying what is wrong (name the config key). From the first instance, the host
+    /// refuses to load this version and reports the message (a hot-swap keeps the old version);
+    /// from a later one, that call fails like a trap.
     fn init(config: &Config) -> Result<Self, String>;
 
     /// `.z.pw`: fires after the handshake and the host's password-file check, before the client
