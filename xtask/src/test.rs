@@ -38,8 +38,9 @@ const STEPS: &[Step] = &[
         args: &["test", "--workspace"],
         env: &[],
     },
-    // A few seconds of the benchmark harness on the floor and qgate: checks that every scenario
-    // still produces a number, not what the numbers are (`cargo xtask bench` measures).
+    // A few seconds of the benchmark harness on the floor and qgate, alone and with plugins (built
+    // by the plugins step above): checks that every scenario still produces a number, not what
+    // the numbers are (`cargo xtask bench` measures).
     Step {
         args: &[
             "run",
@@ -49,7 +50,7 @@ const STEPS: &[Step] = &[
             "--",
             "--smoke",
             "--targets",
-            "floor,qgate",
+            "floor,qgate,qgate-echo,qgate-chain",
         ],
         env: &[],
     },
