@@ -46,6 +46,11 @@ def wasm(name):
     return path
 
 
+def plugin(name, file=None, extra=""):
+    """One `[[plugins]]` table: `name`, the component `file` (default: `name`), then `extra`."""
+    return f'\n[[plugins]]\nname = "{name}"\npath = "{wasm(file or name)}"\n{extra}\n'
+
+
 def serve(tmp_path_factory, name, body, env=None):
     """`qgate serve` with a config made of `body` (TOML) after a [server] table listening on a
     free port with the shared compilation cache."""
@@ -79,32 +84,24 @@ async def symbol_call(server, user, *items):
 
 # ----- allowlist, audit, conns and demo-api: the walkthrough's chain with more users.
 
-POLICY = f"""
-[[plugins]]
-name = "conns"
-path = "{wasm("conns")}"
-
-[[plugins]]
-name = "audit"
-path = "{wasm("audit")}"
-
-[[plugins]]
-name = "allowlist"
-path = "{wasm("allowlist")}"
-
+POLICY = (
+    plugin("conns")
+    + plugin("audit")
+    + plugin(
+        "allowlist",
+        extra="""
 [plugins.config]
-users = {{ alice = ["echo", "til"], admin = ["*"] }}
-args.legalOperation = {{ count = 2, types = ["long", "long"] }}
-queries = {{ users = ["admin"] }}
+users = { alice = ["echo", "til"], admin = ["*"] }
+args.legalOperation = { count = 2, types = ["long", "long"] }
+queries = { users = ["admin"] }
 
 [plugins.config.groups.ops]
 members = ["bob", "carol"]
 functions = ["legalOperation", "count"]
-
-[[plugins]]
-name = "demo-api"
-path = "{wasm("demo_api")}"
-"""
+""",
+    )
+    + plugin("demo-api", "demo_api")
+)
 
 
 @pytest.fixture(scope="module")
@@ -297,20 +294,15 @@ def token(claims, secret=SECRET, header=None):
 
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory):
-    body = f"""
-[[plugins]]
-name = "token-auth"
-path = "{wasm("token_auth")}"
-config = {{ secret = "{SECRET}", audience = "qgate" }}
-
-[[plugins]]
-name = "conns"
-path = "{wasm("conns")}"
-
-[[plugins]]
-name = "demo-api"
-path = "{wasm("demo_api")}"
-"""
+    body = (
+        plugin(
+            "token-auth",
+            "token_auth",
+            f'config = {{ secret = "{SECRET}", audience = "qgate" }}',
+        )
+        + plugin("conns")
+        + plugin("demo-api", "demo_api")
+    )
     server = serve(tmp_path_factory, "tokens", body)
     yield server
     server.stop()
@@ -360,40 +352,17 @@ def contained(tmp_path_factory):
     key = secrets / "server.key"
     key.write_text(f"-----BEGIN PRIVATE KEY-----\n{MARKER}\n-----END PRIVATE KEY-----\n")
     key.chmod(0o600)
-    body = f"""
-[auth]
-password_file = "{passwords}"
-
-[[plugins]]
-name = "spin"
-path = "{wasm("spin")}"
-time_budget = "1s"
-config = {{ only = "spin" }}
-
-[[plugins]]
-name = "grow-memory"
-path = "{wasm("grow_memory")}"
-memory_limit = "16MiB"
-config = {{ only = "grow" }}
-
-[[plugins]]
-name = "trap"
-path = "{wasm("trap")}"
-config = {{ only = "trap" }}
-
-[[plugins]]
-name = "bad-reply"
-path = "{wasm("bad_reply")}"
-config = {{ only = "bad" }}
-
-[[plugins]]
-name = "escape"
-path = "{wasm("escape")}"
-
-[[plugins]]
-name = "demo-api"
-path = "{wasm("demo_api")}"
-"""
+    body = (
+        f'[auth]\npassword_file = "{passwords}"\n'
+        + plugin("spin", extra='time_budget = "1s"\nconfig = { only = "spin" }')
+        + plugin(
+            "grow-memory", "grow_memory", 'memory_limit = "16MiB"\nconfig = { only = "grow" }'
+        )
+        + plugin("trap", extra='config = { only = "trap" }')
+        + plugin("bad-reply", "bad_reply", 'config = { only = "bad" }')
+        + plugin("escape")
+        + plugin("demo-api", "demo_api")
+    )
     env = {**os.environ, "QGATE_TEST_SECRET": MARKER}
     server = serve(tmp_path_factory, "contained", body, env=env)
     server.secrets = {"passwords": passwords, "key": key, "dir": secrets}
