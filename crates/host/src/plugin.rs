@@ -279,18 +279,25 @@ fn arm(store: &mut Store<HostState>, budget: Duration) {
 /// connections: `block_in_place` then hands the worker's other tasks to another thread, and this
 /// call finishes on this one ([`leave_async_worker`]).
 fn on_epoch(state: &mut HostState) -> UpdateDeadline {
-    let Some(left) = state
-        .deadline
-        .checked_duration_since(Instant::now())
-        .filter(|left| !left.is_zero())
-    else {
+    let left = |state: &HostState| {
+        state
+            .deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+    };
+    let Some(mut budget) = left(state) else {
         return UpdateDeadline::Interrupt;
     };
     if !state.off_async {
         state.off_async = true;
-        leave_async_worker(left);
+        leave_async_worker(budget);
+        // The wait counts against the call's budget.
+        let Some(rest) = left(state) else {
+            return UpdateDeadline::Interrupt;
+        };
+        budget = rest;
     }
-    UpdateDeadline::Continue(engine::deadline_ticks(left))
+    UpdateDeadline::Continue(engine::deadline_ticks(budget))
 }
 
 /// Hands the async worker this thread runs to another thread, for a call that has turned out
