@@ -38,7 +38,12 @@ mod plugin;
 mod state;
 mod wasi;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use qgate_hooks::{
     AuthVerdict, CloseReason, Credentials, Hooks, OpenVerdict, Request, Session, Verdict,
@@ -308,47 +313,206 @@ fn next_message(state: &mut HostState) -> Resource<MessageRef> {
 
 impl PluginHost {
     fn message_chain(&self, session: &Session, request: &Request, sync: bool) -> Verdict {
+        let started = Instant::now();
+        let wit_session = state::session(session);
+        let summary = state::summary(request);
+        let (verdict, decided_by) = self.decide_message(&wit_session, &summary, request, sync);
+        if self.takes(types::Events::OUTCOME) {
+            let (decision, reason) = match &verdict {
+                Verdict::Pass => (types::Decision::Passed, None),
+                Verdict::Deny(message) => (types::Decision::Denied, Some(message.clone())),
+                Verdict::Reply(_) => (types::Decision::Replied, None),
+            };
+            let event = if sync {
+                types::EventKind::Sync
+            } else {
+                types::EventKind::AsyncMessage
+            };
+            self.tell_outcome(
+                &wit_session,
+                Some(&summary),
+                outcome(event, decision, reason, decided_by, started),
+            );
+        }
+        verdict
+    }
+
+    /// The message chain proper: the verdict, and the plugin that gave it.
+    fn decide_message(
+        &self,
+        wit_session: &types::Session,
+        summary: &types::Summary,
+        request: &Request,
+        sync: bool,
+    ) -> (Verdict, Option<String>) {
         let event = if sync { "sync" } else { "async" };
         let flag = if sync {
             types::Events::SYNC
         } else {
             types::Events::ASYNC_MESSAGE
         };
-        let wit_session = state::session(session);
-        let summary = state::summary(request);
         for plugin in self.plugins.iter().filter(|p| p.events.contains(flag)) {
             let result = plugin.call(Some(request), |instance| {
                 let message = next_message(instance.store.data_mut());
                 let verdict = if sync {
                     instance.bindings.call_on_sync(
                         &mut instance.store,
-                        &wit_session,
-                        &summary,
+                        wit_session,
+                        summary,
                         message,
                     )
                 } else {
                     instance.bindings.call_on_async(
                         &mut instance.store,
-                        &wit_session,
-                        &summary,
+                        wit_session,
+                        summary,
                         message,
                     )
                 };
                 instance.store.data_mut().message_rep = 0;
                 verdict
             });
+            let by = || Some(plugin.shared.name.to_string());
             let verdict = match result {
                 Ok(verdict) => verdict,
                 Err(failure) if failed(plugin, event, &failure) => continue,
-                Err(_) => return Verdict::Deny(format!("plugin {} failed", plugin.shared.name)),
+                Err(_) => {
+                    let message = format!("plugin {} failed", plugin.shared.name);
+                    return (Verdict::Deny(message), by());
+                }
             };
             match verdict {
                 types::Verdict::Pass => {}
-                types::Verdict::Deny(message) => return Verdict::Deny(message),
-                types::Verdict::Reply(bytes) => return reply(plugin, &bytes),
+                types::Verdict::Deny(message) => return (Verdict::Deny(message), by()),
+                types::Verdict::Reply(bytes) => return (reply(plugin, &bytes), by()),
             }
         }
-        Verdict::Pass
+        (Verdict::Pass, None)
+    }
+
+    /// The auth chain proper: the verdict and the plugin that decided it. An allow's new user
+    /// name goes into `wit_session`, for the plugins after it and the outcome.
+    fn decide_auth(
+        &self,
+        wit_session: &mut types::Session,
+        credentials: &Credentials,
+    ) -> (AuthVerdict, Option<String>) {
+        let mut verdict = AuthVerdict::Pass;
+        let mut decided_by = None;
+        for plugin in self
+            .plugins
+            .iter()
+            .filter(|p| p.events.contains(types::Events::AUTH))
+        {
+            let result = plugin.call(None, |instance| {
+                instance.bindings.call_on_auth(
+                    &mut instance.store,
+                    wit_session,
+                    credentials.password.as_deref(),
+                )
+            });
+            match result {
+                Ok(types::AuthVerdict::Pass) => {}
+                Ok(types::AuthVerdict::Deny) => {
+                    return (AuthVerdict::Deny, Some(plugin.shared.name.to_string()));
+                }
+                Ok(types::AuthVerdict::Allow(user)) => {
+                    decided_by = Some(plugin.shared.name.to_string());
+                    if let Some(user) = &user {
+                        wit_session.user.clone_from(user);
+                    }
+                    verdict = AuthVerdict::Allow(match (user, verdict) {
+                        (Some(user), _) => Some(user.into_bytes()),
+                        (None, AuthVerdict::Allow(earlier)) => earlier,
+                        (None, _) => None,
+                    });
+                }
+                Err(failure) if failed(plugin, "auth", &failure) => {}
+                Err(_) => return (AuthVerdict::Deny, Some(plugin.shared.name.to_string())),
+            }
+        }
+        (verdict, decided_by)
+    }
+
+    /// The open chain proper: every plugin that takes it, and the first that closed the
+    /// connection.
+    fn decide_open(&self, wit_session: &types::Session) -> (OpenVerdict, Option<String>) {
+        let mut verdict = OpenVerdict::Keep;
+        let mut decided_by = None;
+        for plugin in self
+            .plugins
+            .iter()
+            .filter(|p| p.events.contains(types::Events::OPEN))
+        {
+            let result = plugin.call(None, |instance| {
+                instance
+                    .bindings
+                    .call_on_open(&mut instance.store, wit_session)
+            });
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => {
+                    if verdict == OpenVerdict::Keep {
+                        verdict =
+                            OpenVerdict::Close(format!("plugin {}: {why}", plugin.shared.name));
+                        decided_by = Some(plugin.shared.name.to_string());
+                    }
+                }
+                // Open and close failures are logged, never fatal.
+                Err(failure) => {
+                    failed(plugin, "open", &failure);
+                }
+            }
+        }
+        (verdict, decided_by)
+    }
+
+    /// Whether any plugin takes `event`.
+    fn takes(&self, event: types::Events) -> bool {
+        self.plugins.iter().any(|p| p.events.contains(event))
+    }
+
+    /// Tells the plugins that take `outcome` what the chain decided; their failures are logged.
+    fn tell_outcome(
+        &self,
+        wit_session: &types::Session,
+        summary: Option<&types::Summary>,
+        outcome: types::Outcome,
+    ) {
+        for plugin in self
+            .plugins
+            .iter()
+            .filter(|p| p.events.contains(types::Events::OUTCOME))
+        {
+            let result = plugin.call(None, |instance| {
+                instance.bindings.call_on_outcome(
+                    &mut instance.store,
+                    wit_session,
+                    summary,
+                    &outcome,
+                )
+            });
+            if let Err(failure) = result {
+                failed(plugin, "outcome", &failure);
+            }
+        }
+    }
+}
+
+/// The WIT outcome of an event that started at `started`.
+fn outcome(
+    event: types::EventKind,
+    decision: types::Decision,
+    reason: Option<String>,
+    decided_by: Option<String>,
+    started: Instant,
+) -> types::Outcome {
+    types::Outcome {
+        event,
+        decision,
+        reason,
+        decided_by,
+        latency_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
     }
 }
 
@@ -376,66 +540,44 @@ fn reply(plugin: &Plugin, bytes: &[u8]) -> Verdict {
 
 impl Hooks for PluginHost {
     async fn on_auth(&self, session: &Session, credentials: &Credentials) -> AuthVerdict {
+        let started = Instant::now();
         let mut wit_session = state::session(session);
-        let mut verdict = AuthVerdict::Pass;
-        for plugin in self
-            .plugins
-            .iter()
-            .filter(|p| p.events.contains(types::Events::AUTH))
-        {
-            let result = plugin.call(None, |instance| {
-                instance.bindings.call_on_auth(
-                    &mut instance.store,
-                    &wit_session,
-                    credentials.password.as_deref(),
-                )
-            });
-            match result {
-                Ok(types::AuthVerdict::Pass) => {}
-                Ok(types::AuthVerdict::Deny) => return AuthVerdict::Deny,
-                Ok(types::AuthVerdict::Allow(user)) => {
-                    if let Some(user) = &user {
-                        wit_session.user.clone_from(user);
-                    }
-                    verdict = AuthVerdict::Allow(match (user, verdict) {
-                        (Some(user), _) => Some(user.into_bytes()),
-                        (None, AuthVerdict::Allow(earlier)) => earlier,
-                        (None, _) => None,
-                    });
-                }
-                Err(failure) if failed(plugin, "auth", &failure) => {}
-                Err(_) => return AuthVerdict::Deny,
-            }
+        let (verdict, decided_by) = self.decide_auth(&mut wit_session, credentials);
+        if self.takes(types::Events::OUTCOME) {
+            let decision = match verdict {
+                AuthVerdict::Allow(_) => types::Decision::Allowed,
+                AuthVerdict::Deny => types::Decision::Denied,
+                AuthVerdict::Pass => types::Decision::Passed,
+            };
+            self.tell_outcome(
+                &wit_session,
+                None,
+                outcome(types::EventKind::Auth, decision, None, decided_by, started),
+            );
         }
         verdict
     }
 
     async fn on_open(&self, session: &Session) -> OpenVerdict {
+        let started = Instant::now();
         let wit_session = state::session(session);
-        let mut verdict = OpenVerdict::Keep;
-        for plugin in self
-            .plugins
-            .iter()
-            .filter(|p| p.events.contains(types::Events::OPEN))
-        {
-            let result = plugin.call(None, |instance| {
-                instance
-                    .bindings
-                    .call_on_open(&mut instance.store, &wit_session)
-            });
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(why)) => {
-                    if verdict == OpenVerdict::Keep {
-                        verdict =
-                            OpenVerdict::Close(format!("plugin {}: {why}", plugin.shared.name));
-                    }
-                }
-                // Open and close failures are logged, never fatal.
-                Err(failure) => {
-                    failed(plugin, "open", &failure);
-                }
-            }
+        let (verdict, decided_by) = self.decide_open(&wit_session);
+        if self.takes(types::Events::OUTCOME) {
+            let (decision, reason) = match &verdict {
+                OpenVerdict::Keep => (types::Decision::Passed, None),
+                OpenVerdict::Close(why) => (types::Decision::Denied, Some(why.clone())),
+            };
+            self.tell_outcome(
+                &wit_session,
+                None,
+                outcome(
+                    types::EventKind::Open,
+                    decision,
+                    reason,
+                    decided_by,
+                    started,
+                ),
+            );
         }
         verdict
     }

@@ -10,7 +10,9 @@ use qgate_ipc::{DecodeError, Endian, K, ValueView};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::bindings::qgate::plugin::types::{Message, Session, Summary};
+use crate::bindings::qgate::plugin::types::{
+    Decision, EventKind, Message, Outcome, Session, Summary,
+};
 
 /// The longest text the host puts in [`Summary::text`]; longer texts are fetched on demand.
 ///
@@ -153,6 +155,60 @@ impl CloseCtx {
     /// Why it closed, in words.
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+}
+
+/// What [`Plugin::on_outcome`](crate::Plugin::on_outcome) is given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutcomeCtx {
+    session: Session,
+    summary: Option<Summary>,
+    outcome: Outcome,
+}
+
+impl OutcomeCtx {
+    /// A context as the host would pass it; for tests.
+    pub fn new(session: Session, summary: Option<Summary>, outcome: Outcome) -> Self {
+        Self {
+            session,
+            summary,
+            outcome,
+        }
+    }
+
+    /// The connection, as the event left it (after auth, with the user an allow set).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The message's summary, for sync and async events.
+    pub fn summary(&self) -> Option<&Summary> {
+        self.summary.as_ref()
+    }
+
+    /// Which event.
+    pub fn event(&self) -> EventKind {
+        self.outcome.event
+    }
+
+    /// What the chain decided.
+    pub fn decision(&self) -> Decision {
+        self.outcome.decision
+    }
+
+    /// The deny message, or why the connection was closed.
+    pub fn reason(&self) -> Option<&str> {
+        self.outcome.reason.as_deref()
+    }
+
+    /// The plugin that decided; `None` when every plugin passed.
+    pub fn decided_by(&self) -> Option<&str> {
+        self.outcome.decided_by.as_deref()
+    }
+
+    /// How long the chain took to decide, in nanoseconds.
+    pub fn latency_ns(&self) -> u64 {
+        self.outcome.latency_ns
     }
 }
 

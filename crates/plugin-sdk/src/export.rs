@@ -8,9 +8,9 @@
 use std::{any::Any, cell::RefCell, marker::PhantomData, rc::Rc};
 
 use crate::{
-    AuthVerdict, Events, Plugin, Session, Summary, Verdict,
+    AuthVerdict, Events, Outcome, Plugin, Session, Summary, Verdict,
     bindings::{Guest, qgate::plugin::types::Message},
-    ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx},
+    ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
     host,
 };
 
@@ -85,6 +85,12 @@ impl<P: Plugin> Guest for Glue<P> {
             plugin.on_close(&CloseCtx::new(session, reason))
         });
     }
+
+    fn on_outcome(session: Session, summary: Option<Summary>, outcome: Outcome) {
+        with_plugin::<P, _>((), |plugin| {
+            plugin.on_outcome(&OutcomeCtx::new(session, summary, outcome))
+        });
+    }
 }
 
 #[cfg(test)]
@@ -115,7 +121,7 @@ mod tests {
         assert_eq!(testing::logs().len(), 1);
 
         assert_eq!(G::init(String::new()), Ok(()));
-        assert_eq!(G::events(), Events::all());
+        assert_eq!(G::events(), Events::all().difference(Events::OUTCOME));
         assert_eq!(
             G::on_auth(session(1, "u"), Some(b"pw".to_vec())),
             AuthVerdict::Pass

@@ -67,10 +67,11 @@ pub mod testing;
 pub use crate::{
     // The WIT types every call carries, as generated (plain structs and enums).
     bindings::qgate::plugin::types::{
-        AuthVerdict, CertIdentity, Events, Session, Summary, TlsFacts, Verdict,
+        AuthVerdict, CertIdentity, Decision, EventKind, Events, Outcome, Session, Summary,
+        TlsFacts, Verdict,
     },
     // What each handler is given.
-    ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx},
+    ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
     // The trait a plugin implements.
     plugin::Plugin,
 };

@@ -2,7 +2,7 @@
 
 use crate::{
     AuthVerdict, Events, Verdict,
-    ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx},
+    ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
 };
 
 /// A qgate plugin: one value per loaded instance, created by [`Plugin::init`] from the plugin's
@@ -22,11 +22,11 @@ use crate::{
 pub trait Plugin: Sized + 'static {
     /// The events the host calls this plugin for; the host never calls it for the others.
     ///
-    /// The default is every event, which is always correct: a handler you did not override
-    /// passes. Narrowing it (`Events::SYNC.union(Events::CLOSE)`) saves a call into the plugin
-    /// for each event it ignores. A handler you override but leave out of `EVENTS` is never
-    /// called.
-    const EVENTS: Events = Events::all();
+    /// The default is every event but `OUTCOME`, which is always correct: a handler you did
+    /// not override passes. Narrowing it (`Events::SYNC.union(Events::CLOSE)`) saves a call into
+    /// the plugin for each event it ignores. A handler you override but leave out of `EVENTS` is
+    /// never called: a plugin that implements [`Plugin::on_outcome`] adds `Events::OUTCOME`.
+    const EVENTS: Events = Events::all().difference(Events::OUTCOME);
 
     /// Called in every new instance of the plugin, with its table from `config.toml`: the host
     /// keeps a small pool of interchangeable instances and makes a new one when all are busy or
@@ -95,6 +95,16 @@ pub trait Plugin: Sized + 'static {
     ///
     /// The default does nothing.
     fn on_close(&self, ctx: &CloseCtx) {
+        let _ = ctx;
+    }
+
+    /// Fires after the whole chain has decided an auth, open, sync or async event, with the
+    /// decision, the plugin that made it, the deny message and the time the chain took: what an
+    /// audit trail records. Only with `Events::OUTCOME` in [`Plugin::EVENTS`], which the
+    /// default leaves out.
+    ///
+    /// The default does nothing.
+    fn on_outcome(&self, ctx: &OutcomeCtx) {
         let _ = ctx;
     }
 }

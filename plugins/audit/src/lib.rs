@@ -1,35 +1,36 @@
-//! `audit`: one JSON line per event in qgate's log, with the user, the handle, the message head
-//! and timings. Never the password, and the text of a query only when asked.
+//! `audit`: one JSON line per event in qgate's log, with the chain's verdict, the user, the
+//! handle, the message head and the time the chain took. Never the password, and the text of a
+//! query only when asked.
 //!
-//! Each line is written through the host's `log` (which tags it with the plugin's name and
-//! version) and is one JSON object:
+//! It takes the `outcome` event, which the host sends once the whole chain has decided, so a line
+//! says what happened to the request whatever plugin decided it and wherever audit sits in the
+//! chain; and `close`. Each line is written through the host's `log` (which tags it with the
+//! plugin's name and version) and is one JSON object:
 //!
-//! | key            | events       | what                                                    |
-//! |----------------|--------------|---------------------------------------------------------|
-//! | `event`        | all          | `auth`, `open`, `sync`, `async` or `close`              |
-//! | `ts`           | all          | when the plugin saw the event, Unix nanoseconds          |
-//! | `handle`       | all          | `.z.w`                                                  |
-//! | `user`         | all          | `.z.u`                                                  |
-//! | `address`      | all          | `.z.a` and the peer's port, `ip:port`                   |
-//! | `verdict`      | all          | this plugin's verdict: it never blocks (`pass`, `keep`) |
-//! | `password`     | auth         | `true` when one was sent; never its value               |
-//! | `tls`          | auth, open   | the TLS protocol, when the connection is TLS            |
-//! | `type`         | sync, async  | the q type code of the message                          |
-//! | `size`         | sync, async  | its size in bytes                                       |
-//! | `head`         | sync, async  | the function name of a call, else `null`                |
-//! | `args`         | sync, async  | the argument count of a call                            |
-//! | `text`         | sync, async  | the query text, only with `include_text = true`         |
-//! | `latency_ns`   | sync, async  | time since the connection's previous event (see below)  |
-//! | `connected_ns` | close        | how long the connection was open                        |
-//! | `reason`       | close        | why it closed                                           |
+//! | key            | events       | what                                                      |
+//! |----------------|--------------|-----------------------------------------------------------|
+//! | `event`        | all          | `auth`, `open`, `sync`, `async` or `close`                |
+//! | `ts`           | all          | when the line was written, Unix nanoseconds               |
+//! | `handle`       | all          | `.z.w`                                                    |
+//! | `user`         | all          | `.z.u` (after auth, the name an allow set)                |
+//! | `address`      | all          | `.z.a` and the peer's port, `ip:port`                     |
+//! | `verdict`      | all but close | `allowed`, `denied`, `passed` or `replied` (see below)   |
+//! | `decided_by`   | all but close | the plugin that decided, `null` when every plugin passed |
+//! | `reason`       | all          | the deny message, or why the connection closed            |
+//! | `latency_ns`   | all but close | how long the chain took to decide                        |
+//! | `tls`          | auth, open   | the TLS protocol, when the connection is TLS              |
+//! | `type`         | sync, async  | the q type code of the message                            |
+//! | `size`         | sync, async  | its size in bytes                                         |
+//! | `head`         | sync, async  | the function name of a call, else `null`                  |
+//! | `args`         | sync, async  | the argument count of a call                              |
+//! | `text`         | sync, async  | the query text, only with `include_text = true`           |
+//! | `connected_ns` | close        | how long the connection was open                          |
 //!
-//! `latency_ns` is the time between this message and the previous one on the same connection
-//! (for a client that waits for each answer, its round trip including the server's work); the
-//! first message's is the time since the connection opened. The open time and the previous
-//! message's time are kept in the key-value store, so they survive a hot-swap.
-//!
-//! Audit sees the events that reach it: list it first in `config.toml` to see every event, since
-//! a plugin before it that denies ends the chain.
+//! `verdict`: for auth, `allowed` (a plugin allowed it), `denied`, or `passed` (the password
+//! file's check stands); for open, `passed` (kept) or `denied` (a plugin closed it); for sync,
+//! `replied`, `denied`, or `passed` (nothing answered); for async, `denied` (dropped) or `passed`
+//! / `replied` (accepted). The open time is kept in the key-value store, so `connected_ns`
+//! survives a hot-swap.
 //!
 //! # Config
 //!
@@ -42,8 +43,7 @@
 //! ```
 
 use qgate_plugin_sdk::{
-    AuthCtx, AuthVerdict, CloseCtx, Config, MessageCtx, OpenCtx, Plugin, Session, Verdict,
-    export_plugin,
+    CloseCtx, Config, Decision, EventKind, Events, OutcomeCtx, Plugin, Session, export_plugin,
     host::{self, Level, kv},
 };
 use serde::Deserialize;
@@ -70,27 +70,13 @@ pub struct Audit {
     include_text: bool,
 }
 
-/// The kv key holding the time of a connection's open and of its last message.
+/// The kv key holding the time a connection opened.
 fn key(handle: i32) -> String {
     format!("audit/{handle:010}")
 }
 
-/// The stored times of a connection: (opened, last message).
-fn times(handle: i32) -> Option<(i64, i64)> {
-    let bytes = kv::get(&key(handle))?;
-    let opened = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let last = i64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-    Some((opened, last))
-}
-
-fn set_times(handle: i32, opened: i64, last: i64) {
-    let mut bytes = opened.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&last.to_le_bytes());
-    kv::set(&key(handle), &bytes);
-}
-
 /// The fields every line has.
-fn base(event: &str, session: &Session, ts: i64, verdict: &str) -> Map<String, Value> {
+fn base(event: &str, session: &Session, ts: i64) -> Map<String, Value> {
     let mut line = Map::new();
     line.insert("event".into(), json!(event));
     line.insert("ts".into(), json!(ts));
@@ -100,41 +86,38 @@ fn base(event: &str, session: &Session, ts: i64, verdict: &str) -> Map<String, V
         "address".into(),
         json!(format!("{}:{}", session.peer_address, session.peer_port)),
     );
-    line.insert("verdict".into(), json!(verdict));
     line
+}
+
+/// The event's name in a line.
+fn event_name(event: EventKind) -> &'static str {
+    match event {
+        EventKind::Auth => "auth",
+        EventKind::Open => "open",
+        EventKind::Sync => "sync",
+        EventKind::AsyncMessage => "async",
+    }
+}
+
+/// The decision's name in a line.
+fn decision_name(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Allowed => "allowed",
+        Decision::Denied => "denied",
+        Decision::Passed => "passed",
+        Decision::Replied => "replied",
+    }
 }
 
 impl Audit {
     fn write(&self, line: Map<String, Value>) {
         host::log(self.level, &Value::Object(line).to_string());
     }
-
-    fn message(&self, event: &str, ctx: &MessageCtx<'_>) {
-        let now = host::now();
-        let session = ctx.session();
-        let summary = ctx.summary();
-        let mut line = base(event, session, now, "pass");
-        line.insert("type".into(), json!(summary.type_code));
-        line.insert("size".into(), json!(summary.size));
-        line.insert("head".into(), json!(summary.head));
-        line.insert("args".into(), json!(summary.arg_count));
-        if self.include_text
-            && let Some(text) = ctx.text()
-        {
-            let mut end = text.len().min(MAX_TEXT_BYTES);
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            line.insert("text".into(), json!(&text[..end]));
-        }
-        let (opened, last) = times(session.handle).unwrap_or((now, now));
-        line.insert("latency_ns".into(), json!(now.saturating_sub(last)));
-        set_times(session.handle, opened, now);
-        self.write(line);
-    }
 }
 
 impl Plugin for Audit {
+    const EVENTS: Events = Events::OUTCOME.union(Events::CLOSE);
+
     fn init(config: &Config) -> Result<Self, String> {
         let settings: Settings = config.parse()?;
         let level = match settings.level.as_deref().unwrap_or("info") {
@@ -151,47 +134,53 @@ impl Plugin for Audit {
         })
     }
 
-    fn on_auth(&self, ctx: &AuthCtx) -> AuthVerdict {
-        let session = ctx.session();
-        let mut line = base("auth", session, host::now(), "pass");
-        line.insert("password".into(), json!(ctx.password().is_some()));
-        line.insert(
-            "tls".into(),
-            json!(session.tls.as_ref().map(|tls| tls.protocol.clone())),
-        );
-        self.write(line);
-        AuthVerdict::Pass
-    }
-
-    fn on_open(&self, ctx: &OpenCtx) -> Result<(), String> {
+    fn on_outcome(&self, ctx: &OutcomeCtx) {
         let now = host::now();
         let session = ctx.session();
-        set_times(session.handle, now, now);
-        let mut line = base("open", session, now, "keep");
-        line.insert(
-            "tls".into(),
-            json!(session.tls.as_ref().map(|tls| tls.protocol.clone())),
-        );
+        let mut line = base(event_name(ctx.event()), session, now);
+        line.insert("verdict".into(), json!(decision_name(ctx.decision())));
+        line.insert("decided_by".into(), json!(ctx.decided_by()));
+        line.insert("reason".into(), json!(ctx.reason()));
+        line.insert("latency_ns".into(), json!(ctx.latency_ns()));
+        match ctx.event() {
+            EventKind::Auth | EventKind::Open => {
+                line.insert(
+                    "tls".into(),
+                    json!(session.tls.as_ref().map(|tls| tls.protocol.clone())),
+                );
+                if ctx.event() == EventKind::Open && ctx.decision() == Decision::Passed {
+                    kv::set(&key(session.handle), &now.to_le_bytes());
+                }
+            }
+            EventKind::Sync | EventKind::AsyncMessage => {
+                if let Some(summary) = ctx.summary() {
+                    line.insert("type".into(), json!(summary.type_code));
+                    line.insert("size".into(), json!(summary.size));
+                    line.insert("head".into(), json!(summary.head));
+                    line.insert("args".into(), json!(summary.arg_count));
+                    if self.include_text
+                        && let Some(text) = &summary.text
+                    {
+                        let mut end = text.len().min(MAX_TEXT_BYTES);
+                        while !text.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        line.insert("text".into(), json!(&text[..end]));
+                    }
+                }
+            }
+        }
         self.write(line);
-        Ok(())
-    }
-
-    fn on_sync(&self, ctx: &MessageCtx<'_>) -> Verdict {
-        self.message("sync", ctx);
-        Verdict::Pass
-    }
-
-    fn on_async(&self, ctx: &MessageCtx<'_>) -> Verdict {
-        self.message("async", ctx);
-        Verdict::Pass
     }
 
     fn on_close(&self, ctx: &CloseCtx) {
         let now = host::now();
         let session = ctx.session();
-        let mut line = base("close", session, now, "pass");
+        let mut line = base("close", session, now);
         line.insert("reason".into(), json!(ctx.reason()));
-        if let Some((opened, _)) = times(session.handle) {
+        let opened = kv::get(&key(session.handle))
+            .and_then(|bytes| Some(i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)));
+        if let Some(opened) = opened {
             line.insert("connected_ns".into(), json!(now.saturating_sub(opened)));
         }
         kv::delete(&key(session.handle));
@@ -204,7 +193,7 @@ export_plugin!(Audit);
 #[cfg(test)]
 mod tests {
     use qgate_plugin_sdk::{
-        K,
+        Outcome, Summary,
         testing::{self, session},
     };
 
@@ -225,61 +214,108 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn outcome(
+        event: EventKind,
+        decision: Decision,
+        reason: Option<&str>,
+        by: Option<&str>,
+        latency_ns: u64,
+    ) -> Outcome {
+        Outcome {
+            event,
+            decision,
+            reason: reason.map(str::to_owned),
+            decided_by: by.map(str::to_owned),
+            latency_ns,
+        }
+    }
+
+    fn summary(head: Option<&str>, text: Option<&str>) -> Summary {
+        Summary {
+            type_code: if text.is_some() { 10 } else { 0 },
+            size: 30,
+            head: head.map(str::to_owned),
+            head_is_symbol: true,
+            arg_count: u32::from(head.is_some()),
+            text: text.map(str::to_owned),
+        }
+    }
+
     #[test]
-    fn a_connection_leaves_one_line_per_event_and_never_the_password() {
+    fn a_connection_leaves_one_line_per_event_with_the_chains_verdict() {
         testing::reset();
         let audit = audit("{}");
         let s = session(6, "alice");
         testing::set_now(1_000);
-        assert_eq!(
-            audit.on_auth(&AuthCtx::new(s.clone(), Some(b"hunter2".to_vec()))),
-            AuthVerdict::Pass
-        );
-        let _ = audit.on_open(&OpenCtx::new(s.clone()));
+        let auth = outcome(EventKind::Auth, Decision::Passed, None, None, 40);
+        audit.on_outcome(&OutcomeCtx::new(s.clone(), None, auth));
+        let open = outcome(EventKind::Open, Decision::Passed, None, None, 30);
+        audit.on_outcome(&OutcomeCtx::new(s.clone(), None, open));
         testing::set_now(1_500);
-        let call = K::list(vec![K::symbol("f"), K::long(1)]);
-        assert_eq!(
-            audit.on_sync(&MessageCtx::from_value(s.clone(), &call)),
-            Verdict::Pass
+        let denied = outcome(
+            EventKind::Sync,
+            Decision::Denied,
+            Some("access: f is not allowed for alice"),
+            Some("allowlist"),
+            700,
         );
-        testing::set_now(1_700);
-        let query = K::string("select secret from t");
-        let _ = audit.on_async(&MessageCtx::from_value(s.clone(), &query));
+        audit.on_outcome(&OutcomeCtx::new(
+            s.clone(),
+            Some(summary(Some("f"), None)),
+            denied,
+        ));
+        let query = outcome(EventKind::AsyncMessage, Decision::Passed, None, None, 90);
+        audit.on_outcome(&OutcomeCtx::new(
+            s.clone(),
+            Some(summary(None, Some("select secret from t"))),
+            query,
+        ));
         testing::set_now(2_000);
         audit.on_close(&CloseCtx::new(s, "client closed"));
 
-        let logs = testing::logs();
-        assert!(logs.iter().all(|(_, line)| !line.contains("hunter2")));
-        assert!(logs.iter().all(|(_, line)| !line.contains("secret")));
-        assert_eq!(logs.len(), 5);
+        let lines = lines();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[0]["event"], "auth");
+        assert_eq!(lines[0]["verdict"], "passed");
+        assert_eq!(lines[1]["event"], "open");
+        assert_eq!(lines[2]["event"], "sync");
+        assert_eq!(lines[2]["verdict"], "denied");
+        assert_eq!(lines[2]["decided_by"], "allowlist");
+        assert_eq!(lines[2]["reason"], "access: f is not allowed for alice");
+        assert_eq!(lines[2]["head"], "f");
+        assert_eq!(lines[2]["latency_ns"], 700);
+        assert_eq!(lines[2]["user"], "alice");
+        assert_eq!(lines[2]["handle"], 6);
+        assert_eq!(lines[3]["event"], "async");
+        assert!(lines[3].get("text").is_none(), "text only when asked");
+        assert_eq!(lines[4]["event"], "close");
+        assert_eq!(lines[4]["connected_ns"], 1_000);
+        assert!(kv::keys("audit/").is_empty());
     }
 
     #[test]
-    fn lines_carry_head_latency_and_duration() {
+    fn text_only_when_asked_and_cut() {
         testing::reset();
         let audit = audit(r#"{"include_text": true}"#);
-        let s = session(6, "alice");
-        testing::set_now(1_000);
-        let _ = audit.on_open(&OpenCtx::new(s.clone()));
-        testing::set_now(1_500);
-        let call = K::list(vec![K::symbol("f"), K::long(1)]);
-        let _ = audit.on_sync(&MessageCtx::from_value(s.clone(), &call));
-        testing::set_now(1_700);
-        let _ = audit.on_sync(&MessageCtx::from_value(s.clone(), &K::string("1+1")));
-        testing::set_now(2_000);
-        audit.on_close(&CloseCtx::new(s, "client closed"));
+        let long = "x".repeat(3000);
+        let replied = outcome(
+            EventKind::Sync,
+            Decision::Replied,
+            None,
+            Some("demo-api"),
+            5,
+        );
+        audit.on_outcome(&OutcomeCtx::new(
+            session(6, "alice"),
+            Some(summary(None, Some(&long))),
+            replied,
+        ));
         let lines = lines();
-        assert_eq!(lines.len(), 4);
-        assert_eq!(lines[0]["event"], "open");
-        assert_eq!(lines[1]["head"], "f");
-        assert_eq!(lines[1]["latency_ns"], 500);
-        assert_eq!(lines[1]["user"], "alice");
-        assert_eq!(lines[1]["handle"], 6);
-        assert_eq!(lines[2]["text"], "1+1");
-        assert_eq!(lines[2]["latency_ns"], 200);
-        assert_eq!(lines[3]["event"], "close");
-        assert_eq!(lines[3]["connected_ns"], 1_000);
-        assert!(kv::keys("audit/").is_empty());
+        assert_eq!(
+            lines[0]["text"].as_str().map(str::len),
+            Some(MAX_TEXT_BYTES)
+        );
+        assert_eq!(lines[0]["verdict"], "replied");
     }
 
     #[test]

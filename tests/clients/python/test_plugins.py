@@ -183,26 +183,38 @@ def audit_lines(server):
     return [json.loads(m.group(1)) for m in map(pattern.search, server.log().splitlines()) if m]
 
 
-def test_audit_logs_every_event_and_never_the_password(policy):
+def test_audit_logs_every_event_with_the_chains_verdict_and_never_the_password(policy):
     secret = "pw-never-logged-7f3a9c"
     with connect(policy, "dave", password=secret) as conn:
         with pytest.raises(kx.QError, match="access"):
             conn("dropEverything", 1)
+    with connect(policy, "admin") as conn:
+        assert conn("legalOperation", 1, 2).py() == 3
     deadline = time.monotonic() + 10
     while True:
-        lines = [line for line in audit_lines(policy) if line.get("user") == "dave"]
-        events = [line["event"] for line in lines]
-        if "close" in events or time.monotonic() > deadline:
+        lines = audit_lines(policy)
+        dave = [line for line in lines if line.get("user") == "dave"]
+        if "close" in [line["event"] for line in dave] or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert events[:2] == ["auth", "open"], lines
-    assert "close" in events, lines
-    sync = next(line for line in lines if line["event"] == "sync")
+    events = [line["event"] for line in dave]
+    assert events[:2] == ["auth", "open"], dave
+    assert "close" in events, dave
+    assert dave[0]["verdict"] == "passed"
+    # The allowlist, after audit in the chain, refused the call: the line says so.
+    sync = next(line for line in dave if line["event"] == "sync")
     assert sync["head"] == "dropEverything"
     assert sync["args"] == 1
-    assert isinstance(sync["latency_ns"], int)
-    auth = lines[0]
-    assert auth["password"] is True
+    assert sync["verdict"] == "denied"
+    assert sync["decided_by"] == "allowlist"
+    assert sync["reason"] == "access: dropEverything is not allowed for dave"
+    assert isinstance(sync["latency_ns"], int) and sync["latency_ns"] > 0
+    answered = [
+        line for line in lines
+        if line.get("user") == "admin" and line.get("head") == "legalOperation"
+    ]
+    assert answered and answered[-1]["verdict"] == "replied"
+    assert answered[-1]["decided_by"] == "demo-api"
     assert secret not in policy.log()
 
 
