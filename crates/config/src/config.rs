@@ -266,8 +266,8 @@ pub enum LogFormat {
     Text,
 }
 
-/// `[admin]`: the local socket through which `qgate plugins`, `qgate reload` and `qgate rollback`
-/// reach the running server. It is a Unix domain socket (no network port), made in a directory
+/// `[admin]`: how a running server's plugins are replaced: the file watch, and the local socket
+/// through which `qgate plugins`, `qgate reload` and `qgate rollback` reach the server. It is a Unix domain socket (no network port), made in a directory
 /// only the server's user can enter and checked against each peer's user id.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -282,6 +282,10 @@ pub struct Admin {
     /// the server from the same config file. A relative path is resolved against the directory
     /// that holds the config file.
     pub socket: Option<PathBuf>,
+    /// Whether a plugin whose file changes is reloaded: `watch = true`, the default. The file is
+    /// polled about once a second and loaded once it has stayed the same for two polls, so a
+    /// file still being written is not loaded; SIGHUP and `qgate reload` work either way.
+    pub watch: bool,
 }
 
 impl Default for Admin {
@@ -289,6 +293,7 @@ impl Default for Admin {
         Self {
             enabled: true,
             socket: None,
+            watch: true,
         }
     }
 }

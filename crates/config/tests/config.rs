@@ -160,6 +160,7 @@ fn every_key() {
         level = "debug"
         [admin]
         enabled = false
+        watch = false
         socket = "/run/qgate/admin.sock"
         [lock]
         enabled = true
@@ -194,6 +195,7 @@ fn every_key() {
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.log.level, "debug");
     assert!(!config.admin.enabled);
+    assert!(!config.admin.watch);
     assert_eq!(
         config.admin.socket.as_deref(),
         Some(Path::new("/run/qgate/admin.sock"))

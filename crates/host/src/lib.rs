@@ -293,14 +293,35 @@ impl PluginHost {
     /// [`HostError::UnknownPlugin`], or why the new version cannot load, in which case the old
     /// one goes on serving.
     pub fn reload(&self, name: &str) -> Result<SwapOutcome, HostError> {
-        self.slot(name)?.reload(&self.loader)
+        self.slot(name)?.reload(&self.loader, false)
     }
 
     /// [`PluginHost::reload`] for every plugin, in chain order: one result each.
     pub fn reload_all(&self) -> Vec<Result<SwapOutcome, HostError>> {
         self.slots
             .iter()
-            .map(|slot| slot.reload(&self.loader))
+            .map(|slot| slot.reload(&self.loader, false))
+            .collect()
+    }
+
+    /// Reloads plugin `name` if its file changed since it was last loaded from (at start or by a
+    /// reload), as a file watch or SIGHUP does: unlike [`PluginHost::reload`], it leaves a
+    /// rolled-back plugin alone until its file changes again.
+    ///
+    /// Blocks as [`PluginHost::reload`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`PluginHost::reload`].
+    pub fn reload_if_changed(&self, name: &str) -> Result<SwapOutcome, HostError> {
+        self.slot(name)?.reload(&self.loader, true)
+    }
+
+    /// [`PluginHost::reload_if_changed`] for every plugin, in chain order: one result each.
+    pub fn reload_all_if_changed(&self) -> Vec<Result<SwapOutcome, HostError>> {
+        self.slots
+            .iter()
+            .map(|slot| slot.reload(&self.loader, true))
             .collect()
     }
 

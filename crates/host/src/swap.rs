@@ -68,6 +68,10 @@ pub(crate) struct Slot {
     changes: Mutex<()>,
     /// A `std` mutex held for a push, a pop or a copy, so that a status never waits for a swap.
     history: Mutex<History>,
+    /// The digest of the file when it was last loaded from (at start or by a reload), which a
+    /// reload of changed files compares with: after a rollback, the file's version is not
+    /// loaded again until the file changes. Written only under `changes`.
+    file_digest: Mutex<Digest>,
 }
 
 /// The result of a reload or a rollback that did not fail.
@@ -85,11 +89,12 @@ pub enum SwapOutcome {
         /// How long reading, checking, compiling and `init` took.
         load_time: Duration,
     },
-    /// The file holds the version already serving: nothing was done.
+    /// The file holds the version already serving (or, for a reload of changed files, the
+    /// version last loaded from it): nothing was done.
     Unchanged {
         /// The plugin.
         plugin: String,
-        /// The version serving.
+        /// The file's version.
         digest: Digest,
     },
 }
@@ -136,16 +141,29 @@ impl Slot {
             kv,
             changes: Mutex::default(),
             history: Mutex::default(),
+            file_digest: Mutex::new(digest),
         })
     }
 
     /// Loads the plugin's file again and, if it holds a new version that loads, switches to it.
     /// Blocks for as long as compiling and `init` take; call it off the async workers.
-    pub(crate) fn reload(&self, loader: &Loader) -> Result<SwapOutcome, HostError> {
+    ///
+    /// The file holds a new version when its digest differs from the version serving, or with
+    /// `since_file_load`, from the file's digest when it was last loaded from.
+    pub(crate) fn reload(
+        &self,
+        loader: &Loader,
+        since_file_load: bool,
+    ) -> Result<SwapOutcome, HostError> {
         let _turn = lock(&self.changes);
         let (bytes, digest, started) = read(loader, &self.spec)?;
         let current = self.current.load_full();
-        if current.digest == digest {
+        let known = if since_file_load {
+            *lock(&self.file_digest)
+        } else {
+            current.digest
+        };
+        if known == digest {
             return Ok(SwapOutcome::Unchanged {
                 plugin: self.spec.name.clone(),
                 digest,
@@ -153,6 +171,7 @@ impl Slot {
         }
         let plugin = compile_and_load(loader, &self.spec, &self.kv, &bytes, digest, started)?;
         let load_time = plugin.load_time;
+        *lock(&self.file_digest) = digest;
         self.switch(plugin, true);
         Ok(SwapOutcome::Swapped {
             plugin: self.spec.name.clone(),
