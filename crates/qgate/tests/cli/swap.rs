@@ -221,6 +221,10 @@ fn sighup_and_the_file_watch_reload_a_changed_plugin() {
     // A rollback holds: the watch does not load the unchanged file again.
     let output = admin(&["rollback", "policy"], &config);
     assert!(output.status.success(), "{}", stderr(&output));
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a synchronous test waiting out two polls of the watch: no async runtime"
+    )]
     thread::sleep(Duration::from_secs(3));
     assert_eq!(serving(&config), a);
     assert!(server.terminate().success());
