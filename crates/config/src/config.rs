@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::{
     error::ConfigError,
-    value::{ByteSize, Count, HumanDuration, Listen, Timeout, TimeoutOrOff},
+    value::{ByteSize, Count, HumanDuration, Listen, Sha256, Timeout, TimeoutOrOff},
 };
 
 /// A whole config file.
@@ -36,6 +36,10 @@ pub struct Config {
     pub log: Log,
     /// The plugin chain, in order: `[[plugins]]`. None by default.
     pub plugins: Plugins,
+    /// The admin socket that `qgate plugins`, `qgate reload` and `qgate rollback` use: `[admin]`.
+    pub admin: Admin,
+    /// Which plugin artifacts may run: `[lock]`.
+    pub lock: Lock,
 }
 
 impl Config {
@@ -58,7 +62,8 @@ impl Config {
 
     /// Reads and parses the config file at `path`.
     ///
-    /// Relative paths (`auth.password_file`, `server.plugin_cache_dir`, each plugin's `path`) are
+    /// Relative paths (`auth.password_file`, `server.plugin_cache_dir`, each plugin's `path`,
+    /// `admin.socket`) are
     /// resolved against the directory that holds the config file, so a config and the files it
     /// names can move together.
     ///
@@ -82,6 +87,9 @@ impl Config {
             }
             for plugin in &mut config.plugins.0 {
                 plugin.path = dir.join(&plugin.path);
+            }
+            if let Some(socket) = &mut config.admin.socket {
+                *socket = dir.join(&*socket);
             }
         }
         Ok(config)
@@ -258,6 +266,61 @@ pub enum LogFormat {
     Text,
 }
 
+/// `[admin]`: how a running server's plugins are replaced: the file watch, and the local socket
+/// through which `qgate plugins`, `qgate reload` and `qgate rollback` reach the server. It is a Unix domain socket (no network port), made in a directory
+/// only the server's user can enter and checked against each peer's user id.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Admin {
+    /// Whether the server opens the admin socket when it runs plugins: `enabled = true`, the
+    /// default.
+    pub enabled: bool,
+    /// The socket's path: `socket = "/run/qgate/admin.sock"`. Not set by default: the binary
+    /// derives it from the listening port, `$XDG_RUNTIME_DIR/qgate/admin-PORT.sock` (or
+    /// `/tmp/qgate-UID/admin-PORT.sock` without `XDG_RUNTIME_DIR`), so that the commands find
+    /// the server from the same config file. A relative path is resolved against the directory
+    /// that holds the config file.
+    pub socket: Option<PathBuf>,
+    /// Whether a plugin whose file changes is reloaded: `watch = true`, the default. The file is
+    /// polled about once a second and loaded once it has stayed the same for two polls, so a
+    /// file still being written is not loaded; SIGHUP and `qgate reload` work either way.
+    pub watch: bool,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: None,
+            watch: true,
+        }
+    }
+}
+
+/// `[lock]`: a locked deployment runs only the plugin artifacts its operator approved.
+///
+/// ```toml
+/// [lock]
+/// enabled = true
+/// keys = ["Pp6cZ0Zy0r2xW5m0dB1Q3o7iN9lQ2T1kY6mVbq8XyZ4="]
+/// ```
+///
+/// With `enabled = true`, every plugin must be pinned (`sha256` in its `[[plugins]]` entry) or
+/// signed by one of `keys` (an ed25519 signature of the file's bytes in `<path>.sig`, as
+/// `qgate sign` writes it); the server refuses to start, and refuses a swap, for anything else.
+/// A pin is checked whether or not the deployment is locked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Lock {
+    /// Whether every plugin must be pinned or signed: `enabled = false`, the default.
+    pub enabled: bool,
+    /// The ed25519 public keys whose signatures are accepted, as base64 text (what
+    /// `qgate keygen` prints): `keys = ["..."]`. None by default. The binary checks each key.
+    pub keys: Vec<String>,
+}
+
 /// `[[plugins]]`: the plugin chain, in the order of the file, each name once.
 ///
 /// Every event goes through the plugins that take it, in this order; the last plugin that answers
@@ -335,6 +398,11 @@ pub struct Plugin {
     /// `config = { include_text = true }` or a `[plugins.config]` table. Empty by default.
     #[serde(default)]
     pub config: toml::Table,
+    /// The one version of the component that may run, by its sha256 (64 hex digits):
+    /// `sha256 = "9f86d0..."`. Not set by default. When set, a file with any other digest is
+    /// refused at start and on every swap.
+    #[serde(default)]
+    pub sha256: Option<Sha256>,
 }
 
 impl Plugin {

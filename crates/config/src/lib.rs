@@ -36,9 +36,9 @@ mod value;
 // The public surface.
 pub use crate::{
     // The schema: one struct per table.
-    config::{Auth, Config, Limits, Log, LogFormat, Plugin, Plugins, Server},
+    config::{Admin, Auth, Config, Limits, Lock, Log, LogFormat, Plugin, Plugins, Server},
     // What can go wrong, with the key's path and position.
     error::ConfigError,
     // Validated values, each parsed from its TOML form.
-    value::{ByteSize, Count, HumanDuration, Listen, Timeout, TimeoutOrOff},
+    value::{ByteSize, Count, HumanDuration, Listen, Sha256, Timeout, TimeoutOrOff},
 };

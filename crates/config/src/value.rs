@@ -428,6 +428,53 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A plugin's pinned sha256 digest: 64 hex digits, `sha256 = "9f86d0..."`, as `sha256sum` or
+/// `qgate plugins` prints it. Kept in lower case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sha256(String);
+
+impl Sha256 {
+    /// The digest as 64 lower-case hex digits.
+    pub fn as_hex(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Sha256 {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(text.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "invalid sha256 {text:?}: a sha256 digest is 64 hex digits, as `sha256sum FILE` \
+                 prints it"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Sha256Visitor;
+
+        impl Visitor<'_> for Sha256Visitor {
+            type Value = Sha256;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sha256 digest (64 hex digits)")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Sha256, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_str(Sha256Visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,8 @@ fn reference_config_is_the_walkthrough() {
     assert_eq!(config.server, defaults.server);
     assert_eq!(config.limits, defaults.limits);
     assert_eq!(config.log, defaults.log);
+    assert_eq!(config.admin, defaults.admin);
+    assert_eq!(config.lock, defaults.lock);
     assert_eq!(config.auth.password_file, Some(dir.join("passwords.txt")));
     assert!(!config.auth.restricted);
     let names: Vec<&str> = config
@@ -156,6 +158,17 @@ fn every_key() {
         [log]
         format = "json"
         level = "debug"
+        [admin]
+        enabled = false
+        watch = false
+        socket = "/run/qgate/admin.sock"
+        [lock]
+        enabled = true
+        keys = ["Pp6cZ0Zy0r2xW5m0dB1Q3o7iN9lQ2T1kY6mVbq8XyZ4="]
+        [[plugins]]
+        name = "policy"
+        path = "policy.wasm"
+        sha256 = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"
         "#,
     )
     .expect("a valid config");
@@ -181,6 +194,21 @@ fn every_key() {
     assert_eq!(config.limits.max_connections_per_user.get(), 2);
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.log.level, "debug");
+    assert!(!config.admin.enabled);
+    assert!(!config.admin.watch);
+    assert_eq!(
+        config.admin.socket.as_deref(),
+        Some(Path::new("/run/qgate/admin.sock"))
+    );
+    assert!(config.lock.enabled);
+    assert_eq!(config.lock.keys.len(), 1);
+    assert_eq!(
+        config.plugins.as_slice()[0]
+            .sha256
+            .as_ref()
+            .map(|pin| pin.as_hex()),
+        Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    );
 }
 
 /// A relative password file is found next to the config file that names it, not in the current

@@ -34,14 +34,14 @@
 mod bindings;
 mod engine;
 mod kv;
+mod lock;
 mod plugin;
 mod state;
+mod swap;
 mod wasi;
 
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -49,22 +49,23 @@ use qgate_hooks::{
     AuthVerdict, CloseReason, Credentials, Hooks, OpenVerdict, Request, Session, Verdict,
 };
 use qgate_ipc::{DecodeOptions, Endian};
-use wasmtime::{
-    Engine,
-    component::{Component, HasSelf, Linker, Resource},
-};
+use wasmtime::component::{HasSelf, Linker, Resource};
 
 use crate::{
     bindings::types,
-    plugin::{Failure, LoadOptions, Plugin},
-    state::{HostState, MessageRef, PluginShared},
+    plugin::{Counters, Failure, Plugin},
+    state::{HostState, MessageRef},
+    swap::{Loader, Slot},
 };
-// The public surface: the host, its options and its error, and the limits it applies.
+// The public surface: the host, its options and its error, swaps and their outcomes, digests,
+// keys and signatures, and the limits it applies.
 pub use crate::{
     engine::{EPOCH_TICK, MAX_INSTANCES_PER_VERSION},
     kv::{MAX_KV_KEY_BYTES, MAX_KV_TOTAL_BYTES, MAX_KV_VALUE_BYTES},
+    lock::{Digest, LockPolicy, ParseError, PublicKey, SecretKey, signature_path},
     plugin::{MAX_BACKOFF, MIN_BACKOFF, MIN_INIT_BUDGET},
     state::MAX_SUMMARY_TEXT_BYTES,
+    swap::{MAX_PREVIOUS_VERSIONS, PluginStatus, SwapOutcome},
 };
 
 /// How much memory a decoded reply may take, as a multiple of the plugin's memory cap.
@@ -83,14 +84,17 @@ pub struct HostOptions {
     /// Where compiled components are cached, keyed by the component's hash and the engine's
     /// settings; `None` compiles every plugin at every start (35 to 45 ms each).
     pub cache_dir: Option<PathBuf>,
+    /// What every version of every plugin must be to load, at start and at each swap.
+    pub lock: LockPolicy,
 }
 
 impl HostOptions {
-    /// Options for `plugins`, with no compilation cache.
+    /// Options for `plugins`, with no compilation cache and no lock.
     pub fn new(plugins: Vec<PluginSpec>) -> Self {
         Self {
             plugins,
             cache_dir: None,
+            lock: LockPolicy::default(),
         }
     }
 }
@@ -112,6 +116,9 @@ pub struct PluginSpec {
     pub time_budget: Duration,
     /// How much linear memory one instance may have.
     pub memory_limit_bytes: usize,
+    /// The one version that may load, when pinned: every load whose file has another digest is
+    /// refused.
+    pub sha256: Option<Digest>,
 }
 
 impl PluginSpec {
@@ -133,14 +140,43 @@ impl PluginSpec {
             fail_open: false,
             time_budget: Self::DEFAULT_TIME_BUDGET,
             memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
+            sha256: None,
         }
     }
 }
 
-/// Why the host could not start.
+/// Why the host could not start, or a plugin could not be swapped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostError {
+    /// A swap or a rollback named a plugin that the host does not run.
+    #[error("no plugin is named {plugin:?}; the loaded plugins are {loaded}")]
+    UnknownPlugin {
+        /// The name asked for.
+        plugin: String,
+        /// The names of the loaded plugins, for the message.
+        loaded: String,
+    },
+    /// A rollback found no earlier version.
+    #[error(
+        "plugin {plugin} has no earlier version to roll back to: it has not been swapped since \
+         the server started, or every earlier version was rolled back already"
+    )]
+    NoPreviousVersion {
+        /// The plugin.
+        plugin: String,
+    },
+    /// A plugin's file does not match its pin, or the deployment is locked and it is neither
+    /// pinned nor signed by a named key.
+    #[error("refused to load plugin {plugin} from {path:?}: {message}")]
+    Refused {
+        /// The plugin's name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+        /// The mismatch: expected and actual digest, or the signature and the keys.
+        message: String,
+    },
     /// The engine could not be made (the host's fault, or the machine's).
     #[error("failed to start the plugin engine: {message}")]
     Engine {
@@ -167,9 +203,11 @@ pub enum HostError {
     },
 }
 
-/// The plugin host: a chain of plugins behind [`Hooks`].
+/// The plugin host: a chain of plugins behind [`Hooks`], each of which can be swapped for a new
+/// version while calls run.
 pub struct PluginHost {
-    plugins: Vec<Plugin>,
+    slots: Vec<Slot>,
+    loader: Loader,
     /// Ticks the engine's epoch until the host is dropped.
     _ticker: engine::EpochTicker,
 }
@@ -177,14 +215,7 @@ pub struct PluginHost {
 impl std::fmt::Debug for PluginHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginHost")
-            .field(
-                "plugins",
-                &self
-                    .plugins
-                    .iter()
-                    .map(|p| &*p.shared.name)
-                    .collect::<Vec<_>>(),
-            )
+            .field("plugins", &self.plugin_names().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -195,8 +226,8 @@ impl PluginHost {
     ///
     /// # Errors
     ///
-    /// [`HostError`] naming the plugin whose file cannot be read, does not fit the contract, or
-    /// whose `init` fails or traps.
+    /// [`HostError`] naming the plugin whose file cannot be read, is refused by its pin or the
+    /// lock, does not fit the contract, or whose `init` fails or traps.
     pub fn new(options: HostOptions) -> Result<Self, HostError> {
         let engine_error = |e: wasmtime::Error| HostError::Engine {
             message: format!("{e:#}"),
@@ -221,77 +252,107 @@ impl PluginHost {
             message: format!("failed to start the epoch thread: {e}"),
         })?;
 
-        let mut plugins = Vec::with_capacity(options.plugins.len());
+        let loader = Loader {
+            engine,
+            linker,
+            policy: options.lock,
+        };
+        let mut slots = Vec::with_capacity(options.plugins.len());
         for spec in options.plugins {
-            plugins.push(load(&engine, &linker, spec)?);
+            slots.push(Slot::load(&loader, spec)?);
         }
         Ok(Self {
-            plugins,
+            slots,
+            loader,
             _ticker: ticker,
         })
     }
 
     /// The names of the loaded plugins, in chain order.
     pub fn plugin_names(&self) -> impl Iterator<Item = &str> {
-        self.plugins.iter().map(|p| &*p.shared.name)
+        self.slots.iter().map(|slot| slot.spec.name.as_str())
     }
-}
 
-fn load(
-    engine: &Engine,
-    linker: &Linker<HostState>,
-    spec: PluginSpec,
-) -> Result<Plugin, HostError> {
-    let bytes = std::fs::read(&spec.path).map_err(|source| HostError::Read {
-        plugin: spec.name.clone(),
-        path: spec.path.clone(),
-        source,
-    })?;
-    let load_error = |e: wasmtime::Error| HostError::Load {
-        plugin: spec.name.clone(),
-        message: format!("{e:#}"),
-    };
-    let component = Component::new(engine, &bytes).map_err(load_error)?;
-    let config = spec
-        .config
-        .iter()
-        .map(|(key, value)| (key.clone(), value.to_string()))
-        .collect::<BTreeMap<_, _>>();
-    let shared = Arc::new(PluginShared {
-        name: spec.name.as_str().into(),
-        version: version_label(&bytes),
-        config,
-        kv: Arc::default(),
-    });
-    let plugin = Plugin::load(
-        engine,
-        linker,
-        &component,
-        LoadOptions {
-            shared,
-            config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
-            fail_open: spec.fail_open,
-            time_budget: spec.time_budget,
-            memory_limit: spec.memory_limit_bytes,
-        },
-    )
-    .map_err(load_error)?;
-    tracing::info!(
-        plugin = &*plugin.shared.name,
-        version = plugin.shared.version,
-        events = ?plugin.events,
-        "plugin loaded"
-    );
-    Ok(plugin)
-}
+    /// The plugins' files, in chain order, for a watcher.
+    pub fn plugin_paths(&self) -> impl Iterator<Item = (&str, &std::path::Path)> {
+        self.slots
+            .iter()
+            .map(|slot| (slot.spec.name.as_str(), slot.spec.path.as_path()))
+    }
 
-/// A short label for a plugin's bytes in logs: not a security digest (pinning is sha256, later),
-/// only a way to tell versions apart.
-fn version_label(bytes: &[u8]) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+    /// Every plugin's version, load time and counters, in chain order.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        self.slots.iter().map(Slot::status).collect()
+    }
+
+    /// Reads plugin `name`'s file again and, if it holds another version, loads it (checks,
+    /// compiles, instantiates, runs `init`) and switches to it: calls in flight finish on the old
+    /// version, and every call that starts after this returns runs on the new one. Reloads of
+    /// one plugin take turns.
+    ///
+    /// This blocks for as long as compiling and `init` take (tens of milliseconds): call it from
+    /// a thread that runs no async tasks (`spawn_blocking`).
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::UnknownPlugin`], or why the new version cannot load, in which case the old
+    /// one goes on serving.
+    pub fn reload(&self, name: &str) -> Result<SwapOutcome, HostError> {
+        self.slot(name)?.reload(&self.loader, false)
+    }
+
+    /// [`PluginHost::reload`] for every plugin, in chain order: one result each.
+    pub fn reload_all(&self) -> Vec<Result<SwapOutcome, HostError>> {
+        self.slots
+            .iter()
+            .map(|slot| slot.reload(&self.loader, false))
+            .collect()
+    }
+
+    /// Reloads plugin `name` if its file changed since it was last loaded from (at start or by a
+    /// reload), as a file watch or SIGHUP does: unlike [`PluginHost::reload`], it leaves a
+    /// rolled-back plugin alone until its file changes again.
+    ///
+    /// Blocks as [`PluginHost::reload`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`PluginHost::reload`].
+    pub fn reload_if_changed(&self, name: &str) -> Result<SwapOutcome, HostError> {
+        self.slot(name)?.reload(&self.loader, true)
+    }
+
+    /// [`PluginHost::reload_if_changed`] for every plugin, in chain order: one result each.
+    pub fn reload_all_if_changed(&self) -> Vec<Result<SwapOutcome, HostError>> {
+        self.slots
+            .iter()
+            .map(|slot| slot.reload(&self.loader, true))
+            .collect()
+    }
+
+    /// Switches plugin `name` back to the version its last swap replaced, loading it afresh
+    /// (its `init` runs again; its kv store is the one all versions share). The version it
+    /// replaces is dropped; [`PluginHost::reload`] loads the file's version again.
+    ///
+    /// Blocks as [`PluginHost::reload`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::UnknownPlugin`], [`HostError::NoPreviousVersion`], or why the earlier
+    /// version cannot load, in which case the current one goes on serving.
+    pub fn rollback(&self, name: &str) -> Result<SwapOutcome, HostError> {
+        self.slot(name)?.rollback(&self.loader)
+    }
+
+    fn slot(&self, name: &str) -> Result<&Slot, HostError> {
+        self.slots
+            .iter()
+            .find(|slot| slot.spec.name == name)
+            .ok_or_else(|| HostError::UnknownPlugin {
+                plugin: name.to_owned(),
+                loaded: self.plugin_names().collect::<Vec<_>>().join(", "),
+            })
+    }
 }
 
 /// Logs a failed call and says whether the plugin's policy lets it pass.
@@ -351,7 +412,12 @@ impl PluginHost {
         } else {
             types::Events::ASYNC_MESSAGE
         };
-        for plugin in self.plugins.iter().filter(|p| p.events.contains(flag)) {
+        for slot in &self.slots {
+            // The version this event uses, read once: a swap during the call does not touch it.
+            let plugin = slot.current.load();
+            if !plugin.events.contains(flag) {
+                continue;
+            }
             let result = plugin.call(Some(request), |instance| {
                 let message = next_message(instance.store.data_mut());
                 let verdict = if sync {
@@ -375,16 +441,20 @@ impl PluginHost {
             let by = || Some(plugin.shared.name.to_string());
             let verdict = match result {
                 Ok(verdict) => verdict,
-                Err(failure) if failed(plugin, event, &failure) => continue,
+                Err(failure) if failed(&plugin, event, &failure) => continue,
                 Err(_) => {
+                    Counters::count(&plugin.counters.denies);
                     let message = format!("plugin {} failed", plugin.shared.name);
                     return (Verdict::Deny(message), by());
                 }
             };
             match verdict {
                 types::Verdict::Pass => {}
-                types::Verdict::Deny(message) => return (Verdict::Deny(message), by()),
-                types::Verdict::Reply(bytes) => return (reply(plugin, &bytes), by()),
+                types::Verdict::Deny(message) => {
+                    Counters::count(&plugin.counters.denies);
+                    return (Verdict::Deny(message), by());
+                }
+                types::Verdict::Reply(bytes) => return (reply(&plugin, &bytes), by()),
             }
         }
         (Verdict::Pass, None)
@@ -399,11 +469,11 @@ impl PluginHost {
     ) -> (AuthVerdict, Option<String>) {
         let mut verdict = AuthVerdict::Pass;
         let mut decided_by = None;
-        for plugin in self
-            .plugins
-            .iter()
-            .filter(|p| p.events.contains(types::Events::AUTH))
-        {
+        for slot in &self.slots {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(types::Events::AUTH) {
+                continue;
+            }
             let result = plugin.call(None, |instance| {
                 instance.bindings.call_on_auth(
                     &mut instance.store,
@@ -414,6 +484,7 @@ impl PluginHost {
             match result {
                 Ok(types::AuthVerdict::Pass) => {}
                 Ok(types::AuthVerdict::Deny) => {
+                    Counters::count(&plugin.counters.denies);
                     return (AuthVerdict::Deny, Some(plugin.shared.name.to_string()));
                 }
                 Ok(types::AuthVerdict::Allow(user)) => {
@@ -427,8 +498,11 @@ impl PluginHost {
                         (None, _) => None,
                     });
                 }
-                Err(failure) if failed(plugin, "auth", &failure) => {}
-                Err(_) => return (AuthVerdict::Deny, Some(plugin.shared.name.to_string())),
+                Err(failure) if failed(&plugin, "auth", &failure) => {}
+                Err(_) => {
+                    Counters::count(&plugin.counters.denies);
+                    return (AuthVerdict::Deny, Some(plugin.shared.name.to_string()));
+                }
             }
         }
         (verdict, decided_by)
@@ -439,11 +513,11 @@ impl PluginHost {
     fn decide_open(&self, wit_session: &types::Session) -> (OpenVerdict, Option<String>) {
         let mut verdict = OpenVerdict::Keep;
         let mut decided_by = None;
-        for plugin in self
-            .plugins
-            .iter()
-            .filter(|p| p.events.contains(types::Events::OPEN))
-        {
+        for slot in &self.slots {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(types::Events::OPEN) {
+                continue;
+            }
             let result = plugin.call(None, |instance| {
                 instance
                     .bindings
@@ -460,7 +534,7 @@ impl PluginHost {
                 }
                 // Open and close failures are logged, never fatal.
                 Err(failure) => {
-                    failed(plugin, "open", &failure);
+                    failed(&plugin, "open", &failure);
                 }
             }
         }
@@ -469,7 +543,9 @@ impl PluginHost {
 
     /// Whether any plugin takes `event`.
     fn takes(&self, event: types::Events) -> bool {
-        self.plugins.iter().any(|p| p.events.contains(event))
+        self.slots
+            .iter()
+            .any(|slot| slot.current.load().events.contains(event))
     }
 
     /// Tells the plugins that take `outcome` what the chain decided; their failures are logged.
@@ -479,11 +555,11 @@ impl PluginHost {
         summary: Option<&types::Summary>,
         outcome: types::Outcome,
     ) {
-        for plugin in self
-            .plugins
-            .iter()
-            .filter(|p| p.events.contains(types::Events::OUTCOME))
-        {
+        for slot in &self.slots {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(types::Events::OUTCOME) {
+                continue;
+            }
             let result = plugin.call(None, |instance| {
                 instance.bindings.call_on_outcome(
                     &mut instance.store,
@@ -493,7 +569,7 @@ impl PluginHost {
                 )
             });
             if let Err(failure) = result {
-                failed(plugin, "outcome", &failure);
+                failed(&plugin, "outcome", &failure);
             }
         }
     }
@@ -524,6 +600,7 @@ fn reply(plugin: &Plugin, bytes: &[u8]) -> Verdict {
     match qgate_ipc::decode_with(bytes, Endian::Little, &options) {
         Ok(value) => Verdict::Reply(value),
         Err(error) => {
+            Counters::count(&plugin.counters.denies);
             tracing::warn!(
                 plugin = &*plugin.shared.name,
                 version = plugin.shared.version,
@@ -593,18 +670,18 @@ impl Hooks for PluginHost {
     async fn on_close(&self, session: &Session, reason: &CloseReason) {
         let wit_session = state::session(session);
         let reason = reason.to_string();
-        for plugin in self
-            .plugins
-            .iter()
-            .filter(|p| p.events.contains(types::Events::CLOSE))
-        {
+        for slot in &self.slots {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(types::Events::CLOSE) {
+                continue;
+            }
             let result = plugin.call(None, |instance| {
                 instance
                     .bindings
                     .call_on_close(&mut instance.store, &wit_session, &reason)
             });
             if let Err(failure) = result {
-                failed(plugin, "close", &failure);
+                failed(&plugin, "close", &failure);
             }
         }
     }

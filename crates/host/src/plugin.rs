@@ -4,9 +4,9 @@
 use std::{
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use qgate_hooks::Request;
@@ -18,6 +18,7 @@ use wasmtime::{
 use crate::{
     bindings,
     engine::{self, MAX_INSTANCES_PER_VERSION},
+    lock::Digest,
     state::{self, HostState, PluginShared},
 };
 
@@ -92,9 +93,36 @@ struct Health {
     retry_at: Option<Instant>,
 }
 
-/// A loaded plugin.
+/// What a version has done since it was loaded, for `qgate plugins`.
+///
+/// Relaxed atomics: each is a tally read now and then, never used to order anything.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Calls into the version, failed ones included.
+    pub(crate) calls: AtomicU64,
+    /// Denies it decided: auth denies, message denies, and fail-closed failures.
+    pub(crate) denies: AtomicU64,
+    /// Calls that trapped or ran past their budget.
+    pub(crate) traps: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One loaded version of a plugin.
 pub(crate) struct Plugin {
     pub(crate) shared: Arc<PluginShared>,
+    /// The sha256 of the file it was compiled from.
+    pub(crate) digest: Digest,
+    /// Its compiled code, kept so that a rollback can load it again without the file.
+    pub(crate) component: Component,
+    /// When it was switched in, and how long reading, compiling and `init` took.
+    pub(crate) loaded_at: SystemTime,
+    pub(crate) load_time: Duration,
+    pub(crate) counters: Counters,
     pub(crate) fail_open: bool,
     pub(crate) events: bindings::types::Events,
     time_budget: Duration,
@@ -120,6 +148,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What [`Plugin::load`] needs besides the compiled component.
 pub(crate) struct LoadOptions {
     pub(crate) shared: Arc<PluginShared>,
+    pub(crate) digest: Digest,
+    /// When reading the file began, for the load time.
+    pub(crate) started: Instant,
     pub(crate) config_json: String,
     pub(crate) fail_open: bool,
     pub(crate) time_budget: Duration,
@@ -143,6 +174,11 @@ impl Plugin {
         let pre = bindings::PluginPre::new(linker.instantiate_pre(component)?)?;
         let mut plugin = Self {
             shared: options.shared,
+            digest: options.digest,
+            component: component.clone(),
+            loaded_at: SystemTime::now(),
+            load_time: Duration::ZERO,
+            counters: Counters::default(),
             fail_open: options.fail_open,
             events: bindings::types::Events::empty(),
             time_budget: options.time_budget,
@@ -161,6 +197,8 @@ impl Plugin {
         })?;
         plugin.live.store(1, Ordering::Relaxed);
         lock(&plugin.idle).push(instance);
+        plugin.load_time = options.started.elapsed();
+        plugin.loaded_at = SystemTime::now();
         Ok(plugin)
     }
 
@@ -197,6 +235,7 @@ impl Plugin {
         request: Option<&Request>,
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<R> + Send,
     ) -> Result<R, Failure> {
+        Counters::count(&self.counters.calls);
         run_outside_async(self.needs_blocking, || match request {
             Some(request) => state::with_request(request, || self.call_inner(f)),
             None => self.call_inner(f),
@@ -223,6 +262,7 @@ impl Plugin {
                 drop(instance);
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 self.record_failure();
+                Counters::count(&self.counters.traps);
                 match error.downcast_ref::<Trap>() {
                     Some(Trap::Interrupt) => Err(Failure::Timeout),
                     _ => Err(Failure::Trap(error)),
@@ -249,6 +289,7 @@ impl Plugin {
         self.instantiate().map_err(|error| {
             self.live.fetch_sub(1, Ordering::Relaxed);
             self.record_failure();
+            Counters::count(&self.counters.traps);
             Failure::Trap(error)
         })
     }

@@ -48,11 +48,12 @@ pub(crate) fn with_request<R>(request: &Request, f: impl FnOnce() -> R) -> R {
 )]
 pub struct MessageRef;
 
-/// What one plugin's stores share: its name and version for logs, its config, its kv store.
+/// What one version's stores share: its name and version for logs, its config, and the kv store
+/// that all versions of the plugin share.
 #[derive(Debug)]
 pub(crate) struct PluginShared {
     pub(crate) name: Arc<str>,
-    /// The plugin's version label for logs: the first 12 hex digits of its content hash.
+    /// The version label for logs: the first 12 hex digits of the sha256 of its file.
     pub(crate) version: String,
     pub(crate) config: BTreeMap<String, String>,
     pub(crate) kv: Arc<Kv>,

@@ -24,7 +24,7 @@ fn root() -> &'static Path {
 }
 
 /// The path of the guest component `name` (a crate of `plugins/`), built once per test run.
-fn component(name: &str) -> PathBuf {
+pub(crate) fn component(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -52,7 +52,7 @@ fn spec(name: &str) -> PluginSpec {
 
 /// Options for `specs`, with compiled code cached under the target directory, so that only the
 /// first test run compiles each component.
-fn options(specs: Vec<PluginSpec>) -> HostOptions {
+pub(crate) fn options(specs: Vec<PluginSpec>) -> HostOptions {
     let mut options = HostOptions::new(specs);
     options.cache_dir = Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));
     options
@@ -62,12 +62,12 @@ fn host(specs: Vec<PluginSpec>) -> PluginHost {
     PluginHost::new(options(specs)).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn session() -> Session {
+pub(crate) fn session() -> Session {
     let peer: SocketAddr = "127.0.0.1:5001".parse().expect("an address");
     Session::new(Handle(7), b"alice".to_vec(), peer, 3)
 }
 
-fn request(value: &K) -> Request {
+pub(crate) fn request(value: &K) -> Request {
     let frame = qgate_ipc::encode_message(MessageType::Sync, value).expect("encodable");
     let message = Message::from_frame(frame, &Limits::default()).expect("a frame");
     Request::new(message).expect("a valid message")
@@ -306,3 +306,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// Hot-swap, rollback and locked deployments.
+#[path = "host/swap.rs"]
+mod swap;

@@ -3,10 +3,14 @@
 //! Each subcommand lives in its own module with its `Args` and a `run` function; `main` only
 //! dispatches and turns an error into one `error: ...` line on stderr and exit status 1.
 
+mod admin;
 mod check;
+mod ctl;
 mod decode;
+mod keys;
 mod logging;
 mod serve;
+mod watch;
 
 use std::{io::Write as _, process::ExitCode};
 
@@ -28,8 +32,19 @@ enum Command {
     Check(check::Args),
     /// Decode one IPC frame and print its header and value in q syntax.
     Decode(decode::Args),
-    /// Run the server until SIGINT or SIGTERM.
+    /// Make an ed25519 key pair for signing plugins: the private key to FILE (0600), the public
+    /// key printed and written to FILE.pub.
+    Keygen(keys::KeygenArgs),
+    /// List a running server's plugins: version digest, load time, calls, denies, traps.
+    Plugins(ctl::PluginsArgs),
+    /// Reload a running server's plugin (or every plugin) from its file; returns after the switch.
+    Reload(ctl::ReloadArgs),
+    /// Switch a running server's plugin back to the version its last swap replaced.
+    Rollback(ctl::RollbackArgs),
+    /// Run the server until SIGINT or SIGTERM; SIGHUP reloads every changed plugin.
     Serve(serve::Args),
+    /// Sign plugin components with a key from `qgate keygen`: writes COMPONENT.sig beside each.
+    Sign(keys::SignArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,7 +52,12 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Check(args) => check::run(args),
         Command::Decode(args) => decode::run(args),
+        Command::Keygen(args) => keys::keygen(args),
+        Command::Plugins(args) => ctl::plugins(args),
+        Command::Reload(args) => ctl::reload(args),
+        Command::Rollback(args) => ctl::rollback(args),
         Command::Serve(args) => serve::run(args),
+        Command::Sign(args) => keys::sign(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

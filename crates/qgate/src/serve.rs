@@ -1,20 +1,22 @@
 //! `qgate serve`: loads the config, binds the listener, and runs the server until SIGINT or
-//! SIGTERM.
+//! SIGTERM; SIGHUP reloads every plugin whose file changed.
 //!
 //! The order matters and is the contract with scripts and tests: the config is loaded and checked
-//! first (a bad config never binds a port), then the listener is bound and the signal handlers are
-//! installed, and only then is `qgate listening on ADDR` printed to stdout. Whoever reads that
-//! line may connect at once, and may stop the server with SIGTERM at once.
+//! first (a bad config never binds a port), then the listener and the admin socket are bound and
+//! the signal handlers are installed, and only then is `qgate listening on ADDR` printed to
+//! stdout. Whoever reads that line may connect at once, may use `qgate reload` at once, and may
+//! stop the server with SIGTERM at once.
 
 use std::{
     io::{self, Write as _},
     net::SocketAddr,
     path::PathBuf,
+    sync::Arc,
 };
 
 use anyhow::{Context as _, Result, anyhow};
 use qgate_config::{Config, Listen, LogFormat};
-use qgate_host::{HostOptions, PluginHost, PluginSpec};
+use qgate_host::{HostOptions, LockPolicy, PluginHost, PluginSpec};
 use qgate_server::{PasswordFile, ServerLimits, ServerOptions};
 use tokio::{
     net::TcpListener,
@@ -22,7 +24,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::logging;
+use crate::{admin, logging, watch};
 
 /// `qgate serve`: flags follow q's where q has one, and override the config file.
 #[derive(Debug, clap::Args)]
@@ -93,21 +95,52 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         info!("no plugins configured: queries get an error, as nothing answers them");
         None
     } else {
-        let host = PluginHost::new(host_options(&config))
+        let host = PluginHost::new(host_options(&config)?)
             .context("cannot start: a plugin in `[[plugins]]` failed to load")?;
-        info!(plugins = ?host.plugin_names().collect::<Vec<_>>(), "plugins loaded");
-        Some(host)
+        info!(
+            plugins = ?host.plugin_names().collect::<Vec<_>>(),
+            locked = config.lock.enabled,
+            "plugins loaded"
+        );
+        Some(Arc::new(host))
     };
+    let admin_socket = match &host {
+        Some(_) if config.admin.enabled => admin::socket_path(&config)?,
+        _ => None,
+    };
+    if host.is_some() && config.admin.enabled && admin_socket.is_none() {
+        info!("no admin socket: the server listens on port 0 and `admin.socket` is not set");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config.server.listen.get(), options, host))
+    let plugins = host.map(|host| Plugins {
+        host,
+        admin_socket,
+        watch: config.admin.watch,
+    });
+    runtime.block_on(serve(config.server.listen.get(), options, plugins))
 }
 
-/// The plugin host's options from a config: the `[[plugins]]` chain, in order, and
-/// `server.plugin_cache_dir`.
-pub(crate) fn host_options(config: &Config) -> HostOptions {
+/// The plugin host and how its plugins are replaced while it runs.
+struct Plugins {
+    host: Arc<PluginHost>,
+    admin_socket: Option<PathBuf>,
+    watch: bool,
+}
+
+/// The plugin host's options from a config: the `[[plugins]]` chain, in order, with their pins,
+/// `server.plugin_cache_dir`, and `[lock]`.
+///
+/// No WASI capability can be granted to a plugin: the host gives every plugin an empty WASI
+/// context, and `HostOptions` has no grant. A grant added later must be refused here when
+/// `lock.enabled` is set.
+///
+/// # Errors
+///
+/// When a key of `lock.keys` is not an ed25519 public key.
+pub(crate) fn host_options(config: &Config) -> Result<HostOptions> {
     let plugins = config
         .plugins
         .as_slice()
@@ -118,12 +151,34 @@ pub(crate) fn host_options(config: &Config) -> HostOptions {
             spec.fail_open = plugin.fail_open;
             spec.time_budget = plugin.time_budget.get();
             spec.memory_limit_bytes = plugin.memory_limit.get();
-            spec
+            spec.sha256 = plugin
+                .sha256
+                .as_ref()
+                .map(|pin| {
+                    pin.as_hex()
+                        .parse()
+                        .with_context(|| format!("plugins `{}`: sha256", plugin.name))
+                })
+                .transpose()?;
+            Ok(spec)
         })
-        .collect();
+        .collect::<Result<_>>()?;
+    let mut lock = LockPolicy::default();
+    lock.locked = config.lock.enabled;
+    lock.keys = config
+        .lock
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(index, key)| {
+            key.parse()
+                .map_err(|error| anyhow!("lock.keys[{index}]: {error}"))
+        })
+        .collect::<Result<_>>()?;
     let mut options = HostOptions::new(plugins);
     options.cache_dir = config.server.plugin_cache_dir.clone();
-    options
+    options.lock = lock;
+    Ok(options)
 }
 
 /// The server's options from a config.
@@ -149,19 +204,54 @@ pub(crate) fn server_options(config: &Config) -> ServerOptions {
 }
 
 /// Binds, announces the address, and runs the server until SIGINT or SIGTERM.
-async fn serve(addr: SocketAddr, options: ServerOptions, host: Option<PluginHost>) -> Result<()> {
+async fn serve(addr: SocketAddr, options: ServerOptions, plugins: Option<Plugins>) -> Result<()> {
     let listener = bind(addr).await?;
     // Installed before the address is announced: from then on, a signal is a clean shutdown.
     let shutdown = shutdown_signal()?;
+    let mut admin_socket = None;
+    if let Some(plugins) = &plugins {
+        if let Some(path) = &plugins.admin_socket {
+            let socket = admin::bind(path)?;
+            info!(path = %socket.path().display(), "admin socket ready");
+            admin_socket = Some(tokio::spawn(socket.serve(plugins.host.clone())));
+        }
+        reload_on_hangup(plugins.host.clone())?;
+        if plugins.watch {
+            watch::start(&plugins.host).context("cannot start the plugin file watch")?;
+        }
+    }
     let addr = listener
         .local_addr()
         .context("cannot read the listener's address")?;
     info!(%addr, "listening");
     announce(addr);
-    match host {
-        Some(host) => qgate_server::run(listener, options, host, shutdown).await,
+    let result = match plugins {
+        Some(plugins) => qgate_server::run(listener, options, plugins.host, shutdown).await,
         None => qgate_server::run(listener, options, qgate_hooks::NoHooks, shutdown).await,
+    };
+    if let Some(task) = admin_socket {
+        // Dropping the task drops the socket, which removes its file.
+        task.abort();
+        let _ = task.await;
     }
+    result
+}
+
+/// Reloads every plugin whose file changed on each SIGHUP, on a blocking thread.
+fn reload_on_hangup(host: Arc<PluginHost>) -> Result<()> {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            info!(signal = "SIGHUP", "reloading every changed plugin");
+            let host = host.clone();
+            if let Err(error) =
+                tokio::task::spawn_blocking(move || admin::reload_changed_logged(&host)).await
+            {
+                warn!(%error, "SIGHUP reload failed");
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Binds `addr`, with an error that names the address and says what to do.
@@ -320,7 +410,7 @@ mod tests {
             "#,
         )
         .expect("a valid config");
-        let options = host_options(&config);
+        let options = host_options(&config).expect("valid options");
         assert_eq!(options.cache_dir, Some("/var/cache/qgate".into()));
         let [audit, demo] = options.plugins.as_slice() else {
             panic!("two plugins")
@@ -342,7 +432,12 @@ mod tests {
             PluginSpec::DEFAULT_MEMORY_LIMIT_BYTES
         );
         assert!(demo.config.is_empty());
-        assert!(host_options(&Config::default()).plugins.is_empty());
+        assert!(
+            host_options(&Config::default())
+                .expect("valid options")
+                .plugins
+                .is_empty()
+        );
     }
 
     /// `qgate serve`'s flags alone, for parsing them in tests.

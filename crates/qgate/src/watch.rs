@@ -1,0 +1,107 @@
+//! The plugin file watch: reloads a plugin when its file changes.
+//!
+//! A thread of its own polls each plugin file's metadata (following symlinks: device, inode,
+//! modification time, length) every [`POLL_INTERVAL`]. A change is acted on once the metadata has
+//! stayed the same for two polls in a row, so a file still being written is not loaded; a
+//! version that fails to load leaves the old one serving, and the next change is tried again.
+//! Polling rather than inotify: it needs no platform API, sees a symlink being re-pointed, and
+//! one `stat` per plugin a second costs nothing.
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+    sync::{Arc, Weak},
+    time::{Duration, SystemTime},
+};
+
+use qgate_host::PluginHost;
+
+use crate::admin;
+
+/// How often each plugin file is looked at.
+///
+/// A deploy is noticed within two intervals (the change, then the same again); one second keeps
+/// that under the time it takes someone to check, and costs one `stat` per plugin a second.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a poll sees of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    dev: u64,
+    ino: u64,
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+fn seen(path: &std::path::Path) -> Option<Seen> {
+    let meta = fs::metadata(path).ok()?;
+    Some(Seen {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        modified: meta.modified().ok(),
+        len: meta.len(),
+    })
+}
+
+/// One watched file.
+struct Watched {
+    name: String,
+    path: PathBuf,
+    /// What the file looked like when it was last acted on (or at start).
+    acted: Option<Seen>,
+    /// A change seen at the last poll, waiting for one more poll to see it unchanged.
+    pending: Option<Seen>,
+}
+
+/// Starts the watch thread. It ends when the host is dropped.
+///
+/// # Errors
+///
+/// When the thread cannot be started.
+pub(crate) fn start(host: &Arc<PluginHost>) -> std::io::Result<()> {
+    let mut files = host
+        .plugin_paths()
+        .map(|(name, path)| Watched {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+            acted: seen(path),
+            pending: None,
+        })
+        .collect::<Vec<_>>();
+    let host: Weak<PluginHost> = Arc::downgrade(host);
+    std::thread::Builder::new()
+        .name("qgate-watch".into())
+        .spawn(move || {
+            loop {
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "a dedicated thread, not an async worker"
+                )]
+                std::thread::sleep(POLL_INTERVAL);
+                let Some(host) = host.upgrade() else { return };
+                for file in &mut files {
+                    poll(&host, file);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn poll(host: &PluginHost, file: &mut Watched) {
+    let now = seen(&file.path);
+    if now == file.acted {
+        file.pending = None;
+        return;
+    }
+    if now.is_some() && file.pending == now {
+        tracing::info!(plugin = file.name, path = %file.path.display(), "plugin file changed");
+        file.acted = now;
+        file.pending = None;
+        admin::reload_if_changed_logged(host, &file.name);
+    } else {
+        // A missing file is waited out: a deploy that removes and re-creates it is not a reason
+        // to stop serving.
+        file.pending = now;
+    }
+}
