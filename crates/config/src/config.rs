@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::{
     error::ConfigError,
+    tls::Tls,
     value::{ByteSize, Count, HumanDuration, Listen, Timeout, TimeoutOrOff},
 };
 
@@ -32,6 +33,8 @@ pub struct Config {
     pub auth: Auth,
     /// What one client may cost: `[limits]`.
     pub limits: Limits,
+    /// TLS on the q port: `[tls]`.
+    pub tls: Tls,
     /// Logging: `[log]`.
     pub log: Log,
     /// The plugin chain, in order: `[[plugins]]`. None by default.
@@ -41,8 +44,8 @@ pub struct Config {
 impl Config {
     /// Parses a config from TOML text.
     ///
-    /// Relative paths in it (`auth.password_file`, `server.plugin_cache_dir`, each plugin's
-    /// `path`) stay as written, relative to the current
+    /// Relative paths in it (`auth.password_file`, `server.plugin_cache_dir`, the `[tls]` files,
+    /// each plugin's `path`) stay as written, relative to the current
     /// directory; [`Config::load`] resolves them against the file's directory instead.
     ///
     /// # Errors
@@ -58,7 +61,8 @@ impl Config {
 
     /// Reads and parses the config file at `path`.
     ///
-    /// Relative paths (`auth.password_file`, `server.plugin_cache_dir`, each plugin's `path`) are
+    /// Relative paths (`auth.password_file`, `server.plugin_cache_dir`, the `[tls]` files, each
+    /// plugin's `path`) are
     /// resolved against the directory that holds the config file, so a config and the files it
     /// names can move together.
     ///
@@ -79,6 +83,16 @@ impl Config {
             }
             if let Some(cache_dir) = &mut config.server.plugin_cache_dir {
                 *cache_dir = dir.join(&*cache_dir);
+            }
+            for file in [
+                &mut config.tls.cert_file,
+                &mut config.tls.key_file,
+                &mut config.tls.ca_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *file = dir.join(&*file);
             }
             for plugin in &mut config.plugins.0 {
                 plugin.path = dir.join(&plugin.path);
