@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module with its `Args` and a `run` function; `main` only
 //! dispatches and turns an error into one `error: ...` line on stderr and exit status 1.
 
+mod certs;
 mod check;
 mod decode;
 mod logging;
@@ -24,6 +25,9 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Make a development CA, an intermediate, a server certificate and client certificates for
+    /// trying TLS and mutual TLS; prints the config lines that use them.
+    Certs(certs::Args),
     /// Check a config file without starting the server: prints `FILE: ok`, or the bad key.
     Check(check::Args),
     /// Decode one IPC frame and print its header and value in q syntax.
@@ -35,6 +39,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Certs(args) => certs::run(args),
         Command::Check(args) => check::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Serve(args) => serve::run(args),
