@@ -99,6 +99,11 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         None => info!("no config file: using the built-in defaults"),
     }
     let options = server_options(&config, |name| std::env::var(name).ok())?;
+    // Checked before the port is bound: a bad certificate or key never leaves a port half-served.
+    if let Some(tls) = &options.tls {
+        tls.check()
+            .context("cannot start: TLS is not set up right")?;
+    }
     // Loaded before the port is bound: a plugin that cannot load never leaves a port half-served.
     let host = if config.plugins.is_empty() {
         info!("no plugins configured: queries get an error, as nothing answers them");

@@ -67,6 +67,17 @@ impl TlsOptions {
     /// costs nothing.
     pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
+    /// Loads the certificate, the key and the CA bundle as [`crate::run`] will, and drops them:
+    /// for a binary that wants to refuse a bad TLS setup before it binds or announces anything.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::run`] for TLS: a file that cannot be read or parsed, a key that does not match
+    /// the certificate or that others may read, a CA bundle without a usable certificate.
+    pub fn check(&self) -> anyhow::Result<()> {
+        crate::tls::Tls::load(self).map(drop)
+    }
+
     /// TLS with `cert_file` and `key_file`, without client authentication.
     pub fn new(mode: TlsMode, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
         Self {
