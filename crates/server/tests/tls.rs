@@ -453,7 +453,7 @@ async fn optional_mode_serves_plain_and_tls_on_one_port() {
 }
 
 #[tokio::test]
-async fn a_server_without_tls_ignores_none_of_its_clients() {
+async fn a_server_without_tls_serves_plain_clients_as_before() {
     // TLS off: no sniffing, plain clients as before.
     let server = Server::start_with(ServerOptions::default()).await;
     let mut plain = TcpStream::connect(server.addr).await.unwrap();
