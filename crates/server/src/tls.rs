@@ -138,6 +138,8 @@ pub(crate) struct Tls {
     /// The certificate the acceptor serves, swapped by [`Tls::watch`].
     resolver: Arc<Resolver>,
     files: KeyPairFiles,
+    /// The files' stamps taken just before the first load: a change after them is reloaded.
+    loaded: [Option<Stamp>; 2],
     reload_interval: Duration,
 }
 
@@ -165,6 +167,7 @@ impl Tls {
             cert: options.cert_file.clone(),
             key: options.key_file.clone(),
         };
+        let loaded = files.stamps();
         let key = files.load(&provider)?;
         let resolver = Arc::new(Resolver {
             current: ArcSwap::from_pointee(key),
@@ -196,6 +199,7 @@ impl Tls {
             user_from: options.user_from,
             resolver,
             files,
+            loaded,
             reload_interval: options.reload_interval,
         })
     }
@@ -204,7 +208,7 @@ impl Tls {
     /// once it loads; runs until dropped.
     pub(crate) async fn watch(self: Arc<Self>) {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut seen = self.files.stamps();
+        let mut seen = self.loaded.clone();
         let mut interval = tokio::time::interval(self.reload_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
