@@ -6,6 +6,11 @@
 //! intermediate, as a real chain does, so a client that trusts only `ca.pem` can verify it.
 //! Keys are written readable by their owner only (`0600`), as `qgate serve` insists.
 //!
+//! Run again on the same directory, it keeps the CA and the intermediate it finds there (and the
+//! server certificate, unless `--name` asks for a new one), and adds the client certificates asked
+//! for, so that new clients can be issued without replacing what servers and clients already trust.
+//! `--force` makes everything anew.
+//!
 //! These are for development and tests: the CA's key sits next to its certificate.
 
 use std::{
@@ -39,21 +44,30 @@ pub(crate) struct Args {
     /// intermediate: ten times as long).
     #[arg(long, value_name = "DAYS", default_value_t = 365)]
     days: u32,
-    /// Overwrite files that exist.
+    /// Make everything anew, a new CA included, overwriting the files that exist.
     #[arg(long)]
     force: bool,
 }
 
 /// One certificate authority: what signs the certificates below it.
 struct Authority {
-    params: CertificateParams,
-    key: KeyPair,
+    issuer: Issuer<'static, KeyPair>,
     pem: String,
 }
 
 impl Authority {
-    fn issuer(&self) -> Issuer<'_, &KeyPair> {
-        Issuer::from_params(&self.params, &self.key)
+    /// The CA whose certificate and key are `NAME.pem` and `NAME.key` in `dir`.
+    fn read(dir: &Path, name: &str) -> Result<Self> {
+        let read = |file: String| {
+            let path = dir.join(file);
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let pem = read(format!("{name}.pem"))?;
+        let key = KeyPair::from_pem(&read(format!("{name}.key"))?)
+            .with_context(|| format!("{name}.key in {} is not a usable key", dir.display()))?;
+        let issuer = Issuer::from_ca_cert_pem(&pem, key)
+            .with_context(|| format!("{name}.pem in {} is not a CA certificate", dir.display()))?;
+        Ok(Self { issuer, pem })
     }
 }
 
@@ -88,19 +102,31 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     // A day's slack for clocks that are behind.
     let not_before = now - time::Duration::days(1);
 
-    let root = authority("qgate development CA", None, not_before, now + ca_days)?;
-    let intermediate = authority(
-        "qgate development intermediate",
-        Some(&root),
-        not_before,
-        now + ca_days,
-    )?;
-    let mut written = vec![
-        out.write("ca.pem", &root.pem, false)?,
-        out.write("ca.key", &root.key.serialize_pem(), true)?,
-        out.write("intermediate.pem", &intermediate.pem, false)?,
-        out.write("intermediate.key", &intermediate.key.serialize_pem(), true)?,
-    ];
+    let reuse = !args.force && args.out.join("ca.pem").exists();
+    let mut written = Vec::new();
+    let mut kept = Vec::new();
+    let (root, intermediate) = if reuse {
+        kept.extend(["ca.pem", "intermediate.pem"].map(|name| args.out.join(name)));
+        (
+            Authority::read(&args.out, "ca")?,
+            Authority::read(&args.out, "intermediate")?,
+        )
+    } else {
+        let (root, root_key) = authority("qgate development CA", None, not_before, now + ca_days)?;
+        let (intermediate, intermediate_key) = authority(
+            "qgate development intermediate",
+            Some(&root),
+            not_before,
+            now + ca_days,
+        )?;
+        written.extend([
+            out.write("ca.pem", &root.pem, false)?,
+            out.write("ca.key", &root_key, true)?,
+            out.write("intermediate.pem", &intermediate.pem, false)?,
+            out.write("intermediate.key", &intermediate_key, true)?,
+        ]);
+        (root, intermediate)
+    };
 
     let mut names = vec![
         "localhost".to_owned(),
@@ -108,20 +134,28 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         "::1".to_owned(),
     ];
     names.extend(args.names.iter().cloned());
-    let (server, server_key) = leaf(
-        &intermediate,
-        names.first().map_or("localhost", String::as_str),
-        names.clone(),
-        ExtendedKeyUsagePurpose::ServerAuth,
-        (not_before, now + leaf_days),
-    )
-    .context("cannot make the server certificate (is every --name a host name or IP address?)")?;
-    written.push(out.write(
-        "server.pem",
-        &format!("{server}{}", intermediate.pem),
-        false,
-    )?);
-    written.push(out.write("server.key", &server_key, true)?);
+    if reuse && args.names.is_empty() && args.out.join("server.pem").exists() {
+        kept.push(args.out.join("server.pem"));
+    } else {
+        let (server, server_key) = leaf(
+            &intermediate,
+            names.first().map_or("localhost", String::as_str),
+            names.clone(),
+            ExtendedKeyUsagePurpose::ServerAuth,
+            (not_before, now + leaf_days),
+        )
+        .context(
+            "cannot make the server certificate (is every --name a host name or IP address?)",
+        )?;
+        // A new server certificate from the same CA replaces the old one.
+        let out = Output { force: true, ..out };
+        written.push(out.write(
+            "server.pem",
+            &format!("{server}{}", intermediate.pem),
+            false,
+        )?);
+        written.push(out.write("server.key", &server_key, true)?);
+    }
 
     for client in &args.clients {
         let (cert, key) = leaf(
@@ -136,17 +170,17 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         written.push(out.write(&format!("client-{client}.key"), &key, true)?);
     }
 
-    report(args, &written).context("cannot write to stdout")
+    report(args, &written, &kept).context("cannot write to stdout")
 }
 
 /// A CA certificate: self-signed when `parent` is `None`, else signed by it (and allowed no CA
-/// below itself).
+/// below itself). Returns it and its key's PEM.
 fn authority(
     name: &str,
     parent: Option<&Authority>,
     not_before: time::OffsetDateTime,
     not_after: time::OffsetDateTime,
-) -> Result<Authority> {
+) -> Result<(Authority, String)> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(match parent {
@@ -163,13 +197,16 @@ fn authority(
     let key = KeyPair::generate()?;
     let cert = match parent {
         None => params.self_signed(&key)?,
-        Some(parent) => params.signed_by(&key, &parent.issuer())?,
+        Some(parent) => params.signed_by(&key, &parent.issuer)?,
     };
-    Ok(Authority {
-        pem: cert.pem(),
-        params,
-        key,
-    })
+    let key_pem = key.serialize_pem();
+    Ok((
+        Authority {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        },
+        key_pem,
+    ))
 }
 
 /// A leaf certificate for `sans`, with `cn` as its subject's common name: `(cert PEM, key PEM)`.
@@ -187,11 +224,12 @@ fn leaf(
     params.not_before = not_before;
     params.not_after = not_after;
     let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer.issuer())?;
+    let cert = params.signed_by(&key, &issuer.issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Where the files go.
+#[derive(Clone, Copy)]
 struct Output<'a> {
     dir: &'a Path,
     force: bool,
@@ -211,7 +249,8 @@ impl Output<'_> {
         let mut file = options.open(&path).map_err(|error| {
             if error.kind() == io::ErrorKind::AlreadyExists {
                 anyhow::anyhow!(
-                    "{} exists; choose another --out, or pass --force to overwrite",
+                    "{} exists: remove it to make it anew, or pass --force to make everything \
+                     anew (a new CA included)",
                     path.display()
                 )
             } else {
@@ -231,12 +270,18 @@ impl Output<'_> {
 }
 
 /// Prints the files and the config that uses them.
-fn report(args: &Args, written: &[PathBuf]) -> io::Result<()> {
+fn report(args: &Args, written: &[PathBuf], kept: &[PathBuf]) -> io::Result<()> {
     let dir = args.out.display();
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "wrote:")?;
     for path in written {
         writeln!(stdout, "  {}", path.display())?;
+    }
+    if !kept.is_empty() {
+        writeln!(stdout, "kept (--force makes them anew):")?;
+        for path in kept {
+            writeln!(stdout, "  {}", path.display())?;
+        }
     }
     writeln!(
         stdout,

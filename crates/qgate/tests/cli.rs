@@ -464,6 +464,16 @@ fn a_plugin_sees_the_client_certificate_over_mutual_tls() {
             whoami_plugin()
         ),
     );
+    // A second run on the same directory keeps the CA and issues one more client.
+    let output = run(&[
+        "certs",
+        "--out",
+        certs.to_str().expect("a UTF-8 path"),
+        "--client",
+        "bob",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("kept"), "{}", stdout(&output));
     let mut server = Server::start(&[
         "--config",
         config.to_str().expect("a UTF-8 path"),
@@ -471,6 +481,13 @@ fn a_plugin_sees_the_client_certificate_over_mutual_tls() {
         "127.0.0.1:0",
     ]);
     let ca = certs.join("ca.pem");
+    let bob = (certs.join("client-bob.pem"), certs.join("client-bob.key"));
+    let mut stream = tls_client(server.addr, &ca, Some((&bob.0, &bob.1)), b"x:y\x03\x00")
+        .expect("a client issued by the second run is served");
+    assert!(
+        query(&mut stream, "whoami").contains("(\"bob\";"),
+        "bob's session"
+    );
     let identity = (
         certs.join("client-alice.pem"),
         certs.join("client-alice.key"),
