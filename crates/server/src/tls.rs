@@ -74,6 +74,11 @@ const HTTP_METHODS: [&[u8]; 9] = [
     b"TRACE ",
 ];
 
+/// How long before its end a served certificate is logged as expiring: 14 days, inside the
+/// renewal window of certbot (30 days) and of most ACME clients, so the warning means renewal
+/// has failed.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
 /// The TLS record type of a handshake message: the first byte of every ClientHello.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -273,13 +278,50 @@ impl KeyPairFiles {
                 self.key.display()
             )
         })?;
-        CertifiedKey::from_der(chain, key, provider).map_err(|error| {
+        let leaf = chain.first().map(|cert| identity(cert.as_ref()));
+        let key = CertifiedKey::from_der(chain, key, provider).map_err(|error| {
             anyhow!(
                 "the key in {} does not go with the certificate in {}: {error}",
                 self.key.display(),
                 self.cert.display()
             )
-        })
+        })?;
+        if let Some(leaf) = leaf {
+            self.warn_on_validity(&leaf);
+        }
+        Ok(key)
+    }
+
+    /// Logs a served certificate that is not yet valid, expired, or about to expire: clients
+    /// refuse it, or soon will, and the operator should hear of it before they do.
+    fn warn_on_validity(&self, leaf: &CertIdentity) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+            });
+        let warning = i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+        let cert_file = self.cert.display();
+        if leaf.not_after <= now {
+            tracing::warn!(
+                %cert_file,
+                expired_secs_ago = now - leaf.not_after,
+                "the TLS certificate has expired: clients will refuse it; renew it (the file is \
+                 reloaded when it changes)"
+            );
+        } else if leaf.not_before > now {
+            tracing::warn!(
+                %cert_file,
+                valid_in_secs = leaf.not_before - now,
+                "the TLS certificate is not valid yet: clients will refuse it until then"
+            );
+        } else if leaf.not_after - now < warning {
+            tracing::warn!(
+                %cert_file,
+                expires_in_days = (leaf.not_after - now) / 86_400,
+                "the TLS certificate expires soon: renew it (the file is reloaded when it changes)"
+            );
+        }
     }
 
     /// What identifies the files' current contents without reading them.
