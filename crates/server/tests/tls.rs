@@ -792,3 +792,31 @@ async fn openssl_trusting_only_the_root_verifies_the_served_chain() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut_at_the_handshake_timeout() {
+    let pki = Pki::new("stall");
+    let mut options = ServerOptions::default();
+    options.tls = Some(pki.options(TlsMode::Optional));
+    options.limits.handshake_timeout = Duration::from_millis(300);
+    let server = Server::start_with(options).await;
+    let started = tokio::time::Instant::now();
+
+    // Silent from the start: nothing to sniff.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // The start of a ClientHello, then nothing.
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    // A prefix of an HTTP method, then nothing.
+    let mut trickle = TcpStream::connect(server.addr).await.unwrap();
+    trickle.write_all(b"GE").await.unwrap();
+
+    expect_closed(&mut silent).await;
+    expect_closed(&mut stalled).await;
+    expect_closed(&mut trickle).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
