@@ -5,9 +5,13 @@
 //! scenario uses a two-worker tokio runtime.
 //! Every loop is bounded by a count and a deadline, and every socket has a read and write timeout,
 //! so a target that stalls fails its scenario instead of hanging the run.
+//!
+//! A TLS target ([`Endpoint::tls`]) is reached through rustls over the same blocking socket: the
+//! TLS handshake (a full one every time: the client keeps no sessions to resume), then the q
+//! handshake and messages inside it. The 64-connection and idle scenarios speak plain q only.
 
 use std::{
-    io::{BufReader, Read as _, Write as _},
+    io::{self, BufReader, Read, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     sync::{
         Arc,
@@ -20,6 +24,73 @@ use anyhow::{Context as _, Result, bail};
 use qgate_ipc::{Atom, HEADER_LEN, Header, K, Limits, MessageType, VectorData};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Where a target listens, and how to reach it.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    /// The address clients connect to.
+    pub(crate) addr: SocketAddr,
+    /// For a TLS target: the client configuration, which trusts the bench's CA.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Endpoint {
+    /// A plain q target.
+    pub(crate) fn plain(addr: SocketAddr) -> Self {
+        Self { addr, tls: None }
+    }
+}
+
+/// A TLS client configuration that trusts the CA certificates in `ca_file` (PEM) and resumes no
+/// sessions, so that every connection pays a full handshake.
+pub(crate) fn tls_client_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("cannot read {}", ca_file.display()))?
+    {
+        roots.add(cert?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// A client's byte stream: the socket, or TLS over it.
+pub(crate) enum Transport {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(stream) => stream.read(buf),
+            Self::Tls(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(stream) => stream.write(buf),
+            Self::Tls(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(stream) => stream.flush(),
+            Self::Tls(stream) => stream.flush(),
+        }
+    }
+}
 
 /// The user and password every target is given: `bench:bench`.
 pub(crate) const CREDENTIALS: &[u8] = b"bench:bench";
@@ -83,7 +154,35 @@ fn handshake_from(
     source: Option<IpAddr>,
     io_timeout: Duration,
 ) -> Result<TcpStream> {
-    let mut stream = match source {
+    let mut stream = connect_from(addr, source, io_timeout)?;
+    q_handshake(&mut stream)?;
+    Ok(stream)
+}
+
+/// Connects to `endpoint` (over TLS for a TLS target) and completes the q handshake.
+fn open(endpoint: &Endpoint, source: Option<IpAddr>, io_timeout: Duration) -> Result<Transport> {
+    let Some(config) = &endpoint.tls else {
+        return Ok(Transport::Plain(handshake_from(
+            endpoint.addr,
+            source,
+            io_timeout,
+        )?));
+    };
+    let stream = connect_from(endpoint.addr, source, io_timeout)?;
+    let name = rustls_pki_types::ServerName::try_from("localhost")?;
+    let connection = rustls::ClientConnection::new(Arc::clone(config), name)?;
+    let mut transport = Transport::Tls(Box::new(rustls::StreamOwned::new(connection, stream)));
+    q_handshake(&mut transport)?;
+    Ok(transport)
+}
+
+/// A TCP connection with `TCP_NODELAY` and the timeouts, from `source` when given.
+fn connect_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    io_timeout: Duration,
+) -> Result<TcpStream> {
+    let stream = match source {
         None => TcpStream::connect_timeout(&addr, io_timeout),
         Some(source) => {
             let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -97,6 +196,11 @@ fn handshake_from(
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(io_timeout))?;
     stream.set_write_timeout(Some(io_timeout))?;
+    Ok(stream)
+}
+
+/// Sends the q handshake and reads the server's byte.
+fn q_handshake(stream: &mut (impl Read + Write)) -> Result<()> {
     let mut hello = Vec::with_capacity(CREDENTIALS.len() + 2);
     hello.extend_from_slice(CREDENTIALS);
     hello.extend_from_slice(&[3, 0]);
@@ -108,41 +212,43 @@ fn handshake_from(
     if byte[0] > 3 {
         bail!("unexpected handshake reply {}", byte[0]);
     }
-    Ok(stream)
+    Ok(())
 }
 
 /// A blocking client on one connection.
+///
+/// Reads go through a buffer; writes go straight to the stream under it, which is safe because a
+/// client writes only when it has read every response it waits for.
 pub(crate) struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Transport>,
     body: Vec<u8>,
 }
 
 impl Client {
     /// Connects and authenticates.
-    pub(crate) fn connect(addr: SocketAddr, io_timeout: Duration) -> Result<Self> {
-        Self::connect_from(addr, None, io_timeout)
+    pub(crate) fn connect(endpoint: &Endpoint, io_timeout: Duration) -> Result<Self> {
+        Self::connect_from(endpoint, None, io_timeout)
     }
 
     /// Connects from a given local address and authenticates.
     fn connect_from(
-        addr: SocketAddr,
+        endpoint: &Endpoint,
         source: Option<IpAddr>,
         io_timeout: Duration,
     ) -> Result<Self> {
-        let stream = handshake_from(addr, source, io_timeout)?;
-        let writer = stream.try_clone()?;
+        let transport = open(endpoint, source, io_timeout)?;
         Ok(Self {
-            reader: BufReader::with_capacity(16 * 1024, stream),
-            writer,
+            reader: BufReader::with_capacity(16 * 1024, transport),
             body: Vec::new(),
         })
     }
 
     /// Writes bytes as they are.
     pub(crate) fn send(&mut self, bytes: &[u8]) -> Result<()> {
-        self.writer
+        let stream = self.reader.get_mut();
+        stream
             .write_all(bytes)
+            .and_then(|()| stream.flush())
             .context("failed to write to the server")
     }
 
@@ -222,17 +328,17 @@ pub(crate) struct Latency {
 /// depending on whether the other vCPU sleeps, for seconds at a time, and separate runs per target
 /// would compare one state with the other.
 pub(crate) fn ping_pong(
-    addrs: &[SocketAddr],
+    endpoints: &[Endpoint],
     message: &[u8],
     count: usize,
     time: Duration,
     io_timeout: Duration,
 ) -> Vec<Result<Latency>> {
-    let mut clients: Vec<Result<Client>> = addrs
+    let mut clients: Vec<Result<Client>> = endpoints
         .iter()
-        .map(|&addr| Client::connect(addr, io_timeout))
+        .map(|endpoint| Client::connect(endpoint, io_timeout))
         .collect();
-    let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(count); addrs.len()];
+    let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(count); endpoints.len()];
     let deadline = Instant::now() + time;
     let mut done = 0;
     while done < count && Instant::now() < deadline {
@@ -271,7 +377,7 @@ const PING_BLOCK: usize = 50;
 /// (until `time`), then one sync call; messages per second from the first byte written to the
 /// sync's response.
 pub(crate) fn ingest(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     message: &[u8],
     sync: &[u8],
     count: usize,
@@ -279,7 +385,7 @@ pub(crate) fn ingest(
     io_timeout: Duration,
 ) -> Result<f64> {
     const BATCH: usize = 1000;
-    let mut client = Client::connect(addr, io_timeout)?;
+    let mut client = Client::connect(endpoint, io_timeout)?;
     let chunk = message.repeat(BATCH);
     let start = Instant::now();
     let deadline = start + time;
@@ -388,7 +494,7 @@ fn source(addr: SocketAddr, n: u64) -> Option<IpAddr> {
 /// Connect, authenticate, one sync call, close; `threads` clients in parallel, at most `count`
 /// connections in all, until `time`. Returns connections per second.
 pub(crate) fn connect_rate(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     message: &[u8],
     threads: usize,
     count: usize,
@@ -409,7 +515,8 @@ pub(crate) fn connect_rate(
                             break;
                         }
                         let n = done.load(Ordering::Relaxed);
-                        let outcome = Client::connect_from(addr, source(addr, n), io_timeout)
+                        let source = source(endpoint.addr, n);
+                        let outcome = Client::connect_from(endpoint, source, io_timeout)
                             .and_then(|mut client| client.call(message));
                         if let Err(err) = outcome {
                             failed.store(true, Ordering::Relaxed);
@@ -435,11 +542,11 @@ pub(crate) fn connect_rate(
 /// One large sync message on a fresh connection: megabytes (10^6 bytes) per second from the first
 /// byte written to the response. Also returns the response, shortened, in q syntax.
 pub(crate) fn insert(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     message: &[u8],
     io_timeout: Duration,
 ) -> Result<(f64, String)> {
-    let mut client = Client::connect(addr, io_timeout)?;
+    let mut client = Client::connect(endpoint, io_timeout)?;
     let start = Instant::now();
     client.call(message)?;
     let secs = start.elapsed().as_secs_f64();
@@ -479,7 +586,7 @@ pub(crate) fn idle_memory(
     settle: Duration,
     io_timeout: Duration,
 ) -> Result<f64> {
-    Client::connect(addr, io_timeout)?.call(message)?;
+    Client::connect(&Endpoint::plain(addr), io_timeout)?.call(message)?;
     crate::pause(settle);
     let before = resident_bytes(pids)?;
     let mut connections = Vec::with_capacity(count);

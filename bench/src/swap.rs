@@ -28,7 +28,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use qgate_ipc::{K, MessageType};
 
-use crate::loadgen::{Client, median};
+use crate::loadgen::{Client, Endpoint, median};
 
 /// The connections sending queries: as many as the machine has cores and more, so that swaps
 /// compete with calls in flight for the CPU.
@@ -133,7 +133,7 @@ pub(crate) fn run(root: &Path, work: &Path, qgate: &Path, rounds: usize) -> Resu
     let clients = (0..CLIENTS)
         .map(|_| {
             let (stop, message) = (stop.clone(), message.clone());
-            let mut client = Client::connect(addr, Duration::from_secs(10))?;
+            let mut client = Client::connect(&Endpoint::plain(addr), Duration::from_secs(10))?;
             Ok(std::thread::spawn(move || {
                 let mut samples: Vec<(Instant, u64)> = Vec::with_capacity(1 << 20);
                 let mut failed = 0_usize;

@@ -4,8 +4,14 @@
 //! |---|---|
 //! | `floor` | `qgate-bench floor`: answers each frame without decoding it ([`crate::floor`]) |
 //! | `qgate` | `qgate serve` in release, with a password file and a generated config |
+//! | `qgate-tls` | the same with `[tls] mode = "required"`, certificates from `qgate certs` |
 //! | `aiokdb` | aiokdb's server (Python) in a venv under `target/bench/venv` |
 //! | `haproxy` | HAProxy in TCP mode in front of a floor of its own |
+//! | `haproxy-tls` | HAProxy terminating TLS (the same certificate) in front of a floor |
+//!
+//! The TLS targets use the certificates that `qgate certs` writes to `target/bench/certs`: a
+//! server certificate signed by an intermediate, served with it, which the client verifies against
+//! the CA alone.
 //!
 //! Preparing a target installs what it lacks (the venv, the Debian package); a target that cannot
 //! be prepared is skipped with the reason, never measured.
@@ -45,22 +51,33 @@ pub(crate) enum Kind {
     QgateEcho,
     /// qgate with the walkthrough's chain: conns, audit, allowlist, demo-api.
     QgateChain,
+    /// qgate with no plugins, TLS required.
+    QgateTls,
     /// aiokdb's Python server.
     Aiokdb,
     /// HAProxy (TCP mode) in front of a floor.
     Haproxy,
+    /// HAProxy terminating TLS in front of a floor.
+    HaproxyTls,
 }
 
 impl Kind {
     /// Every target.
-    pub(crate) const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::Floor,
         Self::Qgate,
         Self::QgateEcho,
         Self::QgateChain,
+        Self::QgateTls,
         Self::Aiokdb,
         Self::Haproxy,
+        Self::HaproxyTls,
     ];
+
+    /// Whether clients reach the target over TLS.
+    pub(crate) fn is_tls(self) -> bool {
+        matches!(self, Self::QgateTls | Self::HaproxyTls)
+    }
 
     /// The target's name on the command line and in the results.
     pub(crate) fn name(self) -> &'static str {
@@ -69,8 +86,10 @@ impl Kind {
             Self::Qgate => "qgate",
             Self::QgateEcho => "qgate-echo",
             Self::QgateChain => "qgate-chain",
+            Self::QgateTls => "qgate-tls",
             Self::Aiokdb => "aiokdb",
             Self::Haproxy => "haproxy",
+            Self::HaproxyTls => "haproxy-tls",
         }
     }
 
@@ -89,8 +108,10 @@ impl Kind {
                  the allowlist lets the harness's user call ping, upd and insert, and demo-api \
                  answers them with q's error for an unknown name)"
             }
+            Self::QgateTls => "qgate serve, no plugins, TLS required (rustls, full handshakes)",
             Self::Aiokdb => "aiokdb's asyncio server (Python), answering (::)",
             Self::Haproxy => "HAProxy in TCP mode in front of a floor",
+            Self::HaproxyTls => "HAProxy terminating TLS (OpenSSL) in front of a floor",
         }
     }
 
@@ -99,7 +120,7 @@ impl Kind {
     pub(crate) fn essential(self) -> bool {
         matches!(
             self,
-            Self::Floor | Self::Qgate | Self::QgateEcho | Self::QgateChain
+            Self::Floor | Self::Qgate | Self::QgateEcho | Self::QgateChain | Self::QgateTls
         )
     }
 
@@ -141,6 +162,8 @@ pub(crate) enum Spec {
         config: PathBuf,
         passwords: PathBuf,
         logs: PathBuf,
+        /// For `qgate-tls`: the CA the client trusts.
+        ca: Option<PathBuf>,
     },
     /// The aiokdb script.
     Aiokdb {
@@ -154,6 +177,9 @@ pub(crate) enum Spec {
         exe: PathBuf,
         work: PathBuf,
         logs: PathBuf,
+        /// For `haproxy-tls`: the certificate chain and key in one file, and the CA the client
+        /// trusts.
+        tls: Option<(PathBuf, PathBuf)>,
     },
 }
 
@@ -172,26 +198,35 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
             exe: env.self_exe.clone(),
             logs,
         },
-        Kind::Qgate | Kind::QgateEcho | Kind::QgateChain => {
+        Kind::Qgate | Kind::QgateEcho | Kind::QgateChain | Kind::QgateTls => {
             let plugins = match kind {
                 Kind::QgateEcho => plugins_config(env, ECHO_PLUGINS)?,
                 Kind::QgateChain => plugins_config(env, CHAIN_PLUGINS)?,
                 _ => String::new(),
             };
-            let bin = match &env.qgate_bin {
-                Some(bin) => bin.clone(),
-                None => build_qgate(env)?,
-            };
+            let bin = qgate_bin(env)?;
             let passwords = env.work.join("passwords.txt");
             std::fs::write(&passwords, "bench:bench\n")?;
             let config = env.work.join(format!("{}.toml", kind.name()));
-            std::fs::write(&config, format!("{QGATE_CONFIG}{plugins}"))?;
+            let (text, ca) = if kind == Kind::QgateTls {
+                let certs = certs(env, &bin)?;
+                let text = format!(
+                    "{QGATE_CONFIG}\n[tls]\nmode = \"required\"\ncert_file = {:?}\nkey_file = {:?}\n",
+                    certs.join("server.pem"),
+                    certs.join("server.key")
+                );
+                (text, Some(certs.join("ca.pem")))
+            } else {
+                (format!("{QGATE_CONFIG}{plugins}"), None)
+            };
+            std::fs::write(&config, text)?;
             Spec::Qgate {
                 name: kind.name(),
                 bin,
                 config,
                 passwords,
                 logs,
+                ca,
             }
         }
         Kind::Aiokdb => Spec::Aiokdb {
@@ -204,8 +239,51 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
             exe: env.self_exe.clone(),
             work: env.work.clone(),
             logs,
+            tls: None,
         },
+        Kind::HaproxyTls => {
+            let bin = haproxy()?;
+            let certs = certs(env, &qgate_bin(env)?)?;
+            // HAProxy takes the chain and its key in one file.
+            let pem = certs.join("haproxy.pem");
+            let chain = std::fs::read_to_string(certs.join("server.pem"))?;
+            let key = std::fs::read_to_string(certs.join("server.key"))?;
+            std::fs::write(&pem, format!("{chain}{key}"))?;
+            Spec::Haproxy {
+                bin,
+                exe: env.self_exe.clone(),
+                work: env.work.clone(),
+                logs,
+                tls: Some((pem, certs.join("ca.pem"))),
+            }
+        }
     })
+}
+
+/// The release qgate: the one given, or a fresh build.
+fn qgate_bin(env: &Env) -> Result<PathBuf> {
+    match &env.qgate_bin {
+        Some(bin) => Ok(bin.clone()),
+        None => build_qgate(env),
+    }
+}
+
+/// `qgate certs --out target/bench/certs --force`: the TLS targets' certificates, made once per
+/// run.
+fn certs(env: &Env, qgate: &Path) -> Result<PathBuf> {
+    let dir = env.work.join("certs");
+    if dir.join("ca.pem").is_file() && dir.join("server.key").is_file() {
+        return Ok(dir);
+    }
+    let log = env.work.join("logs").join("certs.log");
+    run_bounded(
+        "qgate certs",
+        Command::new(qgate)
+            .args(["certs", "--force", "--out"])
+            .arg(&dir),
+        &log,
+    )?;
+    Ok(dir)
 }
 
 /// qgate's config for the benchmark: limits that let 10 000 idle connections of one user in, and
@@ -479,11 +557,21 @@ impl Drop for Guard {
 pub(crate) struct Running {
     /// Where clients connect.
     pub(crate) addr: SocketAddr,
+    /// For a TLS target: the client configuration that trusts its CA.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// The processes, the one clients talk to first.
     children: Vec<Guard>,
 }
 
 impl Running {
+    /// Where and how clients connect.
+    pub(crate) fn endpoint(&self) -> crate::loadgen::Endpoint {
+        crate::loadgen::Endpoint {
+            addr: self.addr,
+            tls: self.tls.clone(),
+        }
+    }
+
     /// The process ids whose memory counts as the target's.
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.children.iter().map(|guard| guard.child.id()).collect()
@@ -509,6 +597,7 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
             )?;
             Ok(Running {
                 addr,
+                tls: None,
                 children: vec![guard],
             })
         }
@@ -518,6 +607,7 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
             config,
             passwords,
             logs,
+            ca,
         } => {
             let (guard, addr) = spawn_announcing(
                 name,
@@ -531,6 +621,10 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
             )?;
             Ok(Running {
                 addr,
+                tls: ca
+                    .as_deref()
+                    .map(crate::loadgen::tls_client_config)
+                    .transpose()?,
                 children: vec![guard],
             })
         }
@@ -548,6 +642,7 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
             )?;
             Ok(Running {
                 addr,
+                tls: None,
                 children: vec![guard],
             })
         }
@@ -556,16 +651,23 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
             exe,
             work,
             logs,
+            tls,
         } => {
+            let name = if tls.is_some() {
+                "haproxy-tls"
+            } else {
+                "haproxy"
+            };
             let (floor, floor_addr) = spawn_announcing(
                 "floor",
                 Command::new(exe).args(["floor", "-p", "127.0.0.1:0"]),
-                &logs.join("haproxy-floor.log"),
+                &logs.join(format!("{name}-floor.log")),
             )?;
             let port = free_port()?;
-            let config = work.join("haproxy.cfg");
-            std::fs::write(&config, haproxy_config(port, floor_addr))?;
-            let log = logs.join("haproxy.log");
+            let config = work.join(format!("{name}.cfg"));
+            let pem = tls.as_ref().map(|(pem, _)| pem.as_path());
+            std::fs::write(&config, haproxy_config(port, floor_addr, pem))?;
+            let log = logs.join(format!("{name}.log"));
             let out = File::create(&log)?;
             let child = Command::new(bin)
                 .arg("-f")
@@ -581,6 +683,10 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
             wait_listening(&mut haproxy, addr, &log)?;
             Ok(Running {
                 addr,
+                tls: tls
+                    .as_ref()
+                    .map(|(_, ca)| crate::loadgen::tls_client_config(ca))
+                    .transpose()?,
                 children: vec![haproxy, floor],
             })
         }
@@ -588,9 +694,13 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
 }
 
 /// HAProxy's config: one TCP listener on loopback forwarding to the floor, with room for 10 000
-/// idle connections and timeouts longer than any scenario.
-fn haproxy_config(port: u16, floor: SocketAddr) -> String {
+/// idle connections and timeouts longer than any scenario; with `tls`, the listener terminates
+/// TLS 1.2 and 1.3 with that certificate chain and key.
+fn haproxy_config(port: u16, floor: SocketAddr, tls: Option<&Path>) -> String {
     let maxconn = haproxy_max_connections();
+    let ssl = tls.map_or_else(String::new, |pem| {
+        format!(" ssl crt {} ssl-min-ver TLSv1.2", pem.display())
+    });
     format!(
         "# Generated by qgate-bench: HAProxy in TCP mode in front of the floor.
 global
@@ -604,7 +714,7 @@ defaults
     timeout server 10m
 
 listen qgate_bench
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{ssl}
     server floor {floor}
 "
     )

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::{
     error::ConfigError,
+    tls::Tls,
     value::{ByteSize, Count, HumanDuration, Listen, Sha256, Timeout, TimeoutOrOff},
 };
 
@@ -32,6 +33,8 @@ pub struct Config {
     pub auth: Auth,
     /// What one client may cost: `[limits]`.
     pub limits: Limits,
+    /// TLS on the q port: `[tls]`.
+    pub tls: Tls,
     /// Logging: `[log]`.
     pub log: Log,
     /// The plugin chain, in order: `[[plugins]]`. None by default.
@@ -45,8 +48,8 @@ pub struct Config {
 impl Config {
     /// Parses a config from TOML text.
     ///
-    /// Relative paths in it (`auth.password_file`, `server.plugin_cache_dir`, each plugin's
-    /// `path`) stay as written, relative to the current
+    /// Relative paths in it (`auth.password_file`, `server.plugin_cache_dir`, the `[tls]` files,
+    /// each plugin's `path`, `admin.socket`) stay as written, relative to the current
     /// directory; [`Config::load`] resolves them against the file's directory instead.
     ///
     /// # Errors
@@ -62,10 +65,9 @@ impl Config {
 
     /// Reads and parses the config file at `path`.
     ///
-    /// Relative paths (`auth.password_file`, `server.plugin_cache_dir`, each plugin's `path`,
-    /// `admin.socket`) are
-    /// resolved against the directory that holds the config file, so a config and the files it
-    /// names can move together.
+    /// Relative paths (`auth.password_file`, `server.plugin_cache_dir`, the `[tls]` files, each
+    /// plugin's `path`, `admin.socket`) are resolved against the directory that holds the config
+    /// file, so a config and the files it names can move together.
     ///
     /// # Errors
     ///
@@ -84,6 +86,16 @@ impl Config {
             }
             if let Some(cache_dir) = &mut config.server.plugin_cache_dir {
                 *cache_dir = dir.join(&*cache_dir);
+            }
+            for file in [
+                &mut config.tls.cert_file,
+                &mut config.tls.key_file,
+                &mut config.tls.ca_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *file = dir.join(&*file);
             }
             for plugin in &mut config.plugins.0 {
                 plugin.path = dir.join(&plugin.path);

@@ -29,6 +29,14 @@ pub enum ConfigError {
         /// What is wrong, such as `invalid type: string "x", expected a positive integer`.
         message: String,
     },
+    /// An environment variable that the config defers to has a value it cannot take, such as
+    /// `SSL_VERIFY_CLIENT=maybe`: the environment's fault.
+    Environment {
+        /// The variable.
+        variable: String,
+        /// What is wrong with its value.
+        message: String,
+    },
     /// The file could not be read: the environment's fault (or a wrong path).
     Read {
         /// The file.
@@ -55,7 +63,7 @@ impl ConfigError {
     pub fn key(&self) -> Option<&str> {
         match self {
             Self::Invalid { key, .. } => Some(key),
-            Self::Read { .. } | Self::Syntax { .. } => None,
+            Self::Environment { .. } | Self::Read { .. } | Self::Syntax { .. } => None,
         }
     }
 
@@ -95,7 +103,7 @@ impl ConfigError {
             Self::Invalid { file, .. } | Self::Syntax { file, .. } => {
                 *file = Some(path.to_path_buf());
             }
-            Self::Read { .. } => {}
+            Self::Environment { .. } | Self::Read { .. } => {}
         }
         self
     }
@@ -117,6 +125,9 @@ impl fmt::Display for ConfigError {
                 }
                 f.write_str(message)?;
                 write_position(f, *line, *column)
+            }
+            Self::Environment { variable, message } => {
+                write!(f, "environment variable {variable}: {message}")
             }
             // The reason is the source, which `{:#}` and error reporters print after this.
             Self::Read { path, .. } => write!(f, "{}: cannot read", path.display()),

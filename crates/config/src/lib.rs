@@ -31,6 +31,7 @@
 
 mod config;
 mod error;
+mod tls;
 mod value;
 
 // The public surface.
@@ -39,6 +40,8 @@ pub use crate::{
     config::{Admin, Auth, Config, Limits, Lock, Log, LogFormat, Plugin, Plugins, Server},
     // What can go wrong, with the key's path and position.
     error::ConfigError,
+    // `[tls]`, and kdb+'s environment variables resolved into it.
+    tls::{ClientAuth, ResolvedClientAuth, ResolvedTls, Tls, TlsMode, UserFrom},
     // Validated values, each parsed from its TOML form.
     value::{ByteSize, Count, HumanDuration, Listen, Sha256, Timeout, TimeoutOrOff},
 };

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use qgate_config::{Config, ConfigError, LogFormat};
+use qgate_config::{ClientAuth, Config, ConfigError, LogFormat, TlsMode, UserFrom};
 
 /// Every `tests/ui/*.toml` gives exactly the error in its `.err` file.
 #[test]
@@ -63,6 +63,7 @@ fn reference_config_is_the_walkthrough() {
     assert_eq!(config.server, defaults.server);
     assert_eq!(config.limits, defaults.limits);
     assert_eq!(config.log, defaults.log);
+    assert_eq!(config.tls, defaults.tls);
     assert_eq!(config.admin, defaults.admin);
     assert_eq!(config.lock, defaults.lock);
     assert_eq!(config.auth.password_file, Some(dir.join("passwords.txt")));
@@ -155,6 +156,13 @@ fn every_key() {
         idle_timeout = "1h30m"
         max_connections = 10
         max_connections_per_user = 2
+        [tls]
+        mode = "required"
+        cert_file = "/etc/qgate/fullchain.pem"
+        key_file = "/etc/qgate/privkey.pem"
+        ca_file = "/etc/qgate/clients.pem"
+        client_auth = "optional"
+        user_from = "san"
         [log]
         format = "json"
         level = "debug"
@@ -172,6 +180,21 @@ fn every_key() {
         "#,
     )
     .expect("a valid config");
+    assert_eq!(config.tls.mode, TlsMode::Required);
+    assert_eq!(
+        config.tls.cert_file.as_deref(),
+        Some(Path::new("/etc/qgate/fullchain.pem"))
+    );
+    assert_eq!(
+        config.tls.key_file.as_deref(),
+        Some(Path::new("/etc/qgate/privkey.pem"))
+    );
+    assert_eq!(
+        config.tls.ca_file.as_deref(),
+        Some(Path::new("/etc/qgate/clients.pem"))
+    );
+    assert_eq!(config.tls.client_auth, Some(ClientAuth::Optional));
+    assert_eq!(config.tls.user_from, UserFrom::San);
     let listen: SocketAddr = "0.0.0.0:5001".parse().expect("an address");
     assert_eq!(config.server.listen.get(), listen);
     assert_eq!(config.server.shutdown_grace.get(), Duration::ZERO);
@@ -218,11 +241,19 @@ fn password_file_is_relative_to_the_config() {
     let dir = env::temp_dir().join(format!("qgate-config-test-{}", std::process::id()));
     fs::create_dir_all(&dir).expect("a temporary directory");
     let path = dir.join("qgate.toml");
-    fs::write(&path, "[auth]\npassword_file = \"passwords.txt\"\n").expect("a config file");
+    fs::write(
+        &path,
+        "[auth]\npassword_file = \"passwords.txt\"\n[tls]\ncert_file = \"tls/chain.pem\"\n\
+         key_file = \"/abs/key.pem\"\nca_file = \"ca.pem\"\n",
+    )
+    .expect("a config file");
     let loaded = Config::load(&path);
     fs::remove_dir_all(&dir).expect("the temporary directory is removed");
     let config = loaded.unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.auth.password_file, Some(dir.join("passwords.txt")));
+    assert_eq!(config.tls.cert_file, Some(dir.join("tls/chain.pem")));
+    assert_eq!(config.tls.key_file, Some(PathBuf::from("/abs/key.pem")));
+    assert_eq!(config.tls.ca_file, Some(dir.join("ca.pem")));
     // From text, there is no file to be relative to.
     let config = Config::from_toml_str("[auth]\npassword_file = \"passwords.txt\"\n")
         .unwrap_or_else(|error| panic!("{error}"));

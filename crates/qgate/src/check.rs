@@ -1,8 +1,9 @@
 //! `qgate check FILE`: validates a config file without starting the server.
 //!
 //! It checks what `qgate serve` would check at start, without binding a port: the schema (every
-//! key known, every value valid, plugin names unique), the log filter directive, and that the
-//! password file and every plugin's component file can be read. It does not compile the plugins.
+//! key known, every value valid, plugin names unique), the log filter directive, that the TLS
+//! settings are whole (with kdb+'s `SSL_*` variables), and that the password file, the TLS files
+//! and every plugin's component file can be read. It does not compile the plugins.
 
 use std::{
     fs,
@@ -32,6 +33,29 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     let file = args.file.display();
     let config = Config::load(&args.file)?;
     logging::filter(&config.log.level).map_err(|error| anyhow!("{file}: log.level: {error}"))?;
+    // As `qgate serve` resolves it, with kdb+'s SSL_* variables where [tls] says nothing.
+    if let Some(tls) = config
+        .tls
+        .resolve(|name| std::env::var(name).ok())
+        .map_err(|error| anyhow!("{file}: {error}"))?
+    {
+        let ca = match &tls.client_auth {
+            qgate_config::ResolvedClientAuth::None => None,
+            qgate_config::ResolvedClientAuth::Optional(ca)
+            | qgate_config::ResolvedClientAuth::Required(ca) => Some(("tls.ca_file", ca)),
+        };
+        for (key, path) in [
+            ("tls.cert_file", &tls.cert_file),
+            ("tls.key_file", &tls.key_file),
+        ]
+        .into_iter()
+        .chain(ca)
+        {
+            fs::File::open(path).map_err(|error| {
+                anyhow!("{file}: {key}: cannot read {}: {error}", path.display())
+            })?;
+        }
+    }
     if let Some(password_file) = &config.auth.password_file {
         fs::File::open(password_file).map_err(|error| {
             anyhow!(

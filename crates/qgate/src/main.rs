@@ -4,6 +4,7 @@
 //! dispatches and turns an error into one `error: ...` line on stderr and exit status 1.
 
 mod admin;
+mod certs;
 mod check;
 mod ctl;
 mod decode;
@@ -28,6 +29,9 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Make a development CA, an intermediate, a server certificate and client certificates for
+    /// trying TLS and mutual TLS; prints the config lines that use them.
+    Certs(certs::Args),
     /// Check a config file without starting the server: prints `FILE: ok`, or the bad key.
     Check(check::Args),
     /// Decode one IPC frame and print its header and value in q syntax.
@@ -50,6 +54,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Certs(args) => certs::run(args),
         Command::Check(args) => check::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Keygen(args) => keys::keygen(args),

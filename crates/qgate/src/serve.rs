@@ -15,9 +15,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use qgate_config::{Config, Listen, LogFormat};
+use qgate_config::{Config, Listen, LogFormat, ResolvedClientAuth, TlsMode};
 use qgate_host::{HostOptions, LockPolicy, PluginHost, PluginSpec};
-use qgate_server::{PasswordFile, ServerLimits, ServerOptions};
+use qgate_server::{ClientAuth, PasswordFile, ServerLimits, ServerOptions, TlsOptions, UserFrom};
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
@@ -47,6 +47,10 @@ pub(crate) struct Args {
     /// A password file, as q's -u (restricted), overriding `[auth]`.
     #[arg(short = 'u', value_name = "FILE")]
     restricted_password_file: Option<PathBuf>,
+    /// TLS on the q port, as q's -E, overriding `tls.mode`: 0 off, 1 optional (plain and TLS),
+    /// 2 required.
+    #[arg(short = 'E', value_name = "0|1|2", value_parser = clap::value_parser!(u8).range(0..=2))]
+    tls_mode: Option<u8>,
     /// Log JSON lines instead of text, overriding `log.format`.
     #[arg(long)]
     log_json: bool,
@@ -70,6 +74,13 @@ impl Args {
             config.auth.password_file = Some(path.clone());
             config.auth.restricted = true;
         }
+        match self.tls_mode {
+            Some(0) => config.tls.mode = TlsMode::Off,
+            Some(1) => config.tls.mode = TlsMode::Optional,
+            Some(2) => config.tls.mode = TlsMode::Required,
+            // clap refuses any other value.
+            Some(_) | None => {}
+        }
         if self.log_json {
             config.log.format = LogFormat::Json;
         }
@@ -89,7 +100,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         Some(path) => info!(config = %path.display(), "config loaded"),
         None => info!("no config file: using the built-in defaults"),
     }
-    let options = server_options(&config);
+    let options = server_options(&config, |name| std::env::var(name).ok())?;
+    // Checked before the port is bound: a bad certificate or key never leaves a port half-served.
+    if let Some(tls) = &options.tls {
+        tls.check()
+            .context("cannot start: TLS is not set up right")?;
+    }
     // Loaded before the port is bound: a plugin that cannot load never leaves a port half-served.
     let host = if config.plugins.is_empty() {
         info!("no plugins configured: queries get an error, as nothing answers them");
@@ -181,11 +197,19 @@ pub(crate) fn host_options(config: &Config) -> Result<HostOptions> {
     Ok(options)
 }
 
-/// The server's options from a config.
+/// The server's options from a config, with kdb+'s TLS environment variables read through `env`
+/// where `[tls]` says nothing.
 ///
 /// A function rather than `impl From<&Config> for ServerOptions`, which the orphan rule forbids
 /// here: both types are foreign to this crate, and neither of their crates may know the other.
-pub(crate) fn server_options(config: &Config) -> ServerOptions {
+///
+/// # Errors
+///
+/// When TLS is on without a certificate or key, or an `SSL_*` variable has a bad value.
+pub(crate) fn server_options(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ServerOptions> {
     let mut limits = ServerLimits::default();
     limits.max_message_bytes = config.limits.max_message_bytes.get();
     limits.max_handshake_bytes = config.limits.max_handshake_bytes.get();
@@ -200,7 +224,26 @@ pub(crate) fn server_options(config: &Config) -> ServerOptions {
         restricted: config.auth.restricted,
     });
     options.shutdown_grace = config.server.shutdown_grace.get();
-    options
+    options.tls = config.tls.resolve(env)?.map(|tls| {
+        let mode = match tls.mode {
+            TlsMode::Required => qgate_server::TlsMode::Required,
+            // `resolve` gives no TLS at all for `Off`.
+            TlsMode::Optional | TlsMode::Off => qgate_server::TlsMode::Optional,
+        };
+        let mut options = TlsOptions::new(mode, tls.cert_file, tls.key_file);
+        options.client_auth = match tls.client_auth {
+            ResolvedClientAuth::None => ClientAuth::None,
+            ResolvedClientAuth::Optional(ca) => ClientAuth::Optional(ca),
+            ResolvedClientAuth::Required(ca) => ClientAuth::Required(ca),
+        };
+        options.user_from = match tls.user_from {
+            qgate_config::UserFrom::Cn => UserFrom::Cn,
+            qgate_config::UserFrom::None => UserFrom::None,
+            qgate_config::UserFrom::San => UserFrom::San,
+        };
+        options
+    });
+    Ok(options)
 }
 
 /// Binds, announces the address, and runs the server until SIGINT or SIGTERM.
@@ -352,7 +395,10 @@ mod tests {
             qgate_config::Server::DEFAULT_SHUTDOWN_GRACE,
             ServerOptions::DEFAULT_SHUTDOWN_GRACE
         );
-        assert_eq!(server_options(&Config::default()), ServerOptions::default());
+        assert_eq!(
+            server_options(&Config::default(), |_| None).expect("the defaults are valid"),
+            ServerOptions::default()
+        );
     }
 
     #[test]
@@ -374,7 +420,7 @@ mod tests {
             "#,
         )
         .expect("a valid config");
-        let options = server_options(&config);
+        let options = server_options(&config, |_| None).expect("valid options");
         assert_eq!(options.shutdown_grace, Duration::from_secs(1));
         assert_eq!(
             options.password_file,
@@ -389,6 +435,52 @@ mod tests {
         assert_eq!(options.limits.idle_timeout, Some(Duration::from_secs(180)));
         assert_eq!(options.limits.max_connections, 4);
         assert_eq!(options.limits.max_connections_per_user, 5);
+        assert_eq!(options.tls, None);
+    }
+
+    #[test]
+    fn tls_options_from_config_and_environment() {
+        let config = Config::from_toml_str(
+            r#"
+            [tls]
+            mode = "required"
+            cert_file = "/etc/qgate/chain.pem"
+            client_auth = "required"
+            ca_file = "/etc/qgate/ca.pem"
+            user_from = "cn"
+            "#,
+        )
+        .expect("a valid config");
+        let env = |name: &str| (name == "SSL_KEY_FILE").then(|| "/env/key.pem".to_owned());
+        let tls = server_options(&config, env)
+            .expect("valid options")
+            .tls
+            .expect("TLS on");
+        assert_eq!(tls.mode, qgate_server::TlsMode::Required);
+        assert_eq!(tls.cert_file, Path::new("/etc/qgate/chain.pem"));
+        assert_eq!(tls.key_file, Path::new("/env/key.pem"));
+        assert_eq!(
+            tls.client_auth,
+            ClientAuth::Required("/etc/qgate/ca.pem".into())
+        );
+        assert_eq!(tls.user_from, UserFrom::Cn);
+
+        let error = server_options(&config, |_| None).expect_err("no key");
+        assert!(error.to_string().contains("SSL_KEY_FILE"), "{error}");
+    }
+
+    #[test]
+    fn the_e_flag_sets_the_tls_mode() {
+        assert_eq!(
+            parse(&["-E", "1"]).expect("valid").tls.mode,
+            TlsMode::Optional
+        );
+        assert_eq!(
+            parse(&["-E", "2"]).expect("valid").tls.mode,
+            TlsMode::Required
+        );
+        assert_eq!(parse(&["-E", "0"]).expect("valid").tls.mode, TlsMode::Off);
+        assert!(parse(&["-E", "3"]).is_err());
     }
 
     #[test]

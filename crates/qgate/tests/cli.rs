@@ -128,9 +128,15 @@ struct Server {
 impl Server {
     /// Starts `qgate serve ARGS` and waits for its listening line.
     fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts `qgate serve ARGS` with `env` set and waits for its listening line.
+    fn start_with_env(args: &[&str], env: &[(&str, &Path)]) -> Self {
         let mut child = qgate()
             .arg("serve")
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -319,6 +325,242 @@ fn serve_refuses_a_bad_config_before_binding() {
     assert!(
         stderr(&output).contains("limits.idle_timeout: invalid duration"),
         "{output:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS, with certificates from `qgate certs`.
+// ---------------------------------------------------------------------------------------------
+
+/// `qgate certs --out DIR --client alice`, checked.
+fn certs(dir: &TempDir) -> PathBuf {
+    let out = dir.0.join("certs");
+    let output = run(&[
+        "certs",
+        "--out",
+        out.to_str().expect("a UTF-8 path"),
+        "--client",
+        "alice",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    assert!(printed.contains("[tls]\nmode = \"required\""), "{printed}");
+    for name in [
+        "ca.key",
+        "intermediate.key",
+        "server.key",
+        "client-alice.key",
+    ] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = fs::metadata(out.join(name))
+            .expect("written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    out
+}
+
+/// A blocking TLS client that trusts `ca` only, presenting `identity` (certificate, key) if
+/// given, through to its q handshake; `None` when the server refuses it.
+fn tls_client(
+    addr: SocketAddr,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    credentials: &[u8],
+) -> Option<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("a CA file") {
+        roots.add(cert.expect("a certificate")).expect("a CA");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS 1.2 and 1.3")
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .expect("a certificate file")
+                    .collect::<Result<_, _>>()
+                    .expect("certificates"),
+                PrivateKeyDer::from_pem_file(key).expect("a key"),
+            )
+            .expect("a client identity"),
+        None => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from("localhost").expect("a name");
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("a TLS client");
+    let tcp = TcpStream::connect(addr).expect("the server accepts");
+    tcp.set_read_timeout(Some(PATIENCE))
+        .expect("a read timeout");
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    stream.write_all(credentials).ok()?;
+    let mut answer = [0_u8; 1];
+    match stream.read(&mut answer) {
+        Ok(1) => Some(stream),
+        _ => None,
+    }
+}
+
+/// A sync query over `stream`, and its answer in q syntax.
+fn query<S: std::io::Read + std::io::Write>(stream: &mut S, text: &str) -> String {
+    let message =
+        qgate_ipc::encode_message(qgate_ipc::MessageType::Sync, &qgate_ipc::K::string(text))
+            .expect("a message");
+    stream.write_all(&message).expect("sent");
+    let mut frame = vec![0_u8; 8];
+    stream.read_exact(&mut frame).expect("a response header");
+    let len = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes")) as usize;
+    frame.resize(len, 0);
+    stream.read_exact(&mut frame[8..]).expect("a response body");
+    let message = qgate_ipc::Message::from_frame(frame, &qgate_ipc::Limits::default())
+        .expect("a valid response");
+    qgate_ipc::decode(message.body(), message.header.endian)
+        .expect("a q value")
+        .to_string()
+}
+
+/// The whoami fixture plugin, built once for the test process.
+fn whoami_plugin() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    BUILD.call_once(|| {
+        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "whoami",
+                "--manifest-path",
+            ])
+            .arg(root.join("plugins/Cargo.toml"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the whoami plugin failed");
+    });
+    root.join("plugins/target/wasm32-wasip2/release/whoami.wasm")
+}
+
+/// The README's "TLS in five minutes", end to end: `qgate certs`, a config with mutual TLS and
+/// the user from the certificate, and a plugin that sees the certificate's identity.
+#[test]
+fn a_plugin_sees_the_client_certificate_over_mutual_tls() {
+    let dir = TempDir::new("mtls");
+    let certs = certs(&dir);
+    let config = dir.write(
+        "qgate.toml",
+        &format!(
+            "[tls]\nmode = \"required\"\ncert_file = \"certs/server.pem\"\n\
+             key_file = \"certs/server.key\"\nclient_auth = \"required\"\n\
+             ca_file = \"certs/ca.pem\"\nuser_from = \"cn\"\n\
+             [[plugins]]\nname = \"whoami\"\npath = {:?}\n",
+            whoami_plugin()
+        ),
+    );
+    // A second run on the same directory keeps the CA and issues one more client.
+    let output = run(&[
+        "certs",
+        "--out",
+        certs.to_str().expect("a UTF-8 path"),
+        "--client",
+        "bob",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("kept"), "{}", stdout(&output));
+    let mut server = Server::start(&[
+        "--config",
+        config.to_str().expect("a UTF-8 path"),
+        "-p",
+        "127.0.0.1:0",
+    ]);
+    let ca = certs.join("ca.pem");
+    let bob = (certs.join("client-bob.pem"), certs.join("client-bob.key"));
+    let mut stream = tls_client(server.addr, &ca, Some((&bob.0, &bob.1)), b"x:y\x03\x00")
+        .expect("a client issued by the second run is served");
+    assert!(
+        query(&mut stream, "whoami").contains("(\"bob\";"),
+        "bob's session"
+    );
+    let identity = (
+        certs.join("client-alice.pem"),
+        certs.join("client-alice.key"),
+    );
+    let mut stream = tls_client(
+        server.addr,
+        &ca,
+        Some((&identity.0, &identity.1)),
+        b"mallory:pw\x03\x00",
+    )
+    .expect("a client with a certificate is served");
+    let answer = query(&mut stream, "whoami");
+    assert!(
+        answer.contains("`user`protocol`cipher`sni`cn`sans`fingerprint`notBefore`notAfter!"),
+        "{answer}"
+    );
+    // The user is the certificate's CN, not the handshake's.
+    assert!(answer.starts_with("`user`protocol`cipher`sni`cn`sans`fingerprint`notBefore`notAfter!(\"alice\";\"TLSv1.3\";"), "{answer}");
+    assert!(
+        answer.contains("\"localhost\";\"alice\";\"alice\";\""),
+        "{answer}"
+    );
+
+    // Without a certificate, and in plain text, nobody is served.
+    assert!(tls_client(server.addr, &ca, None, b"alice:pw\x03\x00").is_none());
+    assert_eq!(handshake(server.addr, b"alice:pw\x03\x00"), None);
+
+    let status = server.terminate();
+    let stderr = server.stderr();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    assert!(stderr.contains("this port requires TLS"), "{stderr}");
+}
+
+/// kdb+'s environment variables name the files when the config does not, and `-E 1` serves plain
+/// and TLS clients on one port.
+#[test]
+fn serve_takes_the_certificate_from_kdb_environment_variables() {
+    let dir = TempDir::new("env");
+    let certs = certs(&dir);
+    let mut server = Server::start_with_env(
+        &["-p", "127.0.0.1:0", "-E", "1"],
+        &[
+            ("SSL_CERT_FILE", &certs.join("server.pem")),
+            ("KX_SSL_KEY_FILE", &certs.join("server.key")),
+        ],
+    );
+    let ca = certs.join("ca.pem");
+    assert!(tls_client(server.addr, &ca, None, b"bob:pw\x03\x00").is_some());
+    assert_eq!(handshake(server.addr, b"bob:pw\x03\x00"), Some(3));
+    let status = server.terminate();
+    assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
+}
+
+/// A key file that others may read stops the server before it listens, with the fix.
+#[test]
+fn serve_refuses_a_key_that_others_can_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("key-mode");
+    let certs = certs(&dir);
+    let key = certs.join("server.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).expect("chmod");
+    let output = qgate()
+        .args(["serve", "-p", "127.0.0.1:0", "-E", "2"])
+        .env("SSL_CERT_FILE", certs.join("server.pem"))
+        .env("SSL_KEY_FILE", &key)
+        .output()
+        .expect("qgate runs");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(stdout(&output), "");
+    let stderr = stderr(&output);
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", key.display())),
+        "{stderr}"
     );
 }
 

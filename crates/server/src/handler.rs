@@ -14,7 +14,7 @@ use std::{
 };
 
 use qgate_hooks::{
-    AuthVerdict, CloseReason, Credentials, Hooks, OpenVerdict, Request, Session, Verdict,
+    AuthVerdict, CloseReason, Credentials, Hooks, OpenVerdict, Request, Session, TlsFacts, Verdict,
 };
 use qgate_ipc::{
     EncodeOptions, Error, FrameError, K, Limits, Locality, Message, MessageType, WireAction,
@@ -27,10 +27,11 @@ use crate::{
     buffers::BufferPool,
     connection::{Connection, ConnectionError},
     context,
-    options::ServerLimits,
+    options::{ServerLimits, UserFrom},
     password::{self, PasswordStore},
     registry::{HandleGuard, Registry, UserGuard},
     shutdown::Signals,
+    tls,
 };
 
 /// The error a sync request gets when every hook passed: with no plugin or backend to answer, the
@@ -47,6 +48,8 @@ pub(crate) struct Shared<H> {
     pub(crate) registry: Arc<Registry>,
     /// Large message buffers for reuse.
     pub(crate) buffers: Arc<BufferPool>,
+    /// Whether a verified client certificate names the user (`UserFrom::None` without TLS).
+    pub(crate) user_from: UserFrom,
 }
 
 /// A connection that has been accepted, before its handshake.
@@ -56,6 +59,18 @@ pub(crate) struct Handler<H, S> {
     peer: SocketAddr,
     handle: HandleGuard,
     signals: Signals,
+    /// What the TLS handshake negotiated; `None` on a plain connection.
+    tls: Option<Arc<TlsFacts>>,
+}
+
+/// The span every log line of one connection is in.
+pub(crate) fn span(handle: &HandleGuard, peer: &SocketAddr) -> tracing::Span {
+    tracing::info_span!(
+        "conn",
+        handle = handle.handle().0,
+        peer = %peer,
+        user = tracing::field::Empty,
+    )
 }
 
 /// A connection past its handshake and authentication, whose client has its capability byte.
@@ -79,6 +94,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
         peer: SocketAddr,
         handle: HandleGuard,
         signals: Signals,
+        tls: Option<Arc<TlsFacts>>,
     ) -> Self {
         let limits = &shared.limits;
         let connection = Connection::new(
@@ -93,17 +109,18 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
             peer,
             handle,
             signals,
+            tls,
         }
     }
 
     /// Serves the client until it closes, breaks a rule, or the server shuts down.
     pub(crate) async fn run(self) {
-        let span = tracing::info_span!(
-            "conn",
-            handle = self.handle.handle().0,
-            peer = %self.peer,
-            user = tracing::field::Empty,
-        );
+        let span = span(&self.handle, &self.peer);
+        self.run_in(span).await;
+    }
+
+    /// [`Handler::run`] in a span made earlier, by the TLS layer.
+    pub(crate) async fn run_in(self, span: tracing::Span) {
         async move {
             let signals = self.signals.clone();
             // Until the client has its capability byte nothing is in flight: a shutdown closes
@@ -161,17 +178,35 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
         };
         let capability = handshake.capability;
         let reply = qgate_ipc::handshake::reply_byte(capability);
-        tracing::Span::current().record("user", user_field(&credentials.user));
-        let mut session = Session::new(
-            self.handle.handle(),
-            credentials.user.clone(),
-            self.peer,
-            reply,
-        );
+        // With `tls.user_from`, a verified client certificate is the user, whatever the handshake
+        // says, and it is the credential: the password file is not asked.
+        let cert_user = match tls::cert_user(self.tls.as_deref(), self.shared.user_from) {
+            Ok(user) => user,
+            Err(why) => {
+                tracing::warn!(reason = why, "client certificate names no user; closing");
+                return None;
+            }
+        };
+        let user = match &cert_user {
+            Some(user) => {
+                if user.as_bytes() != credentials.user.as_slice() && !credentials.user.is_empty() {
+                    tracing::debug!(
+                        handshake_user = %user_field(&credentials.user),
+                        "the client certificate names the user; the handshake's is ignored"
+                    );
+                }
+                user.as_bytes().to_vec()
+            }
+            None => credentials.user.clone(),
+        };
+        tracing::Span::current().record("user", user_field(&user));
+        let mut session = Session::new(self.handle.handle(), user, self.peer, reply);
+        session.tls = self.tls.clone();
 
         // The password file first, then the auth hook, as q runs -u/-U before .z.pw: a client the
         // file refuses never reaches the hook.
-        if let Some(store) = &self.shared.password
+        if cert_user.is_none()
+            && let Some(store) = &self.shared.password
             && !store
                 .check(&credentials.user, credentials.password.as_deref())
                 .await

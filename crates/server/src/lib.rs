@@ -13,6 +13,7 @@
 //!   context    the answers to PyKX's context queries
 //!   registry   handles (.z.w) and per-user connection counts
 //!   shutdown   stop accepting, drain within the grace period, cut the rest
+//!   tls        first-byte sniffing, the TLS handshake, certificate reload, client identity
 //! ```
 //!
 //! It knows nothing of WebAssembly and reads no configuration: the binary turns its config into
@@ -29,8 +30,11 @@ mod options;
 mod password;
 mod registry;
 mod shutdown;
+mod tls;
 
 pub use crate::{
     listener::run,
-    options::{PasswordFile, ServerLimits, ServerOptions},
+    options::{
+        ClientAuth, PasswordFile, ServerLimits, ServerOptions, TlsMode, TlsOptions, UserFrom,
+    },
 };

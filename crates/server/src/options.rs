@@ -14,6 +14,8 @@ pub struct ServerOptions {
     /// How long in-flight sync queries may run after a shutdown signal before their connections
     /// are cut.
     pub shutdown_grace: Duration,
+    /// TLS on the q port; `None` serves plain q IPC only, as q's `-E 0`.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ServerOptions {
@@ -22,6 +24,7 @@ impl Default for ServerOptions {
             limits: ServerLimits::default(),
             password_file: None,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            tls: None,
         }
     }
 }
@@ -39,6 +42,92 @@ pub struct PasswordFile {
     pub path: PathBuf,
     /// `-u` rather than `-U`: see the README for what qgate adds for it.
     pub restricted: bool,
+}
+
+/// TLS on the q port: the certificate, who may connect without it, and client authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsOptions {
+    /// Whether plain clients are served too.
+    pub mode: TlsMode,
+    /// The certificate chain, PEM: the leaf first, then the intermediates, all of them served.
+    pub cert_file: PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1). Refused when group or others may read it.
+    pub key_file: PathBuf,
+    /// Whether clients must present a certificate, and the CA bundle that verifies it.
+    pub client_auth: ClientAuth,
+    /// Whether a verified client certificate names the user, instead of the handshake.
+    pub user_from: UserFrom,
+    /// How often the certificate and key files are checked for a change.
+    pub reload_interval: Duration,
+}
+
+impl TlsOptions {
+    /// 1 s: a renewed certificate is served within a second, and a `stat` of two files a second
+    /// costs nothing.
+    pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// Loads the certificate, the key and the CA bundle as [`crate::run`] will, and drops them:
+    /// for a binary that wants to refuse a bad TLS setup before it binds or announces anything.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::run`] for TLS: a file that cannot be read or parsed, a key that does not match
+    /// the certificate or that others may read, a CA bundle without a usable certificate.
+    pub fn check(&self) -> anyhow::Result<()> {
+        crate::tls::Tls::load(self).map(drop)
+    }
+
+    /// TLS with `cert_file` and `key_file`, without client authentication.
+    pub fn new(mode: TlsMode, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        Self {
+            mode,
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            client_auth: ClientAuth::None,
+            user_from: UserFrom::None,
+            reload_interval: Self::DEFAULT_RELOAD_INTERVAL,
+        }
+    }
+}
+
+/// Whether a TLS port serves plain clients too: q's `-E 1` and `-E 2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain and TLS clients on one port, told apart by their first byte (`-E 1`).
+    Optional,
+    /// TLS clients only (`-E 2`): a plain HTTP request is redirected to https, a plain q client is
+    /// closed with a log line saying why.
+    Required,
+}
+
+/// Client certificates: kdb+'s `SSL_VERIFY_CLIENT` (`NO`, `IFPRESENT`, `YES`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No certificate is asked for.
+    None,
+    /// A certificate is asked for; a client without one is served, one with a certificate that
+    /// the CA bundle (this file, PEM) does not verify is refused.
+    Optional(PathBuf),
+    /// Every client must present a certificate that the CA bundle (this file, PEM) verifies.
+    Required(PathBuf),
+}
+
+/// Where the user name of a client with a verified certificate comes from.
+///
+/// With `Cn` or `San`, a client that presents a verified certificate is that certificate's
+/// identity: the handshake's user name is ignored and the password file is not consulted (the
+/// certificate is the credential); the auth hook still runs and may refuse or rename. A client
+/// without a certificate (possible with [`ClientAuth::Optional`]) is authenticated as usual.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UserFrom {
+    /// The subject's common name; a certificate without one is refused.
+    Cn,
+    /// The handshake's user name, as without TLS.
+    #[default]
+    None,
+    /// The first subject alternative name; a certificate without one is refused.
+    San,
 }
 
 /// Limits, each with a default and its reason.
