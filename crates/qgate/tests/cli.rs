@@ -37,7 +37,7 @@ fn stderr(output: &Output) -> String {
 }
 
 /// A scratch directory for this test process, removed when dropped.
-struct TempDir(PathBuf);
+struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> Self {
@@ -321,3 +321,7 @@ fn serve_refuses_a_bad_config_before_binding() {
         "{output:?}"
     );
 }
+
+/// `qgate plugins | reload | rollback | keygen | sign`, SIGHUP, the file watch and `[lock]`.
+#[path = "cli/swap.rs"]
+mod swap;

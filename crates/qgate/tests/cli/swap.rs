@@ -1,0 +1,337 @@
+//! Replacing plugins in a running server from outside: the admin commands, SIGHUP and the file
+//! watch, and a locked deployment's keys, signatures and refusals.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{PATIENCE, Server, TempDir, run, stderr, stdout};
+
+/// The workspace's root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The bytes of the component `name` of `plugins/`, built once per test run.
+fn component(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root().join("plugins/Cargo.toml"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building plugins/ failed");
+    });
+    let path = root()
+        .join("plugins/target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+/// Writes `bytes` beside `path` and renames them over it, as a deploy should.
+fn deploy(path: &Path, bytes: &[u8]) {
+    let staging = path.with_extension("staging");
+    fs::write(&staging, bytes).expect("write");
+    fs::rename(&staging, path).expect("rename");
+}
+
+/// The sha256 of `bytes` in hex, as `qgate plugins --json` reports it (checked against the
+/// command's own output below rather than computed here).
+fn digest_of(dir: &TempDir, bytes: &[u8]) -> String {
+    // `qgate sign` prints the digest it signed; a throwaway key gives it to us without a sha256
+    // implementation in the test.
+    let key = dir.0.join("digest.key");
+    if !key.exists() {
+        let output = run(&["keygen", key.to_str().expect("UTF-8")]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let file = dir.0.join("digest.wasm");
+    fs::write(&file, bytes).expect("write");
+    let output = run(&[
+        "sign",
+        key.to_str().expect("UTF-8"),
+        file.to_str().expect("UTF-8"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    text.split("sha256 ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no digest in {text:?}"))
+        .to_owned()
+}
+
+/// A server running plugin `policy` from `dir/policy.wasm` (first `version-a`), with its admin
+/// socket in `dir` and `extra` config appended.
+fn start(dir: &TempDir, extra: &str) -> (Server, PathBuf, String) {
+    let wasm = dir.0.join("policy.wasm");
+    if !wasm.exists() {
+        deploy(&wasm, &component("version-a"));
+    }
+    let socket = dir.0.join("admin.sock");
+    let config = dir.write(
+        "qgate.toml",
+        &format!(
+            "[admin]\nsocket = \"admin.sock\"\n{extra}\n[[plugins]]\nname = \"policy\"\n\
+             path = \"policy.wasm\"\n"
+        ),
+    );
+    let config = config.to_str().expect("UTF-8").to_owned();
+    let server = Server::start(&["--config", &config, "-p", "127.0.0.1:0"]);
+    (server, socket, config)
+}
+
+fn admin(args: &[&str], config: &str) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["--config", config]);
+    run(&all)
+}
+
+/// The digest `qgate plugins --json` reports for the only plugin.
+fn serving(config: &str) -> String {
+    let output = admin(&["plugins", "--json"], config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    text.split("\"digest\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no digest in {text}"))
+        .to_owned()
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {PATIENCE:?}"
+        );
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a synchronous test polling a child process: no async runtime to block"
+        )]
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn admin_commands_list_reload_and_roll_back() {
+    let dir = TempDir::new("admin");
+    let (mut server, socket, config) = start(&dir, "watch = false");
+    let (a, b) = (
+        digest_of(&dir, &component("version-a")),
+        digest_of(&dir, &component("version-b")),
+    );
+
+    let output = admin(&["plugins"], &config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = stdout(&output);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.contains(&format!("policy           {}", &a[..12])),
+        "{table}"
+    );
+    for column in ["VERSION", "LOADED (UTC)", "CALLS", "DENIES", "TRAPS"] {
+        assert!(table.contains(column), "{table}");
+    }
+
+    deploy(&dir.0.join("policy.wasm"), &component("version-b"));
+    let output = admin(&["reload", "policy"], &config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(&format!("policy: swapped {} -> {}", &a[..12], &b[..12])),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(serving(&config), b);
+
+    // A reload of every plugin, by socket path: nothing changed.
+    let output = run(&["reload", "--admin-socket", socket.to_str().expect("UTF-8")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("policy: unchanged"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = admin(&["rollback", "policy"], &config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(serving(&config), a);
+    let output = admin(&["rollback", "policy"], &config);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no earlier version"),
+        "{}",
+        stderr(&output)
+    );
+
+    // A broken version is refused and the serving one stays.
+    deploy(&dir.0.join("policy.wasm"), &component("init-fails"));
+    let output = admin(&["reload", "policy"], &config);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("always refuses its config"), "{message}");
+    assert!(message.contains("goes on serving"), "{message}");
+    assert_eq!(serving(&config), a);
+
+    let output = admin(&["reload", "nobody"], &config);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no plugin is named \"nobody\""),
+        "{}",
+        stderr(&output)
+    );
+
+    assert!(server.terminate().success());
+    assert!(!socket.exists(), "the admin socket outlived the server");
+    let output = admin(&["plugins"], &config);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("is the server running"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn sighup_and_the_file_watch_reload_a_changed_plugin() {
+    let dir = TempDir::new("watch");
+    let (mut server, _, config) = start(&dir, "watch = true");
+    let (a, b) = (
+        digest_of(&dir, &component("version-a")),
+        digest_of(&dir, &component("version-b")),
+    );
+    assert_eq!(serving(&config), a);
+    // The watch notices the new file within a couple of seconds.
+    deploy(&dir.0.join("policy.wasm"), &component("version-b"));
+    eventually("the watch's reload", || serving(&config) == b);
+    // A rollback holds: the watch does not load the unchanged file again.
+    let output = admin(&["rollback", "policy"], &config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a synchronous test waiting out two polls of the watch: no async runtime"
+    )]
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(serving(&config), a);
+    assert!(server.terminate().success());
+
+    // SIGHUP, without the watch.
+    let dir = TempDir::new("hup");
+    let (mut server, _, config) = start(&dir, "watch = false");
+    deploy(&dir.0.join("policy.wasm"), &component("version-b"));
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    eventually("SIGHUP's reload", || serving(&config) == b);
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn a_locked_server_runs_only_pinned_or_signed_plugins() {
+    let dir = TempDir::new("lock");
+    let key = dir.0.join("signing.key");
+    let output = run(&["keygen", key.to_str().expect("UTF-8")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let public = fs::read_to_string(dir.0.join("signing.key.pub")).expect("the public key");
+    let public = public.trim();
+    assert!(stdout(&output).contains(public), "{}", stdout(&output));
+    let mode = {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(&key).expect("the key").permissions().mode() & 0o777
+    };
+    assert_eq!(mode, 0o600);
+    // A key is never overwritten.
+    assert_eq!(
+        run(&["keygen", key.to_str().expect("UTF-8")]).status.code(),
+        Some(1)
+    );
+
+    let wasm = dir.0.join("policy.wasm");
+    deploy(&wasm, &component("version-a"));
+    let lock = format!("[lock]\nenabled = true\nkeys = [\"{public}\"]\n");
+
+    // Unsigned: the server refuses to start, naming the plugin.
+    let config = dir.write(
+        "qgate.toml",
+        &format!("{lock}[[plugins]]\nname = \"policy\"\npath = \"policy.wasm\"\n"),
+    );
+    let output = run(&[
+        "serve",
+        "--config",
+        config.to_str().expect("UTF-8"),
+        "-p",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("refused to load plugin policy"),
+        "{message}"
+    );
+    assert!(message.contains("neither pinned"), "{message}");
+
+    // Signed: it starts. A new unsigned version is refused on swap.
+    let output = run(&[
+        "sign",
+        key.to_str().expect("UTF-8"),
+        wasm.to_str().expect("UTF-8"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (mut server, _, config) = start(&dir, &format!("watch = false\n{lock}"));
+    let a = digest_of(&dir, &component("version-a"));
+    deploy(&wasm, &component("version-b"));
+    let output = admin(&["reload", "policy"], &config);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("not a valid signature"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(serving(&config), a);
+    // Signed with the named key: swapped.
+    let output = run(&[
+        "sign",
+        key.to_str().expect("UTF-8"),
+        wasm.to_str().expect("UTF-8"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = admin(&["reload", "policy"], &config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(server.terminate().success());
+
+    // A pin that does not match: refused at start with both digests.
+    let b = digest_of(&dir, &component("version-b"));
+    let config = dir.write(
+        "pinned.toml",
+        &format!(
+            "[lock]\nenabled = true\n[[plugins]]\nname = \"policy\"\npath = \"policy.wasm\"\n\
+             sha256 = \"{a}\"\n"
+        ),
+    );
+    let output = run(&[
+        "serve",
+        "--config",
+        config.to_str().expect("UTF-8"),
+        "-p",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains(&a) && message.contains(&b), "{message}");
+}
