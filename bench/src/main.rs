@@ -4,6 +4,7 @@
 //! qgate-bench [--quick|--smoke] [--targets floor,qgate,aiokdb,haproxy]
 //!             [--out target/bench/results.json] [--markdown BENCHMARKS.md]
 //! qgate-bench floor -p 127.0.0.1:0
+//! qgate-bench swap [--smoke] [--markdown BENCHMARKS.md]
 //! ```
 //!
 //! The run starts every target ([`targets`]), then for each scenario warms each target up and
@@ -24,6 +25,7 @@
 mod floor;
 mod loadgen;
 mod report;
+mod swap;
 mod targets;
 
 use std::{
@@ -88,12 +90,37 @@ enum Sub {
         #[arg(short = 'p', default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Round-trip latency while a plugin is swapped every 100 ms, against steady state.
+    Swap {
+        /// One short round: checks that the scenario runs.
+        #[arg(long)]
+        smoke: bool,
+        /// Pairs of one-second windows (steady, swapping).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Replace the swap section of this markdown file (BENCHMARKS.md) with the results.
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<PathBuf>,
+        /// The qgate binary to measure; by default `cargo build --release -p qgate` builds it.
+        #[arg(long, value_name = "FILE")]
+        qgate_bin: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Sub::Floor { listen }) => floor::run(listen).map(|()| true),
+        Some(Sub::Swap {
+            smoke,
+            rounds,
+            ref markdown,
+            ref qgate_bin,
+        }) => bench_swap(
+            if smoke { 1 } else { rounds.max(1) },
+            markdown.as_deref(),
+            qgate_bin.clone(),
+        ),
         None => bench(&cli),
     };
     match result {
@@ -123,6 +150,40 @@ pub(crate) fn say_err(line: &str) {
 )]
 pub(crate) fn pause(duration: Duration) {
     std::thread::sleep(duration);
+}
+
+/// `qgate-bench swap`: runs the scenario, prints the numbers, and says whether the target held.
+fn bench_swap(rounds: usize, markdown: Option<&Path>, qgate_bin: Option<PathBuf>) -> Result<bool> {
+    stop_servers_on_signal();
+    let root = project_root();
+    let env = Env {
+        work: root.join("target").join("bench"),
+        root: root.clone(),
+        self_exe: std::env::current_exe().context("cannot find this binary")?,
+        qgate_bin,
+    };
+    std::fs::create_dir_all(&env.work)?;
+    let qgate = match &env.qgate_bin {
+        Some(bin) => bin.clone(),
+        None => targets::build_qgate(&env)?,
+    };
+    let results = swap::run(&root, &env.work, &qgate, rounds)?;
+    let date = report::command_output("date", &["-u"])
+        .map(|d| d.trim().to_owned())
+        .unwrap_or_default();
+    let command = std::iter::once("qgate-bench".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let section = swap::markdown(&results, &command, &date);
+    say(&section);
+    let json = env.work.join("swap.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&results)? + "\n")
+        .with_context(|| format!("failed to write {}", json.display()))?;
+    if let Some(path) = markdown {
+        swap::write_markdown(path, &section)?;
+    }
+    Ok(results.failed_round_trips == 0 && results.swaps() > 0)
 }
 
 /// The repository root: the parent of this crate's directory.

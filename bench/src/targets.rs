@@ -184,7 +184,7 @@ level = \"warn\"
 ";
 
 /// Builds qgate in release and returns the binary.
-fn build_qgate(env: &Env) -> Result<PathBuf> {
+pub(crate) fn build_qgate(env: &Env) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     crate::say_err("==> cargo build --release -p qgate");
     let status = Command::new(cargo)

@@ -169,7 +169,17 @@ impl Slot {
                 digest,
             });
         }
-        let plugin = compile_and_load(loader, &self.spec, &self.kv, &bytes, digest, started)?;
+        // A version seen before (a redeploy of an earlier release) is in the history, compiled.
+        let known_component = lock(&self.history)
+            .iter()
+            .find(|previous| previous.digest == digest)
+            .map(|previous| previous.component.clone());
+        let plugin = match known_component {
+            Some(component) => {
+                load_component(loader, &self.spec, &self.kv, &component, digest, started)?
+            }
+            None => compile_and_load(loader, &self.spec, &self.kv, &bytes, digest, started)?,
+        };
         let load_time = plugin.load_time;
         *lock(&self.file_digest) = digest;
         self.switch(plugin, true);
