@@ -308,11 +308,54 @@ fn compile_and_load(
     digest: Digest,
     started: Instant,
 ) -> Result<Plugin, HostError> {
-    let component = Component::new(&loader.engine, bytes).map_err(|e| HostError::Load {
+    let component = compile_in_background(&loader.engine, bytes).map_err(|e| HostError::Load {
         plugin: spec.name.clone(),
         message: format!("{e:?}"),
     })?;
     load_component(loader, spec, kv, &component, digest, started)
+}
+
+/// Compiles `bytes` on a thread of its own at the lowest scheduling priority (`SCHED_BATCH`,
+/// nice 19 on Linux).
+///
+/// Compiling a component is tens of milliseconds of CPU on a core (hundreds on a busy one), while
+/// the connection workers answer messages in microseconds: at the same priority, a compile during
+/// a hot-swap competes with them and shows in the calls' tail latency. At the lowest priority it
+/// takes what they leave, and the swap waits a little longer instead. Only the compile: `init` runs
+/// against an epoch deadline, which a starved thread could miss. If the priority cannot be
+/// lowered, the compile runs at the normal one.
+fn compile_in_background(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    std::thread::scope(|scope| {
+        let compile = std::thread::Builder::new()
+            .name("qgate-compile".into())
+            .spawn_scoped(scope, || {
+                lower_priority();
+                Component::new(engine, bytes)
+            });
+        match compile {
+            Ok(thread) => match thread.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            // No thread to be had: compile here, at this thread's priority.
+            Err(_) => Component::new(engine, bytes),
+        }
+    })
+}
+
+fn lower_priority() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let lowered = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+    );
+    if let Err(error) = lowered {
+        tracing::debug!(?error, "cannot lower the compile thread's priority");
+    }
 }
 
 fn load_component(
