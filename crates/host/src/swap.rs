@@ -134,7 +134,12 @@ impl Slot {
     pub(crate) fn load(loader: &Loader, spec: PluginSpec) -> Result<Self, HostError> {
         let kv = Arc::<Kv>::default();
         let (bytes, digest, started) = read(loader, &spec)?;
-        let plugin = compile_and_load(loader, &spec, &kv, &bytes, digest, started)?;
+        // Nothing is serving yet: the first compile runs at normal priority.
+        let component = Component::new(&loader.engine, &bytes).map_err(|e| HostError::Load {
+            plugin: spec.name.clone(),
+            message: format!("{e:?}"),
+        })?;
+        let plugin = load_component(loader, &spec, &kv, &component, digest, started)?;
         Ok(Self {
             spec,
             current: ArcSwap::from_pointee(plugin),
