@@ -27,6 +27,13 @@
 //!
 //! Instances are not per connection: each plugin keeps a small pool of instances that all
 //! connections share, each checked out for one call (ARCHITECTURE.md says why).
+//!
+//! Hot-swap: each chain position holds its current version behind an atomic pointer, which an
+//! event reads once per plugin call. [`PluginHost::reload`] loads a new version from the plugin's
+//! file (read, sha256, pin and signature checks per [`LockPolicy`], compile, instantiate, `init`)
+//! and only then switches; calls in flight finish on the old version, and a failure leaves it
+//! serving. [`PluginHost::rollback`] goes back through the replaced versions. A plugin's kv store
+//! belongs to its position, so every version sees the same state.
 
 #![warn(missing_docs)]
 
