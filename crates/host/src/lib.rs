@@ -60,7 +60,7 @@ use crate::{
     swap::{Loader, Slot},
 };
 // The public surface: the host, its options and its error, swaps and their outcomes, digests,
-// keys and signatures, and the limits it applies.
+// keys and signatures (and `check_artifact`, below), and the limits it applies.
 pub use crate::{
     engine::{EPOCH_TICK, MAX_INSTANCES_PER_VERSION},
     kv::{MAX_KV_KEY_BYTES, MAX_KV_TOTAL_BYTES, MAX_KV_VALUE_BYTES},
@@ -355,6 +355,16 @@ impl PluginHost {
                 loaded: self.plugin_names().collect::<Vec<_>>().join(", "),
             })
     }
+}
+
+/// Checks a plugin's file against its pin and `policy` without loading it, as a start or a swap
+/// would: for `qgate check`.
+///
+/// # Errors
+///
+/// [`HostError::Read`] if the file cannot be read, [`HostError::Refused`] with the mismatch.
+pub fn check_artifact(spec: &PluginSpec, policy: &LockPolicy) -> Result<Digest, HostError> {
+    swap::check_file(spec, policy)
 }
 
 /// Logs a failed call and says whether the plugin's policy lets it pass.

@@ -281,8 +281,20 @@ impl Slot {
     }
 }
 
+/// Reads the plugin's file and checks it against its pin and `policy`: its digest.
+pub(crate) fn check_file(spec: &PluginSpec, policy: &LockPolicy) -> Result<Digest, HostError> {
+    read_checked(policy, spec).map(|(_, digest, _)| digest)
+}
+
 /// Reads the plugin's file and checks it against its pin and the lock policy.
 fn read(loader: &Loader, spec: &PluginSpec) -> Result<(Vec<u8>, Digest, Instant), HostError> {
+    read_checked(&loader.policy, spec)
+}
+
+fn read_checked(
+    policy: &LockPolicy,
+    spec: &PluginSpec,
+) -> Result<(Vec<u8>, Digest, Instant), HostError> {
     let started = Instant::now();
     let bytes = std::fs::read(&spec.path).map_err(|source| HostError::Read {
         plugin: spec.name.clone(),
@@ -290,17 +302,12 @@ fn read(loader: &Loader, spec: &PluginSpec) -> Result<(Vec<u8>, Digest, Instant)
         source,
     })?;
     let digest = Digest::of(&bytes);
-    lock::check(
-        &loader.policy,
-        spec.sha256.as_ref(),
-        &spec.path,
-        &bytes,
-        &digest,
-    )
-    .map_err(|message| HostError::Refused {
-        plugin: spec.name.clone(),
-        path: spec.path.clone(),
-        message,
+    lock::check(policy, spec.sha256.as_ref(), &spec.path, &bytes, &digest).map_err(|message| {
+        HostError::Refused {
+            plugin: spec.name.clone(),
+            path: spec.path.clone(),
+            message,
+        }
     })?;
     Ok((bytes, digest, started))
 }

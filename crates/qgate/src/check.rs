@@ -2,7 +2,9 @@
 //!
 //! It checks what `qgate serve` would check at start, without binding a port: the schema (every
 //! key known, every value valid, plugin names unique), the log filter directive, and that the
-//! password file and every plugin's component file can be read. It does not compile the plugins.
+//! password file and every plugin's component file can be read, that `[lock] keys` are keys, and
+//! that each plugin file matches its pin and, in a locked deployment, is pinned or signed. It does
+//! not compile the plugins.
 
 use std::{
     fs,
@@ -53,6 +55,13 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                 }
             )
         })?;
+    }
+    // Pins, and in a locked deployment signatures, as a start would check them.
+    let options =
+        crate::serve::host_options(&config).map_err(|error| anyhow!("{file}: {error:#}"))?;
+    for spec in &options.plugins {
+        qgate_host::check_artifact(spec, &options.lock)
+            .map_err(|error| anyhow!("{file}: plugins: {error}"))?;
     }
     writeln!(io::stdout(), "{file}: ok").context("cannot write to stdout")
 }

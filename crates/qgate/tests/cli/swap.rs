@@ -342,6 +342,14 @@ fn a_locked_server_runs_only_pinned_or_signed_plugins() {
         "{message}"
     );
     assert!(message.contains("neither pinned"), "{message}");
+    // `qgate check` says the same without starting.
+    let output = run(&["check", config.to_str().expect("UTF-8")]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("neither pinned"),
+        "{}",
+        stderr(&output)
+    );
 
     // Signed: it starts. A new unsigned version is refused on swap.
     let output = run(&[
@@ -349,6 +357,8 @@ fn a_locked_server_runs_only_pinned_or_signed_plugins() {
         key.to_str().expect("UTF-8"),
         wasm.to_str().expect("UTF-8"),
     ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = run(&["check", config.to_str().expect("UTF-8")]);
     assert!(output.status.success(), "{}", stderr(&output));
     let (mut server, _, config) = start(&dir, &format!("watch = false\n{lock}"));
     let a = digest_of(&dir, &component("version-a"));
