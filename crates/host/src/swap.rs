@@ -153,8 +153,8 @@ impl Slot {
     /// Loads the plugin's file again and, if it holds a new version that loads, switches to it.
     /// Blocks for as long as compiling and `init` take; call it off the async workers.
     ///
-    /// The file holds a new version when its digest differs from the version serving, or with
-    /// `since_file_load`, from the file's digest when it was last loaded from.
+    /// The file holds a new version when its digest differs from the version serving and, with
+    /// `since_file_load`, also from the file's digest when it was last loaded from.
     pub(crate) fn reload(
         &self,
         loader: &Loader,
@@ -163,12 +163,13 @@ impl Slot {
         let _turn = lock(&self.changes);
         let (bytes, digest, started) = read(loader, &self.spec)?;
         let current = self.current.load_full();
-        let known = if since_file_load {
-            *lock(&self.file_digest)
+        let unchanged = if current.digest == digest {
+            *lock(&self.file_digest) = digest;
+            true
         } else {
-            current.digest
+            since_file_load && *lock(&self.file_digest) == digest
         };
-        if known == digest {
+        if unchanged {
             return Ok(SwapOutcome::Unchanged {
                 plugin: self.spec.name.clone(),
                 digest,
