@@ -2,8 +2,8 @@
 //!
 //! First the plugins (built for wasm32-wasip2, with their native unit tests and clippy), which the
 //! tests load; then the cargo steps cheapest first, so a formatting slip fails in seconds rather
-//! than after a build: fmt, clippy, test (which includes the tidy test), a smoke run of the
-//! benchmark harness, doc;
+//! than after a build: fmt, clippy, test (which includes the tidy test), smoke runs of the
+//! benchmark harness and its hot-swap scenario, doc;
 //! then the real-client tests (`cargo xtask clients`), which install PyKX, qPython, aiokdb and
 //! node-q on first use.
 //! `.ci/run` is this command and nothing else, so CI and a developer run the same thing.
@@ -51,6 +51,19 @@ const STEPS: &[Step] = &[
             "--smoke",
             "--targets",
             "floor,qgate,qgate-echo,qgate-chain",
+        ],
+        env: &[],
+    },
+    // One round of the hot-swap scenario: qgate serving while a plugin is swapped every 100 ms.
+    Step {
+        args: &[
+            "run",
+            "--release",
+            "-p",
+            "qgate-bench",
+            "--",
+            "swap",
+            "--smoke",
         ],
         env: &[],
     },

@@ -28,6 +28,13 @@
 //!
 //! Instances are not per connection: each plugin keeps a small pool of instances that all
 //! connections share, each checked out for one call (ARCHITECTURE.md says why).
+//!
+//! Hot-swap: each chain position holds its current version behind an atomic pointer, which an
+//! event reads once per plugin call. [`PluginHost::reload`] loads a new version from the plugin's
+//! file (read, sha256, pin and signature checks per [`LockPolicy`], compile, instantiate, `init`)
+//! and only then switches; calls in flight finish on the old version, and a failure leaves it
+//! serving. [`PluginHost::rollback`] goes back through the replaced versions. A plugin's kv store
+//! belongs to its position, so every version sees the same state.
 
 #![warn(missing_docs)]
 
@@ -58,7 +65,7 @@ use crate::{
     swap::{Loader, Slot},
 };
 // The public surface: the host, its options and its error, swaps and their outcomes, digests,
-// keys and signatures, and the limits it applies.
+// keys and signatures (and `check_artifact`, below), and the limits it applies.
 pub use crate::{
     engine::{EPOCH_TICK, MAX_INSTANCES_PER_VERSION},
     kv::{MAX_KV_KEY_BYTES, MAX_KV_TOTAL_BYTES, MAX_KV_VALUE_BYTES},
@@ -353,6 +360,16 @@ impl PluginHost {
                 loaded: self.plugin_names().collect::<Vec<_>>().join(", "),
             })
     }
+}
+
+/// Checks a plugin's file against its pin and `policy` without loading it, as a start or a swap
+/// would: for `qgate check`.
+///
+/// # Errors
+///
+/// [`HostError::Read`] if the file cannot be read, [`HostError::Refused`] with the mismatch.
+pub fn check_artifact(spec: &PluginSpec, policy: &LockPolicy) -> Result<Digest, HostError> {
+    swap::check_file(spec, policy)
 }
 
 /// Logs a failed call and says whether the plugin's policy lets it pass.

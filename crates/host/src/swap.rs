@@ -153,8 +153,8 @@ impl Slot {
     /// Loads the plugin's file again and, if it holds a new version that loads, switches to it.
     /// Blocks for as long as compiling and `init` take; call it off the async workers.
     ///
-    /// The file holds a new version when its digest differs from the version serving, or with
-    /// `since_file_load`, from the file's digest when it was last loaded from.
+    /// The file holds a new version when its digest differs from the version serving and, with
+    /// `since_file_load`, also from the file's digest when it was last loaded from.
     pub(crate) fn reload(
         &self,
         loader: &Loader,
@@ -163,12 +163,13 @@ impl Slot {
         let _turn = lock(&self.changes);
         let (bytes, digest, started) = read(loader, &self.spec)?;
         let current = self.current.load_full();
-        let known = if since_file_load {
-            *lock(&self.file_digest)
+        let unchanged = if current.digest == digest {
+            *lock(&self.file_digest) = digest;
+            true
         } else {
-            current.digest
+            since_file_load && *lock(&self.file_digest) == digest
         };
-        if known == digest {
+        if unchanged {
             return Ok(SwapOutcome::Unchanged {
                 plugin: self.spec.name.clone(),
                 digest,
@@ -281,8 +282,20 @@ impl Slot {
     }
 }
 
+/// Reads the plugin's file and checks it against its pin and `policy`: its digest.
+pub(crate) fn check_file(spec: &PluginSpec, policy: &LockPolicy) -> Result<Digest, HostError> {
+    read_checked(policy, spec).map(|(_, digest, _)| digest)
+}
+
 /// Reads the plugin's file and checks it against its pin and the lock policy.
 fn read(loader: &Loader, spec: &PluginSpec) -> Result<(Vec<u8>, Digest, Instant), HostError> {
+    read_checked(&loader.policy, spec)
+}
+
+fn read_checked(
+    policy: &LockPolicy,
+    spec: &PluginSpec,
+) -> Result<(Vec<u8>, Digest, Instant), HostError> {
     let started = Instant::now();
     let bytes = std::fs::read(&spec.path).map_err(|source| HostError::Read {
         plugin: spec.name.clone(),
@@ -290,17 +303,12 @@ fn read(loader: &Loader, spec: &PluginSpec) -> Result<(Vec<u8>, Digest, Instant)
         source,
     })?;
     let digest = Digest::of(&bytes);
-    lock::check(
-        &loader.policy,
-        spec.sha256.as_ref(),
-        &spec.path,
-        &bytes,
-        &digest,
-    )
-    .map_err(|message| HostError::Refused {
-        plugin: spec.name.clone(),
-        path: spec.path.clone(),
-        message,
+    lock::check(policy, spec.sha256.as_ref(), &spec.path, &bytes, &digest).map_err(|message| {
+        HostError::Refused {
+            plugin: spec.name.clone(),
+            path: spec.path.clone(),
+            message,
+        }
     })?;
     Ok((bytes, digest, started))
 }

@@ -224,8 +224,8 @@ impl Drop for AdminSocket {
 }
 
 /// Binds the admin socket at `path`: makes its directory (0700) when missing, refuses a directory
-/// that others may write to, replaces a stale socket, and refuses one that a server still
-/// answers on.
+/// that another user owns (root aside) or that others may write to without the sticky bit,
+/// replaces a stale socket, and refuses one that a server still answers on.
 pub(crate) fn bind(path: &Path) -> Result<AdminSocket> {
     let uid = own_uid()?;
     let dir = path
@@ -241,10 +241,20 @@ pub(crate) fn bind(path: &Path) -> Result<AdminSocket> {
     }
     let meta = fs::metadata(dir).with_context(|| format!("cannot read {dir:?}"))?;
     let mode = meta.permissions().mode();
-    if meta.uid() != uid && mode & 0o1000 == 0 && mode & 0o022 != 0 {
+    if meta.uid() != uid && meta.uid() != 0 {
         bail!(
-            "refusing to make the admin socket in {dir:?}: another user owns it and others may \
-             write to it; set `admin.socket` to a path in a directory of this user's"
+            "refusing to make the admin socket in {dir:?}: it belongs to user {}, not to this \
+             server's user {uid}; remove it, or set `admin.socket` to a path in a directory of \
+             this user's",
+            meta.uid()
+        );
+    }
+    // Others may not replace the socket: a directory they can write to must be sticky (/tmp).
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        bail!(
+            "refusing to make the admin socket in {dir:?}: others may write to it (mode {:o}); \
+             `chmod 700` it, or set `admin.socket` to a path in a directory of this user's",
+            mode & 0o7777
         );
     }
     match std::os::unix::net::UnixStream::connect(path) {

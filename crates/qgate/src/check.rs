@@ -2,8 +2,10 @@
 //!
 //! It checks what `qgate serve` would check at start, without binding a port: the schema (every
 //! key known, every value valid, plugin names unique), the log filter directive, that the TLS
-//! settings are whole (with kdb+'s `SSL_*` variables), and that the password file, the TLS files
-//! and every plugin's component file can be read. It does not compile the plugins.
+//! settings are whole (with kdb+'s `SSL_*` variables), that the password file, the TLS files and
+//! every plugin's component file can be read, that `[lock] keys` are keys, and that each plugin
+//! file matches its pin and, in a locked deployment, is pinned or signed. It does not compile the
+//! plugins.
 
 use std::{
     fs,
@@ -77,6 +79,13 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                 }
             )
         })?;
+    }
+    // Pins, and in a locked deployment signatures, as a start would check them.
+    let options =
+        crate::serve::host_options(&config).map_err(|error| anyhow!("{file}: {error:#}"))?;
+    for spec in &options.plugins {
+        qgate_host::check_artifact(spec, &options.lock)
+            .map_err(|error| anyhow!("{file}: plugins: {error}"))?;
     }
     writeln!(io::stdout(), "{file}: ok").context("cannot write to stdout")
 }

@@ -1,5 +1,6 @@
-"""Hot-swap under load, from a real client: 64 aiokdb connections send sync and async messages
-while `qgate reload` swaps the policy 20 times between two versions.
+"""Hot-swap from a real client (aiokdb): 64 connections sending sync and async messages while
+`qgate reload` swaps the policy 20 times between two versions, and the `conns` table keeping its
+rows across a swap.
 
 The policy is the `version-a` / `version-b` fixture pair (plugins/fixtures/versioned.rs): the sync
 query `version` answers `a` or `b`, each async message adds one to its connection's counter in kv,
@@ -13,11 +14,12 @@ and the sync query `count` answers that counter. So:
 """
 
 import asyncio
+import json
 import shutil
 import subprocess
 
 import pytest
-from aiokdb import cv
+from aiokdb import b9, cv
 from aiokdb.client import open_qipc_connection
 
 from conftest import ROOT, Server, binary
@@ -141,3 +143,69 @@ def test_64_connections_survive_20_swaps(swap_server):
         capture_output=True, check=True, text=True,
     ).stdout
     assert "policy" in listing, listing
+
+
+def test_the_conns_table_keeps_its_rows_across_a_swap(tmp_path):
+    """`conns` keeps one kv row per connection; a new build of it (the same component with a custom
+    section appended, so another digest) sees the same rows after `qgate reload`."""
+    source = PLUGINS / "conns.wasm"
+    if not source.is_file():
+        pytest.fail(f"conns.wasm not found in {PLUGINS}: run `cargo xtask plugins`")
+    wasm = tmp_path / "conns.wasm"
+    deploy(source, wasm)
+    socket = tmp_path / "admin.sock"
+    config = tmp_path / "qgate.toml"
+    config.write_text(
+        f'[admin]\nsocket = "{socket}"\nwatch = false\n'
+        f'[[plugins]]\nname = "conns"\npath = "{wasm}"\n'
+    )
+    qgate = binary("QGATE_BIN", "qgate")
+    argv = [qgate, "serve", "--config", str(config), "-p", "127.0.0.1:0"]
+    server = Server(argv, tmp_path / "stderr.log", startup_timeout=180.0)
+
+    def digest():
+        listing = subprocess.run(
+            [qgate, "plugins", "--json", "--admin-socket", str(socket)],
+            capture_output=True, check=True, text=True,
+        ).stdout
+        return json.loads(listing)[0]["digest"]
+
+    async def body():
+        writers = []
+        for user in ("alice", "bob", "carol"):
+            _, writer = await open_qipc_connection(
+                host=server.host, port=server.port, user=user, password="x"
+            )
+            writers.append(writer)
+        try:
+            before = b9(await writers[0].sync_req(cv("conns")))
+            first = digest()
+            staging = tmp_path / "conns.staging"
+            # A custom section: id 0, size, name length, name.
+            staging.write_bytes(source.read_bytes() + bytes([0, 6, 5]) + b"qgate")
+            staging.replace(wasm)
+            await reload_plugin(qgate, socket, "conns")
+            assert digest() != first
+            after = b9(await writers[1].sync_req(cv("conns")))
+            assert after == before, "the table changed across the swap"
+            for user in (b"alice", b"bob", b"carol"):
+                assert user in after
+        finally:
+            for writer in writers:
+                writer.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(body(), 120))
+        assert server.alive(), server.log()
+    finally:
+        server.stop()
+
+
+async def reload_plugin(qgate, socket, name):
+    process = await asyncio.create_subprocess_exec(
+        qgate, "reload", name, "--admin-socket", str(socket),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, (out, err)
+    assert b"swapped" in out, out

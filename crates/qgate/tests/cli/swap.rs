@@ -207,6 +207,63 @@ fn admin_commands_list_reload_and_roll_back() {
 }
 
 #[test]
+fn the_default_admin_socket_is_private_and_found_from_the_config() {
+    let dir = TempDir::new("default-socket");
+    let wasm = dir.0.join("policy.wasm");
+    deploy(&wasm, &component("version-a"));
+    // A free port, for a config that the server and the command both read.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let config = dir.write(
+        "qgate.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nwatch = false\n[[plugins]]\n\
+             name = \"policy\"\npath = \"policy.wasm\"\n"
+        ),
+    );
+    let config = config.to_str().expect("UTF-8");
+    let runtime = dir.0.join("runtime");
+    fs::create_dir_all(&runtime).expect("a runtime directory");
+    let mut server = super::qgate()
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["serve", "--config", config])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("qgate serve starts");
+    let guard = KillOnDrop(&mut server);
+    let socket = runtime.join("qgate").join(format!("admin-{port}.sock"));
+    eventually("the default admin socket", || socket.exists());
+    let mode = |path: &Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&runtime.join("qgate")), 0o700);
+    assert_eq!(mode(&socket), 0o600);
+    let output = super::qgate()
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["plugins", "--config", config])
+        .output()
+        .expect("qgate runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("policy"), "{}", stdout(&output));
+    drop(guard);
+}
+
+/// Kills a child process when dropped.
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
 fn sighup_and_the_file_watch_reload_a_changed_plugin() {
     let dir = TempDir::new("watch");
     let (mut server, _, config) = start(&dir, "watch = true");
@@ -285,6 +342,14 @@ fn a_locked_server_runs_only_pinned_or_signed_plugins() {
         "{message}"
     );
     assert!(message.contains("neither pinned"), "{message}");
+    // `qgate check` says the same without starting.
+    let output = run(&["check", config.to_str().expect("UTF-8")]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("neither pinned"),
+        "{}",
+        stderr(&output)
+    );
 
     // Signed: it starts. A new unsigned version is refused on swap.
     let output = run(&[
@@ -292,6 +357,8 @@ fn a_locked_server_runs_only_pinned_or_signed_plugins() {
         key.to_str().expect("UTF-8"),
         wasm.to_str().expect("UTF-8"),
     ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = run(&["check", config.to_str().expect("UTF-8")]);
     assert!(output.status.success(), "{}", stderr(&output));
     let (mut server, _, config) = start(&dir, &format!("watch = false\n{lock}"));
     let a = digest_of(&dir, &component("version-a"));
