@@ -104,8 +104,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 }
 
 /// Runs the server harness (`bench/`, `qgate-bench`) after the codec benchmarks: qgate against
-/// its floor and its peers over loopback. It writes `target/bench/results.json`; a full run also
-/// rewrites BENCHMARKS.md's harness section, a `--quick` run leaves BENCHMARKS.md alone.
+/// its floor and its peers over loopback, then latency during hot-swaps. It writes
+/// `target/bench/results.json` and `target/bench/swap.json`; a full run also rewrites
+/// BENCHMARKS.md's harness and swap sections, a `--quick` run leaves BENCHMARKS.md alone.
 fn harness(quick: bool) -> Result<()> {
     let mut args = vec!["run", "--release", "-p", "qgate-bench", "--"];
     if quick {
@@ -122,6 +123,20 @@ fn harness(quick: bool) -> Result<()> {
     } else {
         "cargo xtask bench"
     };
+    command.args(&args).env("QGATE_BENCH_COMMAND", label);
+    run_command(&what, &mut command)?;
+
+    // Latency during hot-swaps against steady state: a full run rewrites BENCHMARKS.md's swap
+    // section, a quick one runs three rounds and leaves it alone.
+    let mut args = vec!["run", "--release", "-p", "qgate-bench", "--", "swap"];
+    if quick {
+        args.extend(["--rounds", "3"]);
+    } else {
+        args.extend(["--markdown", "BENCHMARKS.md"]);
+    }
+    let what = format!("cargo {}", args.join(" "));
+    eprintln!("==> {what}");
+    let mut command = cargo();
     command.args(&args).env("QGATE_BENCH_COMMAND", label);
     run_command(&what, &mut command)
 }
