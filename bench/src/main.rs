@@ -57,7 +57,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "floor,qgate,qgate-echo,qgate-chain,aiokdb,haproxy"
+        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-tls,aiokdb,haproxy,haproxy-tls"
     )]
     targets: Vec<String>,
     /// Only these scenarios, comma-separated (ping, ingest, conc64, connect, insert, idle): for

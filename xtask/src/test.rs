@@ -50,7 +50,7 @@ const STEPS: &[Step] = &[
             "--",
             "--smoke",
             "--targets",
-            "floor,qgate,qgate-echo,qgate-chain",
+            "floor,qgate,qgate-echo,qgate-chain,qgate-tls",
         ],
         env: &[],
     },

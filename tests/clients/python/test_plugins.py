@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import subprocess
 import threading
 import time
 
@@ -361,11 +362,18 @@ def contained(tmp_path_factory):
     secrets = tmp_path_factory.mktemp("secrets")
     passwords = secrets / "passwords.txt"
     passwords.write_text(f"admin:password\n# {MARKER}\n")
-    key = secrets / "server.key"
-    key.write_text(f"-----BEGIN PRIVATE KEY-----\n{MARKER}\n-----END PRIVATE KEY-----\n")
-    key.chmod(0o600)
+    # The server's real TLS certificate and key (TLS optional, so the plain clients here are
+    # served): the key file is what a plugin must never read.
+    subprocess.run(
+        [binary("QGATE_BIN", "qgate"), "certs", "--out", str(secrets / "certs")],
+        check=True,
+        capture_output=True,
+    )
+    key = secrets / "certs" / "server.key"
     body = (
         f'[auth]\npassword_file = "{passwords}"\n'
+        f'[tls]\nmode = "optional"\ncert_file = "{secrets / "certs" / "server.pem"}"\n'
+        f'key_file = "{key}"\n'
         + plugin("spin", extra='time_budget = "1s"\nconfig = { only = "spin" }')
         + plugin(
             "grow-memory", "grow_memory", 'memory_limit = "16MiB"\nconfig = { only = "grow" }'
