@@ -73,6 +73,17 @@ pub(crate) fn request(value: &K) -> Request {
     Request::new(message).expect("a valid message")
 }
 
+/// The `conns` plugin's answer to the query `conns`, in q syntax.
+pub(crate) async fn conns_table(host: &PluginHost) -> String {
+    let Verdict::Reply(table) = host
+        .on_sync(&session(), &request(&K::string("conns")))
+        .await
+    else {
+        panic!("conns did not answer");
+    };
+    table.to_string()
+}
+
 fn call() -> K {
     K::list(vec![K::symbol("f"), K::long(1), K::string("x")])
 }
@@ -223,13 +234,7 @@ async fn the_kv_store_is_shared_by_every_instance() {
     for open in opens.collect::<Vec<_>>() {
         assert_eq!(open.await.unwrap(), OpenVerdict::Keep);
     }
-    let Verdict::Reply(table) = host
-        .on_sync(&session(), &request(&K::string("conns")))
-        .await
-    else {
-        panic!("conns did not answer");
-    };
-    let table = table.to_string();
+    let table = conns_table(&host).await;
     for handle in 1..=8 {
         assert!(table.contains(&format!("user{handle}")), "{table}");
     }

@@ -425,27 +425,34 @@ fn query<S: std::io::Read + std::io::Write>(stream: &mut S, text: &str) -> Strin
         .to_string()
 }
 
-/// The whoami fixture plugin, built once for the test process.
-fn whoami_plugin() -> PathBuf {
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    BUILD.call_once(|| {
+/// The workspace's root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The file of the component `name` of `plugins/` (the workspace builds every plugin and
+/// fixture), built once per test run.
+fn component_path(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
         let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args([
                 "build",
                 "--release",
                 "--quiet",
-                "-p",
-                "whoami",
+                "--target",
+                "wasm32-wasip2",
                 "--manifest-path",
             ])
-            .arg(root.join("plugins/Cargo.toml"))
+            .arg(root().join("plugins/Cargo.toml"))
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building the whoami plugin failed");
+        assert!(status.success(), "building plugins/ failed");
     });
-    root.join("plugins/target/wasm32-wasip2/release/whoami.wasm")
+    root()
+        .join("plugins/target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 /// The README's "TLS in five minutes", end to end: `qgate certs`, a config with mutual TLS and
@@ -461,7 +468,7 @@ fn a_plugin_sees_the_client_certificate_over_mutual_tls() {
              key_file = \"certs/server.key\"\nclient_auth = \"required\"\n\
              ca_file = \"certs/ca.pem\"\nuser_from = \"cn\"\n\
              [[plugins]]\nname = \"whoami\"\npath = {:?}\n",
-            whoami_plugin()
+            component_path("whoami")
         ),
     );
     // A second run on the same directory keeps the CA and issues one more client.

@@ -16,7 +16,7 @@ use qgate_host::{
 };
 use qgate_ipc::K;
 
-use super::{component, options, request, session};
+use super::{component, conns_table, options, request, session};
 
 /// A directory of its own for `test`, empty.
 fn scratch(test: &str) -> PathBuf {
@@ -127,13 +127,7 @@ async fn kv_state_survives_a_swap() {
         swapped_to(&outcome),
         Digest::of(&rebuilt(bytes("conns"), 1))
     );
-    let Verdict::Reply(table) = host
-        .on_sync(&session(), &request(&K::string("conns")))
-        .await
-    else {
-        panic!("conns did not answer");
-    };
-    let table = table.to_string();
+    let table = conns_table(&host).await;
     for handle in 1..=3 {
         assert!(table.contains(&format!("user{handle}")), "{table}");
     }

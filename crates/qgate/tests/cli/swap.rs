@@ -5,39 +5,15 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::OnceLock,
     thread,
     time::{Duration, Instant},
 };
 
-use super::{PATIENCE, Server, TempDir, run, stderr, stdout};
-
-/// The workspace's root.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use super::{PATIENCE, Server, TempDir, component_path, run, stderr, stdout};
 
 /// The bytes of the component `name` of `plugins/`, built once per test run.
 fn component(name: &str) -> Vec<u8> {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root().join("plugins/Cargo.toml"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building plugins/ failed");
-    });
-    let path = root()
-        .join("plugins/target/wasm32-wasip2/release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
+    let path = component_path(name);
     fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"))
 }
 
