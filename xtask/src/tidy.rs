@@ -29,12 +29,17 @@ use crate::project_root;
 const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("qgate-ipc", &[]),
     ("qgate-config", &[]),
+    // Reading untrusted files: std and libc only, below every crate that reads a file.
+    ("qgate-files", &[]),
     // Message types only (the header, `MessageType`, views), never the codec's internals.
     ("qgate-hooks", &["qgate-ipc"]),
     ("qgate-wit", &[]),
-    ("qgate-server", &["qgate-ipc", "qgate-hooks"]),
+    ("qgate-server", &["qgate-ipc", "qgate-hooks", "qgate-files"]),
     // The host may read message views to hand a guest the shape of a message cheaply.
-    ("qgate-host", &["qgate-hooks", "qgate-wit", "qgate-ipc"]),
+    (
+        "qgate-host",
+        &["qgate-hooks", "qgate-wit", "qgate-ipc", "qgate-files"],
+    ),
     // The guest SDK decodes message bodies and encodes replies with the server's own codec.
     ("qgate-plugin-sdk", &["qgate-ipc"]),
     (
@@ -45,6 +50,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "qgate-host",
             "qgate-hooks",
             "qgate-ipc",
+            "qgate-files",
         ],
     ),
     ("qgate-test-support", &["qgate-ipc", "qgate-hooks"]),
