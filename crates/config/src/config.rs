@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::{
     error::ConfigError,
     tls::Tls,
+    upstream::Upstreams,
     value::{ByteSize, Count, HumanDuration, Listen, Sha256, Timeout, TimeoutOrOff},
 };
 
@@ -43,6 +44,9 @@ pub struct Config {
     pub admin: Admin,
     /// Which plugin artifacts may run: `[lock]`.
     pub lock: Lock,
+    /// The kdb+ services qgate stands in front of, the default first: `[[upstream]]`. None by
+    /// default (qgate answers with its plugins alone).
+    pub upstream: Upstreams,
 }
 
 impl Config {
@@ -59,8 +63,49 @@ impl Config {
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let deserializer =
             toml::Deserializer::parse(text).map_err(|error| ConfigError::syntax(text, &error))?;
-        serde_path_to_error::deserialize(deserializer)
-            .map_err(|error| ConfigError::invalid(text, &error))
+        let config: Self = serde_path_to_error::deserialize(deserializer)
+            .map_err(|error| ConfigError::invalid(text, &error))?;
+        config.check_routes()?;
+        Ok(config)
+    }
+
+    /// Checks that every plugin's `routes` names an `[[upstream]]`: a route to nowhere is an error
+    /// at start, not at the first query that takes it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the plugin and the unknown upstream.
+    pub fn check_routes(&self) -> Result<(), ConfigError> {
+        for plugin in self.plugins.as_slice() {
+            for route in &plugin.routes {
+                if self.upstream.get(route).is_none() {
+                    let known: Vec<&str> = self
+                        .upstream
+                        .as_slice()
+                        .iter()
+                        .map(|upstream| upstream.name.as_str())
+                        .collect();
+                    return Err(ConfigError::Invalid {
+                        file: None,
+                        key: format!("plugins.{}.routes", plugin.name),
+                        line: None,
+                        column: None,
+                        message: if known.is_empty() {
+                            format!(
+                                "routes to upstream `{route}`, but no [[upstream]] is configured"
+                            )
+                        } else {
+                            format!(
+                                "routes to upstream `{route}`, which is not configured; the \
+                                 upstreams are {}",
+                                known.join(", ")
+                            )
+                        },
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads and parses the config file at `path`.
@@ -102,6 +147,9 @@ impl Config {
             }
             if let Some(socket) = &mut config.admin.socket {
                 *socket = dir.join(&*socket);
+            }
+            for upstream in &mut config.upstream.0 {
+                upstream.resolve_paths(dir);
             }
         }
         Ok(config)
@@ -415,6 +463,11 @@ pub struct Plugin {
     /// refused at start and on every swap.
     #[serde(default)]
     pub sha256: Option<Sha256>,
+    /// The upstreams this plugin may send a message to with a route verdict:
+    /// `routes = ["hdb"]`. None by default. Each must name an `[[upstream]]`; a route to any other
+    /// is refused (a deny naming the plugin).
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 impl Plugin {

@@ -32,6 +32,7 @@
 mod config;
 mod error;
 mod tls;
+mod upstream;
 mod value;
 
 // The public surface.
@@ -42,6 +43,8 @@ pub use crate::{
     error::ConfigError,
     // `[tls]`, and kdb+'s environment variables resolved into it.
     tls::{ClientAuth, ResolvedClientAuth, ResolvedTls, Tls, TlsMode, UserFrom},
+    // `[[upstream]]`: the kdb+ services of gateway mode.
+    upstream::{CredentialsMode, Password, Upstream, UpstreamMode, UpstreamTls, Upstreams},
     // Validated values, each parsed from its TOML form.
     value::{ByteSize, Count, HumanDuration, Listen, Sha256, Timeout, TimeoutOrOff},
 };

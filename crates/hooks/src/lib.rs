@@ -18,9 +18,15 @@
 
 #![warn(missing_docs)]
 
+mod backend;
+
 use std::{fmt, future::Future, net::SocketAddr, sync::Arc};
 
 use qgate_ipc::{DecodeError, Endian, K, Message, MessageType, ValueView};
+
+pub use crate::backend::{
+    Backend, Downstream, ForwardError, Link, LinkClosed, NOTHING_ANSWERED, NoBackend, NoLink, Push,
+};
 
 /// A connection's handle, q's `.z.w`: unique among live connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -202,11 +208,14 @@ pub enum Verdict {
     /// Refuse: a sync request gets this q error (without the `'`); an async one is dropped and
     /// logged, as q drops async errors.
     Deny(String),
-    /// Nothing answered. For a sync request the server replies with a q error saying so; it never
-    /// leaves a client waiting.
+    /// Nothing answered: the [`Backend`] does (the default upstream, in gateway mode). With no
+    /// backend a sync request gets a q error saying so; it never leaves a client waiting.
     Pass,
     /// Answer a sync request with this value; for an async message, accept it.
     Reply(K),
+    /// Send the message to the backend's service of this name (an upstream), instead of the
+    /// default one.
+    Route(String),
 }
 
 /// Why a connection closed, given to [`Hooks::on_close`] and logged.

@@ -375,7 +375,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, S> {
         match self.shared.hooks.on_sync(&self.session, request).await {
             Verdict::Reply(value) => Ok(value),
             Verdict::Deny(error) => Err(error),
-            Verdict::Pass => Err(NOTHING_ANSWERED.to_owned()),
+            Verdict::Pass | Verdict::Route(_) => Err(NOTHING_ANSWERED.to_owned()),
         }
     }
 

@@ -1,0 +1,304 @@
+//! One request on one upstream connection: send it, then relay what comes back to the client,
+//! the pushes before the reply and the reply itself, without decoding any of it.
+//!
+//! ```text
+//!   write request ──► read header ─┬─ async (a push) ─► forward to the client, or log and drop
+//!        ▲                         ├─ sync (the upstream asks the client) ─► answer it an error
+//!        │                         └─ response ─► over max_reply_bytes? read and discard it
+//!        │                                        small? read it whole, then write it
+//!        └── query_timeout covers everything       large? stream it in chunks
+//!            up to the reply's header
+//! ```
+//!
+//! A reply of at most [`WHOLE_REPLY_BYTES`] is read whole before a byte of it is written, so that
+//! an upstream dying in the middle of it becomes a q error for the client.
+//! A larger one streams through in [`STREAM_CHUNK_BYTES`] pieces: memory stays bounded however
+//! large the reply, and an upstream dying in the middle of it leaves the client's stream cut, so
+//! the client is closed ([`qgate_hooks::ForwardError::Broken`]).
+
+use std::time::Duration;
+
+use qgate_hooks::Downstream;
+use qgate_ipc::{Endian, HEADER_LEN, MessageType};
+use tokio::time::Instant;
+
+use crate::conn::{Pending, UpstreamConn, UpstreamError};
+
+/// The largest reply read whole before it is written to the client.
+///
+/// Most replies (a ping, a row, a small table) are far smaller and arrive in one read; reading
+/// them whole lets a failure in the middle of one become a clean q error. 64 KiB a request in
+/// flight is the memory this costs.
+pub(crate) const WHOLE_REPLY_BYTES: usize = 64 * 1024;
+
+/// How much of a large reply is read from the upstream before it is written to the client.
+///
+/// Large enough that a 100 MB reply costs a few hundred reads and writes, small enough that ten
+/// thousand clients streaming at once hold a few GiB at most.
+pub(crate) const STREAM_CHUNK_BYTES: usize = 256 * 1024;
+
+/// What to do with a push that arrives while a request waits for its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pushes {
+    /// A pooled connection has no client of its own: log the push and drop it.
+    Drop,
+    /// A pinned connection's pushes are its client's, in order.
+    Forward,
+}
+
+/// How an exchange failed, and what that says about the connection.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    /// The client went away, or its writes failed, while the request was in flight. The
+    /// connection's [`UpstreamConn::pending`] says what is still to come.
+    #[error("the client went away")]
+    ClientGone(#[source] Option<std::io::Error>),
+    /// The reply, this large, is over `max_reply_bytes`; it was read and dropped and the
+    /// connection can be used again.
+    #[error("reply of {size} bytes is over max_reply_bytes ({limit} bytes)")]
+    TooLarge {
+        /// The reply's size, on the wire or decompressed, whichever is larger.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// No reply within `query_timeout`; the connection still owes one and must be dropped.
+    #[error("no reply within {0:?} (query_timeout)")]
+    Timeout(Duration),
+    /// The upstream failed before any of the reply reached the client: the connection is dead.
+    #[error("{0}")]
+    Upstream(UpstreamError),
+    /// The upstream failed after part of the reply reached the client: the connection is dead and
+    /// the client's stream is cut.
+    #[error("{0}")]
+    UpstreamMidReply(UpstreamError),
+}
+
+/// The limits an exchange runs under.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ExchangeLimits {
+    pub(crate) query_timeout: Option<Duration>,
+    pub(crate) max_reply_bytes: u64,
+}
+
+/// Sends `frame` (a sync request) on `conn` and relays the reply to `client`.
+pub(crate) async fn exchange<D: Downstream>(
+    conn: &mut UpstreamConn,
+    frame: &[u8],
+    client: &mut D,
+    pushes: Pushes,
+    limits: ExchangeLimits,
+) -> Result<(), ExchangeError> {
+    let deadline = limits
+        .query_timeout
+        .map(|after| (Instant::now() + after, after));
+    conn.pending = Pending::Reply;
+    within(deadline, conn.write(frame))
+        .await?
+        .map_err(ExchangeError::Upstream)?;
+    loop {
+        let header = tokio::select! {
+            biased;
+            header = within(deadline, conn.peek_header()) => header?.map_err(ExchangeError::Upstream)?,
+            () = client.gone() => return Err(ExchangeError::ClientGone(None)),
+        };
+        match header.message_type {
+            MessageType::Async => {
+                let size = header.len() as u64;
+                if size > limits.max_reply_bytes {
+                    tracing::warn!(
+                        upstream = %conn.replica.service,
+                        size,
+                        limit = "max_reply_bytes",
+                        "upstream push too large; dropped"
+                    );
+                    within(deadline, discard_frame(conn))
+                        .await?
+                        .map_err(ExchangeError::Upstream)?;
+                    continue;
+                }
+                let push = within(deadline, conn.read_frame())
+                    .await?
+                    .map_err(ExchangeError::Upstream)?;
+                match pushes {
+                    Pushes::Forward => client
+                        .write(&push)
+                        .await
+                        .map_err(|e| ExchangeError::ClientGone(Some(e)))?,
+                    Pushes::Drop => tracing::debug!(
+                        upstream = %conn.replica.service,
+                        bytes = push.len(),
+                        "push on a pooled connection has no client; dropped"
+                    ),
+                }
+            }
+            MessageType::Sync => {
+                // The upstream asks the client something while the client waits for a reply: the
+                // client cannot answer before it has its reply, so the upstream would wait for
+                // ever. It gets an error instead.
+                within(deadline, discard_frame(conn))
+                    .await?
+                    .map_err(ExchangeError::Upstream)?;
+                let refusal = error_frame(
+                    "qgate: a sync request to a client waiting for its own reply is not forwarded",
+                );
+                within(deadline, conn.write(&refusal))
+                    .await?
+                    .map_err(ExchangeError::Upstream)?;
+                tracing::warn!(
+                    upstream = %conn.replica.service,
+                    "upstream sent a sync request to a client waiting for a reply; refused"
+                );
+            }
+            MessageType::Response => return relay_reply(conn, client, limits).await,
+        }
+    }
+}
+
+/// Relays the reply whose header is buffered on `conn`.
+async fn relay_reply<D: Downstream>(
+    conn: &mut UpstreamConn,
+    client: &mut D,
+    limits: ExchangeLimits,
+) -> Result<(), ExchangeError> {
+    let header = conn.peek_header().await.map_err(ExchangeError::Upstream)?;
+    let len = header.len();
+    let mut size = len as u64;
+    if header.compressed {
+        let start = conn
+            .peek(HEADER_LEN + 4)
+            .await
+            .map_err(ExchangeError::Upstream)?;
+        let raw: [u8; 4] = start
+            .get(HEADER_LEN..HEADER_LEN + 4)
+            .and_then(|raw| raw.try_into().ok())
+            .unwrap_or_default();
+        let decompressed = match header.endian {
+            Endian::Big => u32::from_be_bytes(raw),
+            Endian::Little => u32::from_le_bytes(raw),
+        };
+        size = size.max(decompressed.into());
+    }
+    let read_limit = limits.query_timeout;
+    if size > limits.max_reply_bytes {
+        conn.pending = Pending::Body(len);
+        step(read_limit, conn.discard(len)).await?;
+        conn.pending = Pending::None;
+        return Err(ExchangeError::TooLarge {
+            size,
+            limit: limits.max_reply_bytes,
+        });
+    }
+    if len <= WHOLE_REPLY_BYTES {
+        let reply = step(read_limit, conn.read_frame()).await?;
+        conn.pending = Pending::None;
+        conn.shrink();
+        return client
+            .write(&reply)
+            .await
+            .map_err(|e| ExchangeError::ClientGone(Some(e)));
+    }
+    let mut left = len;
+    let mut chunk = Vec::with_capacity(STREAM_CHUNK_BYTES);
+    let mut written = false;
+    while left > 0 {
+        conn.pending = Pending::Body(left);
+        chunk.clear();
+        let read = match step(
+            read_limit,
+            conn.read_into(&mut chunk, left.min(STREAM_CHUNK_BYTES)),
+        )
+        .await
+        {
+            Ok(read) => read,
+            Err(ExchangeError::Upstream(error)) if written => {
+                return Err(ExchangeError::UpstreamMidReply(error));
+            }
+            Err(error) => return Err(error),
+        };
+        left -= read;
+        conn.pending = if left == 0 {
+            Pending::None
+        } else {
+            Pending::Body(left)
+        };
+        client
+            .write(&chunk)
+            .await
+            .map_err(|e| ExchangeError::ClientGone(Some(e)))?;
+        written = true;
+    }
+    conn.shrink();
+    Ok(())
+}
+
+/// Reads and drops whatever `conn` still owes for a request (its pushes included), so that the
+/// connection can take the next one. Bounded by `limit` for each read.
+pub(crate) async fn drain(
+    conn: &mut UpstreamConn,
+    limit: Option<Duration>,
+) -> Result<(), ExchangeError> {
+    loop {
+        match conn.pending {
+            Pending::None => return Ok(()),
+            Pending::Body(left) => {
+                step(limit, conn.discard(left)).await?;
+                conn.pending = Pending::None;
+            }
+            Pending::Reply => {
+                let header = step(limit, conn.peek_header()).await?;
+                step(limit, discard_frame(conn)).await?;
+                if header.message_type == MessageType::Response {
+                    conn.pending = Pending::None;
+                }
+            }
+        }
+    }
+}
+
+/// Reads and drops the frame whose header is next on `conn`.
+async fn discard_frame(conn: &mut UpstreamConn) -> Result<(), UpstreamError> {
+    let header = conn.peek_header().await?;
+    conn.discard(header.len()).await
+}
+
+/// A q error response frame, little-endian.
+pub(crate) fn error_frame(text: &str) -> Vec<u8> {
+    let text = text.as_bytes();
+    let len = HEADER_LEN + 1 + text.len() + 1;
+    let mut frame = Vec::with_capacity(len);
+    frame.extend_from_slice(
+        &qgate_ipc::Header::little(MessageType::Response, len as u32).to_bytes(),
+    );
+    frame.push(qgate_ipc::type_code::ERROR as u8);
+    frame.extend_from_slice(text);
+    frame.push(0);
+    frame
+}
+
+/// Runs `io` before `deadline`, when there is one.
+async fn within<T>(
+    deadline: Option<(Instant, Duration)>,
+    io: impl Future<Output = T>,
+) -> Result<T, ExchangeError> {
+    match deadline {
+        None => Ok(io.await),
+        Some((at, after)) => tokio::time::timeout_at(at, io)
+            .await
+            .map_err(|_| ExchangeError::Timeout(after)),
+    }
+}
+
+/// Runs one read of a reply in progress within `limit`: a reply that stops arriving is a timeout.
+async fn step<T>(
+    limit: Option<Duration>,
+    io: impl Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, ExchangeError> {
+    match limit {
+        None => io.await.map_err(ExchangeError::Upstream),
+        Some(after) => tokio::time::timeout(after, io)
+            .await
+            .map_err(|_| ExchangeError::Timeout(after))?
+            .map_err(ExchangeError::Upstream),
+    }
+}
