@@ -1,7 +1,7 @@
 //! qgate's plugin host: the only crate that knows wasmtime.
 //!
 //! [`PluginHost`] loads the plugins that [`HostOptions`] lists, WebAssembly components that
-//! implement `wit/plugin.wit` (`qgate:plugin@0.1.0`), and implements [`qgate_hooks::Hooks`] by
+//! implement `wit/plugin.wit` (`qgate:plugin@0.2.0`), and implements [`qgate_hooks::Hooks`] by
 //! running each event through them in order, as `shared/DESIGN.md` describes the chains:
 //!
 //! | event | chain |
@@ -126,6 +126,9 @@ pub struct PluginSpec {
     /// The one version that may load, when pinned: every load whose file has another digest is
     /// refused.
     pub sha256: Option<Digest>,
+    /// The upstreams the plugin may route a message to; a route verdict naming any other is a
+    /// deny.
+    pub routes: Vec<String>,
 }
 
 impl PluginSpec {
@@ -148,6 +151,7 @@ impl PluginSpec {
             time_budget: Self::DEFAULT_TIME_BUDGET,
             memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
             sha256: None,
+            routes: Vec::new(),
         }
     }
 }
@@ -400,6 +404,7 @@ impl PluginHost {
                 Verdict::Pass => (types::Decision::Passed, None),
                 Verdict::Deny(message) => (types::Decision::Denied, Some(message.clone())),
                 Verdict::Reply(_) => (types::Decision::Replied, None),
+                Verdict::Route(upstream) => (types::Decision::Routed, Some(upstream.clone())),
             };
             let event = if sync {
                 types::EventKind::Sync
@@ -472,6 +477,24 @@ impl PluginHost {
                     return (Verdict::Deny(message), by());
                 }
                 types::Verdict::Reply(bytes) => return (reply(&plugin, &bytes), by()),
+                types::Verdict::Route(upstream) => {
+                    if slot.spec.routes.iter().any(|allowed| *allowed == upstream) {
+                        return (Verdict::Route(upstream), by());
+                    }
+                    Counters::count(&plugin.counters.denies);
+                    tracing::warn!(
+                        plugin = &*plugin.shared.name,
+                        version = &*plugin.shared.version,
+                        upstream,
+                        "plugin routed to an upstream its `routes` does not list; denied"
+                    );
+                    let message = format!(
+                        "plugin {} routed to upstream {upstream:?}, which its `routes` in \
+                         config.toml does not list",
+                        plugin.shared.name
+                    );
+                    return (Verdict::Deny(message), by());
+                }
             }
         }
         (Verdict::Pass, None)

@@ -70,7 +70,8 @@ pub trait Plugin: Sized + 'static {
     ///
     /// [`Verdict::Deny`] answers with that q error, [`Verdict::Reply`] answers with a value
     /// (build one with [`Verdict::reply`]), [`Verdict::Pass`] hands the request to the next
-    /// plugin and then to the backend.
+    /// plugin and then to the backend (in gateway mode, the default upstream), and
+    /// [`Verdict::Route`] sends it to the named upstream (build one with [`Verdict::route`]).
     ///
     /// The default passes.
     fn on_sync(&self, ctx: &MessageCtx<'_>) -> Verdict {
@@ -82,7 +83,7 @@ pub trait Plugin: Sized + 'static {
     ///
     /// [`Verdict::Deny`] drops the message and logs the reason, as q drops async errors;
     /// [`Verdict::Reply`] accepts it without passing it on; [`Verdict::Pass`] hands it to the
-    /// next plugin and then to the backend.
+    /// next plugin and then to the backend; [`Verdict::Route`] sends it to the named upstream.
     ///
     /// The default passes.
     fn on_async(&self, ctx: &MessageCtx<'_>) -> Verdict {

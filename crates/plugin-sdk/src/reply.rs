@@ -33,6 +33,12 @@ impl Verdict {
     pub fn deny(message: impl Into<String>) -> Self {
         Self::Deny(message.into())
     }
+
+    /// Sends the message to the upstream named `upstream` (gateway mode), ending the chain. The
+    /// plugin's `routes` in `config.toml` must list it, or the host denies the message instead.
+    pub fn route(upstream: impl Into<String>) -> Self {
+        Self::Route(upstream.into())
+    }
 }
 
 impl AuthVerdict {

@@ -167,6 +167,7 @@ pub(crate) fn host_options(config: &Config) -> Result<HostOptions> {
             spec.fail_open = plugin.fail_open;
             spec.time_budget = plugin.time_budget.get();
             spec.memory_limit_bytes = plugin.memory_limit.get();
+            spec.routes = plugin.routes.clone();
             spec.sha256 = plugin
                 .sha256
                 .as_ref()

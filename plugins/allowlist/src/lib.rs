@@ -230,6 +230,7 @@ mod tests {
             Verdict::Pass => "pass".to_owned(),
             Verdict::Deny(message) => format!("deny: {message}"),
             Verdict::Reply(_) => "reply".to_owned(),
+            Verdict::Route(upstream) => format!("route: {upstream}"),
         };
         assert_eq!(actual, expect, "{user} sending {value}");
     }

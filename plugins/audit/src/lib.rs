@@ -106,6 +106,7 @@ fn decision_name(decision: Decision) -> &'static str {
         Decision::Denied => "denied",
         Decision::Passed => "passed",
         Decision::Replied => "replied",
+        Decision::Routed => "routed",
     }
 }
 
