@@ -44,6 +44,11 @@ use crate::upstream::{
 /// client sends its handshake at once; this only closes sockets that never do.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest message a client may send, header included, after decompression: qgate's own
+/// default (256 MiB). A larger one closes the connection, as a kdb+ short of memory would fail
+/// it; a test that needs more is testing a limit of qgate's, not the upstream's.
+const MAX_MESSAGE_BYTES: usize = Limits::DEFAULT_MAX_MESSAGE_BYTES;
+
 /// How many messages the reader may read ahead of the evaluator. Enough to see a client that
 /// pipelines its queries (the `pipelined` counter); few enough that a flood waits in the
 /// socket, not in memory.
@@ -262,7 +267,7 @@ struct ReadLoop<R> {
 /// Reads messages until the client closes, sends one that does not validate, or the connection
 /// stops.
 async fn read_loop<R: AsyncRead + Unpin>(mut r: ReadLoop<R>) {
-    let limits = Limits::default();
+    let limits = Limits::new(MAX_MESSAGE_BYTES);
     loop {
         let frame = tokio::select! {
             () = r.stop.cancelled() => return,
@@ -408,7 +413,8 @@ fn queue(caller: &Caller, kind: Kind, outcome: Outcome) -> bool {
         (_, Outcome::Garbage) => Outgoing::Garbage,
         (Kind::Async, Outcome::Error(text)) => {
             // q prints an async message's error on its console and sends nothing.
-            tracing::info!(handle = caller.handle, error = ?text, "an async message failed");
+            let error = String::from_utf8_lossy(&text);
+            tracing::info!(handle = caller.handle, error = ?error, "an async message failed");
             return false;
         }
         (Kind::Async, Outcome::Value(_) | Outcome::Bytes(_)) => return false,

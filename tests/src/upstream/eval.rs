@@ -39,8 +39,8 @@ const MAX_RECEIPT_TEXT: usize = 64 * 1024;
 pub(crate) enum Outcome {
     /// A value, the reply to a sync message.
     Value(K),
-    /// A q error with its text (without the `'`).
-    Error(String),
+    /// A q error with its text (without the `'`), bytes as q's are.
+    Error(Vec<u8>),
     /// `bytes[n]`.
     Bytes(usize),
     /// `die[n]`.
@@ -53,7 +53,7 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     fn error(text: &str) -> Self {
-        Self::Error(text.to_owned())
+        Self::Error(text.as_bytes().to_vec())
     }
 }
 
@@ -216,7 +216,7 @@ async fn evaluate_inner(caller: &Caller, message: &K) -> Outcome {
         b"sleep" => sleep(caller, args).await,
         b"fail" => match args {
             [text] => match text.as_text() {
-                Some(text) => Outcome::Error(lossy(text)),
+                Some(text) => Outcome::Error(text.to_vec()),
                 None => Outcome::error("type"),
             },
             _ => Outcome::error("rank"),
@@ -364,7 +364,7 @@ fn subscribe(caller: &Caller, table: &K, syms: &K) -> Outcome {
     }
     match tick::table(name) {
         Some(table) => Outcome::Value(sub(table)),
-        None => Outcome::Error(lossy(name)),
+        None => Outcome::Error(name.to_vec()),
     }
 }
 
@@ -384,7 +384,7 @@ fn publish(caller: &Caller, table: &K, count: &K, rows: &K) -> Outcome {
         return Outcome::error("limit");
     }
     let Some(table) = tick::table(name) else {
-        return Outcome::Error(lossy(name));
+        return Outcome::Error(name.to_vec());
     };
     let subscribers = caller.shared.subscribers(table);
     // Invariant: both are at most MAX_PUBLISH_ROWS, which fits an i64 and a usize.
@@ -488,4 +488,38 @@ fn pykx_context(message: &K) -> Option<K> {
     let message = Message::from_frame(bytes, &Limits::default()).ok()?;
     let request = qgate_hooks::Request::new(message).ok()?;
     qgate_server::pykx_context_answer(&request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(value: &K, limit: usize, expect: &str) {
+        assert_eq!(String::from_utf8_lossy(&text(value, limit)), expect);
+    }
+
+    #[test]
+    fn texts_are_strings_or_displays_cut_at_the_limit() {
+        check(&K::string("select from t"), 100, "select from t");
+        check(&K::string("select from t"), 6, "select..");
+        check(&K::long(42), 100, "42");
+        check(&K::symbols(["a", "b"]), 100, "`a`b");
+        check(&K::list(vec![K::symbol("f"), K::Null]), 100, "(`f;::)");
+        check(&K::symbols(["abcdef", "ghijkl"]), 5, "`abcd..");
+        // A cut never splits a character.
+        check(&K::list(vec![K::string("größe"), K::long(1)]), 5, "(\"gr..");
+    }
+
+    #[test]
+    fn calls_have_a_symbol_or_string_head() {
+        let by_symbol = K::list(vec![K::symbol("f"), K::long(1)]);
+        let by_string = K::list(vec![K::string("f"), K::long(1)]);
+        for message in [&by_symbol, &by_string] {
+            let (name, args) = call(message).unwrap_or_else(|| panic!("{message}"));
+            assert_eq!((name, args), (&b"f"[..], &[K::long(1)][..]));
+        }
+        assert!(call(&K::string("f")).is_none());
+        assert!(call(&K::list(vec![K::long(1)])).is_none());
+        assert!(call(&K::list(Vec::new())).is_none());
+    }
 }

@@ -48,13 +48,18 @@
 //! | `publish[t;n;rows]` | sends `n` async `` (`upd;t;data) `` to each subscriber of `t`, filtered by its syms; replies `n` |
 //! | `received[]` | replies the table of every message received: `handle`, `user`, `kind`, `text`, `as` |
 //! | `stats[]` | replies the counters of [`Stats`] as a dictionary |
-//! | `.gw.execas[user;msg]` | evaluates `msg` (a string or a call list) as if `.z.u` were `user` |
+//! | `.gw.execas[user;msg]` | evaluates `msg` (a string or a call list) as if `.z.u` were `user`; the name is [`UpstreamOptions::wrap`] |
 //!
 //! Any other sync message (a free-text query, a probe such as `"1"`, an unknown call) is answered
 //! with the receipt `` `upstream`user`handle`query!(name;.z.u;.z.w;text) ``, where `text` is the
 //! string received, or the q display of any other value.
 //! Async messages are recorded and, when they are one of the calls above, performed without a
 //! reply.
+//!
+//! As from kdb+, an async message sent to a client that waits for a reply confuses some clients:
+//! qPython takes anything but a response as an error, and node-q takes anything but an `upd` as
+//! the response. `callback` is for q and aiokdb clients, which handle it, and PyKX, which drops
+//! it with a warning; node-q takes `upd` messages as publications.
 //!
 //! A nullary call (`whoami`, `garbage`, `close`, `received`, `stats`) takes no argument or one,
 //! ignored, as a q lambda `{[] ...}` does (`` (`whoami;::) `` is how q sends `whoami[]`).

@@ -347,3 +347,61 @@ impl Drop for Gauge {
         *counter = counter.saturating_sub(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(i: usize) -> Received {
+        Received {
+            handle: FIRST_HANDLE,
+            user: "u".to_owned(),
+            kind: Kind::Async,
+            text: i.to_string(),
+            as_user: None,
+        }
+    }
+
+    #[test]
+    fn the_record_forgets_the_oldest_past_its_limit() {
+        let shared = Shared::new(&UpstreamOptions::default());
+        for i in 0..MAX_RECORDED + 2 {
+            shared.record(received(i));
+        }
+        let record = shared.received();
+        assert_eq!(record.len(), MAX_RECORDED);
+        assert_eq!(record[0].text, "2");
+        let stats = shared.stats();
+        assert_eq!(
+            (stats.forgotten, stats.async_messages),
+            (2, MAX_RECORDED as u64 + 2)
+        );
+    }
+
+    #[test]
+    fn handles_are_the_lowest_free() {
+        let shared = Shared::new(&UpstreamOptions::default());
+        let (outbox, _rx) = mpsc::unbounded_channel();
+        let handles: Vec<i32> = (0..3).map(|_| shared.register(3, outbox.clone())).collect();
+        assert_eq!(handles, [4, 5, 6]);
+        shared.deregister(4);
+        assert_eq!(shared.register(3, outbox.clone()), 4);
+        assert_eq!(shared.register(3, outbox), 7);
+        assert_eq!((shared.stats().open, shared.stats().peak), (4, 4));
+    }
+
+    #[test]
+    fn logins_match_a_user_and_its_password() {
+        let anyone = Shared::new(&UpstreamOptions::default());
+        assert!(anyone.accepts(b"", None));
+        let options = UpstreamOptions {
+            users: vec![("svc".to_owned(), "pw".to_owned())],
+            ..UpstreamOptions::default()
+        };
+        let guarded = Shared::new(&options);
+        assert!(guarded.accepts(b"svc", Some(b"pw")));
+        assert!(!guarded.accepts(b"svc", Some(b"pw2")));
+        assert!(!guarded.accepts(b"svc", None));
+        assert!(!guarded.accepts(b"other", Some(b"pw")));
+    }
+}
