@@ -2,7 +2,8 @@
 //! the handshake and refused logins, every scripted call, the order of a callback before its
 //! reply, a subscription receiving publications in order and filtered by sym, dying mid-reply
 //! and garbage as a client sees them, compression, TLS (with certificates made here by rcgen),
-//! and serialised evaluation (a `sleep` on one connection holds back another's query).
+//! serialised evaluation (a `sleep` on one connection holds back another's query), and the
+//! `qgate-upstream` binary's flags.
 //!
 //! The tests are plain `#[test]`s with blocking sockets, as most users of the upstream will be;
 //! one is a `#[tokio::test]`, to show that an upstream starts and stops inside a runtime too.
@@ -1124,15 +1125,24 @@ mod tls {
     type TlsClient = Client<StreamOwned<ClientConnection, TcpStream>>;
 
     /// Connects over TLS and sends a q handshake; the client and the byte answered.
-    fn tls_login(upstream: &Upstream, config: Arc<ClientConfig>) -> (TlsClient, Option<u8>) {
-        let tcp = TcpStream::connect(upstream.addr()).unwrap();
+    fn tls_login(addr: SocketAddr, config: Arc<ClientConfig>) -> (TlsClient, Option<u8>) {
+        tls_login_as(addr, config, b"gw:pw\x03\0")
+    }
+
+    /// Connects over TLS and sends `handshake`; the client and the byte answered.
+    fn tls_login_as(
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+        handshake: &[u8],
+    ) -> (TlsClient, Option<u8>) {
+        let tcp = TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(SOON)).unwrap();
         let name = ServerName::try_from("localhost").unwrap();
         let connection = ClientConnection::new(config, name).unwrap();
         let mut client = Client {
             stream: StreamOwned::new(connection, tcp),
         };
-        let byte = client.handshake(b"gw:pw\x03\0");
+        let byte = client.handshake(handshake);
         (client, byte)
     }
 
@@ -1143,7 +1153,7 @@ mod tls {
             tls: Some(pki.options(false)),
             ..UpstreamOptions::default()
         });
-        let (mut client, byte) = tls_login(&upstream, pki.client_config(false));
+        let (mut client, byte) = tls_login(upstream.addr(), pki.client_config(false));
         assert_eq!(byte, Some(3));
         assert_eq!(
             dict_get(&client.query(&call0("whoami")), "user"),
@@ -1168,10 +1178,10 @@ mod tls {
             tls: Some(pki.options(true)),
             ..UpstreamOptions::default()
         });
-        let (mut client, byte) = tls_login(&upstream, pki.client_config(true));
+        let (mut client, byte) = tls_login(upstream.addr(), pki.client_config(true));
         assert_eq!(byte, Some(3));
         assert_eq!(client.query(&call("echo", vec![K::long(1)])), K::long(1));
-        let (_, byte) = tls_login(&upstream, pki.client_config(false));
+        let (_, byte) = tls_login(upstream.addr(), pki.client_config(false));
         assert_eq!(byte, None);
         assert_eq!(upstream.stats().accepted, 1);
     }
@@ -1199,5 +1209,74 @@ mod tls {
         })
         .unwrap_err();
         assert!(error.to_string().contains("server.pem"), "{error}");
+    }
+
+    /// The `qgate-upstream` binary wires each flag to its option, prints its address, and stops
+    /// when its stdin closes.
+    #[test]
+    fn the_binary_takes_every_option() {
+        use std::{
+            io::BufRead as _,
+            process::{Command, Stdio},
+        };
+
+        let pki = Pki::new("binary");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qgate-upstream"))
+            .args(["-p", "127.0.0.1:0", "--name", "hdb", "--user", "gw:pw"])
+            .args(["--compress", "--concurrent", "--wrap", ".pm.execas"])
+            .arg("--tls-cert")
+            .arg(pki.dir.join("server.pem"))
+            .arg("--tls-key")
+            .arg(pki.dir.join("server.key"))
+            .arg("--tls-client-ca")
+            .arg(pki.dir.join("root.pem"))
+            .args(["--lifetime-secs", "120"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr: SocketAddr = line
+            .strip_prefix("qgate-upstream listening on ")
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .trim()
+            .parse()
+            .unwrap();
+
+        // TLS with a client certificate, and the login given.
+        let (mut client, byte) = tls_login(addr, pki.client_config(true));
+        assert_eq!(byte, Some(3));
+        let reply = client.query(&call(".pm.execas", vec![K::symbol("ann"), call0("whoami")]));
+        assert_eq!(dict_get(&reply, "upstream"), K::symbol("hdb"));
+        assert_eq!(dict_get(&reply, "user"), K::symbol("ann"));
+        // Compressed.
+        client.send(
+            MessageType::Sync,
+            &call("echo", vec![K::vector(VectorData::Long(vec![7; 10_000]))]),
+        );
+        assert!(client.read().unwrap().header.compressed);
+        // Not serialised: a query is answered while another connection sleeps.
+        let (mut sleeper, _) = tls_login(addr, pki.client_config(true));
+        sleeper.send(MessageType::Sync, &call("sleep", vec![K::long(600_000)]));
+        let deadline = std::time::Instant::now() + SOON;
+        // `busy` counts the sleep and the `stats` query itself.
+        while dict_get(&client.query(&call0("stats")), "busy") != K::long(2) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sleep never started"
+            );
+        }
+        // A wrong password is refused.
+        let (_, byte) = tls_login_as(addr, pki.client_config(true), b"gw:wrong\x03\0");
+        assert_eq!(byte, None);
+
+        // Its stdin closing stops it.
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+        assert!(sleeper.closed());
     }
 }
