@@ -1,12 +1,13 @@
 //! `cargo xtask clients`: qgate against real q clients (PyKX, qPython, aiokdb, node-q), installed
 //! by this command itself from the package registries.
 //!
-//! 1. Builds `qgate` and the echo test-double server `qgate-echo` (package `qgate-e2e`).
+//! 1. Builds `qgate` and the test doubles of package `qgate-e2e`: the echo server `qgate-echo` and
+//!    the kdb+-like test upstream `qgate-upstream`.
 //! 2. Makes sure each client environment exists and matches its pinned requirements:
 //!    two Python venvs under `target/clients/` (qPython 2.x needs a numpy that PyKX cannot use),
 //!    rebuilt when their requirements file changes, and `npm ci` in `tests/clients/node`.
 //! 3. Runs each suite (pytest in each venv, `node --test`) with the binaries' paths in
-//!    `QGATE_BIN` and `QGATE_ECHO_BIN`, and PyKX in unlicensed mode.
+//!    `QGATE_BIN`, `QGATE_ECHO_BIN` and `QGATE_UPSTREAM_BIN`, and PyKX in unlicensed mode.
 //!
 //! Every suite runs even when an earlier one failed; the command fails if any did.
 //! `cargo xtask clients SUITE...` runs only the named suites.
@@ -86,6 +87,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let bins = Binaries {
         qgate: target.join("debug").join("qgate"),
         echo: target.join("debug").join("qgate-echo"),
+        upstream: target.join("debug").join("qgate-upstream"),
     };
 
     let mut results = Vec::new();
@@ -147,13 +149,15 @@ fn select(args: &[String]) -> Result<Vec<&'static Suite>> {
 struct Binaries {
     qgate: PathBuf,
     echo: PathBuf,
+    upstream: PathBuf,
 }
 
 impl Binaries {
     fn apply(&self, command: &mut Command) {
         command
             .env("QGATE_BIN", &self.qgate)
-            .env("QGATE_ECHO_BIN", &self.echo);
+            .env("QGATE_ECHO_BIN", &self.echo)
+            .env("QGATE_UPSTREAM_BIN", &self.upstream);
     }
 }
 

@@ -42,6 +42,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ),
     // The guest SDK decodes message bodies and encodes replies with the server's own codec.
     ("qgate-plugin-sdk", &["qgate-ipc"]),
+    // The binary's tests (a dev-dependency) start test upstreams from `qgate-e2e` in-process.
     (
         "qgate",
         &[
@@ -51,15 +52,23 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "qgate-hooks",
             "qgate-ipc",
             "qgate-files",
+            "qgate-e2e",
         ],
+    ),
+    // Planned: qgate in front of kdb+. Its tests (a dev-dependency) start test upstreams from
+    // `qgate-e2e`.
+    (
+        "qgate-gateway",
+        &["qgate-ipc", "qgate-hooks", "qgate-files", "qgate-e2e"],
     ),
     ("qgate-test-support", &["qgate-ipc", "qgate-hooks"]),
     ("qgate-test-plugins", &[]),
-    // The e2e package also builds test-double servers (`qgate-echo`) on the server and its hooks.
+    // The e2e package builds test-double servers: `qgate-echo` on the server and its hooks, and
+    // the test upstream on the codec (with the server's answers to PyKX's context queries). It
+    // must not depend on `qgate` or `qgate-gateway`, whose tests depend on it.
     (
         "qgate-e2e",
         &[
-            "qgate",
             "qgate-test-support",
             "qgate-test-plugins",
             "qgate-ipc",
@@ -567,6 +576,26 @@ mod tests {
                 "`qgate` must not depend on `xtask`",
             ],
         );
+    }
+
+    /// No chain of allowed edges leads from a crate back to itself: a cycle would let two crates
+    /// each build on the other (cargo allows it through dev-dependencies), and the layers would
+    /// no longer read top to bottom.
+    #[test]
+    fn allowed_edges_have_no_cycle() {
+        fn visit<'a>(name: &'a str, path: &mut Vec<&'a str>) {
+            if let Some(start) = path.iter().position(|&seen| seen == name) {
+                panic!("ALLOWED_EDGES has a cycle: {}", path[start..].join(" -> "));
+            }
+            path.push(name);
+            for &dependency in lookup(ALLOWED_EDGES, name).unwrap_or(&[]) {
+                visit(dependency, path);
+            }
+            path.pop();
+        }
+        for &(name, _) in ALLOWED_EDGES {
+            visit(name, &mut Vec::new());
+        }
     }
 }
 

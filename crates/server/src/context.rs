@@ -176,7 +176,7 @@ const Q_NAMESPACE: &[&str] = &[
 
 /// The answer a q process gives to one of PyKX's context queries, or `None` for any other
 /// request.
-pub(crate) fn answer(request: &Request) -> Option<K> {
+pub fn answer(request: &Request) -> Option<K> {
     let view = request.view();
     if view.string() == Some(SQL_LOADED_QUERY) {
         return Some(K::Atom(Atom::Boolean(false)));

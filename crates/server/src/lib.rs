@@ -32,6 +32,10 @@ mod registry;
 mod shutdown;
 mod tls;
 
+/// The answers of a q process with nothing loaded to PyKX's context queries, which the server
+/// gives before any hook sees them; public for test doubles that stand in for kdb+ (the test
+/// upstream in `tests/`), so that they answer PyKX exactly as qgate does.
+pub use crate::context::answer as pykx_context_answer;
 pub use crate::{
     listener::run,
     options::{

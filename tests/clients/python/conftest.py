@@ -1,13 +1,14 @@
 """Fixtures for qgate's real-client tests: servers on 127.0.0.1:0 and password files.
 
 Run by `cargo xtask clients`, which builds the binaries and passes their paths in QGATE_BIN (the
-real `qgate`) and QGATE_ECHO_BIN (`qgate-echo`, the echo test double in tests/src/bin). Without
-those variables the debug binaries under target/ are used, so after a `cargo build` pytest can run
-on its own from a client venv.
+real `qgate`), QGATE_ECHO_BIN (`qgate-echo`, the echo test double in tests/src/bin) and
+QGATE_UPSTREAM_BIN (`qgate-upstream`, the kdb+-like test upstream). Without those variables the
+debug binaries under target/ are used, so after a `cargo build` pytest can run on its own from a
+client venv.
 
 Every server a fixture starts is killed in its teardown; it also dies with this process (Linux's
-parent-death signal), and `qgate-echo` ends by itself when its stdin closes or after
-`--lifetime-secs`.
+parent-death signal), and `qgate-echo` and `qgate-upstream` end by themselves when their stdin
+closes or after `--lifetime-secs`.
 
 This file is shared by both venvs, so it imports no client library.
 """
@@ -56,7 +57,8 @@ def _die_with_parent():
 
 class Server:
     """A server process listening on 127.0.0.1, started from `argv` (which must print
-    `qgate listening on 127.0.0.1:PORT` on stdout once bound)."""
+    `qgate listening on 127.0.0.1:PORT`, or `qgate-upstream listening on ...`, on stdout once
+    bound)."""
 
     def __init__(self, argv, log_path, startup_timeout=30.0, env=None):
         self.argv = argv
@@ -73,7 +75,7 @@ class Server:
         self.host, self.port = self._wait_for_address(startup_timeout)
 
     def _wait_for_address(self, timeout):
-        pattern = re.compile(rb"^qgate listening on (127\.0\.0\.1):(\d+)\s*$")
+        pattern = re.compile(rb"^qgate(?:-upstream)? listening on (127\.0\.0\.1):(\d+)\s*$")
         selector = selectors.DefaultSelector()
         selector.register(self.proc.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
@@ -159,6 +161,9 @@ class Servers:
                     "--lifetime-secs", "900", *args]
         elif program == "qgate":
             argv = [binary("QGATE_BIN", "qgate"), "serve", "-p", "127.0.0.1:0", *args]
+        elif program == "upstream":
+            argv = [binary("QGATE_UPSTREAM_BIN", "qgate-upstream"), "-p", "127.0.0.1:0",
+                    "--lifetime-secs", "900", *args]
         else:
             raise ValueError(program)
         log = self._tmp.mktemp("server") / "stderr.log"
@@ -200,6 +205,13 @@ def servers(shared_servers, tmp_path_factory):
 def echo(servers):
     """The shared echo server without a password file."""
     return servers.shared("echo")
+
+
+@pytest.fixture
+def upstream(servers):
+    """The shared test upstream (`qgate-upstream`, a stand-in for a kdb+ process) accepting
+    anyone, named `upstream`."""
+    return servers.shared("upstream")
 
 
 @pytest.fixture
