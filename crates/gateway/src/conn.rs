@@ -235,10 +235,7 @@ impl UpstreamConn {
     /// a partial one.
     pub(crate) fn take_ready_frames(&mut self) -> Result<Vec<Vec<u8>>, UpstreamError> {
         let mut frames = Vec::new();
-        loop {
-            let Some(header) = Header::parse(self.unread(), &FRAME_LIMITS)? else {
-                break;
-            };
+        while let Some(header) = Header::parse(self.unread(), &FRAME_LIMITS)? {
             let len = header.len();
             let Some(frame) = self.unread().get(..len) else {
                 break;
