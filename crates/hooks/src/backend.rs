@@ -45,7 +45,7 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// One client session's way to the backend, used by one task, one message at a time.
-pub trait Link: Send + 'static {
+pub trait Link: Send + Sync + 'static {
     /// Forwards a sync request and writes what comes back to `client`: anything the backend
     /// pushes to the client before its reply, in order, then the reply.
     ///

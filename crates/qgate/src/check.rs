@@ -4,8 +4,9 @@
 //! key known, every value valid, plugin names unique), the log filter directive, that the TLS
 //! settings are whole (with kdb+'s `SSL_*` variables), that the password file, the TLS files and
 //! every plugin's component file can be read, that `[lock] keys` are keys, and that each plugin
-//! file matches its pin and, in a locked deployment, is pinned or signed. It does not compile the
-//! plugins.
+//! file matches its pin and, in a locked deployment, is pinned or signed, and that every
+//! `[[upstream]]` can be set up (its `password_env` is set, its TLS files load). It does not compile
+//! the plugins, and it does not connect to the upstreams.
 
 use std::{
     fs,
@@ -86,6 +87,13 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     for spec in &options.plugins {
         qgate_host::check_artifact(spec, &options.lock)
             .map_err(|error| anyhow!("{file}: plugins: {error}"))?;
+    }
+    // Upstreams as a start would take them: `password_env` set, TLS files loadable. Nothing is
+    // connected: an upstream that is down is not a config error.
+    if let Some(gateway) = crate::gateway::gateway_options(&config, |name| std::env::var(name).ok())
+        .map_err(|error| anyhow!("{file}: {error:#}"))?
+    {
+        qgate_gateway::Gateway::new(gateway).map_err(|error| anyhow!("{file}: {error}"))?;
     }
     writeln!(io::stdout(), "{file}: ok").context("cannot write to stdout")
 }

@@ -8,6 +8,7 @@ mod certs;
 mod check;
 mod ctl;
 mod decode;
+mod gateway;
 mod keys;
 mod logging;
 mod serve;

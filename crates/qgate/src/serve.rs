@@ -15,7 +15,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use qgate_config::{Config, Listen, LogFormat, ResolvedClientAuth, TlsMode};
+use qgate_config::{Config, Listen, LogFormat, ResolvedClientAuth, TlsMode, Upstreams};
+use qgate_gateway::Gateway;
+use qgate_hooks::Hooks;
 use qgate_host::{HostOptions, LockPolicy, PluginHost, PluginSpec};
 use qgate_server::{ClientAuth, PasswordFile, ServerLimits, ServerOptions, TlsOptions, UserFrom};
 use tokio::{
@@ -24,7 +26,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::{admin, logging, watch};
+use crate::{admin, gateway::gateway_options, logging, watch};
 
 /// `qgate serve`: flags follow q's where q has one, and override the config file.
 #[derive(Debug, clap::Args)]
@@ -54,6 +56,10 @@ pub(crate) struct Args {
     /// Log JSON lines instead of text, overriding `log.format`.
     #[arg(long)]
     log_json: bool,
+    /// Put qgate in front of the kdb+ process at HOST:PORT, replacing `[[upstream]]` with one
+    /// pinned upstream named `default`; repeat it to list replicas of that one service.
+    #[arg(long = "upstream", value_name = "HOST:PORT")]
+    upstreams: Vec<String>,
 }
 
 impl Args {
@@ -83,6 +89,14 @@ impl Args {
         }
         if self.log_json {
             config.log.format = LogFormat::Json;
+        }
+        if !self.upstreams.is_empty() {
+            config.upstream = Upstreams::from_servers(&self.upstreams)
+                .map_err(|error| anyhow!("--upstream: {error}"))?;
+            // Routes in the file name the file's upstreams, which the flag replaced.
+            config
+                .check_routes()
+                .context("--upstream replaces the config's [[upstream]] tables")?;
         }
         Ok(config)
     }
@@ -120,6 +134,18 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         );
         Some(Arc::new(host))
     };
+    // Checked before the port is bound; connected only once serving, so an upstream that is down
+    // at start is logged, not fatal.
+    let gateway = gateway_options(&config, |name| std::env::var(name).ok())?
+        .map(Gateway::new)
+        .transpose()
+        .context("cannot start: an `[[upstream]]` is not set up right")?;
+    if let Some(gateway) = &gateway {
+        info!(
+            upstreams = ?gateway.upstream_names().collect::<Vec<_>>(),
+            "gateway mode: what the plugins pass goes to the first upstream"
+        );
+    }
     let admin_socket = match &host {
         Some(_) if config.admin.enabled => admin::socket_path(&config)?,
         _ => None,
@@ -136,7 +162,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         admin_socket,
         watch: config.admin.watch,
     });
-    runtime.block_on(serve(config.server.listen.get(), options, plugins))
+    runtime.block_on(serve(config.server.listen.get(), options, plugins, gateway))
 }
 
 /// The plugin host and how its plugins are replaced while it runs.
@@ -248,7 +274,12 @@ pub(crate) fn server_options(
 }
 
 /// Binds, announces the address, and runs the server until SIGINT or SIGTERM.
-async fn serve(addr: SocketAddr, options: ServerOptions, plugins: Option<Plugins>) -> Result<()> {
+async fn serve(
+    addr: SocketAddr,
+    options: ServerOptions,
+    plugins: Option<Plugins>,
+    gateway: Option<Gateway>,
+) -> Result<()> {
     let listener = bind(addr).await?;
     // Installed before the address is announced: from then on, a signal is a clean shutdown.
     let shutdown = shutdown_signal()?;
@@ -270,14 +301,34 @@ async fn serve(addr: SocketAddr, options: ServerOptions, plugins: Option<Plugins
     info!(%addr, "listening");
     announce(addr);
     let result = match plugins {
-        Some(plugins) => qgate_server::run(listener, options, plugins.host, shutdown).await,
-        None => qgate_server::run(listener, options, qgate_hooks::NoHooks, shutdown).await,
+        Some(plugins) => run_server(listener, options, plugins.host, gateway, shutdown).await,
+        None => run_server(listener, options, qgate_hooks::NoHooks, gateway, shutdown).await,
     };
     if let Some(task) = admin_socket {
         // Dropping the task drops the socket, which removes its file.
         task.abort();
         let _ = task.await;
     }
+    result
+}
+
+/// Runs the server with `hooks`, in front of the gateway's upstreams when there are any.
+async fn run_server<H: Hooks>(
+    listener: TcpListener,
+    options: ServerOptions,
+    hooks: H,
+    gateway: Option<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let Some(gateway) = gateway else {
+        return qgate_server::run(listener, options, hooks, shutdown).await;
+    };
+    let health = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.watch().await }
+    });
+    let result = qgate_server::run_with_backend(listener, options, hooks, gateway, shutdown).await;
+    health.abort();
     result
 }
 

@@ -14,8 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How long a server may take to start or to stop; generous, as the machine may be busy.
+/// How long a server may take to stop, or to answer; generous, as the machine may be busy.
 const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long a server may take to start: it compiles its plugins first, which an unoptimised build
+/// of the engine does slowly (tens of seconds for a larger plugin on a busy machine).
+const START_PATIENCE: Duration = Duration::from_secs(180);
 
 fn qgate() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_qgate"));
@@ -163,13 +167,15 @@ impl Server {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             stderr: Some(stderr),
         };
-        let line = received.recv_timeout(PATIENCE).unwrap_or_else(|error| {
-            let _ = server.child.kill();
-            panic!(
-                "no listening line from qgate serve ({error}); stderr:\n{}",
-                server.stderr()
-            )
-        });
+        let line = received
+            .recv_timeout(START_PATIENCE)
+            .unwrap_or_else(|error| {
+                let _ = server.child.kill();
+                panic!(
+                    "no listening line from qgate serve ({error}); stderr:\n{}",
+                    server.stderr()
+                )
+            });
         let addr = line
             .strip_prefix("qgate listening on ")
             .unwrap_or_else(|| panic!("unexpected first line on stdout: {line:?}"));
@@ -574,3 +580,6 @@ fn serve_refuses_a_key_that_others_can_read() {
 /// `qgate plugins | reload | rollback | keygen | sign`, SIGHUP, the file watch and `[lock]`.
 #[path = "cli/swap.rs"]
 mod swap;
+
+#[path = "cli/gateway.rs"]
+mod gateway;

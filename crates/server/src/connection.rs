@@ -60,6 +60,15 @@ pub(crate) enum ConnectionError {
 }
 
 impl ConnectionError {
+    /// The error as an I/O error, for a caller that speaks `io::Error`.
+    pub(crate) fn into_io(self) -> io::Error {
+        match self {
+            Self::Io(error) => error,
+            Self::Timeout { .. } => io::Error::new(io::ErrorKind::TimedOut, self.to_string()),
+            other => io::Error::other(other.to_string()),
+        }
+    }
+
     /// The name of the limit this error enforces, if it enforces one.
     pub(crate) fn limit(&self) -> Option<&'static str> {
         match self {
@@ -219,6 +228,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.start = 0;
         }
         Ok(Some(frame))
+    }
+
+    /// Resolves when the peer has closed its side of the stream; pending while it is open.
+    ///
+    /// Bytes that arrive meanwhile are kept for the next [`Connection::read_frame`], and once
+    /// some are buffered this stays pending (the peer is still there, talking). Cancel-safe.
+    pub(crate) async fn peer_closed(&mut self) {
+        if !self.unread().is_empty() {
+            return std::future::pending().await;
+        }
+        self.compact();
+        self.buffer.reserve(READ_CHUNK_BYTES);
+        match self.stream.read_buf(&mut self.buffer).await {
+            Ok(0) | Err(_) => {}
+            Ok(_) => std::future::pending().await,
+        }
     }
 
     /// The bytes read ahead and not yet used.

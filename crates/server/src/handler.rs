@@ -14,7 +14,8 @@ use std::{
 };
 
 use qgate_hooks::{
-    AuthVerdict, CloseReason, Credentials, Hooks, OpenVerdict, Request, Session, TlsFacts, Verdict,
+    AuthVerdict, Backend, CloseReason, Credentials, Downstream, ForwardError, Hooks, Link,
+    OpenVerdict, Request, Session, TlsFacts, Verdict,
 };
 use qgate_ipc::{
     EncodeOptions, Error, FrameError, K, Limits, Locality, Message, MessageType, WireAction,
@@ -34,15 +35,12 @@ use crate::{
     tls,
 };
 
-/// The error a sync request gets when every hook passed: with no plugin or backend to answer, the
-/// client must hear so rather than wait forever.
-pub(crate) const NOTHING_ANSWERED: &str =
-    "qgate: nothing answered this query: no plugin or backend is configured";
-
 /// What every connection shares.
 #[derive(Debug)]
-pub(crate) struct Shared<H> {
+pub(crate) struct Shared<H, B> {
     pub(crate) hooks: H,
+    /// What answers the messages every hook passed.
+    pub(crate) backend: B,
     pub(crate) limits: ServerLimits,
     pub(crate) password: Option<PasswordStore>,
     pub(crate) registry: Arc<Registry>,
@@ -53,8 +51,8 @@ pub(crate) struct Shared<H> {
 }
 
 /// A connection that has been accepted, before its handshake.
-pub(crate) struct Handler<H, S> {
-    shared: Arc<Shared<H>>,
+pub(crate) struct Handler<H, B, S> {
+    shared: Arc<Shared<H, B>>,
     connection: Connection<S>,
     peer: SocketAddr,
     handle: HandleGuard,
@@ -74,10 +72,12 @@ pub(crate) fn span(handle: &HandleGuard, peer: &SocketAddr) -> tracing::Span {
 }
 
 /// A connection past its handshake and authentication, whose client has its capability byte.
-struct Open<H, S> {
-    shared: Arc<Shared<H>>,
+struct Open<H: Hooks, B: Backend, S> {
+    shared: Arc<Shared<H, B>>,
     connection: Connection<S>,
     session: Session,
+    /// The session's way to the backend: its pinned upstream connection, in gateway mode.
+    link: B::Link,
     encode: EncodeOptions,
     signals: Signals,
     /// Held for the life of the connection: it counts against the user's limit, and its handle
@@ -86,10 +86,10 @@ struct Open<H, S> {
     _handle: HandleGuard,
 }
 
-impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
+impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, B, S> {
     /// A handler for a freshly accepted stream.
     pub(crate) fn new(
-        shared: Arc<Shared<H>>,
+        shared: Arc<Shared<H, B>>,
         stream: S,
         peer: SocketAddr,
         handle: HandleGuard,
@@ -143,7 +143,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
 
     /// Reads the handshake, authenticates, counts the user and sends the capability byte.
     /// `None` when the client is refused; the socket is then closed without a byte.
-    async fn accept(mut self) -> Option<Open<H, S>> {
+    async fn accept(mut self) -> Option<Open<H, B, S>> {
         let limits = &self.shared.limits;
         let read = tokio::time::timeout(
             limits.handshake_timeout,
@@ -244,6 +244,10 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
             return None;
         };
 
+        // The backend's side of the session opens before the client's does: in pinned gateway
+        // mode its upstream connection is made now, so the upstream sees the session begin.
+        let link = self.shared.backend.open(&session, &credentials).await;
+
         if let Err(error) = self.connection.write_capability(reply).await {
             tracing::info!(%error, "could not send the capability byte; closing");
             return None;
@@ -257,6 +261,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
             shared: self.shared,
             connection: self.connection,
             session,
+            link,
             signals: self.signals,
             _user: user_guard,
             _handle: self.handle,
@@ -264,7 +269,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
     }
 }
 
-impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, S> {
+impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, B, S> {
     /// Runs the open hook and the message loop, then closes and runs the close hook, exactly
     /// once, whichever side closed.
     async fn run(mut self) {
@@ -300,6 +305,21 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, S> {
                     biased;
                     () = &mut draining => return CloseReason::Shutdown,
                     frame = self.connection.read_frame() => frame,
+                    // Both are cancel-safe: whichever loses keeps what it had read.
+                    push = self.link.push() => {
+                        match push {
+                            Ok(push) => {
+                                if let Err(error) = self.connection.write_message(&push.frame).await {
+                                    return self.write_failed(error);
+                                }
+                                continue;
+                            }
+                            Err(closed) => {
+                                tracing::warn!(cause = %closed, "the backend ended the session; closing");
+                                return CloseReason::Io(format!("backend closed: {closed}"));
+                            }
+                        }
+                    }
                 },
                 Err(error) => Err(error),
             };
@@ -327,21 +347,42 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, S> {
     /// returns.
     async fn process(&mut self, request: &Request) -> Result<(), CloseReason> {
         match request.message_type() {
-            MessageType::Sync => {
-                let response = self.answer(request).await;
-                self.respond(response).await
-            }
+            MessageType::Sync => match self.answer(request).await {
+                Answer::Value(response) => self.respond(response).await,
+                Answer::Forward(route) => self.forward(route.as_deref(), request).await,
+            },
             MessageType::Async => {
                 let verdict = if self.restricted() && password::is_system_command(request) {
                     Verdict::Deny("access".to_owned())
                 } else {
                     self.shared.hooks.on_async(&self.session, request).await
                 };
-                if let Verdict::Deny(error) = verdict {
-                    // As q prints an async error on its console and sends nothing back.
-                    tracing::info!(%error, "async message refused; dropped");
+                let route = match verdict {
+                    Verdict::Deny(error) => {
+                        // As q prints an async error on its console and sends nothing back.
+                        tracing::info!(%error, "async message refused; dropped");
+                        return Ok(());
+                    }
+                    Verdict::Reply(_) => return Ok(()),
+                    Verdict::Pass => None,
+                    Verdict::Route(route) => Some(route),
+                };
+                match self.link.send_async(route.as_deref(), request).await {
+                    Ok(()) => Ok(()),
+                    Err(ForwardError::Refuse(error)) => {
+                        tracing::warn!(%error, "async message not forwarded; dropped");
+                        Ok(())
+                    }
+                    Err(error) => Err(self.forward_failed(error)),
                 }
-                Ok(())
+            }
+            MessageType::Response if request.view().type_code() != qgate_ipc::type_code::ERROR => {
+                // A client's answer to a sync request the backend sent it (a pinned upstream's
+                // `.z.w` query); with no backend asking, it is dropped.
+                self.link
+                    .respond(request)
+                    .await
+                    .map_err(|error| self.forward_failed(error))
             }
             MessageType::Response => {
                 // Only a reply to a query the server sent is expected, and qgate sends none: this
@@ -363,19 +404,54 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, S> {
         }
     }
 
-    /// The value or the q error that answers a sync request.
-    async fn answer(&self, request: &Request) -> Result<K, String> {
+    /// What answers a sync request: a value or a q error from here, or the backend.
+    async fn answer(&self, request: &Request) -> Answer {
         if self.restricted() && password::is_system_command(request) {
-            return Err("access".to_owned());
+            return Answer::Value(Err("access".to_owned()));
         }
         if let Some(value) = context::answer(request) {
             tracing::debug!("answered a PyKX context query");
-            return Ok(value);
+            return Answer::Value(Ok(value));
         }
         match self.shared.hooks.on_sync(&self.session, request).await {
-            Verdict::Reply(value) => Ok(value),
-            Verdict::Deny(error) => Err(error),
-            Verdict::Pass | Verdict::Route(_) => Err(NOTHING_ANSWERED.to_owned()),
+            Verdict::Reply(value) => Answer::Value(Ok(value)),
+            Verdict::Deny(error) => Answer::Value(Err(error)),
+            Verdict::Pass => Answer::Forward(None),
+            Verdict::Route(route) => Answer::Forward(Some(route)),
+        }
+    }
+
+    /// Hands a sync request to the backend, which writes the reply (and anything it pushes
+    /// before it) to the client.
+    async fn forward(&mut self, route: Option<&str>, request: &Request) -> Result<(), CloseReason> {
+        let mut client = ToClient {
+            connection: &mut self.connection,
+        };
+        match self.link.sync(route, request, &mut client).await {
+            Ok(()) => Ok(()),
+            Err(ForwardError::Refuse(error)) => self.respond(Err(error)).await,
+            Err(ForwardError::Close(error)) => {
+                self.respond(Err(error.clone())).await?;
+                tracing::warn!(cause = %error, "the backend ended the session; closing");
+                Err(CloseReason::Io(format!("backend closed: {error}")))
+            }
+            Err(error) => Err(self.forward_failed(error)),
+        }
+    }
+
+    /// Why a forward that could not be answered ended the connection, logged.
+    fn forward_failed(&self, error: ForwardError) -> CloseReason {
+        match error {
+            ForwardError::Client(error) => io_reason(&error),
+            ForwardError::Broken(cause) => {
+                tracing::warn!(%cause, "the reply was cut off mid-message; closing the client");
+                CloseReason::Io(format!("reply cut off: {cause}"))
+            }
+            ForwardError::Close(cause) | ForwardError::Refuse(cause) => {
+                tracing::warn!(%cause, "the backend ended the session; closing");
+                CloseReason::Io(format!("backend closed: {cause}"))
+            }
+            other => CloseReason::Io(other.to_string()),
         }
     }
 
@@ -449,6 +525,33 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, S> {
             ConnectionError::Io(error) => io_reason(&error),
             other => CloseReason::Io(other.to_string()),
         }
+    }
+}
+
+/// What answers a sync request.
+enum Answer {
+    /// A value, or a q error, from the server or the hooks.
+    Value(Result<K, String>),
+    /// The backend, at this route (`None`: its default).
+    Forward(Option<String>),
+}
+
+/// The client's side of a forwarded request: writes go to its connection within the write
+/// timeout, and its closing is seen while the backend works.
+struct ToClient<'a, S> {
+    connection: &'a mut Connection<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Downstream for ToClient<'_, S> {
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.connection
+            .write_message(bytes)
+            .await
+            .map_err(ConnectionError::into_io)
+    }
+
+    async fn gone(&mut self) {
+        self.connection.peer_closed().await;
     }
 }
 

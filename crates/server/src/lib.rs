@@ -37,7 +37,7 @@ mod tls;
 /// upstream in `tests/`), so that they answer PyKX exactly as qgate does.
 pub use crate::context::answer as pykx_context_answer;
 pub use crate::{
-    listener::run,
+    listener::{run, run_with_backend},
     options::{
         ClientAuth, PasswordFile, ServerLimits, ServerOptions, TlsMode, TlsOptions, UserFrom,
     },

@@ -28,7 +28,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use qgate_hooks::Hooks;
+use qgate_hooks::{Backend, Hooks, NoBackend};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
@@ -72,6 +72,23 @@ pub async fn run<H: Hooks>(
     hooks: H,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with_backend(listener, options, hooks, NoBackend, shutdown).await
+}
+
+/// [`run`] with a [`Backend`] that answers what every hook passes: the gateway, in front of
+/// upstream kdb+ processes. Each session's link is opened once its login is accepted, before its
+/// capability byte, and dropped when it closes.
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn run_with_backend<H: Hooks, B: Backend>(
+    listener: TcpListener,
+    options: ServerOptions,
+    hooks: H,
+    backend: B,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let password = match &options.password_file {
         Some(file) => {
             let store = PasswordStore::load(file).await?;
@@ -109,6 +126,7 @@ pub async fn run<H: Hooks>(
         max_connections: limits.max_connections,
         shared: Arc::new(Shared {
             hooks,
+            backend,
             limits,
             password,
             registry: Arc::new(Registry::default()),
@@ -148,12 +166,12 @@ async fn sweep(buffers: &BufferPool) {
 }
 
 /// The accept loop's state.
-struct Listener<H> {
+struct Listener<H, B> {
     listener: TcpListener,
     /// One permit per open connection, held by its task: `max_connections` in all.
     limit: Arc<Semaphore>,
     max_connections: usize,
-    shared: Arc<Shared<H>>,
+    shared: Arc<Shared<H, B>>,
     /// The TLS layer, when the port serves TLS.
     tls: Option<Arc<Tls>>,
     shutdown: Shutdown,
@@ -168,7 +186,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-impl<H: Hooks> Listener<H> {
+impl<H: Hooks, B: Backend> Listener<H, B> {
     /// Accepts connections and spawns a task for each, forever; it ends only when the caller stops
     /// polling it.
     async fn accept_loop(&mut self) {
@@ -238,9 +256,9 @@ enum Accepted {
 
 /// Serves one connection on a port with TLS: sniffs, runs the TLS handshake or turns a plain
 /// client away as the mode says, then hands the stream to its handler.
-async fn serve_tls_port<H: Hooks>(
+async fn serve_tls_port<H: Hooks, B: Backend>(
     tls: &Tls,
-    shared: Arc<Shared<H>>,
+    shared: Arc<Shared<H, B>>,
     stream: TcpStream,
     peer: SocketAddr,
     handle: HandleGuard,
