@@ -478,7 +478,7 @@ impl PluginHost {
                 }
                 types::Verdict::Reply(bytes) => return (reply(&plugin, &bytes), by()),
                 types::Verdict::Route(upstream) => {
-                    if slot.spec.routes.iter().any(|allowed| *allowed == upstream) {
+                    if slot.spec.routes.contains(&upstream) {
                         return (Verdict::Route(upstream), by());
                     }
                     Counters::count(&plugin.counters.denies);
