@@ -408,7 +408,10 @@ impl<'t> Walker<'t> {
     }
 
     fn function(&mut self, name: &str) {
-        if !self.is_local(name) {
+        if let Some(keyword) = dotq_keyword(name) {
+            // `.q.value` passed around is `value`.
+            self.bare_keyword(keyword);
+        } else if !self.is_local(name) {
             push_unique(&mut self.facts.functions, name);
         }
     }
@@ -446,7 +449,9 @@ impl<'t> Walker<'t> {
             | NodeKind::Atom(_)
             | NodeKind::Primitive(_) => {}
             NodeKind::Name(name) => {
-                if mode != Mode::Phrase {
+                if let Some(keyword) = dotq_keyword(name) {
+                    self.bare_keyword(keyword);
+                } else if mode != Mode::Phrase {
                     self.variable(name);
                 }
             }
@@ -550,10 +555,14 @@ impl<'t> Walker<'t> {
                 self.flag(Flags::EVAL);
                 self.walk_all(&args, mode);
             }
-            NodeKind::Name(name) => {
-                self.function(name);
-                self.walk_all(&args, mode);
-            }
+            NodeKind::Name(name) => match dotq_keyword(name) {
+                // `.q.value "..."` is `value "..."`.
+                Some(keyword) => self.keyword(keyword, &args, mode),
+                None => {
+                    self.function(name);
+                    self.walk_all(&args, mode);
+                }
+            },
             NodeKind::Atom(_) if integral(head).is_some() => {
                 // A handle applied: 0 is this process (`value`), others are connections.
                 if integral(head) == Some(0) {
@@ -639,7 +648,8 @@ impl<'t> Walker<'t> {
             }
             "system" | "setenv" => self.flag(Flags::SYSTEM),
             "exit" => self.flag(Flags::EXIT),
-            "hopen" | "hclose" => self.open(first),
+            "hopen" => self.open(first),
+            "hclose" => self.flag(Flags::IPC),
             "read0" | "read1" | "hdel" | "hcount" | "save" | "load" | "rsave" | "rload"
             | "dsave" => self.flag(Flags::FILE),
             "key" if first_symbol.is_some_and(is_file_symbol) => self.flag(Flags::FILE),
@@ -963,6 +973,11 @@ impl<'t> Walker<'t> {
     }
 }
 
+/// The keyword a `.q.` name spells (`.q.value` is `value`).
+fn dotq_keyword(name: &str) -> Option<Keyword> {
+    Keyword::lookup(name.strip_prefix(".q.")?.as_bytes())
+}
+
 /// The items after `enlist` of a list-notation node `(enlist;a;b)`.
 fn enlist_items(node: Node<'_>) -> Option<Vec<Node<'_>>> {
     if !matches!(node.kind(), NodeKind::List) {
@@ -1128,6 +1143,11 @@ mod tests {
         check("-6!x", "- | - | - | - | eval");
         check("-999!x", "- | - | - | - | unparsed");
         check("0N!x", "- | - | - | - | -");
+        check("f ::", "- | - | f | - | -");
+        check("hclose h", "- | - | - | - | ipc");
+        check(".q.system \"ls\"", "- | - | - | - | system");
+        check("@[.q.value;\"a:1\";::]", "- | - | - | - | eval");
+        check(".q.foo 1", "- | - | .q.foo | - | -");
         check("h \"query\"", "- | - | h | - | -");
         check("neg[h] \"query\"", "- | - | - | - | ipc");
         check("5 \"query\"", "- | - | - | - | ipc");

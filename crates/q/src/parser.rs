@@ -417,7 +417,7 @@ impl<'s> Parser<'s, '_> {
     fn expr_terms(&mut self, ctx: Ctx, mark: usize) -> PResult<Option<NodeId>> {
         while !self.at_end(ctx) {
             let after_noun = self.terms.len() > mark && self.terms.last().is_some_and(|t| !t.verb);
-            let term = self.term(after_noun)?;
+            let term = self.term(ctx, after_noun)?;
             self.terms.push(term);
         }
         self.fold(mark, ctx)
@@ -507,7 +507,7 @@ impl<'s> Parser<'s, '_> {
     }
 
     /// One term and what follows it without a blank: brackets and iterators.
-    fn term(&mut self, after_noun: bool) -> PResult<Term> {
+    fn term(&mut self, ctx: Ctx, after_noun: bool) -> PResult<Term> {
         let Some(token) = self.peek() else {
             return Err(self.error(
                 ParseErrorKind::Unexpected {
@@ -578,7 +578,8 @@ impl<'s> Parser<'s, '_> {
             }
             TokenKind::DoubleColon => {
                 self.pos += 1;
-                if after_noun {
+                // `a::1` assigns; `f ::` at the end applies `f` to the generic null.
+                if after_noun && !self.at_end(ctx) {
                     verb(self.leaf(Data::Prim("::"), offset))
                 } else {
                     noun(self.leaf(Data::Null, offset))

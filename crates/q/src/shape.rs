@@ -87,8 +87,8 @@ fn write(out: &mut String, node: Node<'_>, phrase: bool) -> fmt::Result {
         }
         NodeKind::Lambda => {
             out.write_char('{')?;
-            let params: Vec<&str> = node.lambda_params().collect();
-            if !params.is_empty() {
+            if node.lambda_has_signature() {
+                let params: Vec<&str> = node.lambda_params().collect();
                 write!(out, "[{}] ", params.join(";"))?;
             }
             for (i, statement) in node.lambda_body().enumerate() {
@@ -248,7 +248,8 @@ mod tests {
             "(insert;,`trade;(enlist;<long>;,`a))",
         );
         check("f[`getVWAP;1 2 3]", "(`f;,`getVWAP;<longs>)");
-        check("{x+1}", "{[x;y;z] (+;`x;<long>)}");
+        check("{x+1}", "{(+;`x;<long>)}");
+        check("{[a] a+1}", "{[a] (+;`a;<long>)}");
         check("foo each til 5", "(each;`foo;(til;<long>))");
         check("select[10] from t", "(?;`t;();0b;();<long>)");
         check("\\t 1000", "(system;\"t 1000\")");

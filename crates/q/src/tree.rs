@@ -428,6 +428,14 @@ impl<'t> Node<'t> {
             .chain(implicit.iter().copied())
     }
 
+    /// Whether a lambda has a signature (`{[a;b] ...}`), rather than implicit `x`, `y`, `z`.
+    pub fn lambda_has_signature(&self) -> bool {
+        matches!(
+            self.tree.slot(self.id).data,
+            Data::Lambda { explicit: true, .. }
+        )
+    }
+
     /// A lambda's statements, in order.
     pub fn lambda_body(&self) -> impl ExactSizeIterator<Item = Node<'t>> + 't {
         let tree = self.tree;
