@@ -333,6 +333,42 @@ impl CallTree {
     }
 }
 
+/// The arguments of an application: a view of a run of the tree's list items, so that walking
+/// an application allocates nothing.
+#[derive(Clone, Copy)]
+struct Args<'t> {
+    tree: &'t Tree,
+    ids: &'t [NodeId],
+}
+
+impl<'t> Args<'t> {
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The `i`th argument; callers check the count first.
+    fn at(&self, i: usize) -> Node<'t> {
+        self.tree.node(self.ids[i])
+    }
+
+    fn first(&self) -> Option<Node<'t>> {
+        self.ids.first().map(|&id| self.tree.node(id))
+    }
+
+    /// The arguments from the `i`th on.
+    fn from(&self, i: usize) -> Args<'t> {
+        Args {
+            tree: self.tree,
+            ids: self.ids.get(i..).unwrap_or_default(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Node<'t>> + 't {
+        let tree = self.tree;
+        self.ids.iter().map(move |&id| tree.node(id))
+    }
+}
+
 /// How names in an expression are read.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -542,25 +578,31 @@ impl<'t> Walker<'t> {
 
     /// A list of two or more items: the first applied to the others.
     fn apply(&mut self, node: Node<'t>, mode: Mode) {
-        let mut items = node.items();
-        let Some(head) = items.next() else { return };
-        let args: Vec<Node<'t>> = items.collect();
+        let ids = node.item_ids();
+        let Some((&head, rest)) = ids.split_first() else {
+            return;
+        };
+        let head = node.tree.node(head);
+        let args = Args {
+            tree: node.tree,
+            ids: rest,
+        };
         match head.kind() {
             NodeKind::Char(b';') => {
                 self.flag(Flags::MULTI);
-                self.walk_all(&args, mode);
+                self.walk_all(args, mode);
             }
             NodeKind::Char(_) | NodeKind::String(_) => {
                 // A string applied: `"k" "..."` evaluates text.
                 self.flag(Flags::EVAL);
-                self.walk_all(&args, mode);
+                self.walk_all(args, mode);
             }
             NodeKind::Name(name) => match dotq_keyword(name) {
                 // `.q.value "..."` is `value "..."`.
-                Some(keyword) => self.keyword(keyword, &args, mode),
+                Some(keyword) => self.keyword(keyword, args, mode),
                 None => {
                     self.function(name);
-                    self.walk_all(&args, mode);
+                    self.walk_all(args, mode);
                 }
             },
             NodeKind::Atom(_) if integral(head).is_some() => {
@@ -570,10 +612,10 @@ impl<'t> Walker<'t> {
                 } else {
                     self.flag(Flags::IPC);
                 }
-                self.walk_all(&args, mode);
+                self.walk_all(args, mode);
             }
-            NodeKind::Keyword(keyword) => self.keyword(keyword, &args, mode),
-            NodeKind::Primitive(p) => self.primitive(p, &args, mode),
+            NodeKind::Keyword(keyword) => self.keyword(keyword, args, mode),
+            NodeKind::Primitive(p) => self.primitive(p, args, mode),
             _ => {
                 if quoted_symbol(head).is_some_and(|n| n.starts_with(':')) {
                     // `` `:host:port "..." ``: a one-shot message to another process.
@@ -589,12 +631,18 @@ impl<'t> Walker<'t> {
                     }
                     self.walk(head, mode);
                 }
-                self.walk_all(&args, mode);
+                self.walk_all(args, mode);
             }
         }
     }
 
-    fn walk_all(&mut self, nodes: &[Node<'t>], mode: Mode) {
+    fn walk_all(&mut self, args: Args<'t>, mode: Mode) {
+        for node in args.iter() {
+            self.walk(node, mode);
+        }
+    }
+
+    fn walk_nodes(&mut self, nodes: &[Node<'t>], mode: Mode) {
         for &node in nodes {
             self.walk(node, mode);
         }
@@ -620,8 +668,8 @@ impl<'t> Walker<'t> {
         }
     }
 
-    fn keyword(&mut self, keyword: Keyword, args: &[Node<'t>], mode: Mode) {
-        let first = args.first().copied();
+    fn keyword(&mut self, keyword: Keyword, args: Args<'t>, mode: Mode) {
+        let first = args.first();
         let first_symbol = first.and_then(quoted_symbol);
         match keyword.name() {
             "value" | "get" | "eval" | "reval" => {
@@ -633,7 +681,7 @@ impl<'t> Walker<'t> {
                 } else {
                     self.flag(Flags::EVAL);
                 }
-                for &arg in args {
+                for arg in args.iter() {
                     // A call list handed to `value` is applied.
                     match arg.unquote() {
                         Some(inner)
@@ -666,7 +714,7 @@ impl<'t> Walker<'t> {
                         }
                     }
                 }
-                self.walk_all(args.get(1..).unwrap_or_default(), mode);
+                self.walk_all(args.from(1), mode);
                 return;
             }
             "insert" | "upsert" => {
@@ -681,17 +729,17 @@ impl<'t> Walker<'t> {
                         None => self.table(first, false, mode),
                     }
                 }
-                self.walk_all(args.get(1..).unwrap_or_default(), mode);
+                self.walk_all(args.from(1), mode);
                 return;
             }
             "lj" | "ljf" | "ij" | "ijf" | "uj" | "ujf" | "pj" => {
-                for (i, &arg) in args.iter().enumerate() {
+                for (i, arg) in args.iter().enumerate() {
                     self.table(arg, i == 0, mode);
                 }
                 return;
             }
             "aj" | "aj0" | "ajf" | "ajf0" | "ej" => {
-                for (i, &arg) in args.iter().enumerate() {
+                for (i, arg) in args.iter().enumerate() {
                     if i == 1 || i == 2 {
                         self.table(arg, false, mode);
                     } else {
@@ -701,13 +749,13 @@ impl<'t> Walker<'t> {
                 return;
             }
             "wj" | "wj1" => {
-                for (i, &arg) in args.iter().enumerate() {
+                for (i, arg) in args.iter().enumerate() {
                     match i {
                         2 => self.table(arg, false, mode),
                         3 => match enlist_items(arg) {
                             Some(items) if !items.is_empty() => {
                                 self.table(items[0], false, mode);
-                                self.walk_all(&items[1..], mode);
+                                self.walk_nodes(&items[1..], mode);
                             }
                             _ => self.walk(arg, mode),
                         },
@@ -745,42 +793,42 @@ impl<'t> Walker<'t> {
         self.walk_all(args, mode);
     }
 
-    fn primitive(&mut self, p: &'static str, args: &[Node<'t>], mode: Mode) {
+    fn primitive(&mut self, p: &'static str, args: Args<'t>, mode: Mode) {
         match (p, args.len()) {
-            (":", 2) => self.assign(args[0], args[1], false, mode),
-            ("::", 2) => self.assign(args[0], args[1], true, mode),
+            (":", 2) => self.assign(args.at(0), args.at(1), false, mode),
+            ("::", 2) => self.assign(args.at(0), args.at(1), true, mode),
             (p, 2) if p.len() == 2 && p.ends_with(':') && !p.starts_with(['0', '1', '2', ':']) => {
-                self.assign(args[0], args[1], false, mode);
+                self.assign(args.at(0), args.at(1), false, mode);
             }
             ("?" | "!", n) if n >= 4 => self.query(p == "!", args),
             ("?", 3) => {
-                self.table(args[0], false, mode);
-                self.walk_all(&args[1..], mode);
+                self.table(args.at(0), false, mode);
+                self.walk_all(args.from(1), mode);
             }
-            ("!", 2) if integral(args[0]).is_some_and(|n| n < 0 && n != i64::MIN) => {
-                self.internal(integral(args[0]).unwrap_or_default());
-                self.walk(args[1], mode);
+            ("!", 2) if integral(args.at(0)).is_some_and(|n| n < 0 && n != i64::MIN) => {
+                self.internal(integral(args.at(0)).unwrap_or_default());
+                self.walk(args.at(1), mode);
             }
             ("." | "@", n) if n >= 2 => self.amend(args, mode),
             // Unary forms applied, for the keywords that share them (q-parse.md §6).
             (".:", 1) => {
-                if quoted_symbol(args[0]).is_some_and(is_file_symbol) {
+                if quoted_symbol(args.at(0)).is_some_and(is_file_symbol) {
                     self.flag(Flags::FILE);
                 } else {
                     self.flag(Flags::EVAL);
                 }
-                self.walk(args[0], mode);
+                self.walk(args.at(0), mode);
             }
             ("~:" | "!:", 1) => {
                 // `hdel` and `key` of a path.
-                if quoted_symbol(args[0]).is_some_and(is_file_symbol) {
+                if quoted_symbol(args.at(0)).is_some_and(is_file_symbol) {
                     self.flag(Flags::FILE);
                 }
-                self.walk(args[0], mode);
+                self.walk(args.at(0), mode);
             }
-            ("<:" | ">:", 1) if quoted_symbol(args[0]).is_some() => {
+            ("<:" | ">:", 1) if quoted_symbol(args.at(0)).is_some() => {
                 // `hopen` and `hclose` in older versions.
-                self.open(Some(args[0]));
+                self.open(Some(args.at(0)));
             }
             ("0:" | "1:" | "2:" | "0::" | "1::" | "2::", _) => {
                 self.flag(Flags::FILE);
@@ -790,7 +838,7 @@ impl<'t> Walker<'t> {
                 if let Some(first) = args.first() {
                     if let Some(name) = first.name() {
                         self.function(name);
-                    } else if let Some(name) = quoted_symbol(*first) {
+                    } else if let Some(name) = quoted_symbol(first) {
                         self.function(name);
                         self.flag(Flags::EVAL);
                     }
@@ -871,9 +919,9 @@ impl<'t> Walker<'t> {
     }
 
     /// `?[t;c;b;a]` and `![t;c;b;a]`, from a template or written functionally.
-    fn query(&mut self, update: bool, args: &[Node<'t>]) {
-        self.table(args[0], update, Mode::Expr);
-        let (c, b, a) = (args[1], args[2], args[3]);
+    fn query(&mut self, update: bool, args: Args<'t>) {
+        self.table(args.at(0), update, Mode::Expr);
+        let (c, b, a) = (args.at(1), args.at(2), args.at(3));
         // The constraints: a template's are quoted parse trees; a functional query's are an
         // expression building them.
         match c.unquote() {
@@ -904,7 +952,7 @@ impl<'t> Walker<'t> {
                 _ => self.walk(part, Mode::Data),
             }
         }
-        for &extra in &args[4..] {
+        for extra in args.from(4).iter() {
             match extra.unquote() {
                 Some(order) => self.walk(order, Mode::Phrase),
                 None => self.walk(extra, Mode::Expr),
@@ -933,15 +981,15 @@ impl<'t> Walker<'t> {
     }
 
     /// `.[f;args]`, `@[f;i;g]`, and amend by name: `@[`.;`a;:;1]`, `.[`t;();,;rows]`.
-    fn amend(&mut self, args: &[Node<'t>], mode: Mode) {
-        let first = args[0];
+    fn amend(&mut self, args: Args<'t>, mode: Mode) {
+        let first = args.at(0);
         if let Some(name) = quoted_symbol(first) {
             if args.len() == 2 {
                 // Applying a function by name.
                 self.function(name);
                 self.flag(Flags::EVAL);
             } else {
-                let key = quoted_symbol(args[1]);
+                let key = quoted_symbol(args.at(1));
                 let target = match key {
                     Some(key) if name == "." => key.to_owned(),
                     Some(key) if name.starts_with('.') && !name[1..].contains('.') => {
@@ -963,7 +1011,7 @@ impl<'t> Walker<'t> {
         } else {
             self.walk(first, mode);
         }
-        for (i, &arg) in args.iter().enumerate().skip(1) {
+        for (i, arg) in args.iter().enumerate().skip(1) {
             match arg.name() {
                 // The function an amend or a trap applies.
                 Some(name) if i == 2 => self.function(name),

@@ -214,11 +214,19 @@ static TABLE: &[Entry] = &[
 impl Keyword {
     /// The keyword called `name`, if there is one.
     pub fn lookup(name: &[u8]) -> Option<Keyword> {
-        TABLE
-            .binary_search_by(|entry| entry.name.as_bytes().cmp(name))
-            .ok()
+        // Every keyword is 2 to 10 lowercase ASCII letters and digits starting with a letter,
+        // which most names (`trade`, `.z.pg`, `Price`) are not; the rest are looked up among the
+        // keywords with their first letter, comparing lengths before bytes.
+        let first = *name.first()?;
+        if !(2..=10).contains(&name.len()) || !first.is_ascii_lowercase() {
+            return None;
+        }
+        let (start, end) = bucket(first);
+        TABLE[start..end]
+            .iter()
+            .position(|entry| entry.name.len() == name.len() && entry.name.as_bytes() == name)
             // Invariant: the table has fewer than 256 entries.
-            .map(|i| Keyword(i as u8))
+            .map(|i| Keyword((start + i) as u8))
     }
 
     fn entry(self) -> &'static Entry {
@@ -244,6 +252,25 @@ impl Keyword {
     pub fn is_control(self) -> bool {
         matches!(self.name(), "if" | "do" | "while")
     }
+}
+
+/// The range of [`TABLE`] whose names start with `letter` (the table is sorted).
+fn bucket(letter: u8) -> (usize, usize) {
+    static BUCKETS: std::sync::OnceLock<[(u8, u8); 26]> = std::sync::OnceLock::new();
+    let buckets = BUCKETS.get_or_init(|| {
+        let mut buckets = [(0u8, 0u8); 26];
+        for (i, entry) in TABLE.iter().enumerate() {
+            let slot = &mut buckets[usize::from(entry.name.as_bytes()[0] - b'a')];
+            // Invariant: the table has fewer than 256 entries.
+            if slot.1 == 0 {
+                slot.0 = i as u8;
+            }
+            slot.1 = i as u8 + 1;
+        }
+        buckets
+    });
+    let (start, end) = buckets[usize::from(letter - b'a')];
+    (usize::from(start), usize::from(end))
 }
 
 impl fmt::Debug for Keyword {
@@ -290,6 +317,12 @@ mod tests {
         check("abs", Some("abs"));
         check("trade", None);
         check("", None);
+        check("zzz", None);
+        check("Count", None);
+        check(".q.count", None);
+        for entry in TABLE {
+            check(entry.name, Some(entry.display));
+        }
         assert!(Keyword::lookup(b"in").is_some_and(Keyword::is_infix));
         assert!(!Keyword::lookup(b"count").is_some_and(Keyword::is_infix));
         assert!(Keyword::lookup(b"while").is_some_and(Keyword::is_control));

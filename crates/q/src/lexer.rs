@@ -65,11 +65,52 @@ pub(crate) enum LexError {
     UnexpectedByte,
 }
 
+/// The words the parser looks for among names, classified once here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Word {
+    /// Any other name, or not a name.
+    Other,
+    /// `by`.
+    By,
+    /// `from`.
+    From,
+    /// `where`.
+    Where,
+    /// `distinct`.
+    Distinct,
+    /// `select`.
+    Select,
+    /// `exec`.
+    Exec,
+    /// `update`.
+    Update,
+    /// `delete`.
+    Delete,
+}
+
+impl Word {
+    fn of(name: &[u8]) -> Word {
+        match name {
+            b"by" => Word::By,
+            b"from" => Word::From,
+            b"where" => Word::Where,
+            b"distinct" => Word::Distinct,
+            b"select" => Word::Select,
+            b"exec" => Word::Exec,
+            b"update" => Word::Update,
+            b"delete" => Word::Delete,
+            _ => Word::Other,
+        }
+    }
+}
+
 /// One token: its kind, its bytes and what came before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Token {
     /// What the token is.
     pub(crate) kind: TokenKind,
+    /// For a name, whether it is a word of qSQL.
+    pub(crate) word: Word,
     /// Byte offset of its first byte.
     pub(crate) start: u32,
     /// Byte offset just past its last byte.
@@ -81,11 +122,21 @@ pub(crate) struct Token {
 /// Splits `src` into tokens. The last token is never `Newline`.
 ///
 /// `src` is at most [`crate::MAX_INPUT_BYTES`] long, so every offset fits a `u32`.
+#[cfg(test)]
 pub(crate) fn tokenize(src: &[u8]) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    tokenize_into(src, &mut tokens);
+    tokens
+}
+
+/// [`tokenize`] into `tokens`, which is cleared first (the parser reuses one buffer).
+pub(crate) fn tokenize_into(src: &[u8], tokens: &mut Vec<Token>) {
+    tokens.clear();
+    tokens.reserve(src.len() / 3 + 4);
     let mut lexer = Lexer {
         src,
         pos: 0,
-        tokens: Vec::with_capacity(src.len() / 3 + 4),
+        tokens: std::mem::take(tokens),
         depth: 0,
         spaced: true,
     };
@@ -97,7 +148,7 @@ pub(crate) fn tokenize(src: &[u8]) -> Vec<Token> {
     {
         lexer.tokens.pop();
     }
-    lexer.tokens
+    *tokens = lexer.tokens;
 }
 
 struct Lexer<'s> {
@@ -155,10 +206,16 @@ impl Lexer<'_> {
     }
 
     fn push(&mut self, kind: TokenKind, start: usize) {
+        let word = if kind == TokenKind::Name {
+            Word::of(&self.src[start..self.pos])
+        } else {
+            Word::Other
+        };
         // Invariant: the input is at most MAX_INPUT_BYTES (1 MiB), far below u32::MAX.
         let (start, end) = (start as u32, self.pos as u32);
         self.tokens.push(Token {
             kind,
+            word,
             start,
             end,
             spaced: self.spaced,

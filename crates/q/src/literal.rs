@@ -39,6 +39,19 @@ pub(crate) enum Lit {
 
 /// Reads one number token; `None` when q would not read it.
 pub(crate) fn read(text: &[u8]) -> Option<Lit> {
+    // The common case first: a plain integer.
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    if !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit) {
+        let magnitude = digits
+            .iter()
+            .fold(0i64, |acc, &d| acc * 10 + i64::from(d - b'0'));
+        let value = if digits.len() < text.len() {
+            -magnitude
+        } else {
+            magnitude
+        };
+        return Some(Lit::One(Atom::Long(value), Origin::Plain));
+    }
     let text = std::str::from_utf8(text).ok()?;
     if let Some(lit) = special(text) {
         return Some(lit);
@@ -409,6 +422,24 @@ fn temporal(text: &str) -> Option<Atom> {
     let body = text.trim_start_matches('-');
     if !body.bytes().next()?.is_ascii_digit() {
         return None;
+    }
+    // One pass to see which shape it may have.
+    let (mut day, mut date_time, mut colons, mut dots) = (false, false, 0, 0);
+    for b in text.bytes() {
+        match b {
+            b'D' => day = true,
+            b'T' => date_time = true,
+            b':' => colons += 1,
+            b'.' => dots += 1,
+            _ => {}
+        }
+    }
+    if !day && !date_time && colons == 0 && !text.ends_with('m') {
+        return if dots == 2 {
+            date(text).map(Atom::Date)
+        } else {
+            None
+        };
     }
     if let Some((day, time)) = text.split_once('D') {
         if day.matches('.').count() == 2 {

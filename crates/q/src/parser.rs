@@ -16,7 +16,7 @@ use crate::{
     MAX_DEPTH,
     error::{ParseError, ParseErrorKind, quote},
     keyword::Keyword,
-    lexer::{LexError, Token, TokenKind, tokenize},
+    lexer::{LexError, Token, TokenKind, Word, tokenize_into},
     literal::{self, Lit},
     tree::{Atom, Data, NodeId, Range, Slot, Span, Tree, Type},
 };
@@ -60,17 +60,64 @@ const GLYPHS: [&str; 19] = [
 
 /// Every primitive's text as a `'static` string, so that nodes hold no borrowed text.
 fn prim(text: &[u8]) -> Option<&'static str> {
-    const ALL: [&str; 53] = [
-        "+", "-", "*", "%", "!", "&", "|", "<", ">", "=", "~", ",", "^", "#", "_", "$", "?", "@",
-        ".", "+:", "-:", "*:", "%:", "!:", "&:", "|:", "<:", ">:", "=:", "~:", ",:", "^:", "#:",
-        "_:", "$:", "?:", "@:", ".:", "<=", ">=", "<>", ":", "::", "0:", "1:", "2:", "0::", "1::",
-        "2::", "'", "':", "/:", "\\:",
-    ];
-    const ITERATORS: [&str; 2] = ["/", "\\"];
-    ALL.iter()
-        .chain(ITERATORS.iter())
-        .find(|p| p.as_bytes() == text)
-        .copied()
+    Some(match text {
+        b"+" => "+",
+        b"-" => "-",
+        b"*" => "*",
+        b"%" => "%",
+        b"!" => "!",
+        b"&" => "&",
+        b"|" => "|",
+        b"<" => "<",
+        b">" => ">",
+        b"=" => "=",
+        b"~" => "~",
+        b"," => ",",
+        b"^" => "^",
+        b"#" => "#",
+        b"_" => "_",
+        b"$" => "$",
+        b"?" => "?",
+        b"@" => "@",
+        b"." => ".",
+        b"+:" => "+:",
+        b"-:" => "-:",
+        b"*:" => "*:",
+        b"%:" => "%:",
+        b"!:" => "!:",
+        b"&:" => "&:",
+        b"|:" => "|:",
+        b"<:" => "<:",
+        b">:" => ">:",
+        b"=:" => "=:",
+        b"~:" => "~:",
+        b",:" => ",:",
+        b"^:" => "^:",
+        b"#:" => "#:",
+        b"_:" => "_:",
+        b"$:" => "$:",
+        b"?:" => "?:",
+        b"@:" => "@:",
+        b".:" => ".:",
+        b"<=" => "<=",
+        b">=" => ">=",
+        b"<>" => "<>",
+        b":" => ":",
+        b"::" => "::",
+        b"0:" => "0:",
+        b"1:" => "1:",
+        b"2:" => "2:",
+        b"0::" => "0::",
+        b"1::" => "1::",
+        b"2::" => "2::",
+        b"'" => "'",
+        b"':" => "':",
+        b"/" => "/",
+        b"\\" => "\\",
+        b"/:" => "/:",
+        b"\\:" => "\\:",
+        _ => return None,
+    })
 }
 
 /// The unary form of an operator glyph: `+` → `+:`.
@@ -83,19 +130,71 @@ fn unary_form(glyph: &str) -> &'static str {
 /// Parses `src` into `tree`, whose text holds a copy of `src` at `base`; returns the root and
 /// the errors.
 pub(crate) fn parse_into(tree: &mut Tree, src: &[u8], base: u32) -> (NodeId, Vec<ParseError>) {
+    let mut buffers = BUFFERS.with(|cell| cell.take());
+    tokenize_into(src, &mut buffers.tokens);
     let mut parser = Parser {
         src,
         base,
-        toks: tokenize(src),
+        toks: std::mem::take(&mut buffers.tokens),
         pos: 0,
         tree,
-        scratch: Vec::new(),
-        terms: Vec::new(),
+        scratch: std::mem::take(&mut buffers.scratch),
+        terms: std::mem::take(&mut buffers.terms),
+        ops: std::mem::take(&mut buffers.ops),
         nesting: 0,
         errors: Vec::new(),
     };
     let root = parser.top();
-    (root, parser.errors)
+    let errors = std::mem::take(&mut parser.errors);
+    buffers.keep(parser);
+    BUFFERS.with(|cell| cell.replace(buffers));
+    (root, errors)
+}
+
+/// The most tokens a thread keeps buffers for between parses.
+///
+/// A parse needs a token buffer and three small stacks; keeping them saves four allocations a
+/// query, which is a fifth of a short query's parse. Buffers that grew past this (a long text)
+/// are freed instead, so an idle thread holds at most a few hundred KiB for the parser.
+const MAX_KEPT_TOKENS: usize = 16 * 1024;
+
+/// Buffers a thread reuses from one parse to the next.
+#[derive(Default)]
+struct Buffers {
+    tokens: Vec<Token>,
+    scratch: Vec<NodeId>,
+    terms: Vec<Term>,
+    ops: Vec<(Term, Option<Term>)>,
+}
+
+impl Buffers {
+    /// Takes the parser's buffers back, emptied, unless they grew too large to keep.
+    fn keep(&mut self, parser: Parser<'_, '_>) {
+        let Parser {
+            mut toks,
+            mut scratch,
+            mut terms,
+            mut ops,
+            ..
+        } = parser;
+        if toks.capacity() > MAX_KEPT_TOKENS || scratch.capacity() > MAX_KEPT_TOKENS {
+            return;
+        }
+        toks.clear();
+        scratch.clear();
+        terms.clear();
+        ops.clear();
+        *self = Buffers {
+            tokens: toks,
+            scratch,
+            terms,
+            ops,
+        };
+    }
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::new(Buffers::default());
 }
 
 struct Parser<'s, 't> {
@@ -109,6 +208,8 @@ struct Parser<'s, 't> {
     scratch: Vec<NodeId>,
     /// Terms being collected for an expression, as a stack shared by every level.
     terms: Vec<Term>,
+    /// Applications pending while an expression folds (see [`Parser::fold`]).
+    ops: Vec<(Term, Option<Term>)>,
     /// How deeply brackets, parentheses, braces and qSQL templates nest right now.
     nesting: usize,
     errors: Vec<ParseError>,
@@ -140,8 +241,9 @@ impl<'s> Parser<'s, '_> {
         &src[token.start as usize..token.end as usize]
     }
 
-    fn is_name(&self, token: Option<Token>, word: &[u8]) -> bool {
-        token.is_some_and(|t| t.kind == TokenKind::Name && self.text(t) == word)
+    /// Whether the next token is the qSQL word `word`.
+    fn next_is(&self, word: Word) -> bool {
+        self.peek().is_some_and(|t| t.word == word)
     }
 
     fn error(&self, kind: ParseErrorKind, offset: u32) -> ParseError {
@@ -325,6 +427,7 @@ impl<'s> Parser<'s, '_> {
                     self.errors.push(error);
                     self.nesting = 0;
                     self.terms.clear();
+                    self.ops.clear();
                     self.scratch.truncate(statement_mark);
                     self.recover();
                     let null = self.leaf(Data::Null, 0);
@@ -396,12 +499,12 @@ impl<'s> Parser<'s, '_> {
             | TokenKind::RBrace
             | TokenKind::Newline => true,
             TokenKind::Glyph => ctx.stop_comma && self.text(t) == b",",
-            TokenKind::Name if ctx.stop != 0 => {
-                let word = self.text(t);
-                (ctx.stop & STOP_BY != 0 && word == b"by")
-                    || (ctx.stop & STOP_FROM != 0 && word == b"from")
-                    || (ctx.stop & STOP_WHERE != 0 && word == b"where")
-            }
+            TokenKind::Name if ctx.stop != 0 => match t.word {
+                Word::By => ctx.stop & STOP_BY != 0,
+                Word::From => ctx.stop & STOP_FROM != 0,
+                Word::Where => ctx.stop & STOP_WHERE != 0,
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -425,15 +528,13 @@ impl<'s> Parser<'s, '_> {
 
     /// Folds the terms from `mark` on into one tree, from the right.
     fn fold(&mut self, mark: usize, ctx: Ctx) -> PResult<Option<NodeId>> {
-        enum Op {
-            Infix(Term, Term),
-            Apply(Term),
-        }
         let n = self.terms.len();
         if n == mark {
             return Ok(None);
         }
-        let mut ops: Vec<Op> = Vec::new();
+        // The pending applications, left to right: `(verb, Some(left))` applies a verb infix,
+        // `(f, None)` applies `f` to what follows. A stack shared by every level.
+        let ops_mark = self.ops.len();
         let mut i = mark;
         let tail = loop {
             let t = self.terms[i];
@@ -442,7 +543,7 @@ impl<'s> Parser<'s, '_> {
             }
             if t.verb {
                 let t = self.prefix(t, ctx)?;
-                ops.push(Op::Apply(t));
+                self.ops.push((t, None));
                 i += 1;
                 continue;
             }
@@ -452,18 +553,21 @@ impl<'s> Parser<'s, '_> {
                     // A left-operand projection: `3 +` is `(+;3)`.
                     break self.list(&[u.node, t.node], u.offset)?;
                 }
-                ops.push(Op::Infix(u, t));
+                self.ops.push((u, Some(t)));
                 i += 2;
             } else {
-                ops.push(Op::Apply(t));
+                self.ops.push((t, None));
                 i += 1;
             }
         };
         let mut acc = tail;
-        while let Some(op) = ops.pop() {
-            acc = match op {
-                Op::Infix(verb, left) => self.list(&[verb.node, left.node, acc], verb.offset)?,
-                Op::Apply(f) => {
+        while self.ops.len() > ops_mark {
+            let Some((f, left)) = self.ops.pop() else {
+                break;
+            };
+            acc = match left {
+                Some(left) => self.list(&[f.node, left.node, acc], f.offset)?,
+                None => {
                     let head = if f.parened_glyph {
                         let glyph = match self.tree.slots[f.node.0 as usize].data {
                             Data::Prim(glyph) => glyph,
@@ -539,13 +643,13 @@ impl<'s> Parser<'s, '_> {
                 noun(self.string(token)?)
             }
             TokenKind::Name => {
-                let word = self.text(token);
-                match word {
-                    b"select" | b"exec" | b"update" | b"delete" => {
-                        return Ok(noun(self.qsql()?));
-                    }
-                    _ => {}
+                if matches!(
+                    token.word,
+                    Word::Select | Word::Exec | Word::Update | Word::Delete
+                ) {
+                    return Ok(noun(self.qsql()?));
                 }
+                let word = self.text(token);
                 self.pos += 1;
                 match Keyword::lookup(word) {
                     Some(keyword) => {
@@ -894,6 +998,27 @@ impl<'s> Parser<'s, '_> {
     /// A run of number tokens separated by blanks: one atom or a vector.
     fn numbers(&mut self) -> PResult<NodeId> {
         let first = self.pos;
+        let alone = !self
+            .peek_at(1)
+            .is_some_and(|t| t.kind == TokenKind::Number && t.spaced);
+        if alone {
+            // One token, the common case: no run to join.
+            let token = self.toks[first];
+            let text = self.text(token);
+            match literal::read(text) {
+                Some(Lit::One(atom, _)) => {
+                    self.pos += 1;
+                    return Ok(self.leaf(Data::Atom(atom), token.start));
+                }
+                None => {
+                    return Err(self.error(
+                        ParseErrorKind::BadLiteral { text: quote(text) },
+                        token.start,
+                    ));
+                }
+                Some(Lit::Many(..)) => {}
+            }
+        }
         let mut texts: Vec<&'s [u8]> = Vec::new();
         while let Some(t) = self.peek() {
             if t.kind != TokenKind::Number || (self.pos > first && !t.spaced) {
@@ -1078,10 +1203,10 @@ impl<'s> Parser<'s, '_> {
         };
         let offset = keyword.start;
         self.enter(offset)?;
-        let template: &'static str = match self.text(keyword) {
-            b"select" => "select",
-            b"exec" => "exec",
-            b"update" => "update",
+        let template: &'static str = match keyword.word {
+            Word::Select => "select",
+            Word::Exec => "exec",
+            Word::Update => "update",
             _ => "delete",
         };
         let select = template == "select";
@@ -1129,24 +1254,24 @@ impl<'s> Parser<'s, '_> {
             }
         }
         let mut distinct = false;
-        if (select || exec) && self.is_name(self.peek(), b"distinct") {
+        if (select || exec) && self.next_is(Word::Distinct) {
             self.pos += 1;
             distinct = true;
         }
 
-        let cols = if self.is_name(self.peek(), b"by") || self.is_name(self.peek(), b"from") {
+        let cols = if self.next_is(Word::By) || self.next_is(Word::From) {
             Vec::new()
         } else {
             self.phrase(STOP_BY | STOP_FROM, offset)?
         };
         let mut by = Vec::new();
         let mut has_by = false;
-        if self.is_name(self.peek(), b"by") {
+        if self.next_is(Word::By) {
             self.pos += 1;
             has_by = true;
             by = self.phrase(STOP_FROM, offset)?;
         }
-        if !self.is_name(self.peek(), b"from") {
+        if !self.next_is(Word::From) {
             let at = self.peek().map_or(self.end_offset(), |t| t.start);
             return Err(self.error(ParseErrorKind::MissingFrom { template }, at));
         }
@@ -1159,7 +1284,7 @@ impl<'s> Parser<'s, '_> {
             })?
             .ok_or_else(|| self.error(ParseErrorKind::MissingTable, table_at))?;
         let mut constraints = Vec::new();
-        if self.is_name(self.peek(), b"where") {
+        if self.next_is(Word::Where) {
             self.pos += 1;
             for (_, expr) in self.phrase(0, offset)? {
                 constraints.push(expr);

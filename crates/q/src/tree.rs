@@ -374,6 +374,15 @@ impl<'t> Node<'t> {
         ids.iter().map(move |&id| tree.node(id))
     }
 
+    /// The ids of a list's or vector's items.
+    pub(crate) fn item_ids(&self) -> &'t [NodeId] {
+        let tree: &'t Tree = self.tree;
+        match tree.slot(self.id).data {
+            Data::List(range) | Data::Vector(_, range) => tree.range(range),
+            _ => &[],
+        }
+    }
+
     /// The `i`th item of a list or vector.
     pub fn item(&self, i: usize) -> Option<Node<'t>> {
         self.items().nth(i)
