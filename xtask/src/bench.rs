@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--quick] [--report-only]`: runs the codec benchmarks and writes the
-//! comparison with kdbplus into BENCHMARKS.md, then runs the server harness (`qgate-bench`, see
-//! `harness`; not with `--report-only`).
+//! comparison with kdbplus into BENCHMARKS.md, runs the q parser's benchmark and writes its
+//! section (see `parser`), then runs the server harness (`qgate-bench`, see `harness`; not with
+//! `--report-only`).
 //!
 //! The benchmarks are `crates/ipc/benches/codec.rs` (criterion). After the run, each benchmark's
 //! median is read from criterion's `target/criterion/<group>/<codec>/<value>/new/estimates.json`,
@@ -97,10 +98,107 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     fs::write(&path, replace_section(&old, &section))
         .with_context(|| format!("failed to write {}", path.display()))?;
     eprintln!("==> wrote {}", path.display());
+    parser(quick, report_only)?;
     if report_only {
         return Ok(());
     }
     harness(quick)
+}
+
+/// The markers around the parser's section of BENCHMARKS.md.
+const PARSER_BEGIN: &str = "<!-- parser:begin -->";
+const PARSER_END: &str = "<!-- parser:end -->";
+
+/// The parser's benchmarks (`crates/q/benches/parse.rs`): criterion group, what it measures, and
+/// its target in nanoseconds, if it has one.
+const PARSER_ROWS: [(&str, &str, Option<f64>); 3] = [
+    (
+        "parse_and_facts",
+        "parse plus facts of a 100-character qSQL select",
+        Some(2_000.0),
+    ),
+    ("parse", "parse alone, the same select", None),
+    ("shape", "shape of the parsed select", None),
+];
+
+/// Runs the q parser's benchmark (unless `report_only`) and writes its section of BENCHMARKS.md
+/// from criterion's `target/criterion/<group>/select_100/new/estimates.json`.
+fn parser(quick: bool, report_only: bool) -> Result<()> {
+    let mut what = String::from("cargo bench -p qgate-q --bench parse");
+    if quick {
+        what.push_str(" -- --quick");
+    }
+    let started = if report_only {
+        SystemTime::UNIX_EPOCH
+    } else {
+        let started = SystemTime::now();
+        let mut command = cargo();
+        command.args(["bench", "-p", "qgate-q", "--bench", "parse"]);
+        if quick {
+            command.args(["--", "--quick"]);
+        }
+        eprintln!("==> {what}");
+        run_command(&what, &mut command)?;
+        started
+    };
+    let criterion = target_dir().join("criterion");
+    let mut rows = Vec::new();
+    for (group, description, target) in PARSER_ROWS {
+        let estimates = criterion.join(group).join("select_100/new/estimates.json");
+        let fresh = fs::metadata(&estimates)
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified >= started);
+        if !fresh {
+            continue;
+        }
+        let text = fs::read_to_string(&estimates)
+            .with_context(|| format!("failed to read {}", estimates.display()))?;
+        let median_ns =
+            median(&text).with_context(|| format!("no median in {}", estimates.display()))?;
+        rows.push((group, description, target, median_ns));
+    }
+    if rows.is_empty() {
+        bail!(
+            "no parser benchmark results under {} (run `cargo xtask bench` first)",
+            criterion.display()
+        );
+    }
+    let table = parser_table(&rows);
+    println!("{table}");
+    let section = format!(
+        "{PARSER_BEGIN}\n\n{}\n{table}\n{PARSER_END}",
+        context(if report_only {
+            "cargo xtask bench"
+        } else {
+            &what
+        })
+    );
+    let path = project_root().join("BENCHMARKS.md");
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    fs::write(
+        &path,
+        replace_marked(&old, &section, PARSER_BEGIN, PARSER_END, "## q parser"),
+    )
+    .with_context(|| format!("failed to write {}", path.display()))?;
+    eprintln!("==> wrote {}", path.display());
+    Ok(())
+}
+
+/// The parser's table, in markdown: one row a benchmark, its median and its verdict.
+fn parser_table(rows: &[(&str, &str, Option<f64>, f64)]) -> String {
+    let mut out = String::from("| benchmark | what | median | target |\n|---|---|--:|---|\n");
+    for (group, description, target, median_ns) in rows {
+        let verdict = match target {
+            Some(target) if median_ns <= target => format!("≤ {}: met", duration(*target)),
+            Some(target) => format!("≤ {}: **missed**", duration(*target)),
+            None => "—".to_owned(),
+        };
+        out.push_str(&format!(
+            "| {group}/select_100 | {description} | {} | {verdict} |\n",
+            duration(*median_ns)
+        ));
+    }
+    out
 }
 
 /// Runs the server harness (`bench/`, `qgate-bench`) after the codec benchmarks: qgate against
@@ -362,17 +460,19 @@ fn field(text: &str, key: &str) -> Option<String> {
     })
 }
 
-/// `document` with the text between the markers (markers included) replaced by `section`, or
-/// with `section` appended when the markers are missing.
+/// `document` with the text between the codec markers (markers included) replaced by `section`,
+/// or with `section` appended when the markers are missing.
 fn replace_section(document: &str, section: &str) -> String {
-    if let (Some(begin), Some(end)) = (document.find(BEGIN), document.find(END))
-        && begin < end
+    replace_marked(document, section, BEGIN, END, "## Codec")
+}
+
+/// `document` with the text between `begin` and `end` (markers included) replaced by `section`,
+/// or with `heading` and `section` appended when the markers are missing.
+fn replace_marked(document: &str, section: &str, begin: &str, end: &str, heading: &str) -> String {
+    if let (Some(b), Some(e)) = (document.find(begin), document.find(end))
+        && b < e
     {
-        return format!(
-            "{}{section}{}",
-            &document[..begin],
-            &document[end + END.len()..]
-        );
+        return format!("{}{section}{}", &document[..b], &document[e + end.len()..]);
     }
     let mut out = document.to_owned();
     if !out.is_empty() && !out.ends_with('\n') {
@@ -381,7 +481,8 @@ fn replace_section(document: &str, section: &str) -> String {
     if !out.is_empty() {
         out.push('\n');
     }
-    out.push_str("## Codec\n\n");
+    out.push_str(heading);
+    out.push_str("\n\n");
     out.push_str(section);
     out.push('\n');
     out
@@ -410,6 +511,32 @@ mod tests {
         );
         let appended = replace_section("# B\n", &format!("{BEGIN}\nx\n{END}"));
         assert_eq!(appended, format!("# B\n\n## Codec\n\n{BEGIN}\nx\n{END}\n"));
+    }
+
+    #[test]
+    fn parser_verdicts() {
+        let table = parser_table(&[
+            (
+                "parse_and_facts",
+                "parse plus facts",
+                Some(2_000.0),
+                1_500.0,
+            ),
+            ("parse", "parse", None, 900.0),
+            ("slow", "slow", Some(2_000.0), 2_500.0),
+        ]);
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(
+            rows[0],
+            "| parse_and_facts/select_100 | parse plus facts | 1.50 µs | ≤ 2.00 µs: met |"
+        );
+        assert_eq!(rows[1], "| parse/select_100 | parse | 900.0 ns | — |");
+        assert!(rows[2].ends_with("| ≤ 2.00 µs: **missed** |"), "{table}");
+        let doc = format!("# B\n\n{PARSER_BEGIN}\nold\n{PARSER_END}\n");
+        assert_eq!(
+            replace_marked(&doc, "new", PARSER_BEGIN, PARSER_END, "## q parser"),
+            "# B\n\nnew\n"
+        );
     }
 
     #[test]

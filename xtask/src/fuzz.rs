@@ -1,4 +1,5 @@
-//! `cargo xtask fuzz [--seconds N] [TARGET...]`: fuzzes the decoder with cargo-fuzz.
+//! `cargo xtask fuzz [--seconds N] [TARGET...]`: fuzzes the decoder and the q parser with
+//! cargo-fuzz.
 //!
 //! cargo-fuzz needs a nightly toolchain (libFuzzer and sanitizer flags), so this runs
 //! `cargo +nightly fuzz` against the `fuzz/` workspace, which is outside the main workspace for the
@@ -12,8 +13,9 @@ use anyhow::{Context, Result, bail};
 use crate::{project_root, run_command};
 
 /// The targets fuzzed when none are named: the frame decoder and the decompressor, the two places
-/// where a peer's bytes meet the most arithmetic.
-const DEFAULT_TARGETS: [&str; 2] = ["frame", "decompress"];
+/// where a peer's bytes meet the most arithmetic, and the q parser, which reads every free-text
+/// query a policy decides on.
+const DEFAULT_TARGETS: [&str; 3] = ["frame", "decompress", "q_parse"];
 
 /// How long each target runs by default, in seconds: long enough to shake out shallow bugs on
 /// every run, short enough to run before a commit.
@@ -137,8 +139,12 @@ mod tests {
 
     #[test]
     fn args() {
-        check(&[], (60, &["frame", "decompress"]));
-        check(&["--seconds", "5"], (5, &["frame", "decompress"]));
+        check(&[], (60, &["frame", "decompress", "q_parse"]));
+        check(
+            &["--seconds", "5"],
+            (5, &["frame", "decompress", "q_parse"]),
+        );
+        check(&["q_parse"], (60, &["q_parse"]));
         check(&["--seconds=7", "frame"], (7, &["frame"]));
         check(&["decompress", "--seconds", "1"], (1, &["decompress"]));
         assert!(parse_args(&["--seconds".to_owned()]).is_err());

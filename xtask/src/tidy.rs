@@ -28,6 +28,8 @@ use crate::project_root;
 /// saying why.
 const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("qgate-ipc", &[]),
+    // The q parser: sans-I/O, below the host, the SDK and the binary that read its facts.
+    ("qgate-q", &[]),
     ("qgate-config", &[]),
     // Reading untrusted files: std and libc only, below every crate that reads a file.
     ("qgate-files", &[]),
@@ -35,13 +37,21 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("qgate-hooks", &["qgate-ipc"]),
     ("qgate-wit", &[]),
     ("qgate-server", &["qgate-ipc", "qgate-hooks", "qgate-files"]),
-    // The host may read message views to hand a guest the shape of a message cheaply.
+    // The host may read message views to hand a guest the shape of a message cheaply, and
+    // parses a message's text once for the facts every plugin reads.
     (
         "qgate-host",
-        &["qgate-hooks", "qgate-wit", "qgate-ipc", "qgate-files"],
+        &[
+            "qgate-hooks",
+            "qgate-wit",
+            "qgate-ipc",
+            "qgate-files",
+            "qgate-q",
+        ],
     ),
-    // The guest SDK decodes message bodies and encodes replies with the server's own codec.
-    ("qgate-plugin-sdk", &["qgate-ipc"]),
+    // The guest SDK decodes message bodies and encodes replies with the server's own codec, and
+    // gives policies the parser's facts and shapes.
+    ("qgate-plugin-sdk", &["qgate-ipc", "qgate-q"]),
     // The binary's tests (a dev-dependency) start test upstreams from `qgate-e2e` in-process.
     (
         "qgate",
@@ -53,10 +63,14 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "qgate-ipc",
             "qgate-files",
             "qgate-e2e",
+            // `qgate parse`: what a policy sees in a query.
+            "qgate-q",
+            // Gateway mode: `[[upstream]]` to the gateway's options.
+            "qgate-gateway",
         ],
     ),
-    // Planned: qgate in front of kdb+. Its tests (a dev-dependency) start test upstreams from
-    // `qgate-e2e`.
+    // qgate in front of kdb+: the server's backend, on the hooks' vocabulary and the codec. Its
+    // tests (a dev-dependency) start test upstreams from `qgate-e2e`.
     (
         "qgate-gateway",
         &["qgate-ipc", "qgate-hooks", "qgate-files", "qgate-e2e"],
@@ -88,8 +102,12 @@ const FORBIDDEN_EXTERNAL: &[(&str, &[&str])] = &[
         "qgate-ipc",
         &["tokio", "rustls", "tokio-rustls", "wasmtime"],
     ),
+    // The parser is sans-I/O and links into plugins: no runtime, no TLS, no wasm host.
+    ("qgate-q", &["tokio", "rustls", "tokio-rustls", "wasmtime"]),
     // The server knows nothing about plugins.
     ("qgate-server", &["wasmtime"]),
+    // The gateway knows upstreams, not plugins.
+    ("qgate-gateway", &["wasmtime"]),
     // The hooks are plain data and a trait, shared by server and host.
     ("qgate-hooks", &["wasmtime", "tokio-rustls"]),
 ];

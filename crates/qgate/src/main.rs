@@ -11,6 +11,7 @@ mod decode;
 mod gateway;
 mod keys;
 mod logging;
+mod parse;
 mod serve;
 mod watch;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Make an ed25519 key pair for signing plugins: the private key to FILE (0600), the public
     /// key printed and written to FILE.pub.
     Keygen(keys::KeygenArgs),
+    /// Parse free-text q queries and print what a policy sees: the parse tree as q prints it,
+    /// and the facts (tables, functions, globals assigned, flags).
+    Parse(parse::Args),
     /// List a running server's plugins: version digest, load time, calls, denies, traps.
     Plugins(ctl::PluginsArgs),
     /// Reload a running server's plugin (or every plugin) from its file; returns after the switch.
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Keygen(args) => keys::keygen(args),
+        Command::Parse(args) => parse::run(args),
         Command::Plugins(args) => ctl::plugins(args),
         Command::Reload(args) => ctl::reload(args),
         Command::Rollback(args) => ctl::rollback(args),

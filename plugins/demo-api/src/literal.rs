@@ -417,8 +417,12 @@ fn shape_type(token: &str) -> Option<i8> {
         return Some(15);
     }
     if t.contains(':') {
+        // `hh:mm:ss.fff` is a time; more than three decimals make a timespan, as in q
+        // (`00:00:00.000000000` is type -16).
+        let decimals = t.split_once('.').map_or(0, |(_, fraction)| fraction.len());
         return Some(match t.matches(':').count() {
             1 => 17,
+            _ if decimals > 3 => 16,
             _ if t.contains('.') => 19,
             _ => 18,
         });
@@ -1063,6 +1067,12 @@ mod tests {
         check("12:05:00", K::Atom(Atom::Second(43_500)));
         check("12:04:59.123", K::Atom(Atom::Time(43_499_123)));
         check("43:12:34.567", K::Atom(Atom::Time(155_554_567)));
+        // Nine decimals (more than three) make a timespan, type -16, not a time.
+        check("00:00:00.000000000", K::Atom(Atom::Timespan(0)));
+        check(
+            "12:04:59.123456",
+            K::Atom(Atom::Timespan(43_499_123_456_000)),
+        );
         check(
             "\"G\"$\"8c680a01-5a49-5aab-5a65-d4bfddb6a661\"",
             K::Atom(Atom::Guid([
@@ -1158,6 +1168,14 @@ mod tests {
             K::list(vec![long(42), K::Null, K::symbol("foo")]),
         );
         check("enlist 1", K::vector(VectorData::Long(vec![1])));
+        check(
+            "enlist 00:00:00.000000000",
+            K::vector(VectorData::Timespan(vec![0])),
+        );
+        check(
+            "00:00:00.000000000 00:00:00.000000001",
+            K::vector(VectorData::Timespan(vec![0, 1])),
+        );
         check(",`a", K::symbols(["a"]));
         check(
             "enlist 1 2",
