@@ -389,7 +389,7 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, S> {
                         tracing::warn!(%error, q_error, "reply cannot be sent; sending an error");
                         self.encode_error(q_error)
                     }
-                    WireAction::CloseSilently | WireAction::CloseBadMessage => {
+                    WireAction::Close(_) => {
                         Err(CloseReason::Io(format!("cannot encode the reply: {error}")))
                     }
                 },
