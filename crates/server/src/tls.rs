@@ -49,7 +49,10 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
-use crate::options::{ClientAuth, TlsMode, TlsOptions, UserFrom};
+use crate::{
+    options::{ClientAuth, TlsMode, TlsOptions, UserFrom},
+    stamp::Stamp,
+};
 
 /// The longest HTTP request head read before redirecting it: a browser's or curl's request line
 /// and headers fit in 8 KiB, the limit most HTTP servers set. Whatever is beyond it is not read;
@@ -327,37 +330,6 @@ impl KeyPairFiles {
     /// What identifies the files' current contents without reading them.
     fn stamps(&self) -> [Option<Stamp>; 2] {
         [Stamp::of(&self.cert), Stamp::of(&self.key)]
-    }
-}
-
-/// What changes when a file is edited, replaced by a rename, or swapped through a symlink.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Stamp {
-    /// The path after every symlink: a Kubernetes `..data` swap changes it.
-    target: Option<PathBuf>,
-    device: u64,
-    inode: u64,
-    len: u64,
-    modified: Option<SystemTime>,
-    /// The inode's change time, in nanoseconds: it moves with a `chmod` too.
-    changed: i128,
-}
-
-impl Stamp {
-    /// The file's stamp, following symlinks; `None` when it cannot be read (deleted in the middle
-    /// of a swap): a later stamp then differs, and the pair is loaded again.
-    fn of(path: &Path) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt as _;
-        let metadata = fs::metadata(path).ok()?;
-        Some(Self {
-            target: fs::canonicalize(path).ok(),
-            device: metadata.dev(),
-            inode: metadata.ino(),
-            len: metadata.len(),
-            modified: metadata.modified().ok(),
-            changed: i128::from(metadata.ctime()) * 1_000_000_000
-                + i128::from(metadata.ctime_nsec()),
-        })
     }
 }
 
