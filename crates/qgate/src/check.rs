@@ -2,10 +2,10 @@
 //!
 //! It checks what `qgate serve` would check at start, without binding a port: the schema (every
 //! key known, every value valid, plugin names unique), the log filter directive, that the TLS
-//! settings are whole (with kdb+'s `SSL_*` variables), that the password file, the TLS files and
-//! every plugin's component file can be read, that `[lock] keys` are keys, and that each plugin
-//! file matches its pin and, in a locked deployment, is pinned or signed. It does not compile the
-//! plugins.
+//! settings are whole (with kdb+'s `SSL_*` variables), that the password file reads and parses
+//! under the rules the server reads it by, that the TLS files and every plugin's component file
+//! can be read, that `[lock] keys` are keys, and that each plugin file matches its pin and, in a
+//! locked deployment, is pinned or signed. It does not compile the plugins.
 
 use std::{
     fs,
@@ -58,13 +58,15 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             })?;
         }
     }
-    if let Some(password_file) = &config.auth.password_file {
-        fs::File::open(password_file).map_err(|error| {
-            anyhow!(
-                "{file}: auth.password_file: cannot read {}: {error}",
-                password_file.display()
-            )
-        })?;
+    // The password file under the rules `serve` reads it by (a regular file, a size cap, a
+    // read timeout, every line well-formed), so that a FIFO, a directory or `/dev/zero` is
+    // refused here too, and never waited on.
+    let options = crate::serve::server_options(&config, |name| std::env::var(name).ok())
+        .map_err(|error| anyhow!("{file}: {error:#}"))?;
+    if let Some(password_file) = &options.password_file {
+        password_file
+            .check()
+            .map_err(|error| anyhow!("{file}: auth.password_file: {error:#}"))?;
     }
     for plugin in config.plugins.as_slice() {
         fs::File::open(&plugin.path).map_err(|error| {
