@@ -574,3 +574,7 @@ fn serve_refuses_a_key_that_others_can_read() {
 /// `qgate plugins | reload | rollback | keygen | sign`, SIGHUP, the file watch and `[lock]`.
 #[path = "cli/swap.rs"]
 mod swap;
+
+/// A password file that is not a small regular file, and a shutdown while a plugin is stuck.
+#[path = "cli/hardening.rs"]
+mod hardening;
