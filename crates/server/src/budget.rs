@@ -15,7 +15,7 @@
 //! for reuse (`buffers.rs`, at most `max_message_bytes` in all, dropped after 10 s).
 //!
 //! When the budget is spent, a charge waits for bytes to come back for at most
-//! [`BUDGET_WAIT`], then fails: the caller refuses that one message or reply with a q error that
+//! [`MemoryBudget::WAIT`], then fails: the caller refuses that one message or reply with a q error that
 //! names the limit, and the connection goes on. A client that stops reading holds its reply's
 //! charge until `write_timeout` closes it; one that stops sending in the middle of a message,
 //! until `body_timeout` does.
@@ -36,13 +36,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// each cost nothing measurable.
 pub(crate) const CHARGED_MIN_BYTES: usize = 64 * 1024;
 
-/// How long a charge waits for the budget before it fails.
-///
-/// 5 s: long enough for the replies of a busy server to drain to their clients and give their
-/// bytes back; short enough that a client whose message cannot be taken hears so, rather than
-/// waiting as if the server had hung.
-pub(crate) const BUDGET_WAIT: Duration = Duration::from_secs(5);
-
 /// The bytes the server may hold for messages in flight, shared by every connection.
 ///
 /// Clone it to hand it to another connection or task: clones share the same budget.
@@ -62,7 +55,7 @@ pub struct Charge {
     permit: Option<OwnedSemaphorePermit>,
 }
 
-/// The budget had not enough bytes free within [`BUDGET_WAIT`].
+/// The budget had not enough bytes free within [`MemoryBudget::WAIT`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "the server's memory budget (limits.memory_budget, {total} bytes) has not {wanted} bytes free"
@@ -75,6 +68,13 @@ pub struct BudgetExhausted {
 }
 
 impl MemoryBudget {
+    /// How long a charge waits for the budget before it fails.
+    ///
+    /// 5 s: long enough for the replies of a busy server to drain to their clients and give their
+    /// bytes back; short enough that a client whose message cannot be taken hears so, rather than
+    /// waiting as if the server had hung.
+    pub const WAIT: Duration = Duration::from_secs(5);
+
     /// A budget of `total` bytes.
     pub fn new(total: usize) -> Self {
         let total = total.min(Semaphore::MAX_PERMITS);
@@ -102,7 +102,7 @@ impl MemoryBudget {
         }
     }
 
-    /// Charges `bytes`, waiting at most [`BUDGET_WAIT`] for them to be free.
+    /// Charges `bytes`, waiting at most [`MemoryBudget::WAIT`] for them to be free.
     ///
     /// # Errors
     ///
@@ -110,7 +110,7 @@ impl MemoryBudget {
     pub async fn charge(&self, bytes: usize) -> Result<Charge, BudgetExhausted> {
         let mut charge = self.empty();
         charge
-            .grow(bytes, tokio::time::Instant::now() + BUDGET_WAIT)
+            .grow(bytes, tokio::time::Instant::now() + Self::WAIT)
             .await?;
         Ok(charge)
     }

@@ -26,7 +26,7 @@ use qgate_ipc::{Close, FrameError, HEADER_LEN, HandshakeError, Header, Limits, h
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{
-    budget::{BUDGET_WAIT, BudgetExhausted, CHARGED_MIN_BYTES, Charge, MemoryBudget},
+    budget::{BudgetExhausted, CHARGED_MIN_BYTES, Charge, MemoryBudget},
     buffers::BufferPool,
     options::ServerLimits,
 };
@@ -216,7 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// The header is checked against the limits before any of the body is buffered; the body
     /// buffer grows only as bytes arrive, and for a large frame only as far as the memory budget
-    /// lets it within [`BUDGET_WAIT`] (past that, the rest of the body is read and dropped, and
+    /// lets it within [`MemoryBudget::WAIT`] (past that, the rest of the body is read and dropped, and
     /// the frame is [`Incoming::Refused`]).
     ///
     /// Returns `Ok(None)` when the peer closes cleanly between messages.
@@ -299,7 +299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.compact();
         let len = header.len();
         let charged = len >= CHARGED_MIN_BYTES;
-        let deadline = tokio::time::Instant::now() + BUDGET_WAIT;
+        let deadline = tokio::time::Instant::now() + MemoryBudget::WAIT;
         let mut charge = self.budget.empty();
         let mut frame = if charged {
             self.pool.take(len)

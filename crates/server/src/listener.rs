@@ -35,8 +35,9 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use qgate_hooks::Hooks;
+use qgate_hooks::{Hooks, TlsFacts};
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
@@ -274,12 +275,14 @@ impl<H: Hooks> AcceptLoop<H> {
                 tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
             }
             let connection = Accepted {
-                state: Arc::clone(&self.state),
                 stream,
-                peer,
-                handle,
-                slot,
-                signals: self.shutdown.signals(),
+                parts: Parts {
+                    state: Arc::clone(&self.state),
+                    peer,
+                    handle,
+                    slot,
+                    signals: self.shutdown.signals(),
+                },
             };
             self.shutdown.spawn(connection.serve(self.tls.clone()));
         }
@@ -308,10 +311,15 @@ impl<H: Hooks> AcceptLoop<H> {
     }
 }
 
-/// A connection just accepted, with what it holds until its task ends.
+/// A connection just accepted: its stream, and what it holds until its task ends.
 struct Accepted<H> {
-    state: Arc<ServerState<H>>,
     stream: TcpStream,
+    parts: Parts<H>,
+}
+
+/// What a connection holds from its accept on, whatever its stream becomes.
+struct Parts<H> {
+    state: Arc<ServerState<H>>,
     peer: SocketAddr,
     handle: HandleGuard,
     slot: HandshakeSlot,
@@ -322,23 +330,16 @@ impl<H: Hooks> Accepted<H> {
     /// Serves the connection: on a TLS port, sniffs it and runs the TLS handshake or turns a
     /// plain client away as the mode says; then hands the stream, plain or TLS, to its handler.
     async fn serve(self, tls: Option<Arc<Tls>>) {
-        let span = handler::span(&self.handle, &self.peer);
-        let Self {
-            state,
-            stream,
-            peer,
-            handle,
-            slot,
-            signals,
-        } = self;
+        let Self { stream, parts } = self;
+        let span = handler::span(&parts.handle, &parts.peer);
         let secured = match tls {
             // Without TLS there is nothing to sniff.
             None => Some(Secured::Plain(stream)),
             Some(tls) => {
-                let timeout = state.limits.handshake_timeout;
+                let timeout = parts.state.limits.handshake_timeout;
                 tokio::select! {
                     biased;
-                    () = signals.draining() => None,
+                    () = parts.signals.draining() => None,
                     secured = sniff_and_secure(&tls, stream, timeout).instrument(span.clone()) => {
                         secured
                     }
@@ -346,11 +347,7 @@ impl<H: Hooks> Accepted<H> {
             }
         };
         match secured {
-            Some(Secured::Plain(stream)) => {
-                Handler::new(state, stream, peer, handle, slot, signals, None)
-                    .run(span)
-                    .await;
-            }
+            Some(Secured::Plain(stream)) => parts.handle(stream, None, span).await,
             Some(Secured::Tls(stream)) => {
                 let facts = tls::facts(&stream);
                 span.in_scope(|| {
@@ -362,13 +359,32 @@ impl<H: Hooks> Accepted<H> {
                         "TLS handshake completed"
                     );
                 });
-                let facts = Some(Arc::new(facts));
-                Handler::new(state, *stream, peer, handle, slot, signals, facts)
-                    .run(span)
-                    .await;
+                parts.handle(*stream, Some(Arc::new(facts)), span).await;
             }
             None => {}
         }
+    }
+}
+
+impl<H: Hooks> Parts<H> {
+    /// Hands `stream` to a handler and runs it in `span`: the one place a handler is made, for a
+    /// plain stream and a TLS one alike (two instances of the same code, no dynamic dispatch).
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        self,
+        stream: S,
+        tls: Option<Arc<TlsFacts>>,
+        span: tracing::Span,
+    ) {
+        let Self {
+            state,
+            peer,
+            handle,
+            slot,
+            signals,
+        } = self;
+        Handler::new(state, stream, peer, handle, slot, signals, tls)
+            .run(span)
+            .await;
     }
 }
 

@@ -6,7 +6,7 @@
 //! that echoes the client's own input (`access: ...`). Logged raw, a newline in it starts a
 //! forged log line, an ANSI escape repaints the operator's terminal, and 64 KiB of it in every
 //! line fills the disk. [`ClientText`] is how such bytes go into a field: at most
-//! [`MAX_LOGGED_BYTES`] of them, control characters, invalid UTF-8 and the characters that
+//! [`ClientText::MAX_BYTES`] of them, control characters, invalid UTF-8 and the characters that
 //! reorder text escaped, and quoted when they hold anything but plain word characters, so that a
 //! space or an `=` cannot fake another field either.
 //! The JSON format escapes what it writes by itself; the text goes through [`ClientText`] in both
@@ -22,12 +22,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The most bytes of one piece of client text that a log line holds.
-///
-/// 256: enough for any real user name and for the first line of any real error, and what a
-/// person reads in a log line; past it the line says how long the text was.
-pub(crate) const MAX_LOGGED_BYTES: usize = 256;
-
 /// How many times one event of one connection is logged in a [`REPEAT_WINDOW`].
 ///
 /// 5 lines every 10 s: enough to see what a client is doing, and a flood of 100 000 stray
@@ -37,14 +31,22 @@ pub(crate) const REPEATS_PER_WINDOW: u32 = 5;
 /// The window [`REPEATS_PER_WINDOW`] counts in.
 pub(crate) const REPEAT_WINDOW: Duration = Duration::from_secs(10);
 
-/// Client-supplied bytes, for a log field: escaped, cut at [`MAX_LOGGED_BYTES`], and quoted when
-/// they hold more than letters, digits and `_.-:@/+`.
+/// Client-supplied bytes, for a log field: escaped, cut at [`ClientText::MAX_BYTES`], and quoted
+/// when they hold more than letters, digits and `_.-:@/+`.
 #[derive(Clone, Copy)]
 pub struct ClientText<'a>(pub &'a [u8]);
 
+impl ClientText<'_> {
+    /// The most bytes of one piece of client text that a log line holds.
+    ///
+    /// 256: enough for any real user name and for the first line of any real error, and what a
+    /// person reads in a log line; past it the line says how long the text was.
+    pub const MAX_BYTES: usize = 256;
+}
+
 impl fmt::Display for ClientText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (shown, cut) = match self.0.get(..MAX_LOGGED_BYTES) {
+        let (shown, cut) = match self.0.get(..Self::MAX_BYTES) {
             Some(shown) if shown.len() < self.0.len() => (shown, true),
             _ => (self.0, false),
         };
@@ -185,7 +187,7 @@ mod tests {
         let shown = ClientText(&long).to_string();
         assert_eq!(
             shown,
-            format!("\"{}\"...(65536 bytes)", "a".repeat(MAX_LOGGED_BYTES))
+            format!("\"{}\"...(65536 bytes)", "a".repeat(ClientText::MAX_BYTES))
         );
     }
 

@@ -33,6 +33,10 @@
 //! under attack waits up to `max_delay` to log in while the attack lasts; nobody else waits at
 //! all. A successful login clears its address's and its user name's failures.
 //!
+//! The records also decide what is logged: each address's failures and refusals go to the log
+//! a few times a window, then as a count (see `logging.rs`), so a flood of bad logins cannot
+//! flood the log. That holds with the waits turned off too.
+//!
 //! Records are forgotten [`FORGET_AFTER`] after their last failure, and there are at most
 //! [`MAX_RECORDS`] of each kind, so a flood of made-up user names costs bounded memory. User
 //! names are kept as keyed 64-bit hashes, never as text.
@@ -124,7 +128,7 @@ pub(crate) struct Failure {
     /// What the next attempt from the address, or for the user name, waits.
     pub(crate) delay: Duration,
     /// `Some(n)` when the failure is to be logged, `n` being how many lines about this address
-    /// were left out since the last; always `Some(0)` with the protection off.
+    /// were left out since the last.
     pub(crate) log: Option<u64>,
 }
 
@@ -132,7 +136,7 @@ pub(crate) struct Failure {
 /// closed during its wait).
 #[derive(Debug)]
 pub(crate) struct Attempt {
-    throttle: Option<Arc<LoginThrottle>>,
+    throttle: Arc<LoginThrottle>,
     address: IpAddr,
     user: u64,
 }
@@ -150,32 +154,18 @@ impl LoginThrottle {
     /// refusal.
     pub(crate) fn admit(self: &Arc<Self>, address: IpAddr, user: &[u8]) -> Admission {
         let address = address_key(address);
-        let mut attempt = Attempt {
-            throttle: None,
-            address,
-            user: 0,
-        };
-        let Some(first_delay) = self.rules.first_delay else {
-            return Admission::Proceed {
-                wait: Duration::ZERO,
-                attempt,
-            };
-        };
         let now = Instant::now();
         let mut state = self.lock();
-        attempt.user = state.hasher.hash_one(user);
-        attempt.throttle = Some(Arc::clone(self));
+        let user = state.hasher.hash_one(user);
         let user_wait = state
             .by_user
-            .get(&attempt.user)
+            .get(&user)
             .filter(|record| record.is_fresh(now))
-            .map_or(Duration::ZERO, |record| {
-                self.penalty(record.failures, first_delay)
-            });
+            .map_or(Duration::ZERO, |record| self.penalty(record.failures));
         let mut wait = user_wait;
         if let Some(record) = state.by_address.get_mut(&address)
             && record.is_fresh(now)
-            && let Some(penalty) = self.queued_penalty(record.failures, first_delay)
+            && let Some(penalty) = self.queued_penalty(record.failures)
         {
             let turn = record.next_turn.saturating_duration_since(now);
             if turn > self.rules.max_delay {
@@ -188,18 +178,26 @@ impl LoginThrottle {
             wait = wait.max(turn);
             record.next_turn = now + turn + penalty;
         }
-        Admission::Proceed { wait, attempt }
+        Admission::Proceed {
+            wait,
+            attempt: Attempt {
+                throttle: Arc::clone(self),
+                address,
+                user,
+            },
+        }
     }
 
     /// The delay that `failures` failures cost each later attempt: nothing for the first
-    /// `free_failures`, then `first_delay`, doubling with each failure, up to `max_delay`.
-    fn penalty(&self, failures: u32, first_delay: Duration) -> Duration {
-        self.queued_penalty(failures, first_delay)
-            .unwrap_or(Duration::ZERO)
+    /// `failures_before_delay`, or with the protection off; then `first_delay`, doubling with
+    /// each failure, up to `max_delay`.
+    fn penalty(&self, failures: u32) -> Duration {
+        self.queued_penalty(failures).unwrap_or(Duration::ZERO)
     }
 
     /// [`LoginThrottle::penalty`], `None` while it is nothing.
-    fn queued_penalty(&self, failures: u32, first_delay: Duration) -> Option<Duration> {
+    fn queued_penalty(&self, failures: u32) -> Option<Duration> {
+        let first_delay = self.rules.first_delay?;
         let over = failures.checked_sub(self.rules.failures_before_delay)?;
         Some(
             first_delay
@@ -215,15 +213,8 @@ impl LoginThrottle {
     }
 
     fn failed(&self, address: IpAddr, user: u64) -> Failure {
-        let Some(first_delay) = self.rules.first_delay else {
-            return Failure {
-                failures: 1,
-                delay: Duration::ZERO,
-                log: Some(0),
-            };
-        };
         let now = Instant::now();
-        let penalty = |failures| self.penalty(failures, first_delay);
+        let penalty = |failures| self.penalty(failures);
         let mut state = self.lock();
         let by_user = record(&mut state.by_user, user, now);
         let user_delay = fail(by_user, now, penalty);
@@ -284,22 +275,13 @@ fn fail(record: &mut Record, now: Instant, penalty: impl Fn(u32) -> Duration) ->
 impl Attempt {
     /// The credentials were good: the address's and the user name's failures are cleared.
     pub(crate) fn succeeded(self) {
-        if let Some(throttle) = &self.throttle {
-            throttle.succeeded(self.address, self.user);
-        }
+        self.throttle.succeeded(self.address, self.user);
     }
 
     /// The credentials were refused: the failure is counted against the address and the user
     /// name.
     pub(crate) fn failed(self) -> Failure {
-        match &self.throttle {
-            Some(throttle) => throttle.failed(self.address, self.user),
-            None => Failure {
-                failures: 1,
-                delay: Duration::ZERO,
-                log: Some(0),
-            },
-        }
+        self.throttle.failed(self.address, self.user)
     }
 }
 
@@ -421,16 +403,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn off_means_nobody_waits() {
+    #[tokio::test]
+    async fn off_means_nobody_waits_and_the_log_is_still_summarised() {
         let throttle = Arc::new(LoginThrottle::new(LoginBackoff {
             first_delay: None,
             ..LoginBackoff::default()
         }));
+        let mut logged = 0;
         for _ in 0..100 {
             let (wait, attempt) = admit(&throttle, "10.0.0.1", "alice").unwrap();
             assert_eq!(wait, Duration::ZERO);
-            assert_eq!(attempt.failed().log, Some(0));
+            if attempt.failed().log.is_some() {
+                logged += 1;
+            }
         }
+        assert_eq!(logged, crate::logging::REPEATS_PER_WINDOW);
     }
 }
