@@ -301,18 +301,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let charged = len >= CHARGED_MIN_BYTES;
         let deadline = tokio::time::Instant::now() + MemoryBudget::WAIT;
         let mut charge = self.budget.empty();
-        let mut frame = if charged {
-            self.pool.take(len)
-        } else {
-            Vec::new()
-        };
+        let mut frame = Vec::new();
+        if charged {
+            // A kept buffer may be far larger than the frame: it is taken only if the budget has
+            // room for all of it now, and the frame grows a buffer of its own otherwise.
+            let kept = self.pool.take(len);
+            if kept.capacity() > 0 {
+                match charge
+                    .grow(kept.capacity(), tokio::time::Instant::now())
+                    .await
+                {
+                    Ok(()) => frame = kept,
+                    Err(_) => self.pool.put(kept),
+                }
+            }
+        }
         if frame.capacity() == 0 {
             frame = std::mem::take(&mut self.buffer);
         } else {
             frame.extend_from_slice(&self.buffer);
             self.buffer.clear();
         }
-        if charged && let Err(error) = charge.grow(frame.capacity(), deadline).await {
+        if charged
+            && let Err(error) = charge
+                .grow(frame.capacity().saturating_sub(charge.bytes()), deadline)
+                .await
+        {
             return self.refuse(header, frame, error).await;
         }
         while frame.len() < len {
