@@ -50,6 +50,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 use crate::{
+    logging::ClientText,
     options::{ClientAuth, TlsMode, TlsOptions, UserFrom},
     stamp::Stamp,
 };
@@ -509,7 +510,7 @@ pub(crate) async fn redirect(mut stream: TcpStream, local: SocketAddr, timeout: 
     .await;
     match answered {
         Ok(Ok(location)) => tracing::info!(
-            %location,
+            location = %ClientText(location.as_bytes()),
             "plain HTTP request on a port that requires TLS; redirected to https"
         ),
         Ok(Err(error)) => tracing::info!(%error, "plain HTTP request not redirected"),
