@@ -45,7 +45,7 @@ use crate::{
     password::PasswordStore,
     registry::{HandleGuard, Registry, UserGuard},
     shutdown::Signals,
-    throttle::{Admission, LoginThrottle},
+    throttle::{Admission, Attempt, LoginThrottle},
     tls,
 };
 
@@ -269,56 +269,8 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
     /// refuses never reaches the hook); all of it after the wait that earlier failures from this
     /// address or for this user cost, which is the same whatever the outcome.
     async fn authenticate(&self, login: &mut Login) -> Option<()> {
-        let attempt = match self
-            .state
-            .logins
-            .admit(self.peer.ip(), &login.credentials.user)
-        {
-            Admission::Proceed { wait, attempt } => {
-                if !wait.is_zero() {
-                    tracing::debug!(?wait, "waiting out earlier failed logins before checking");
-                    tokio::time::sleep(wait).await;
-                }
-                attempt
-            }
-            Admission::Refuse { failures, log } => {
-                if let Some(left_out) = log {
-                    tracing::warn!(
-                        failures,
-                        left_out,
-                        limit = "auth.max_failed_login_delay",
-                        "too many failed logins from this address: refused without a check"
-                    );
-                }
-                return None;
-            }
-        };
-        let check = if !login.by_certificate
-            && let Some(store) = &self.state.password
-            && !store.check(
-                &login.credentials.user,
-                login.credentials.password.as_deref(),
-            ) {
-            Some("password file")
-        } else {
-            match self
-                .state
-                .hooks
-                .on_auth(&login.session, &login.credentials)
-                .await
-            {
-                AuthVerdict::Deny => Some("auth hook"),
-                AuthVerdict::Allow(Some(user)) => {
-                    record_user(&user);
-                    login.session.user = user.into();
-                    None
-                }
-                // With no password file and no opinion, everyone is accepted, as q's default
-                // .z.pw does; with a file, getting here means it accepted.
-                AuthVerdict::Allow(None) | AuthVerdict::Pass => None,
-            }
-        };
-        let Some(check) = check else {
+        let attempt = self.wait_turn(&login.credentials.user).await?;
+        let Some(check) = self.check_credentials(login).await else {
             attempt.succeeded();
             return Some(());
         };
@@ -333,6 +285,55 @@ impl<H: Hooks, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, S> {
             );
         }
         None
+    }
+
+    /// Waits for this login's turn, as earlier failures from the address or for `user` say;
+    /// `None` when the address has queued up too many attempts, and is refused without a check.
+    async fn wait_turn(&self, user: &[u8]) -> Option<Attempt> {
+        match self.state.logins.admit(self.peer.ip(), user) {
+            Admission::Proceed { wait, attempt } => {
+                if !wait.is_zero() {
+                    tracing::debug!(?wait, "waiting out earlier failed logins before checking");
+                    tokio::time::sleep(wait).await;
+                }
+                Some(attempt)
+            }
+            Admission::Refuse { failures, log } => {
+                if let Some(left_out) = log {
+                    tracing::warn!(
+                        failures,
+                        left_out,
+                        limit = "auth.max_failed_login_delay",
+                        "too many failed logins from this address: refused without a check"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// The password file (unless a client certificate is the credential), then the auth hook,
+    /// which may rename the user; `None` when both let the client in, else the check that
+    /// refused it.
+    async fn check_credentials(&self, login: &mut Login) -> Option<&'static str> {
+        let credentials = &login.credentials;
+        if !login.by_certificate
+            && let Some(store) = &self.state.password
+            && !store.check(&credentials.user, credentials.password.as_deref())
+        {
+            return Some("password file");
+        }
+        match self.state.hooks.on_auth(&login.session, credentials).await {
+            AuthVerdict::Deny => Some("auth hook"),
+            AuthVerdict::Allow(Some(user)) => {
+                record_user(&user);
+                login.session.user = user.into();
+                None
+            }
+            // With no password file and no opinion, everyone is accepted, as q's default .z.pw
+            // does; with a file, getting here means it accepted.
+            AuthVerdict::Allow(None) | AuthVerdict::Pass => None,
+        }
     }
 
     /// A slot among `max_connections`, and one among the user's `max_connections_per_user`.
