@@ -158,7 +158,7 @@ impl Config {
 
 /// `[server]`: the listener and shutdown.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "RawServer")]
 #[non_exhaustive]
 pub struct Server {
     /// The address to listen on: `listen = "127.0.0.1:5000"`, the default.
@@ -168,7 +168,8 @@ pub struct Server {
     /// that a server started without a config is not reachable from other machines by accident.
     pub listen: Listen,
     /// How long in-flight queries may run after a shutdown signal before their connections are
-    /// cut: `shutdown_grace = "10s"`, the default. `"0s"` cuts them at once.
+    /// cut: `shutdown_grace = "10s"`, the default. `"0s"` cuts them at once; at most
+    /// [`Server::MAX_SHUTDOWN_GRACE`].
     pub shutdown_grace: HumanDuration,
     /// Where compiled plugins are cached between starts: `plugin_cache_dir = "target/qgate-cache"`.
     /// None by default: every plugin is compiled at every start (tens of milliseconds each).
@@ -183,6 +184,9 @@ impl Server {
         SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
     /// 10 s: as the server's default grace period.
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    /// 1 h: the process exits within the grace (and a second or two) whatever its clients and
+    /// plugins do, and no orchestrator waits longer than this for a process to stop.
+    pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
 }
 
 impl Default for Server {
@@ -195,11 +199,65 @@ impl Default for Server {
     }
 }
 
-/// `[auth]`: who may connect.
+/// `[server]` as written, before its bounds are checked.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawServer {
+    listen: Listen,
+    shutdown_grace: HumanDuration,
+    plugin_cache_dir: Option<PathBuf>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        let Server {
+            listen,
+            shutdown_grace,
+            plugin_cache_dir,
+        } = Server::default();
+        Self {
+            listen,
+            shutdown_grace,
+            plugin_cache_dir,
+        }
+    }
+}
+
+impl TryFrom<RawServer> for Server {
+    type Error = String;
+
+    fn try_from(raw: RawServer) -> Result<Self, String> {
+        at_most(
+            "shutdown_grace",
+            raw.shutdown_grace.get(),
+            "the longest grace period",
+            Self::MAX_SHUTDOWN_GRACE,
+        )?;
+        Ok(Self {
+            listen: raw.listen,
+            shutdown_grace: raw.shutdown_grace,
+            plugin_cache_dir: raw.plugin_cache_dir,
+        })
+    }
+}
+
+/// Checks that a duration key is within its bound, naming both in the error.
+fn at_most(key: &str, value: Duration, bound: &str, max: Duration) -> Result<(), String> {
+    if value > max {
+        return Err(format!(
+            "`{key}` of {} is more than {bound}, {}",
+            HumanDuration::from(value),
+            HumanDuration::from(max)
+        ));
+    }
+    Ok(())
+}
+
+/// `[auth]`: who may connect, and how failed logins slow the next ones down.
 ///
 /// With no password file, every user name and password is accepted, as q without `-U` or `-u`
 /// accepts them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawAuth")]
 #[non_exhaustive]
 pub struct Auth {
@@ -211,26 +269,96 @@ pub struct Auth {
     /// Whether the password file is q's `-u` (`restricted = true`) rather than its `-U`
     /// (`restricted = false`, the default). Only meaningful with a `password_file`.
     pub restricted: bool,
+    /// Brute-force protection: after `failures_before_delay` failed logins from one address or
+    /// for one user name, each later attempt waits this long before it is checked, doubling with
+    /// every further failure: `failed_login_delay = "250ms"`, the default, or `"off"`.
+    pub failed_login_delay: TimeoutOrOff,
+    /// The longest such wait: `max_failed_login_delay = "10s"`, the default. An address whose
+    /// attempts queue up further than this is refused at once, without a check.
+    pub max_failed_login_delay: Timeout,
+    /// The failed logins that cost nothing: `failures_before_delay = 3`, the default.
+    pub failures_before_delay: Count,
+}
+
+impl Auth {
+    /// 250 ms, as the server's default.
+    pub const DEFAULT_FAILED_LOGIN_DELAY: Option<Duration> = Some(Duration::from_millis(250));
+    /// 10 s, as the server's default.
+    pub const DEFAULT_MAX_FAILED_LOGIN_DELAY: Duration = Duration::from_secs(10);
+    /// 3, as the server's default.
+    pub const DEFAULT_FAILURES_BEFORE_DELAY: usize = 3;
+    /// 5 minutes: a waiting login holds one of its address's handshake slots, and a client
+    /// library gives up on a handshake long before this.
+    pub const MAX_FAILED_LOGIN_DELAY: Duration = Duration::from_secs(300);
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            password_file: None,
+            restricted: false,
+            failed_login_delay: TimeoutOrOff(Self::DEFAULT_FAILED_LOGIN_DELAY),
+            max_failed_login_delay: Timeout(Self::DEFAULT_MAX_FAILED_LOGIN_DELAY),
+            failures_before_delay: Count(Self::DEFAULT_FAILURES_BEFORE_DELAY),
+        }
+    }
 }
 
 /// `[auth]` as written, before the check that `restricted` comes with a password file.
-#[derive(Default, Deserialize)]
+#[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawAuth {
     password_file: Option<PathBuf>,
     restricted: bool,
+    failed_login_delay: TimeoutOrOff,
+    max_failed_login_delay: Timeout,
+    failures_before_delay: Count,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        let Auth {
+            password_file,
+            restricted,
+            failed_login_delay,
+            max_failed_login_delay,
+            failures_before_delay,
+        } = Auth::default();
+        Self {
+            password_file,
+            restricted,
+            failed_login_delay,
+            max_failed_login_delay,
+            failures_before_delay,
+        }
+    }
 }
 
 impl TryFrom<RawAuth> for Auth {
-    type Error = &'static str;
+    type Error = String;
 
     fn try_from(raw: RawAuth) -> Result<Self, Self::Error> {
         if raw.restricted && raw.password_file.is_none() {
-            return Err("`restricted = true` needs a `password_file`, as q's -u needs a file");
+            return Err(
+                "`restricted = true` needs a `password_file`, as q's -u needs a file".to_owned(),
+            );
+        }
+        let max = raw.max_failed_login_delay.get();
+        at_most(
+            "max_failed_login_delay",
+            max,
+            "the longest a login may be made to wait",
+            Self::MAX_FAILED_LOGIN_DELAY,
+        )?;
+        if let Some(first) = raw.failed_login_delay.get() {
+            at_most("failed_login_delay", first, "`max_failed_login_delay`", max)?;
         }
         Ok(Self {
             password_file: raw.password_file,
             restricted: raw.restricted,
+            failed_login_delay: raw.failed_login_delay,
+            max_failed_login_delay: raw.max_failed_login_delay,
+            failures_before_delay: raw.failures_before_delay,
         })
     }
 }
@@ -238,12 +366,16 @@ impl TryFrom<RawAuth> for Auth {
 /// `[limits]`: what one client may cost. Each default has its reason in the server's
 /// `ServerLimits`, whose numbers these repeat (a test in the binary keeps them equal).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "RawLimits")]
 #[non_exhaustive]
 pub struct Limits {
     /// The largest message a client may send, after decompression: `max_message_bytes =
-    /// "256MiB"`, the default. An integer is a number of bytes.
+    /// "256MiB"`, the default. An integer is a number of bytes. At most
+    /// [`Limits::MAX_MESSAGE_BYTES`], what a frame's 32-bit length can say.
     pub max_message_bytes: ByteSize,
+    /// How many times its size on the wire a compressed message may expand to, once it expands to
+    /// more than 1 MiB: `max_expansion = 32`, the default.
+    pub max_expansion: Count,
     /// The longest handshake (credentials, capability byte and terminator): `max_handshake_bytes =
     /// "64KiB"`, the default.
     pub max_handshake_bytes: ByteSize,
@@ -252,37 +384,179 @@ pub struct Limits {
     /// How long a connection may stay silent before it is closed: `idle_timeout = "off"`, the
     /// default, or a duration such as `idle_timeout = "30m"`.
     pub idle_timeout: TimeoutOrOff,
-    /// Connections open at once, in all: `max_connections = 10000`, the default.
+    /// How long a message whose body has started to arrive may go without a byte before the
+    /// connection is closed, whatever `idle_timeout` says: `body_timeout = "30s"`, the default.
+    pub body_timeout: Timeout,
+    /// How long a write to a client may make no progress (it reads nothing) before the connection
+    /// is closed, whatever `idle_timeout` says: `write_timeout = "30s"`, the default.
+    pub write_timeout: Timeout,
+    /// The bytes the server holds for messages and replies in flight, in all: `memory_budget =
+    /// "1GiB"`, the default. At least `max_message_bytes`.
+    pub memory_budget: ByteSize,
+    /// Connections logged in at once, in all: `max_connections = 10000`, the default.
     pub max_connections: Count,
-    /// Connections open at once for one user name: `max_connections_per_user = 1000`, the default.
+    /// Connections logged in at once for one user name: `max_connections_per_user = 1000`, the
+    /// default.
     pub max_connections_per_user: Count,
+    /// Connections that have not logged in yet, at once: `max_handshakes = 1024`, the default.
+    pub max_handshakes: Count,
+    /// Past this many pending handshakes, new connections are dropped at random, more often the
+    /// closer to `max_handshakes`: `handshake_early_drop = 512`, the default. At most
+    /// `max_handshakes`.
+    pub handshake_early_drop: Count,
+    /// Connections that have not logged in yet, at once, from one address (one /64 for IPv6):
+    /// `max_handshakes_per_address = 256`, the default.
+    pub max_handshakes_per_address: Count,
 }
 
 impl Limits {
     /// 256 MiB.
     pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 << 20;
+    /// 32.
+    pub const DEFAULT_MAX_EXPANSION: usize = 32;
     /// 64 KiB.
     pub const DEFAULT_MAX_HANDSHAKE_BYTES: usize = 64 << 10;
     /// 10 s.
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     /// Off: q itself never closes an idle client.
     pub const DEFAULT_IDLE_TIMEOUT: Option<Duration> = None;
+    /// 30 s.
+    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 30 s.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 1 GiB.
+    pub const DEFAULT_MEMORY_BUDGET: usize = 1 << 30;
     /// 10 000.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
     /// 1 000.
     pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 1_000;
+    /// 1 024.
+    pub const DEFAULT_MAX_HANDSHAKES: usize = 1_024;
+    /// 512.
+    pub const DEFAULT_HANDSHAKE_EARLY_DROP: usize = 512;
+    /// 256.
+    pub const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: usize = 256;
+    /// 4 294 967 295 bytes: a frame's length is a 32-bit number, header included, so no q message
+    /// is longer.
+    pub const MAX_MESSAGE_BYTES: usize = u32::MAX as usize;
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_message_bytes: ByteSize(Self::DEFAULT_MAX_MESSAGE_BYTES),
+            max_expansion: Count(Self::DEFAULT_MAX_EXPANSION),
             max_handshake_bytes: ByteSize(Self::DEFAULT_MAX_HANDSHAKE_BYTES),
             handshake_timeout: Timeout(Self::DEFAULT_HANDSHAKE_TIMEOUT),
             idle_timeout: TimeoutOrOff(Self::DEFAULT_IDLE_TIMEOUT),
+            body_timeout: Timeout(Self::DEFAULT_BODY_TIMEOUT),
+            write_timeout: Timeout(Self::DEFAULT_WRITE_TIMEOUT),
+            memory_budget: ByteSize(Self::DEFAULT_MEMORY_BUDGET),
             max_connections: Count(Self::DEFAULT_MAX_CONNECTIONS),
             max_connections_per_user: Count(Self::DEFAULT_MAX_CONNECTIONS_PER_USER),
+            max_handshakes: Count(Self::DEFAULT_MAX_HANDSHAKES),
+            handshake_early_drop: Count(Self::DEFAULT_HANDSHAKE_EARLY_DROP),
+            max_handshakes_per_address: Count(Self::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS),
         }
+    }
+}
+
+/// `[limits]` as written, before the limits are checked against their bounds and each other.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLimits {
+    max_message_bytes: ByteSize,
+    max_expansion: Count,
+    max_handshake_bytes: ByteSize,
+    handshake_timeout: Timeout,
+    idle_timeout: TimeoutOrOff,
+    body_timeout: Timeout,
+    write_timeout: Timeout,
+    memory_budget: ByteSize,
+    max_connections: Count,
+    max_connections_per_user: Count,
+    max_handshakes: Count,
+    handshake_early_drop: Count,
+    max_handshakes_per_address: Count,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let Limits {
+            max_message_bytes,
+            max_expansion,
+            max_handshake_bytes,
+            handshake_timeout,
+            idle_timeout,
+            body_timeout,
+            write_timeout,
+            memory_budget,
+            max_connections,
+            max_connections_per_user,
+            max_handshakes,
+            handshake_early_drop,
+            max_handshakes_per_address,
+        } = Limits::default();
+        Self {
+            max_message_bytes,
+            max_expansion,
+            max_handshake_bytes,
+            handshake_timeout,
+            idle_timeout,
+            body_timeout,
+            write_timeout,
+            memory_budget,
+            max_connections,
+            max_connections_per_user,
+            max_handshakes,
+            handshake_early_drop,
+            max_handshakes_per_address,
+        }
+    }
+}
+
+impl TryFrom<RawLimits> for Limits {
+    type Error = String;
+
+    fn try_from(raw: RawLimits) -> Result<Self, String> {
+        let message = raw.max_message_bytes.get();
+        if message > Self::MAX_MESSAGE_BYTES {
+            return Err(format!(
+                "`max_message_bytes` of {message} bytes is more than a q frame can carry, {} \
+                 bytes (its length is a 32-bit number)",
+                Self::MAX_MESSAGE_BYTES
+            ));
+        }
+        let budget = raw.memory_budget.get();
+        if budget < message {
+            return Err(format!(
+                "`memory_budget` of {budget} bytes is less than `max_message_bytes` ({message} \
+                 bytes): a message of the largest size could never be taken; raise the budget \
+                 or lower the message limit"
+            ));
+        }
+        let (early, max) = (raw.handshake_early_drop.get(), raw.max_handshakes.get());
+        if early > max {
+            return Err(format!(
+                "`handshake_early_drop` of {early} is more than `max_handshakes` ({max}): \
+                 connections are dropped at random only below the cap"
+            ));
+        }
+        Ok(Self {
+            max_message_bytes: raw.max_message_bytes,
+            max_expansion: raw.max_expansion,
+            max_handshake_bytes: raw.max_handshake_bytes,
+            handshake_timeout: raw.handshake_timeout,
+            idle_timeout: raw.idle_timeout,
+            body_timeout: raw.body_timeout,
+            write_timeout: raw.write_timeout,
+            memory_budget: raw.memory_budget,
+            max_connections: raw.max_connections,
+            max_connections_per_user: raw.max_connections_per_user,
+            max_handshakes: raw.max_handshakes,
+            handshake_early_drop: raw.handshake_early_drop,
+            max_handshakes_per_address: raw.max_handshakes_per_address,
+        })
     }
 }
 
@@ -418,6 +692,22 @@ impl TryFrom<Vec<Plugin>> for Plugins {
                     plugin.name
                 ));
             }
+            at_most(
+                "time_budget",
+                plugin.time_budget.get(),
+                "the longest a plugin call may run",
+                Plugin::MAX_TIME_BUDGET,
+            )
+            .map_err(|why| format!("plugin `{}`: {why}", plugin.name))?;
+            let memory = plugin.memory_limit.get();
+            if memory > Plugin::MAX_MEMORY_LIMIT_BYTES {
+                return Err(format!(
+                    "plugin `{}`: `memory_limit` of {memory} bytes is more than a plugin's memory \
+                     can be, {} bytes (4GiB: WebAssembly addresses memory with 32 bits)",
+                    plugin.name,
+                    Plugin::MAX_MEMORY_LIMIT_BYTES
+                ));
+            }
         }
         Ok(Self(plugins))
     }
@@ -448,10 +738,12 @@ pub struct Plugin {
     /// deny: `fail_open = false`, the default (fail-closed).
     #[serde(default)]
     pub fail_open: bool,
-    /// How long one call may run: `time_budget = "100ms"`, the default.
+    /// How long one call may run: `time_budget = "100ms"`, the default. More than zero, and at
+    /// most [`Plugin::MAX_TIME_BUDGET`].
     #[serde(default = "Plugin::default_time_budget")]
-    pub time_budget: HumanDuration,
-    /// How much linear memory one instance may have: `memory_limit = "64MiB"`, the default.
+    pub time_budget: Timeout,
+    /// How much linear memory one instance may have: `memory_limit = "64MiB"`, the default. At
+    /// most [`Plugin::MAX_MEMORY_LIMIT_BYTES`].
     #[serde(default = "Plugin::default_memory_limit")]
     pub memory_limit: ByteSize,
     /// The plugin's own settings, any TOML table, handed to the plugin as a JSON object:
@@ -476,6 +768,11 @@ impl Plugin {
     pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_millis(100);
     /// 64 MiB: a Rust guest needs 1 to 2 MiB; the rest is room for tables and decoded messages.
     pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 64 << 20;
+    /// 60 s: a plugin call holds a thread for as long as it runs; a policy decides in
+    /// microseconds and a backend answers in milliseconds, so a minute is a plugin that is stuck.
+    pub const MAX_TIME_BUDGET: Duration = Duration::from_secs(60);
+    /// 4 GiB: a WebAssembly memory is addressed with 32 bits, so no instance can have more.
+    pub const MAX_MEMORY_LIMIT_BYTES: usize = 4 << 30;
 
     /// The plugin's `config` table as the JSON object the plugin gets. A TOML datetime becomes
     /// its RFC 3339 text, and a float that JSON cannot hold (NaN, an infinity) becomes `null`.
@@ -483,8 +780,8 @@ impl Plugin {
         table_to_json(&self.config)
     }
 
-    fn default_time_budget() -> HumanDuration {
-        HumanDuration::from(Self::DEFAULT_TIME_BUDGET)
+    fn default_time_budget() -> Timeout {
+        Timeout(Self::DEFAULT_TIME_BUDGET)
     }
 
     fn default_memory_limit() -> ByteSize {

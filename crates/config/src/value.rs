@@ -116,6 +116,21 @@ impl From<Duration> for HumanDuration {
     }
 }
 
+impl fmt::Display for HumanDuration {
+    /// In the largest unit that writes it whole, as the config takes it: `"10s"`, `"1500ms"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        let (number, unit) = match millis {
+            0 => (0, "s"),
+            m if m % 3_600_000 == 0 => (m / 3_600_000, "h"),
+            m if m % 60_000 == 0 => (m / 60_000, "m"),
+            m if m % 1_000 == 0 => (m / 1_000, "s"),
+            m => (m, "ms"),
+        };
+        write!(f, "\"{number}{unit}\"")
+    }
+}
+
 impl FromStr for HumanDuration {
     type Err = String;
 

@@ -68,6 +68,18 @@ fn reference_config_is_the_walkthrough() {
     assert_eq!(config.lock, defaults.lock);
     assert_eq!(config.auth.password_file, Some(dir.join("passwords.txt")));
     assert!(!config.auth.restricted);
+    assert_eq!(
+        config.auth.failed_login_delay,
+        defaults.auth.failed_login_delay
+    );
+    assert_eq!(
+        config.auth.max_failed_login_delay,
+        defaults.auth.max_failed_login_delay
+    );
+    assert_eq!(
+        config.auth.failures_before_delay,
+        defaults.auth.failures_before_delay
+    );
     let names: Vec<&str> = config
         .plugins
         .as_slice()

@@ -32,6 +32,8 @@ const IDLE_BUFFER_BYTES: usize = 64 * 1024;
 /// checked by the caller with its own error.
 const FRAME_LIMITS: Limits = Limits {
     max_message_bytes: u32::MAX as usize,
+    // Frames are forwarded as they came, never decompressed here.
+    max_expansion: usize::MAX,
 };
 
 /// Why talking to an upstream replica failed.

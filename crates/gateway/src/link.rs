@@ -269,13 +269,12 @@ impl Link for GatewayLink {
         self.send_frame(index, &service, &frame).await
     }
 
-    async fn respond(&mut self, request: &Request) -> Result<(), ForwardError> {
+    async fn respond(&mut self, request: &Request) -> Result<bool, ForwardError> {
         // A response answers a sync request an upstream sent this client; pinned connections are
         // the only ones that send the client anything, and the default service's is the one
         // that can. Responses go unwrapped: they answer the upstream, not run there.
         let Some(conn) = self.pins.iter_mut().flatten().next() else {
-            tracing::debug!("client sent a response nobody asked for; ignored");
-            return Ok(());
+            return Ok(false);
         };
         let frame = request::frame(request, MessageType::Response, None, &self.user)
             .map_err(ForwardError::Refuse)?;
@@ -285,7 +284,7 @@ impl Link for GatewayLink {
                 conn.replica.describe()
             )));
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn push(&mut self) -> Result<Push, LinkClosed> {

@@ -74,7 +74,8 @@ pub trait Link: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ForwardError>> + Send;
 
     /// Forwards a client's response (message type 2) to a sync request that the backend sent the
-    /// client earlier through [`Link::push`]. The default drops it, as a backend that never asks
+    /// client earlier through [`Link::push`]: `true` when it was taken, `false` when nobody asked
+    /// (the server then logs it as a stray). The default takes none, as a backend that never asks
     /// the client anything has nothing to match it with.
     ///
     /// # Errors
@@ -83,9 +84,9 @@ pub trait Link: Send + Sync + 'static {
     fn respond(
         &mut self,
         request: &Request,
-    ) -> impl Future<Output = Result<(), ForwardError>> + Send {
+    ) -> impl Future<Output = Result<bool, ForwardError>> + Send {
         let _ = request;
-        async { Ok(()) }
+        async { Ok(false) }
     }
 
     /// The next message the backend sends the client unasked, a whole frame as it came.

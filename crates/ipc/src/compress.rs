@@ -214,18 +214,13 @@ pub fn compress(message: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Decompresses a whole compressed frame (header included) into the whole uncompressed message:
-/// its 8-byte header (compression flag cleared, length set to the uncompressed size) then its
-/// body.
-///
-/// Bytes after the end of the stream are ignored; the compressed length at bytes 4..8 is not
-/// checked here (framing is the caller's business).
+/// The uncompressed size a compressed frame claims, header included, once it is checked: at
+/// least a header, at most `limit`, and no more than its stream could produce.
 ///
 /// # Errors
 ///
-/// [`DecompressError`] when the frame is malformed or claims an uncompressed size above `limit`;
-/// nothing is allocated for a size above the limit.
-pub fn decompress(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+/// As [`decompress`], for what the frame's first bytes and length tell.
+pub(crate) fn claimed_size(frame: &[u8], limit: usize) -> Result<usize, DecompressError> {
     // The header holds the uncompressed size; anything shorter cannot be read.
     if frame.len() < FRAME_HEADER {
         return Err(DecompressError::TooShort(frame.len()));
@@ -260,6 +255,25 @@ pub fn decompress(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError
     if (size - HEADER) as u64 > max_body {
         return Err(DecompressError::Truncated(frame.len()));
     }
+    Ok(size)
+}
+
+/// Decompresses a whole compressed frame (header included) into the whole uncompressed message:
+/// its 8-byte header (compression flag cleared, length set to the uncompressed size) then its
+/// body.
+///
+/// Bytes after the end of the stream are ignored; the compressed length at bytes 4..8 is not
+/// checked here (framing is the caller's business).
+///
+/// # Errors
+///
+/// [`DecompressError`] when the frame is malformed or claims an uncompressed size above `limit`;
+/// nothing is allocated for a size above the limit.
+pub fn decompress(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    let size = claimed_size(frame, limit)?;
+    let little = is_little(frame[0]);
+    // Invariant: the size was read from the frame's 32-bit field.
+    let claimed = size as u32;
 
     let mut dst = vec![0u8; size];
     dst[0] = frame[0];

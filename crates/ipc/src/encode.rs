@@ -84,10 +84,7 @@ pub fn encode_message_with(
     value: &K,
     options: &EncodeOptions,
 ) -> Result<Vec<u8>, EncodeError> {
-    let len = HEADER_LEN + encoded_len(value, options.capability, 0)?;
-    if len > MAX_MESSAGE_BYTES {
-        return Err(EncodeError::TooLarge(len));
-    }
+    let len = message_len(value, options.capability)?;
     let mut out = Vec::with_capacity(len);
     // Invariant: len fits in u32, checked against MAX_MESSAGE_BYTES above.
     out.extend_from_slice(&Header::little(message_type, len as u32).to_bytes());
@@ -100,6 +97,22 @@ pub fn encode_message_with(
         return Ok(compressed);
     }
     Ok(out)
+}
+
+/// The length of the whole uncompressed message that [`encode_message_with`] would make of
+/// `value` at `capability`, header included, without encoding it: for a caller that accounts for
+/// memory before it allocates.
+///
+/// # Errors
+///
+/// As [`encode_message_with`]: a value that cannot be sent at `capability`, or a message too
+/// large for the framing.
+pub fn message_len(value: &K, capability: u8) -> Result<usize, EncodeError> {
+    let len = HEADER_LEN + encoded_len(value, capability, 0)?;
+    if len > MAX_MESSAGE_BYTES {
+        return Err(EncodeError::TooLarge(len));
+    }
+    Ok(len)
 }
 
 /// The encoded size of `value`, checking on the way that it can be sent at `capability`.

@@ -1,20 +1,55 @@
 //! Typed errors, each with the behaviour it has on the wire.
 //!
-//! Every fault names whose fault it is (the peer's bytes, or the caller's value) and maps to a
-//! [`WireAction`]: what a server does about it.
-//! This is the counterpart of rustls's `Error → AlertDescription`.
+//! Every stage has its own enum, and the enum says whose fault its errors are ([`Fault`]): the
+//! peer's bytes (a handshake, a header, a body, a compressed stream) or the caller's value (an
+//! encode).
+//! Each maps to what a server does about it, through one impl per stage: a peer's error to a
+//! [`Close`] (`From`, the counterpart of rustls's `impl From<CertificateError> for
+//! AlertDescription`), a caller's to the q error that answers the request
+//! ([`EncodeError::q_error`]); [`WireAction`] is either, for [`Error`] as a whole.
+//! A server takes its closes from here rather than deciding them by itself.
+//!
+//! ```text
+//!   the peer's    HandshakeError  ──► Close::Silently            (the client reports 'access)
+//!                 FrameError      ──► Close::BadMessage | Close::OverLimit("max_message_bytes")
+//!                 DecodeError     ──► Close::BadMessage | Close::OverLimit("max_message_bytes")
+//!                 DecompressError ──► Close::BadMessage | Close::OverLimit("max_message_bytes")
+//!                                                       | Close::OverLimit("max_expansion")
+//!   the caller's  EncodeError     ──► a q error reply: "type" | "limit"
+//! ```
+
+/// Whose fault an error is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller's: a value given to the encoder cannot be sent. The peer did nothing wrong and
+    /// is told so with a q error.
+    Local,
+    /// The peer's: it sent bytes that are not q IPC, or more than a limit allows.
+    Peer,
+}
+
+/// How a server closes a connection over the peer's error: what every error of the peer's
+/// bytes calls for, since after bytes that are not q IPC (or a message too large to take) the
+/// stream cannot be trusted to hold frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Without writing a byte: a failed handshake, which the client reports as `'access`.
+    Silently,
+    /// As q does for a message its validator refuses: q logs `'badmsg` and runs `.z.bm` before
+    /// closing the handle.
+    BadMessage,
+    /// Over a limit, named as the field of [`crate::Limits`] it breaks: a well-formed message too
+    /// large to take, not garbage, so the log can tell a big insert from an attack.
+    OverLimit(&'static str),
+}
 
 /// What a server does on the wire when an error happens.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireAction {
-    /// Close the connection without writing a byte.
-    ///
-    /// A failed handshake: the client reports `'access`.
-    CloseSilently,
-    /// Close the connection: the peer sent something that is not q IPC (q logs `'badmsg` and runs
-    /// `.z.bm` before closing).
-    CloseBadMessage,
-    /// Answer a sync request with this q error (without the leading `'`) and keep serving.
+    /// The peer's fault: close the connection.
+    Close(Close),
+    /// The caller's fault: answer the sync request with this q error (without the leading `'`)
+    /// and keep serving.
     Reply(&'static str),
 }
 
@@ -40,12 +75,96 @@ pub enum Error {
 }
 
 impl Error {
-    /// What a server does about this error.
-    pub fn wire_action(&self) -> WireAction {
+    /// Whose fault the error is.
+    pub fn fault(&self) -> Fault {
         match self {
-            Self::Handshake(_) => WireAction::CloseSilently,
-            Self::Frame(_) | Self::Decode(_) | Self::Decompress(_) => WireAction::CloseBadMessage,
-            Self::Encode(e) => e.wire_action(),
+            Self::Handshake(_) => HandshakeError::FAULT,
+            Self::Frame(_) => FrameError::FAULT,
+            Self::Decode(_) => DecodeError::FAULT,
+            Self::Decompress(_) => DecompressError::FAULT,
+            Self::Encode(_) => EncodeError::FAULT,
+        }
+    }
+
+    /// What a server does about this error: the stage's own mapping.
+    pub fn wire_action(&self) -> WireAction {
+        WireAction::from(self)
+    }
+}
+
+impl From<&Error> for WireAction {
+    fn from(error: &Error) -> Self {
+        match error {
+            Error::Handshake(e) => Self::Close(e.into()),
+            Error::Frame(e) => Self::Close(e.into()),
+            Error::Decode(e) => Self::Close(e.into()),
+            Error::Decompress(e) => Self::Close(e.into()),
+            Error::Encode(e) => Self::Reply(e.q_error()),
+        }
+    }
+}
+
+impl From<&HandshakeError> for Close {
+    fn from(error: &HandshakeError) -> Self {
+        match error {
+            // q closes a handshake it does not accept without a byte; every client reports that
+            // as 'access, and a reply byte would only tell a scanner it found a q port.
+            HandshakeError::TooLong { .. } => Self::Silently,
+        }
+    }
+}
+
+impl From<&FrameError> for Close {
+    fn from(error: &FrameError) -> Self {
+        match error {
+            // A length over the limit is a q message, too large to take.
+            FrameError::TooLarge { .. } => Self::OverLimit("max_message_bytes"),
+            // Bytes that no q process sends: the length that would skip the bad frame is itself
+            // suspect, so nothing after it can be trusted.
+            FrameError::BadEndianness(_)
+            | FrameError::BadMessageType(_)
+            | FrameError::BadCompressionFlag(_)
+            | FrameError::LargeMessageFormat(_)
+            | FrameError::TooShort(_) => Self::BadMessage,
+        }
+    }
+}
+
+impl From<&DecodeError> for Close {
+    fn from(error: &DecodeError) -> Self {
+        match error {
+            // A body kdb+'s validator refuses: a peer that sends one is not a q client.
+            DecodeError::Truncated { .. }
+            | DecodeError::UnknownType { .. }
+            | DecodeError::UnsupportedType { .. }
+            | DecodeError::BadAttribute { .. }
+            | DecodeError::NegativeCount { .. }
+            | DecodeError::CountTooLarge { .. }
+            | DecodeError::UnterminatedSymbol { .. }
+            | DecodeError::TooDeep { .. }
+            | DecodeError::Malformed { .. }
+            | DecodeError::TrailingBytes { .. } => Self::BadMessage,
+            // The decoder's memory budget: the value the peer sent would take more memory than a
+            // message may, which is the message limit in another form.
+            DecodeError::TooLarge { .. } => Self::OverLimit("max_message_bytes"),
+        }
+    }
+}
+
+impl From<&DecompressError> for Close {
+    fn from(error: &DecompressError) -> Self {
+        match error {
+            // A claimed size over the message limit: a message too large to take, as for a header.
+            DecompressError::TooLarge { .. } => Self::OverLimit("max_message_bytes"),
+            // Compression that expands further than a real client's data would: the limit that
+            // keeps a small frame from becoming a large allocation.
+            DecompressError::TooExpanded { .. } => Self::OverLimit("max_expansion"),
+            // A stream that does not decode to its own claimed size is not q's compression.
+            DecompressError::TooShort(_)
+            | DecompressError::SizeTooSmall(_)
+            | DecompressError::Truncated(_)
+            | DecompressError::BadReference { .. }
+            | DecompressError::Overflow { .. } => Self::BadMessage,
         }
     }
 }
@@ -60,6 +179,11 @@ pub enum HandshakeError {
         /// The limit in bytes, terminator included.
         limit: usize,
     },
+}
+
+impl HandshakeError {
+    /// Whose fault these errors are: the peer's, always.
+    pub const FAULT: Fault = Fault::Peer;
 }
 
 /// A frame header that cannot be accepted. The peer's fault; the connection is closed.
@@ -90,6 +214,11 @@ pub enum FrameError {
         /// The configured limit.
         limit: usize,
     },
+}
+
+impl FrameError {
+    /// Whose fault these errors are: the peer's, always.
+    pub const FAULT: Fault = Fault::Peer;
 }
 
 /// A body that is not a well-formed q value. The peer's fault; the connection is closed.
@@ -186,6 +315,11 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// Whose fault these errors are: the peer's, always.
+    pub const FAULT: Fault = Fault::Peer;
+}
+
 /// A compressed body that cannot be decompressed. The peer's fault; the connection is closed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -204,6 +338,20 @@ pub enum DecompressError {
         /// The configured limit.
         limit: usize,
     },
+    /// The uncompressed size is more than [`crate::Limits::max_expansion`] times the frame's size
+    /// on the wire; nothing was allocated for it.
+    #[error(
+        "uncompressed size {size} is more than {max_expansion} times the {wire} bytes sent \
+         (the expansion limit)"
+    )]
+    TooExpanded {
+        /// The size the frame claims.
+        size: u64,
+        /// The frame's length on the wire.
+        wire: usize,
+        /// The limit, as a ratio.
+        max_expansion: usize,
+    },
     /// The compressed stream ended before the uncompressed size was reached.
     #[error("compressed stream ends early at offset {0}")]
     Truncated(usize),
@@ -219,6 +367,11 @@ pub enum DecompressError {
         /// Where the run was, in the compressed frame.
         offset: usize,
     },
+}
+
+impl DecompressError {
+    /// Whose fault these errors are: the peer's, always.
+    pub const FAULT: Fault = Fault::Peer;
 }
 
 /// A value that cannot be sent. The caller's fault.
@@ -246,13 +399,98 @@ pub enum EncodeError {
 }
 
 impl EncodeError {
-    /// The q error a server returns instead of the value.
-    pub fn wire_action(&self) -> WireAction {
+    /// Whose fault these errors are: the caller's, always.
+    pub const FAULT: Fault = Fault::Local;
+
+    /// The q error a server answers with instead of the value: an encode error is the server's
+    /// own (its reply cannot be sent), so the request is answered and the connection kept.
+    pub fn q_error(&self) -> &'static str {
         match self {
-            Self::TooLarge(_) => WireAction::Reply("limit"),
-            Self::NulInSymbol | Self::NotAtCapability { .. } | Self::TooDeep(_) => {
-                WireAction::Reply("type")
-            }
+            // kdb+ answers 'limit for a message over its framing's limit.
+            Self::TooLarge(_) => "limit",
+            // kdb+ answers 'type when a value cannot be serialized for a handle ("type error
+            // serializing for handle"); a NUL in a symbol or a value nested too deep are values
+            // the wire cannot carry in the same way.
+            Self::NulInSymbol | Self::NotAtCapability { .. } | Self::TooDeep(_) => "type",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(error: impl Into<Error>, fault: Fault, action: WireAction) {
+        let error = error.into();
+        assert_eq!(
+            (error.fault(), error.wire_action()),
+            (fault, action),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_stage_has_its_fault_and_its_action() {
+        check(
+            HandshakeError::TooLong { limit: 64 },
+            Fault::Peer,
+            WireAction::Close(Close::Silently),
+        );
+        check(
+            FrameError::BadMessageType(7),
+            Fault::Peer,
+            WireAction::Close(Close::BadMessage),
+        );
+        check(
+            FrameError::TooLarge {
+                len: 1 << 31,
+                limit: 1 << 20,
+            },
+            Fault::Peer,
+            WireAction::Close(Close::OverLimit("max_message_bytes")),
+        );
+        check(
+            DecodeError::TrailingBytes {
+                offset: 9,
+                extra: 1,
+            },
+            Fault::Peer,
+            WireAction::Close(Close::BadMessage),
+        );
+        check(
+            DecompressError::Truncated(20),
+            Fault::Peer,
+            WireAction::Close(Close::BadMessage),
+        );
+        check(
+            DecompressError::TooLarge {
+                size: 1 << 31,
+                limit: 1 << 20,
+            },
+            Fault::Peer,
+            WireAction::Close(Close::OverLimit("max_message_bytes")),
+        );
+        check(
+            DecompressError::TooExpanded {
+                size: 1 << 30,
+                wire: 1 << 20,
+                max_expansion: 32,
+            },
+            Fault::Peer,
+            WireAction::Close(Close::OverLimit("max_expansion")),
+        );
+        check(
+            EncodeError::NotAtCapability {
+                type_code: -12,
+                capability: 0,
+            },
+            Fault::Local,
+            WireAction::Reply("type"),
+        );
+        check(
+            EncodeError::TooLarge(1 << 32),
+            Fault::Local,
+            WireAction::Reply("limit"),
+        );
     }
 }

@@ -14,8 +14,9 @@
 //!   decompress (bounded) ──► body ──► MessageView (zero-copy) ──► decode ──► K ──┘
 //! ```
 //!
-//! Incomplete input is `Ok(None)`, never an error; malformed input is a typed [`Error`] whose
-//! [`Error::wire_action`] says what a server does about it.
+//! Incomplete input is `Ok(None)`, never an error; malformed input is a typed [`Error`] that says
+//! whose fault it is ([`Fault`]) and maps to what a server does about it ([`Close`] for the
+//! peer's, a q error for the caller's: [`WireAction`]).
 //! No function here panics on bytes from a peer, and none allocates what a peer only claims.
 //!
 //! The protocol reference is `shared/reference/kdb-ipc.md` (section numbers in the docs here
@@ -41,11 +42,13 @@ pub use crate::{
     decode::{DecodeOptions, decode, decode_with, validate},
     // Encoding.
     encode::{
-        COMPRESSION_THRESHOLD, EncodeOptions, Locality, encode, encode_message, encode_message_with,
+        COMPRESSION_THRESHOLD, EncodeOptions, Locality, encode, encode_message,
+        encode_message_with, message_len,
     },
     // Errors.
     error::{
-        DecodeError, DecompressError, EncodeError, Error, FrameError, HandshakeError, WireAction,
+        Close, DecodeError, DecompressError, EncodeError, Error, Fault, FrameError, HandshakeError,
+        WireAction,
     },
     // Framing: the 8-byte header, its limits and whole messages.
     frame::{Endian, HEADER_LEN, Header, Limits, Message, MessageType},

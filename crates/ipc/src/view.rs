@@ -123,6 +123,16 @@ impl<'a> ValueView<'a> {
         rest.get(..memchr::memchr(0, rest)?)
     }
 
+    /// The text of a q error (type -128, the body of an error response), without its NUL: what a
+    /// client means when it answers a server's query with `'text`.
+    pub fn error_text(&self) -> Option<&'a [u8]> {
+        if self.type_code() != type_code::ERROR {
+            return None;
+        }
+        let rest = self.bytes.get(1..)?;
+        rest.get(..memchr::memchr(0, rest)?)
+    }
+
     /// The text of a char vector or the name of a symbol atom.
     pub fn text(&self) -> Option<&'a [u8]> {
         self.string().or_else(|| self.symbol())
@@ -327,6 +337,16 @@ mod tests {
         let view = ValueView::new(&bytes, Endian::Little).expect("valid");
         assert_eq!(view.string(), Some(&b"select from t"[..]));
         assert!(view.call().is_none());
+    }
+
+    #[test]
+    fn error_text() {
+        let bytes = body(&K::error("PyKX cannot receive queries"));
+        let view = ValueView::new(&bytes, Endian::Little).expect("valid");
+        assert_eq!(view.error_text(), Some(&b"PyKX cannot receive queries"[..]));
+        let bytes = body(&K::string("not an error"));
+        let view = ValueView::new(&bytes, Endian::Little).expect("valid");
+        assert_eq!(view.error_text(), None);
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //!
 //! It checks what `qgate serve` would check at start, without binding a port: the schema (every
 //! key known, every value valid, plugin names unique), the log filter directive, that the TLS
-//! settings are whole (with kdb+'s `SSL_*` variables), that the password file, the TLS files and
-//! every plugin's component file can be read, that `[lock] keys` are keys, and that each plugin
-//! file matches its pin and, in a locked deployment, is pinned or signed, and that every
-//! `[[upstream]]` can be set up (its `password_env` is set, its TLS files load). It does not compile
-//! the plugins, and it does not connect to the upstreams.
+//! settings are whole (with kdb+'s `SSL_*` variables), that the password file reads and parses
+//! under the rules the server reads it by, that the TLS files and every plugin's component file
+//! can be read, that `[lock] keys` are keys, that each plugin file matches its pin and, in a
+//! locked deployment, is pinned or signed, and that every `[[upstream]]` can be set up (its
+//! `password_env` is set, its TLS files load). It does not compile the plugins, and it does not
+//! connect to the upstreams.
 
 use std::{
     fs,
@@ -59,13 +60,15 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             })?;
         }
     }
-    if let Some(password_file) = &config.auth.password_file {
-        fs::File::open(password_file).map_err(|error| {
-            anyhow!(
-                "{file}: auth.password_file: cannot read {}: {error}",
-                password_file.display()
-            )
-        })?;
+    // The password file under the rules `serve` reads it by (a regular file, a size cap, a
+    // read timeout, every line well-formed), so that a FIFO, a directory or `/dev/zero` is
+    // refused here too, and never waited on.
+    let options = crate::serve::server_options(&config, |name| std::env::var(name).ok())
+        .map_err(|error| anyhow!("{file}: {error:#}"))?;
+    if let Some(password_file) = &options.password_file {
+        password_file
+            .check()
+            .map_err(|error| anyhow!("{file}: auth.password_file: {error:#}"))?;
     }
     for plugin in config.plugins.as_slice() {
         fs::File::open(&plugin.path).map_err(|error| {

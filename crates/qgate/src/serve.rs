@@ -2,24 +2,33 @@
 //! SIGTERM; SIGHUP reloads every plugin whose file changed.
 //!
 //! The order matters and is the contract with scripts and tests: the config is loaded and checked
-//! first (a bad config never binds a port), then the listener and the admin socket are bound and
-//! the signal handlers are installed, and only then is `qgate listening on ADDR` printed to
-//! stdout. Whoever reads that line may connect at once, may use `qgate reload` at once, and may
-//! stop the server with SIGTERM at once.
+//! first, and the server is built (its password file and TLS files loaded) before anything is
+//! bound, so that a bad config or a bad file never binds a port; then the listener and the admin
+//! socket are bound and the signal handlers are installed, and only then is
+//! `qgate listening on ADDR` printed to stdout. Whoever reads that line may connect at once, may
+//! use `qgate reload` at once, and may stop the server with SIGTERM at once.
+//!
+//! After a shutdown signal the process exits within `server.shutdown_grace` and a few seconds,
+//! whatever its clients and plugins are doing: the server cuts what outlasts the grace, and a
+//! plugin call still running on a thread is not waited for ([`EXIT_WAIT`]).
 
 use std::{
     io::{self, Write as _},
     net::SocketAddr,
     path::PathBuf,
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, anyhow};
 use qgate_config::{Config, Listen, LogFormat, ResolvedClientAuth, TlsMode, Upstreams};
 use qgate_gateway::Gateway;
-use qgate_hooks::Hooks;
+use qgate_hooks::{Backend, Hooks};
 use qgate_host::{HostOptions, LockPolicy, PluginHost, PluginSpec};
-use qgate_server::{ClientAuth, PasswordFile, ServerLimits, ServerOptions, TlsOptions, UserFrom};
+use qgate_server::{
+    ClientAuth, LoginBackoff, PasswordFile, Server, ServerLimits, ServerOptions, TlsOptions,
+    UserFrom,
+};
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
@@ -27,6 +36,14 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{admin, gateway::gateway_options, logging, watch};
+
+/// How long the process waits, once the server has stopped, for work still running on its threads
+/// (a plugin call past the grace period, a reload compiling) before it exits regardless.
+///
+/// 1 s: the server has already cut every connection and waited a second for their close hooks;
+/// what is still running now is stuck in a plugin or a file, and would hold the exit (and every
+/// socket it owns) for as long as it runs.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// `qgate serve`: flags follow q's where q has one, and override the config file.
 #[derive(Debug, clap::Args)]
@@ -162,7 +179,19 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         admin_socket,
         watch: config.admin.watch,
     });
-    runtime.block_on(serve(config.server.listen.get(), options, plugins, gateway))
+    let listen = config.server.listen.get();
+    let result = runtime.block_on(async move {
+        match plugins {
+            Some(plugins) => {
+                let hooks = Arc::clone(&plugins.host);
+                build(listen, options, hooks, Some(plugins), gateway).await
+            }
+            None => build(listen, options, qgate_hooks::NoHooks, None, gateway).await,
+        }
+    });
+    // A plugin call past the grace period runs on a thread the runtime would otherwise wait for.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    result
 }
 
 /// The plugin host and how its plugins are replaced while it runs.
@@ -242,10 +271,23 @@ pub(crate) fn server_options(
     limits.max_handshake_bytes = config.limits.max_handshake_bytes.get();
     limits.handshake_timeout = config.limits.handshake_timeout.get();
     limits.idle_timeout = config.limits.idle_timeout.get();
+    limits.body_timeout = config.limits.body_timeout.get();
+    limits.write_timeout = config.limits.write_timeout.get();
+    limits.max_expansion = config.limits.max_expansion.get();
+    limits.memory_budget = config.limits.memory_budget.get();
     limits.max_connections = config.limits.max_connections.get();
     limits.max_connections_per_user = config.limits.max_connections_per_user.get();
+    limits.max_handshakes = config.limits.max_handshakes.get();
+    limits.handshake_early_drop = config.limits.handshake_early_drop.get();
+    limits.max_handshakes_per_address = config.limits.max_handshakes_per_address.get();
     let mut options = ServerOptions::default();
     options.limits = limits;
+    let mut backoff = LoginBackoff::default();
+    backoff.first_delay = config.auth.failed_login_delay.get();
+    backoff.max_delay = config.auth.max_failed_login_delay.get();
+    backoff.failures_before_delay =
+        u32::try_from(config.auth.failures_before_delay.get()).unwrap_or(u32::MAX);
+    options.login_backoff = backoff;
     options.password_file = config.auth.password_file.clone().map(|path| PasswordFile {
         path,
         restricted: config.auth.restricted,
@@ -273,10 +315,35 @@ pub(crate) fn server_options(
     Ok(options)
 }
 
-/// Binds, announces the address, and runs the server until SIGINT or SIGTERM.
-async fn serve(
+/// Builds the server, in front of the gateway's upstreams when there are any, then serves.
+///
+/// Built before the port is bound: a password file or a TLS file that cannot be used never
+/// leaves a port half-served, and the cause is said once.
+async fn build<H: Hooks>(
     addr: SocketAddr,
     options: ServerOptions,
+    hooks: H,
+    plugins: Option<Plugins>,
+    gateway: Option<Gateway>,
+) -> Result<()> {
+    match gateway {
+        None => {
+            let server = Server::new(options, hooks).await.context("cannot start")?;
+            serve(addr, server, plugins, None).await
+        }
+        Some(gateway) => {
+            let server = Server::with_backend(options, hooks, gateway.clone())
+                .await
+                .context("cannot start")?;
+            serve(addr, server, plugins, Some(gateway)).await
+        }
+    }
+}
+
+/// Binds, announces the address, and runs the server until SIGINT or SIGTERM.
+async fn serve<H: Hooks, B: Backend>(
+    addr: SocketAddr,
+    server: Server<H, B>,
     plugins: Option<Plugins>,
     gateway: Option<Gateway>,
 ) -> Result<()> {
@@ -300,36 +367,19 @@ async fn serve(
         .context("cannot read the listener's address")?;
     info!(%addr, "listening");
     announce(addr);
-    let result = match plugins {
-        Some(plugins) => run_server(listener, options, plugins.host, gateway, shutdown).await,
-        None => run_server(listener, options, qgate_hooks::NoHooks, gateway, shutdown).await,
-    };
+    // The upstreams' health checks run as long as the server does; their first round logs an
+    // upstream that is down at start.
+    let health = gateway.map(|gateway| tokio::spawn(async move { gateway.watch().await }));
+    server.serve(listener, shutdown).await;
+    if let Some(health) = health {
+        health.abort();
+    }
     if let Some(task) = admin_socket {
         // Dropping the task drops the socket, which removes its file.
         task.abort();
         let _ = task.await;
     }
-    result
-}
-
-/// Runs the server with `hooks`, in front of the gateway's upstreams when there are any.
-async fn run_server<H: Hooks>(
-    listener: TcpListener,
-    options: ServerOptions,
-    hooks: H,
-    gateway: Option<Gateway>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let Some(gateway) = gateway else {
-        return qgate_server::run(listener, options, hooks, shutdown).await;
-    };
-    let health = tokio::spawn({
-        let gateway = gateway.clone();
-        async move { gateway.watch().await }
-    });
-    let result = qgate_server::run_with_backend(listener, options, hooks, gateway, shutdown).await;
-    health.abort();
-    result
+    Ok(())
 }
 
 /// Reloads every plugin whose file changed on each SIGHUP, on a blocking thread.
@@ -447,6 +497,7 @@ mod tests {
             qgate_config::Server::DEFAULT_SHUTDOWN_GRACE,
             ServerOptions::DEFAULT_SHUTDOWN_GRACE
         );
+        // The rest (the new limits, the login backoff) are compared whole.
         assert_eq!(
             server_options(&Config::default(), |_| None).expect("the defaults are valid"),
             ServerOptions::default()
@@ -462,13 +513,23 @@ mod tests {
             [auth]
             password_file = "/etc/qgate/passwords.txt"
             restricted = true
+            failed_login_delay = "1s"
+            max_failed_login_delay = "1m"
+            failures_before_delay = 7
             [limits]
             max_message_bytes = "1MiB"
+            max_expansion = 8
             max_handshake_bytes = 1024
             handshake_timeout = "2s"
             idle_timeout = "3m"
+            body_timeout = "4s"
+            write_timeout = "5s"
+            memory_budget = "2MiB"
             max_connections = 4
             max_connections_per_user = 5
+            max_handshakes = 6
+            handshake_early_drop = 3
+            max_handshakes_per_address = 2
             "#,
         )
         .expect("a valid config");
@@ -487,6 +548,19 @@ mod tests {
         assert_eq!(options.limits.idle_timeout, Some(Duration::from_secs(180)));
         assert_eq!(options.limits.max_connections, 4);
         assert_eq!(options.limits.max_connections_per_user, 5);
+        assert_eq!(options.limits.max_expansion, 8);
+        assert_eq!(options.limits.body_timeout, Duration::from_secs(4));
+        assert_eq!(options.limits.write_timeout, Duration::from_secs(5));
+        assert_eq!(options.limits.memory_budget, 2 << 20);
+        assert_eq!(options.limits.max_handshakes, 6);
+        assert_eq!(options.limits.handshake_early_drop, 3);
+        assert_eq!(options.limits.max_handshakes_per_address, 2);
+        assert_eq!(
+            options.login_backoff.first_delay,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(options.login_backoff.max_delay, Duration::from_secs(60));
+        assert_eq!(options.login_backoff.failures_before_delay, 7);
         assert_eq!(options.tls, None);
     }
 

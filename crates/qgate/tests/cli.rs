@@ -583,3 +583,7 @@ mod swap;
 
 #[path = "cli/gateway.rs"]
 mod gateway;
+
+/// A password file that is not a small regular file, and a shutdown while a plugin is stuck.
+#[path = "cli/hardening.rs"]
+mod hardening;

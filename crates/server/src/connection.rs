@@ -1,20 +1,35 @@
 //! Bytes to messages over one stream: the handshake, then whole frames, each checked against the
-//! limits before a byte of it is buffered.
+//! limits before a byte of it is buffered, and each large one charged to the memory budget as
+//! its body arrives.
 //!
 //! A [`Connection`] owns the stream and a small read-ahead buffer.
 //! Reading follows the codec's contract: a clean end of stream where a handshake or a message
 //! would start is `Ok(None)`; an end of stream in the middle of one, a bad header, a handshake
-//! without end, or a peer that goes silent for longer than the idle timeout is an error that
-//! names what happened.
+//! without end, or a peer that stops for longer than a timeout is an error that names what
+//! happened.
 //!
-//! The stream is generic so that TLS can wrap it later without touching this file.
+//! Three timeouts bound every await on the peer:
+//!
+//! - `idle_timeout` (off by default): between messages, and in the middle of one;
+//! - `body_timeout`: in the middle of a message, whatever `idle_timeout` says, since a client
+//!   that has started a message has no reason to stop;
+//! - `write_timeout`: every write, whatever `idle_timeout` says, so that a client that stops
+//!   reading its replies is closed rather than left holding them.
+//!
+//! Each counts from the last progress, so a slow client that keeps going is never cut off.
+//!
+//! The stream is generic: the plain and the TLS paths are two instances of the same code.
 
 use std::{io, sync::Arc, time::Duration};
 
-use qgate_ipc::{FrameError, HEADER_LEN, Header, Limits, handshake};
+use qgate_ipc::{Close, FrameError, HEADER_LEN, HandshakeError, Header, Limits, handshake};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::buffers::BufferPool;
+use crate::{
+    budget::{BudgetExhausted, CHARGED_MIN_BYTES, Charge, MemoryBudget},
+    buffers::BufferPool,
+    options::ServerLimits,
+};
 
 /// How much is read from the socket at a time while looking for a header or a handshake's end.
 ///
@@ -22,34 +37,34 @@ use crate::buffers::BufferPool;
 /// large body is read straight into its own buffer instead (see [`Connection::read_frame`]).
 const READ_CHUNK_BYTES: usize = 8 * 1024;
 
-/// How much a frame's buffer grows at a time while its body arrives.
+/// How much a frame's body is read at a time.
 ///
 /// The buffer grows with what the peer actually sends, never by what its header claims: a client
-/// that claims 256 MiB and then sends ten bytes costs this much, not 256 MiB.
+/// that claims 256 MiB and then sends ten bytes costs a few KiB, not 256 MiB.
 const BODY_CHUNK_BYTES: usize = 64 * 1024;
 
-/// How much of a response is written at a time, each part within the idle timeout.
+/// How much of a response is written at a time, each part within the write timeout.
 const WRITE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long closing the write side may take.
+///
+/// 1 s: a TLS close sends a `close_notify`, which a client that reads nothing never takes; the
+/// connection is going away either way, and its task must not wait on the client to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a read or a write on a connection failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectionError {
-    /// The socket failed.
-    #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
     /// The peer sent a header that is not q IPC, or that claims more than the limit.
     #[error("{0}")]
     Frame(#[from] FrameError),
-    /// The peer sent `max_handshake_bytes` without a NUL.
-    #[error("handshake longer than {limit} bytes")]
-    HandshakeTooLong {
-        /// The limit, in bytes.
-        limit: usize,
-    },
-    /// The peer closed the stream in the middle of a handshake or a message.
-    #[error("connection closed in the middle of a {0}")]
-    Truncated(&'static str),
-    /// The peer stayed silent longer than a limit allows; the name of the limit.
+    /// The peer's handshake cannot be accepted.
+    #[error("{0}")]
+    Handshake(#[from] HandshakeError),
+    /// The socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer stopped longer than a limit allows; the name of the limit.
     #[error("no progress within {limit} ({after:?})")]
     Timeout {
         /// The limit's name, as in the configuration.
@@ -57,6 +72,9 @@ pub(crate) enum ConnectionError {
         /// Its value.
         after: Duration,
     },
+    /// The peer closed the stream in the middle of a handshake or a message.
+    #[error("connection closed in the middle of a {0}")]
+    Truncated(&'static str),
 }
 
 impl ConnectionError {
@@ -72,11 +90,63 @@ impl ConnectionError {
     /// The name of the limit this error enforces, if it enforces one.
     pub(crate) fn limit(&self) -> Option<&'static str> {
         match self {
-            Self::Frame(FrameError::TooLarge { .. }) => Some("max_message_bytes"),
-            Self::HandshakeTooLong { .. } => Some("max_handshake_bytes"),
+            Self::Frame(error) => match Close::from(error) {
+                Close::OverLimit(limit) => Some(limit),
+                Close::BadMessage | Close::Silently => None,
+            },
+            Self::Handshake(HandshakeError::TooLong { .. }) => Some("max_handshake_bytes"),
             Self::Timeout { limit, .. } => Some(limit),
-            Self::Frame(_) | Self::Io(_) | Self::Truncated(_) => None,
+            Self::Handshake(_) | Self::Io(_) | Self::Truncated(_) => None,
         }
+    }
+}
+
+/// A received frame, as it came off the wire (still compressed if it was), with the memory
+/// budget its buffer holds.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) header: Header,
+    pub(crate) bytes: Vec<u8>,
+    /// The budget charged for `bytes`: nothing for a frame under [`CHARGED_MIN_BYTES`].
+    pub(crate) charge: Charge,
+}
+
+/// What arrived: a frame, or one whose body was read past and dropped because the memory budget
+/// could not hold it (the stream is still at a frame boundary, so the connection can go on).
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Frame(Frame),
+    Refused {
+        header: Header,
+        error: BudgetExhausted,
+    },
+}
+
+/// How long each kind of await on the peer may make no progress.
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    idle: Option<Duration>,
+    body: Duration,
+    write: Duration,
+}
+
+impl Timeouts {
+    /// The limit on a read: between messages only `idle_timeout`, in the middle of one the
+    /// shorter of it and `body_timeout`.
+    fn read(&self, mid_message: bool) -> Option<(Duration, &'static str)> {
+        let idle = self.idle.map(|after| (after, "idle_timeout"));
+        if !mid_message {
+            return idle;
+        }
+        let body = (self.body, "body_timeout");
+        Some(match idle {
+            Some(idle) if idle.0 <= body.0 => idle,
+            _ => body,
+        })
+    }
+
+    fn write(&self) -> Option<(Duration, &'static str)> {
+        Some((self.write, "write_timeout"))
     }
 }
 
@@ -91,29 +161,39 @@ pub(crate) struct Connection<S> {
     /// offset moves past them, so a read holding many pipelined messages is not shifted once per
     /// message (which made ingesting small messages quadratic in the read size).
     start: usize,
-    /// The limit checked against each header.
+    /// The header of the next frame, once parsed, until its frame is taken: each header is
+    /// parsed once, whether the frame then comes from the buffer or from the stream.
+    header: Option<Header>,
+    /// The limits checked against each header.
     limits: Limits,
-    /// How long a read or a write may make no progress; `None` for no limit.
-    idle_timeout: Option<Duration>,
+    timeouts: Timeouts,
     /// Where the buffer of a large frame comes from.
     pool: Arc<BufferPool>,
+    /// What a large frame's buffer is charged to.
+    budget: MemoryBudget,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a stream.
     pub(crate) fn new(
         stream: S,
-        limits: Limits,
-        idle_timeout: Option<Duration>,
+        limits: &ServerLimits,
         pool: Arc<BufferPool>,
+        budget: MemoryBudget,
     ) -> Self {
         Self {
             stream,
             buffer: Vec::new(),
             start: 0,
-            limits,
-            idle_timeout,
+            header: None,
+            limits: limits.codec(),
+            timeouts: Timeouts {
+                idle: limits.idle_timeout,
+                body: limits.body_timeout,
+                write: limits.write_timeout,
+            },
             pool,
+            budget,
         }
     }
 
@@ -128,82 +208,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         max_bytes: usize,
     ) -> Result<Option<handshake::Handshake>, ConnectionError> {
         loop {
-            match handshake::parse(&self.buffer, max_bytes) {
-                Ok(Some((handshake, used))) => {
-                    self.buffer.drain(..used);
-                    return Ok(Some(handshake));
-                }
-                Ok(None) => {}
-                Err(qgate_ipc::HandshakeError::TooLong { limit }) => {
-                    return Err(ConnectionError::HandshakeTooLong { limit });
-                }
-                Err(_) => return Err(ConnectionError::HandshakeTooLong { limit: max_bytes }),
+            if let Some((handshake, used)) = handshake::parse(&self.buffer, max_bytes)? {
+                self.buffer.drain(..used);
+                return Ok(Some(handshake));
             }
             // Never read more than the limit lets through, so a client that never sends a NUL
             // grows the buffer to the limit and no further.
             let room = max_bytes.saturating_sub(self.buffer.len()).max(1);
-            if self.fill(room.min(READ_CHUNK_BYTES)).await? == 0 {
-                return if self.buffer.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ConnectionError::Truncated("handshake"))
-                };
+            if self.fill(room.min(READ_CHUNK_BYTES), None).await? == 0 {
+                return self.end_of_stream("handshake");
             }
         }
     }
 
-    /// Reads one whole frame, header included, as it came off the wire (still compressed if it
-    /// was).
+    /// Reads one whole frame.
     ///
-    /// The header is checked against the limits before any of the body is buffered, and the body
-    /// buffer grows only as bytes arrive.
-    /// Each read must make progress within the idle timeout, so a client that stalls in the
-    /// middle of a body is closed like one that stalls between messages.
+    /// The header is checked against the limits before any of the body is buffered; the body
+    /// buffer grows only as bytes arrive, and for a large frame only as far as the memory budget
+    /// lets it within [`MemoryBudget::WAIT`] (past that, the rest of the body is read and dropped, and
+    /// the frame is [`Incoming::Refused`]).
     ///
     /// Returns `Ok(None)` when the peer closes cleanly between messages.
-    pub(crate) async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, ConnectionError> {
-        while self.unread().len() < HEADER_LEN {
-            self.compact();
-            if self.fill(READ_CHUNK_BYTES).await? == 0 {
-                return if self.buffer.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ConnectionError::Truncated("message header"))
-                };
-            }
-        }
-        let Some(header) = Header::parse(self.unread(), &self.limits)? else {
-            // Invariant: the loop above buffered a whole header, so parse never asks for more.
-            return Err(ConnectionError::Truncated("message header"));
+    pub(crate) async fn read_frame(&mut self) -> Result<Option<Incoming>, ConnectionError> {
+        let Some(header) = self.read_header().await? else {
+            return Ok(None);
         };
-        let len = header.len();
-        if let Some(frame) = self.buffered_frame()? {
-            return Ok(Some(frame));
+        if let Some(frame) = self.take_buffered(header) {
+            return Ok(Some(Incoming::Frame(frame)));
         }
-        // The body is longer than what is buffered: read the rest straight into the frame, never
-        // past its end, so the read-ahead buffer stays small. A large frame goes into a buffer
-        // the pool already holds, if it has one.
-        self.compact();
-        let mut frame = self.pool.take(len);
-        if frame.capacity() == 0 {
-            frame = std::mem::take(&mut self.buffer);
-        } else {
-            frame.extend_from_slice(&self.buffer);
-            self.buffer.clear();
-        }
-        while frame.len() < len {
-            let want = (len - frame.len()).min(BODY_CHUNK_BYTES);
-            frame.reserve(want);
-            let stream = &mut self.stream;
-            let read = with_idle_timeout(self.idle_timeout, async {
-                stream.take(want as u64).read_buf(&mut frame).await
-            })
-            .await??;
-            if read == 0 {
-                return Err(ConnectionError::Truncated("message"));
-            }
-        }
-        Ok(Some(frame))
+        self.read_body(header).await.map(Some)
     }
 
     /// The next frame if the read-ahead buffer holds all of it, without touching the stream:
@@ -213,21 +246,151 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// # Errors
     ///
     /// A bad header, as [`Connection::read_frame`].
-    pub(crate) fn buffered_frame(&mut self) -> Result<Option<Vec<u8>>, ConnectionError> {
+    pub(crate) fn buffered_frame(&mut self) -> Result<Option<Incoming>, ConnectionError> {
+        let header = match self.header {
+            Some(header) => header,
+            None => match Header::parse(self.unread(), &self.limits)? {
+                Some(header) => header,
+                None => return Ok(None),
+            },
+        };
+        self.header = Some(header);
+        Ok(self.take_buffered(header).map(Incoming::Frame))
+    }
+
+    /// The next frame's header: the one already parsed, or one read and parsed now.
+    async fn read_header(&mut self) -> Result<Option<Header>, ConnectionError> {
+        if let Some(header) = self.header {
+            return Ok(Some(header));
+        }
+        while self.unread().len() < HEADER_LEN {
+            self.compact();
+            let mid_message = !self.buffer.is_empty();
+            if self
+                .fill(READ_CHUNK_BYTES, self.timeouts.read(mid_message))
+                .await?
+                == 0
+            {
+                return self.end_of_stream("message header");
+            }
+        }
         let Some(header) = Header::parse(self.unread(), &self.limits)? else {
-            return Ok(None);
+            // Invariant: the loop above buffered a whole header, so parse never asks for more.
+            return Err(ConnectionError::Truncated("message header"));
         };
-        let len = header.len();
-        let Some(frame) = self.unread().get(..len) else {
-            return Ok(None);
-        };
-        let frame = frame.to_vec();
-        self.start += len;
+        self.header = Some(header);
+        Ok(Some(header))
+    }
+
+    /// The frame of `header` out of the read-ahead buffer, if the buffer holds all of it.
+    ///
+    /// Such a frame is at most a read's worth (a few KiB), so it is not charged.
+    fn take_buffered(&mut self, header: Header) -> Option<Frame> {
+        let bytes = self.unread().get(..header.len())?.to_vec();
+        self.header = None;
+        self.start += header.len();
         if self.start == self.buffer.len() {
             self.buffer.clear();
             self.start = 0;
         }
-        Ok(Some(frame))
+        Some(Frame {
+            header,
+            bytes,
+            charge: self.budget.empty(),
+        })
+    }
+
+    /// Reads the rest of the frame of `header`, whose start is in the read-ahead buffer, straight
+    /// into the frame's own buffer, never past its end, so that the read-ahead buffer stays small.
+    /// A large frame goes into a buffer the pool already holds, if it has one.
+    async fn read_body(&mut self, header: Header) -> Result<Incoming, ConnectionError> {
+        self.header = None;
+        self.compact();
+        let len = header.len();
+        let charged = len >= CHARGED_MIN_BYTES;
+        let deadline = tokio::time::Instant::now() + MemoryBudget::WAIT;
+        let mut charge = self.budget.empty();
+        let mut frame = Vec::new();
+        if charged {
+            // A kept buffer may be far larger than the frame: it is taken only if the budget has
+            // room for all of it now, and the frame grows a buffer of its own otherwise.
+            let kept = self.pool.take(len);
+            if kept.capacity() > 0 {
+                match charge
+                    .grow(kept.capacity(), tokio::time::Instant::now())
+                    .await
+                {
+                    Ok(()) => frame = kept,
+                    Err(_) => self.pool.put(kept),
+                }
+            }
+        }
+        if frame.capacity() == 0 {
+            frame = std::mem::take(&mut self.buffer);
+        } else {
+            frame.extend_from_slice(&self.buffer);
+            self.buffer.clear();
+        }
+        if charged
+            && let Err(error) = charge
+                .grow(frame.capacity().saturating_sub(charge.bytes()), deadline)
+                .await
+        {
+            return self.refuse(header, frame, error).await;
+        }
+        while frame.len() < len {
+            let want = (len - frame.len()).min(BODY_CHUNK_BYTES);
+            if frame.capacity() - frame.len() < want {
+                // Double, as a `Vec` would, but never past the frame, and charge first.
+                let target = (frame.capacity() * 2).max(frame.len() + want).min(len);
+                if charged
+                    && let Err(error) = charge
+                        .grow(target.saturating_sub(charge.bytes()), deadline)
+                        .await
+                {
+                    return self.refuse(header, frame, error).await;
+                }
+                frame.reserve_exact(target - frame.len());
+            }
+            let stream = &mut self.stream;
+            let read = with_timeout(
+                self.timeouts.read(true),
+                stream.take(want as u64).read_buf(&mut frame),
+            )
+            .await?;
+            if read == 0 {
+                return Err(ConnectionError::Truncated("message"));
+            }
+        }
+        Ok(Incoming::Frame(Frame {
+            header,
+            bytes: frame,
+            charge,
+        }))
+    }
+
+    /// Drops what was read of a frame the budget cannot hold, reads the rest of it past, and
+    /// reports the refusal; the stream is then at the next frame.
+    async fn refuse(
+        &mut self,
+        header: Header,
+        frame: Vec<u8>,
+        error: BudgetExhausted,
+    ) -> Result<Incoming, ConnectionError> {
+        let mut left = header.len() - frame.len();
+        self.pool.put(frame);
+        let mut scratch = vec![0u8; BODY_CHUNK_BYTES];
+        while left > 0 {
+            let want = left.min(scratch.len());
+            let stream = &mut self.stream;
+            let read =
+                with_timeout(self.timeouts.read(true), stream.read(&mut scratch[..want])).await?;
+            if read == 0 {
+                return Err(ConnectionError::Truncated("message"));
+            }
+            left -= read;
+        }
+        Ok(Incoming::Refused { header, error })
     }
 
     /// Resolves when the peer has closed its side of the stream; pending while it is open.
@@ -260,64 +423,78 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// What the end of the stream means here: a clean close when nothing of the next `what`
+    /// has arrived, a truncated one otherwise.
+    fn end_of_stream<T>(&self, what: &'static str) -> Result<Option<T>, ConnectionError> {
+        if self.unread().is_empty() {
+            Ok(None)
+        } else {
+            Err(ConnectionError::Truncated(what))
+        }
+    }
+
     /// Writes the capability byte alone, in its own write, and flushes it: node-q and kdbgo
     /// require the handshake reply to arrive as a read of exactly one byte.
     pub(crate) async fn write_capability(&mut self, byte: u8) -> Result<(), ConnectionError> {
-        self.write_all(&[byte]).await
+        self.write_message(&[byte]).await
     }
 
     /// Writes a whole encoded message and flushes it.
     pub(crate) async fn write_message(&mut self, message: &[u8]) -> Result<(), ConnectionError> {
-        self.write_all(message).await
+        self.write_part(message).await?;
+        self.flush().await
     }
 
-    /// Shuts the write side down so the peer sees the end of the stream at once; errors are of no
-    /// interest, the connection is going away.
-    pub(crate) async fn shutdown(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
-    }
-
-    /// Writes and flushes, each chunk bounded by the idle timeout: a client that stops reading
-    /// its responses would otherwise hold its task forever once the socket buffers are full, while
-    /// a slow client that keeps reading a large response is not cut off.
-    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
+    /// Writes part of a message, without flushing: a message can go out as a sequence of parts
+    /// (a reply streamed from elsewhere), then one [`Connection::flush`].
+    ///
+    /// Each chunk of it must go out within the write timeout: a client that stops reading its
+    /// responses would otherwise hold its task (and its reply's memory) forever once the socket
+    /// buffers are full, while a slow client that keeps reading a large response is not cut off.
+    async fn write_part(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
         let stream = &mut self.stream;
         for chunk in bytes.chunks(WRITE_CHUNK_BYTES) {
-            with_idle_timeout(self.idle_timeout, stream.write_all(chunk)).await??;
+            with_timeout(self.timeouts.write(), stream.write_all(chunk)).await?;
         }
-        with_idle_timeout(self.idle_timeout, stream.flush()).await??;
         Ok(())
     }
 
-    /// Reads at most `max` more bytes into the read-ahead buffer, bounded by the idle timeout.
-    /// Returns how many were read; 0 is the end of the stream.
-    async fn fill(&mut self, max: usize) -> Result<usize, ConnectionError> {
+    /// Flushes what was written, within the write timeout.
+    async fn flush(&mut self) -> Result<(), ConnectionError> {
+        with_timeout(self.timeouts.write(), self.stream.flush()).await
+    }
+
+    /// Shuts the write side down so the peer sees the end of the stream at once, within
+    /// [`SHUTDOWN_WAIT`]; errors are of no interest, the connection is going away.
+    pub(crate) async fn shutdown(&mut self) {
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT, self.stream.shutdown()).await;
+    }
+
+    /// Reads at most `max` more bytes into the read-ahead buffer, within `limit`. Returns how
+    /// many were read; 0 is the end of the stream.
+    async fn fill(
+        &mut self,
+        max: usize,
+        limit: Option<(Duration, &'static str)>,
+    ) -> Result<usize, ConnectionError> {
         self.buffer.reserve(max);
         let stream = &mut self.stream;
         let buffer = &mut self.buffer;
-        let read = with_idle_timeout(self.idle_timeout, async {
-            stream.take(max as u64).read_buf(buffer).await
-        })
-        .await??;
-        Ok(read)
+        with_timeout(limit, stream.take(max as u64).read_buf(buffer)).await
     }
 }
 
-/// Runs `io` within the idle timeout, if there is one.
-async fn with_idle_timeout<T>(
-    timeout: Option<Duration>,
+/// Runs `io` within `limit` (a duration and its name), if there is one.
+async fn with_timeout<T>(
+    limit: Option<(Duration, &'static str)>,
     io: impl Future<Output = io::Result<T>>,
-) -> Result<io::Result<T>, ConnectionError> {
-    match timeout {
-        None => Ok(io.await),
-        Some(after) => {
-            tokio::time::timeout(after, io)
-                .await
-                .map_err(|_| ConnectionError::Timeout {
-                    limit: "idle_timeout",
-                    after,
-                })
-        }
+) -> Result<T, ConnectionError> {
+    let Some((after, limit)) = limit else {
+        return Ok(io.await?);
+    };
+    match tokio::time::timeout(after, io).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(ConnectionError::Timeout { limit, after }),
     }
 }
 
@@ -327,48 +504,87 @@ mod tests {
 
     use tokio::io::duplex;
 
+    fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: S,
+        change: impl FnOnce(&mut ServerLimits),
+        pool: Arc<BufferPool>,
+    ) -> Connection<S> {
+        let mut limits = ServerLimits::default();
+        change(&mut limits);
+        let budget = MemoryBudget::new(limits.memory_budget);
+        Connection::new(stream, &limits, pool, budget)
+    }
+
+    fn frame(incoming: Option<Incoming>) -> Frame {
+        match incoming {
+            Some(Incoming::Frame(frame)) => frame,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn keeps_the_bytes_after_the_handshake() {
         let (mut client, server) = duplex(1024);
-        let mut connection = Connection::new(server, Limits::default(), None, Arc::default());
+        let mut connection = connection(server, |_| {}, Arc::default());
         client
             .write_all(b"u:p\x03\0\x01\x01\0\0\x0a\0\0\0\xff\x01")
             .await
             .unwrap();
         let handshake = connection.read_handshake(64).await.unwrap().unwrap();
         assert_eq!(handshake.user, b"u");
-        let frame = connection.read_frame().await.unwrap().unwrap();
-        assert_eq!(frame, b"\x01\x01\0\0\x0a\0\0\0\xff\x01");
+        let frame = frame(connection.read_frame().await.unwrap());
+        assert_eq!(frame.bytes, b"\x01\x01\0\0\x0a\0\0\0\xff\x01");
         drop(client);
         assert!(connection.read_frame().await.unwrap().is_none());
     }
 
     #[tokio::test]
-    async fn a_large_frame_is_read_into_a_pooled_buffer() {
+    async fn a_handshake_without_end_names_its_limit() {
+        let (mut client, server) = duplex(1024);
+        let mut connection = connection(server, |_| {}, Arc::default());
+        client.write_all(&[b'a'; 100]).await.unwrap();
+        let error = connection.read_handshake(64).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConnectionError::Handshake(HandshakeError::TooLong { limit: 64 })
+            ),
+            "{error}"
+        );
+        assert_eq!(error.limit(), Some("max_handshake_bytes"));
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_is_read_into_a_pooled_buffer_and_charged() {
         let (mut client, server) = duplex(64 * 1024);
         let pool = Arc::new(BufferPool::new(16 << 20));
         pool.put(vec![9; 4 << 20]);
-        let mut connection = Connection::new(server, Limits::default(), None, Arc::clone(&pool));
+        let mut connection = connection(server, |_| {}, Arc::clone(&pool));
         let len = 3_000_000u32;
-        let mut frame = vec![1, 1, 0, 0];
-        frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend((0..len - 8).map(|i| i as u8));
-        let mut both = frame.clone();
-        both.extend_from_slice(&frame);
+        let mut bytes = vec![1, 1, 0, 0];
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.extend((0..len - 8).map(|i| i as u8));
+        let mut both = bytes.clone();
+        both.extend_from_slice(&bytes);
         let writer = tokio::spawn(async move { client.write_all(&both).await });
-        let first = connection.read_frame().await.unwrap().unwrap();
-        assert_eq!(first, frame);
-        assert!(first.capacity() >= 4 << 20, "the pooled buffer was used");
-        pool.put(first);
-        let second = connection.read_frame().await.unwrap().unwrap();
-        assert_eq!(second, frame);
+        let first = frame(connection.read_frame().await.unwrap());
+        assert_eq!(first.bytes, bytes);
+        assert!(
+            first.bytes.capacity() >= 4 << 20,
+            "the pooled buffer was used"
+        );
+        assert!(first.charge.bytes() >= first.bytes.capacity());
+        pool.put(first.bytes);
+        let second = frame(connection.read_frame().await.unwrap());
+        assert_eq!(second.bytes, bytes);
+        assert!(second.charge.bytes() >= len as usize);
         writer.await.unwrap().unwrap();
     }
 
     #[tokio::test]
     async fn a_large_claim_is_refused_before_the_body() {
         let (mut client, server) = duplex(1024);
-        let mut connection = Connection::new(server, Limits::new(1 << 20), None, Arc::default());
+        let mut connection = connection(server, |l| l.max_message_bytes = 1 << 20, Arc::default());
         client
             .write_all(&[1, 1, 0, 0, 0, 0, 0, 0x80])
             .await
@@ -380,14 +596,76 @@ mod tests {
     #[tokio::test]
     async fn a_body_larger_than_a_chunk_arrives_whole() {
         let (mut client, server) = duplex(4096);
-        let mut connection = Connection::new(server, Limits::default(), None, Arc::default());
+        let mut connection = connection(server, |_| {}, Arc::default());
         let len = 300_000u32;
-        let mut frame = vec![1, 1, 0, 0];
-        frame.extend_from_slice(&len.to_le_bytes());
-        frame.resize(len as usize, 7);
-        let expect = frame.clone();
-        let writer = tokio::spawn(async move { client.write_all(&frame).await });
-        assert_eq!(connection.read_frame().await.unwrap().unwrap(), expect);
+        let mut bytes = vec![1, 1, 0, 0];
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.resize(len as usize, 7);
+        let expect = bytes.clone();
+        let writer = tokio::spawn(async move { client.write_all(&bytes).await });
+        assert_eq!(frame(connection.read_frame().await.unwrap()).bytes, expect);
         writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_over_the_budget_is_read_past_and_refused() {
+        let (mut client, server) = duplex(64 * 1024);
+        let mut connection = connection(
+            server,
+            |l| {
+                l.memory_budget = 1 << 20;
+                l.max_message_bytes = 1 << 20;
+            },
+            Arc::default(),
+        );
+        // The budget is held elsewhere, so the frame cannot be charged.
+        let held = connection.budget.charge(1 << 20).await.unwrap();
+        let len = 200_000u32;
+        let mut bytes = vec![1, 1, 0, 0];
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.resize(len as usize, 7);
+        // The next frame is read as usual once the refused one is past.
+        bytes.extend_from_slice(b"\x01\x01\0\0\x0a\0\0\0\xff\x01");
+        let writer = tokio::spawn(async move { client.write_all(&bytes).await });
+        match connection.read_frame().await.unwrap() {
+            Some(Incoming::Refused { header, error }) => {
+                assert_eq!(header.len(), len as usize);
+                assert_eq!(error.total, 1 << 20);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        drop(held);
+        let next = frame(connection.read_frame().await.unwrap());
+        assert_eq!(next.bytes, b"\x01\x01\0\0\x0a\0\0\0\xff\x01");
+        writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_hits_the_body_timeout_with_idle_off() {
+        let (mut client, server) = duplex(1024);
+        let mut connection = connection(
+            server,
+            |l| l.body_timeout = Duration::from_secs(30),
+            Arc::default(),
+        );
+        client
+            .write_all(&[1, 1, 0, 0, 100, 0, 0, 0, 1, 2, 3])
+            .await
+            .unwrap();
+        let error = connection.read_frame().await.unwrap_err();
+        assert_eq!(error.limit(), Some("body_timeout"));
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_nothing_hits_the_write_timeout() {
+        let (client, server) = duplex(1024);
+        let mut connection = connection(server, |_| {}, Arc::default());
+        let error = connection
+            .write_message(&vec![0; 1 << 20])
+            .await
+            .unwrap_err();
+        assert_eq!(error.limit(), Some("write_timeout"));
+        drop(client);
     }
 }

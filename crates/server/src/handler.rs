@@ -1,12 +1,20 @@
-//! One client, from its first byte to its close: handshake → password file → auth hook →
-//! per-user limit → capability byte → open hook → message loop → close hook.
+//! One client, from its first byte to its close, in the order of q's own callbacks (reference
+//! §7.1):
 //!
-//! This is the order of q's own callbacks (reference §7.1).
+//! ```text
+//!   Handler::log_in    read_handshake → identify → authenticate (brute-force wait, password file,
+//!                      on_auth) → claim_slots (max_connections, per user) → the capability byte
+//!   LoggedIn::run      on_open → the message loop (next → handle, one message at a time)
+//!                      → close the socket → on_close, exactly once
+//! ```
+//!
 //! Everything that goes wrong with a client ends that client only, with a log line in its `conn`
 //! span, and never reaches the listener.
 //!
 //! Each message is handled to the end (hook, reply written) before the next is read, so responses
 //! leave in the order the requests arrived, which clients rely on: they have no correlation ids.
+//! What a connection has to do next comes from one place, [`LoggedIn::next`]; a second source of
+//! outgoing messages is one more arm there.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -15,50 +23,53 @@ use std::{
 
 use qgate_hooks::{
     AuthVerdict, Backend, CloseReason, Credentials, Downstream, ForwardError, Hooks, Link,
-    OpenVerdict, Request, Session, TlsFacts, Verdict,
+    OpenVerdict, Push, Request, Session, TlsFacts, Verdict,
 };
 use qgate_ipc::{
-    EncodeOptions, Error, FrameError, K, Limits, Locality, Message, MessageType, WireAction,
-    encode_message_with,
+    Close, EncodeOptions, K, Locality, Message, MessageType, encode_message_with, handshake,
+    message_len,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::Instrument;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
+use tracing::{Instrument as _, field};
 
 use crate::{
+    admission::HandshakeSlot,
+    budget::{CHARGED_MIN_BYTES, Charge, MemoryBudget},
     buffers::BufferPool,
-    connection::{Connection, ConnectionError},
+    connection::{Connection, ConnectionError, Frame, Incoming},
     context,
+    logging::{ClientText, Repeats},
     options::{ServerLimits, UserFrom},
-    password::{self, PasswordStore},
+    password::PasswordStore,
     registry::{HandleGuard, Registry, UserGuard},
     shutdown::Signals,
+    throttle::{Admission, Attempt, LoginThrottle},
     tls,
 };
 
-/// What every connection shares.
+/// What every connection of a server shares.
 #[derive(Debug)]
-pub(crate) struct Shared<H, B> {
+pub(crate) struct ServerState<H, B> {
     pub(crate) hooks: H,
-    /// What answers the messages every hook passed.
+    /// What answers the messages every hook passed: the gateway, or nothing.
     pub(crate) backend: B,
     pub(crate) limits: ServerLimits,
-    pub(crate) password: Option<PasswordStore>,
+    pub(crate) password: Option<Arc<PasswordStore>>,
     pub(crate) registry: Arc<Registry>,
     /// Large message buffers for reuse.
     pub(crate) buffers: Arc<BufferPool>,
+    /// The bytes of messages and replies in flight.
+    pub(crate) budget: MemoryBudget,
+    /// Failed logins and the waits they cost.
+    pub(crate) logins: Arc<LoginThrottle>,
+    /// One permit per logged-in connection: `max_connections` in all. Taken when a login
+    /// succeeds, so that connections still in their handshake never hold one.
+    pub(crate) logged_in: Arc<Semaphore>,
     /// Whether a verified client certificate names the user (`UserFrom::None` without TLS).
     pub(crate) user_from: UserFrom,
-}
-
-/// A connection that has been accepted, before its handshake.
-pub(crate) struct Handler<H, B, S> {
-    shared: Arc<Shared<H, B>>,
-    connection: Connection<S>,
-    peer: SocketAddr,
-    handle: HandleGuard,
-    signals: Signals,
-    /// What the TLS handshake negotiated; `None` on a plain connection.
-    tls: Option<Arc<TlsFacts>>,
 }
 
 /// The span every log line of one connection is in.
@@ -67,175 +78,283 @@ pub(crate) fn span(handle: &HandleGuard, peer: &SocketAddr) -> tracing::Span {
         "conn",
         handle = handle.handle().0,
         peer = %peer,
-        user = tracing::field::Empty,
+        user = field::Empty,
     )
 }
 
-/// A connection past its handshake and authentication, whose client has its capability byte.
-struct Open<H: Hooks, B: Backend, S> {
-    shared: Arc<Shared<H, B>>,
+/// A connection that has been accepted, until its login is decided.
+pub(crate) struct Handler<H, B, S> {
+    state: Arc<ServerState<H, B>>,
     connection: Connection<S>,
-    session: Session,
-    /// The session's way to the backend: its pinned upstream connection, in gateway mode.
-    link: B::Link,
-    encode: EncodeOptions,
+    peer: SocketAddr,
+    handle: HandleGuard,
     signals: Signals,
-    /// Held for the life of the connection: it counts against the user's limit, and its handle
-    /// stays taken, until this is dropped.
+    /// What the TLS handshake negotiated; `None` on a plain connection.
+    tls: Option<Arc<TlsFacts>>,
+    /// Held until the login is decided, then given back: connections that have not logged in
+    /// are counted apart from those that have.
+    _handshake: HandshakeSlot,
+}
+
+/// A handshake, read, with the session it opens.
+struct Login {
+    session: Session,
+    credentials: Credentials,
+    /// Whether a verified client certificate named the user: it is then the credential, and the
+    /// password file is not asked.
+    by_certificate: bool,
+}
+
+/// What a logged-in connection holds for as long as it lives.
+struct Slots {
+    /// One of `max_connections`.
+    _logged_in: OwnedSemaphorePermit,
+    /// One of the user's `max_connections_per_user`.
     _user: UserGuard,
-    _handle: HandleGuard,
 }
 
 impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, B, S> {
-    /// A handler for a freshly accepted stream.
+    /// A handler for a freshly accepted stream, holding its handshake slot.
     pub(crate) fn new(
-        shared: Arc<Shared<H, B>>,
+        state: Arc<ServerState<H, B>>,
         stream: S,
         peer: SocketAddr,
         handle: HandleGuard,
+        handshake: HandshakeSlot,
         signals: Signals,
         tls: Option<Arc<TlsFacts>>,
     ) -> Self {
-        let limits = &shared.limits;
         let connection = Connection::new(
             stream,
-            Limits::new(limits.max_message_bytes),
-            limits.idle_timeout,
-            Arc::clone(&shared.buffers),
+            &state.limits,
+            Arc::clone(&state.buffers),
+            state.budget.clone(),
         );
         Self {
-            shared,
+            state,
             connection,
             peer,
             handle,
             signals,
             tls,
+            _handshake: handshake,
         }
     }
 
-    /// Serves the client until it closes, breaks a rule, or the server shuts down.
-    pub(crate) async fn run(self) {
-        let span = span(&self.handle, &self.peer);
-        self.run_in(span).await;
-    }
-
-    /// [`Handler::run`] in a span made earlier, by the TLS layer.
-    pub(crate) async fn run_in(self, span: tracing::Span) {
+    /// Serves the client until it closes, breaks a rule, or the server shuts down, every log line
+    /// in `span`.
+    pub(crate) async fn run(self, span: tracing::Span) {
         async move {
             let signals = self.signals.clone();
             // Until the client has its capability byte nothing is in flight: a shutdown closes
             // the socket at once, and the client reports 'access as for a refusal.
-            let open = tokio::select! {
+            let logged_in = tokio::select! {
                 biased;
                 () = signals.draining() => {
                     tracing::debug!("closed before the handshake completed: shutting down");
                     None
                 }
-                open = self.accept() => open,
+                logged_in = self.log_in() => logged_in,
             };
-            if let Some(open) = open {
-                open.run().await;
+            if let Some(logged_in) = logged_in {
+                logged_in.run().await;
             }
         }
         .instrument(span)
         .await;
     }
 
-    /// Reads the handshake, authenticates, counts the user and sends the capability byte.
-    /// `None` when the client is refused; the socket is then closed without a byte.
-    async fn accept(mut self) -> Option<Open<H, B, S>> {
-        let limits = &self.shared.limits;
+    /// The steps of a login, each of which may refuse the client; the socket is then closed
+    /// without a byte.
+    async fn log_in(mut self) -> Option<LoggedIn<H, B, S>> {
+        let handshake = self.read_handshake().await?;
+        let mut login = self.identify(handshake)?;
+        self.authenticate(&mut login).await?;
+        let slots = self.claim_slots(&login.session)?;
+        // The backend's side of the session opens before the client's does: in pinned gateway
+        // mode its upstream connection is made now, and the client's open completes after it.
+        let link = self
+            .state
+            .backend
+            .open(&login.session, &login.credentials)
+            .await;
+        let capability = login.session.capability;
+        if let Err(error) = self.connection.write_capability(capability).await {
+            tracing::info!(%error, "could not send the capability byte; closing");
+            return None;
+        }
+        tracing::debug!(capability, "handshake accepted");
+        Some(LoggedIn {
+            encode: EncodeOptions {
+                capability,
+                locality: locality(&self.peer),
+            },
+            state: self.state,
+            connection: self.connection,
+            session: login.session,
+            link,
+            signals: self.signals,
+            repeats: ConnectionRepeats::default(),
+            _slots: slots,
+            _handle: self.handle,
+        })
+    }
+
+    /// The handshake, within `handshake_timeout` and `max_handshake_bytes`.
+    async fn read_handshake(&mut self) -> Option<handshake::Handshake> {
+        let limits = &self.state.limits;
         let read = tokio::time::timeout(
             limits.handshake_timeout,
             self.connection.read_handshake(limits.max_handshake_bytes),
         )
         .await;
-        let handshake = match read {
-            Err(_) => {
-                tracing::info!(
-                    limit = "handshake_timeout",
-                    after = ?limits.handshake_timeout,
-                    "handshake not completed in time; closing"
-                );
-                return None;
-            }
-            Ok(Ok(Some(handshake))) => handshake,
+        match read {
+            Ok(Ok(Some(handshake))) => Some(handshake),
             Ok(Ok(None)) => {
                 tracing::debug!("closed before sending a handshake");
-                return None;
+                None
             }
             Ok(Err(error)) => {
                 match error.limit() {
                     Some(limit) => tracing::warn!(limit, %error, "bad handshake; closing"),
                     None => tracing::info!(%error, "handshake not completed; closing"),
                 }
-                return None;
+                None
             }
-        };
+            Err(_) => {
+                tracing::info!(
+                    limit = "handshake_timeout",
+                    after = ?limits.handshake_timeout,
+                    "handshake not completed in time; closing"
+                );
+                None
+            }
+        }
+    }
+
+    /// Who the client says it is, or who its certificate says it is with `tls.user_from`.
+    fn identify(&self, handshake: handshake::Handshake) -> Option<Login> {
+        let reply = handshake.reply_byte();
         let credentials = Credentials {
             user: handshake.user,
             password: handshake.password,
         };
-        let capability = handshake.capability;
-        let reply = qgate_ipc::handshake::reply_byte(capability);
         // With `tls.user_from`, a verified client certificate is the user, whatever the handshake
         // says, and it is the credential: the password file is not asked.
-        let cert_user = match tls::cert_user(self.tls.as_deref(), self.shared.user_from) {
+        let cert_user = match tls::cert_user(self.tls.as_deref(), self.state.user_from) {
             Ok(user) => user,
             Err(why) => {
                 tracing::warn!(reason = why, "client certificate names no user; closing");
                 return None;
             }
         };
-        let user = match &cert_user {
+        let by_certificate = cert_user.is_some();
+        let user = match cert_user {
             Some(user) => {
                 if user.as_bytes() != credentials.user.as_slice() && !credentials.user.is_empty() {
                     tracing::debug!(
-                        handshake_user = %user_field(&credentials.user),
+                        handshake_user = %ClientText(&credentials.user),
                         "the client certificate names the user; the handshake's is ignored"
                     );
                 }
-                user.as_bytes().to_vec()
+                user.into_bytes()
             }
             None => credentials.user.clone(),
         };
-        tracing::Span::current().record("user", user_field(&user));
+        record_user(&user);
         let mut session = Session::new(self.handle.handle(), user, self.peer, reply);
         session.tls = self.tls.clone();
+        Some(Login {
+            session,
+            credentials,
+            by_certificate,
+        })
+    }
 
-        // The password file first, then the auth hook, as q runs -u/-U before .z.pw: a client the
-        // file refuses never reaches the hook.
-        if cert_user.is_none()
-            && let Some(store) = &self.shared.password
-            && !store
-                .check(&credentials.user, credentials.password.as_deref())
-                .await
-        {
+    /// The password file, then the auth hook, as q runs -u/-U before .z.pw (a client the file
+    /// refuses never reaches the hook); all of it after the wait that earlier failures from this
+    /// address or for this user cost, which is the same whatever the outcome.
+    async fn authenticate(&self, login: &mut Login) -> Option<()> {
+        let attempt = self.wait_turn(&login.credentials.user).await?;
+        let Some(check) = self.check_credentials(login).await else {
+            attempt.succeeded();
+            return Some(());
+        };
+        let failure = attempt.failed();
+        if let Some(left_out) = failure.log {
             tracing::info!(
-                check = "password file",
+                check,
+                failures = failure.failures,
+                next_attempt_waits = ?failure.delay,
+                left_out,
                 "authentication failed; closing without a reply"
             );
-            return None;
         }
-        match self.shared.hooks.on_auth(&session, &credentials).await {
-            AuthVerdict::Deny => {
-                tracing::info!(
-                    check = "auth hook",
-                    "authentication failed; closing without a reply"
-                );
-                return None;
+        None
+    }
+
+    /// Waits for this login's turn, as earlier failures from the address or for `user` say;
+    /// `None` when the address has queued up too many attempts, and is refused without a check.
+    async fn wait_turn(&self, user: &[u8]) -> Option<Attempt> {
+        match self.state.logins.admit(self.peer.ip(), user) {
+            Admission::Proceed { wait, attempt } => {
+                if !wait.is_zero() {
+                    tracing::debug!(?wait, "waiting out earlier failed logins before checking");
+                    tokio::time::sleep(wait).await;
+                }
+                Some(attempt)
             }
+            Admission::Refuse { failures, log } => {
+                if let Some(left_out) = log {
+                    tracing::warn!(
+                        failures,
+                        left_out,
+                        limit = "auth.max_failed_login_delay",
+                        "too many failed logins from this address: refused without a check"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// The password file (unless a client certificate is the credential), then the auth hook,
+    /// which may rename the user; `None` when both let the client in, else the check that
+    /// refused it.
+    async fn check_credentials(&self, login: &mut Login) -> Option<&'static str> {
+        let credentials = &login.credentials;
+        if !login.by_certificate
+            && let Some(store) = &self.state.password
+            && !store.check(&credentials.user, credentials.password.as_deref())
+        {
+            return Some("password file");
+        }
+        match self.state.hooks.on_auth(&login.session, credentials).await {
+            AuthVerdict::Deny => Some("auth hook"),
             AuthVerdict::Allow(Some(user)) => {
-                tracing::Span::current().record("user", user_field(&user));
-                session.user = user.into();
+                record_user(&user);
+                login.session.user = user.into();
+                None
             }
             // With no password file and no opinion, everyone is accepted, as q's default .z.pw
             // does; with a file, getting here means it accepted.
-            AuthVerdict::Allow(None) | AuthVerdict::Pass => {}
+            AuthVerdict::Allow(None) | AuthVerdict::Pass => None,
         }
+    }
 
+    /// A slot among `max_connections`, and one among the user's `max_connections_per_user`.
+    fn claim_slots(&self, session: &Session) -> Option<Slots> {
+        let limits = &self.state.limits;
+        let Ok(logged_in) = Arc::clone(&self.state.logged_in).try_acquire_owned() else {
+            tracing::warn!(
+                limit = "max_connections",
+                max = limits.max_connections,
+                "too many connections; closing without a reply"
+            );
+            return None;
+        };
         let max_per_user = limits.max_connections_per_user;
-        let Some(user_guard) = self.shared.registry.claim_user(&session.user, max_per_user) else {
+        let Some(user) = self.state.registry.claim_user(&session.user, max_per_user) else {
             tracing::warn!(
                 limit = "max_connections_per_user",
                 max = max_per_user,
@@ -243,289 +362,52 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, 
             );
             return None;
         };
-
-        // The backend's side of the session opens before the client's does: in pinned gateway
-        // mode its upstream connection is made now, so the upstream sees the session begin.
-        let link = self.shared.backend.open(&session, &credentials).await;
-
-        if let Err(error) = self.connection.write_capability(reply).await {
-            tracing::info!(%error, "could not send the capability byte; closing");
-            return None;
-        }
-        tracing::debug!(capability, reply, "handshake accepted");
-        Some(Open {
-            encode: EncodeOptions {
-                capability: reply,
-                locality: locality(&self.peer),
-            },
-            shared: self.shared,
-            connection: self.connection,
-            session,
-            link,
-            signals: self.signals,
-            _user: user_guard,
-            _handle: self.handle,
+        Some(Slots {
+            _logged_in: logged_in,
+            _user: user,
         })
     }
 }
 
-impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Open<H, B, S> {
-    /// Runs the open hook and the message loop, then closes and runs the close hook, exactly
-    /// once, whichever side closed.
-    async fn run(mut self) {
-        let signals = self.signals.clone();
-        let reason = tokio::select! {
-            biased;
-            () = signals.cut() => CloseReason::Shutdown,
-            reason = self.serve() => reason,
-        };
-        self.connection.shutdown().await;
-        tracing::info!(%reason, "connection closed");
-        self.shared.hooks.on_close(&self.session, &reason).await;
-    }
+/// Records the user name in the connection's span, escaped and cut short.
+fn record_user(user: &[u8]) {
+    tracing::Span::current().record("user", field::display(ClientText(user)));
+}
 
-    /// The open hook, then messages until something ends the connection; returns why.
-    async fn serve(&mut self) -> CloseReason {
-        if let OpenVerdict::Close(why) = self.shared.hooks.on_open(&self.session).await {
-            return CloseReason::Refused(why);
-        }
-        // One shutdown future for the whole loop: making a new one for every message registers a new
-        // waiter each time, which cost about a quarter of the CPU of small-message ingest.
-        let signals = self.signals.clone();
-        let draining = signals.draining();
-        tokio::pin!(draining);
-        loop {
-            // A frame already in the read-ahead buffer is taken without the select: polling the
-            // shutdown signal for each of many pipelined messages cost a third of the CPU of
-            // small-message ingest. The signal is still seen at every read from the socket, so a
-            // shutdown waits for at most one read's worth of messages.
-            let frame = match self.connection.buffered_frame() {
-                Ok(Some(frame)) => Ok(Some(frame)),
-                Ok(None) => tokio::select! {
-                    biased;
-                    () = &mut draining => return CloseReason::Shutdown,
-                    frame = self.connection.read_frame() => frame,
-                    // Both are cancel-safe: whichever loses keeps what it had read.
-                    push = self.link.push() => {
-                        match push {
-                            Ok(push) => {
-                                if let Err(error) = self.connection.write_message(&push.frame).await {
-                                    return self.write_failed(error);
-                                }
-                                continue;
-                            }
-                            Err(closed) => {
-                                tracing::warn!(cause = %closed, "the backend ended the session; closing");
-                                return CloseReason::Io(format!("backend closed: {closed}"));
-                            }
-                        }
-                    }
-                },
-                Err(error) => Err(error),
-            };
-            let frame = match frame {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return CloseReason::ClientClosed,
-                Err(error) => return self.read_failed(error),
-            };
-            let request = match decode(frame, self.shared.limits.max_message_bytes) {
-                Ok(request) => request,
-                Err(error) => {
-                    // q's .z.bm: log the bad message, close that client, run .z.pc.
-                    tracing::warn!(%error, "malformed message; closing");
-                    return CloseReason::BadMessage(error);
-                }
-            };
-            if let Err(reason) = self.process(&request).await {
-                return reason;
-            }
-            self.shared.buffers.put(request.into_message().into_bytes());
-        }
-    }
+/// The events of one connection that a client can repeat at will, each logged at most a few
+/// times a window (see `logging.rs`).
+#[derive(Debug, Default)]
+struct ConnectionRepeats {
+    async_denied: Repeats,
+    error_responses: Repeats,
+    stray_responses: Repeats,
+}
 
-    /// Handles one message to the end: for a sync request, the response is written before this
-    /// returns.
-    async fn process(&mut self, request: &Request) -> Result<(), CloseReason> {
-        match request.message_type() {
-            MessageType::Sync => match self.answer(request).await {
-                Answer::Value(response) => self.respond(response).await,
-                Answer::Forward(route) => self.forward(route.as_deref(), request).await,
-            },
-            MessageType::Async => {
-                let verdict = if self.restricted() && password::is_system_command(request) {
-                    Verdict::Deny("access".to_owned())
-                } else {
-                    self.shared.hooks.on_async(&self.session, request).await
-                };
-                let route = match verdict {
-                    Verdict::Deny(error) => {
-                        // As q prints an async error on its console and sends nothing back.
-                        tracing::info!(%error, "async message refused; dropped");
-                        return Ok(());
-                    }
-                    Verdict::Reply(_) => return Ok(()),
-                    Verdict::Pass => None,
-                    Verdict::Route(route) => Some(route),
-                };
-                match self.link.send_async(route.as_deref(), request).await {
-                    Ok(()) => Ok(()),
-                    Err(ForwardError::Refuse(error)) => {
-                        tracing::warn!(%error, "async message not forwarded; dropped");
-                        Ok(())
-                    }
-                    Err(error) => Err(self.forward_failed(error)),
-                }
-            }
-            MessageType::Response if request.view().type_code() != qgate_ipc::type_code::ERROR => {
-                // A client's answer to a sync request the backend sent it (a pinned upstream's
-                // `.z.w` query); with no backend asking, it is dropped.
-                self.link
-                    .respond(request)
-                    .await
-                    .map_err(|error| self.forward_failed(error))
-            }
-            MessageType::Response => {
-                // Only a reply to a query the server sent is expected, and qgate sends none: this
-                // is a stray, or a client's refusal of a server query (PyKX and qPython send an
-                // error). Neither needs an answer.
-                let view = request.view();
-                if view.type_code() == qgate_ipc::type_code::ERROR {
-                    let text = view.as_bytes().get(1..).unwrap_or_default();
-                    let text = text.split(|&b| b == 0).next().unwrap_or_default();
-                    tracing::warn!(
-                        error = %String::from_utf8_lossy(text),
-                        "client sent an error response; ignored"
-                    );
-                } else {
-                    tracing::debug!("client sent a response nobody asked for; ignored");
-                }
-                Ok(())
-            }
-        }
-    }
+/// A connection past its handshake and authentication, whose client has its capability byte.
+struct LoggedIn<H, B: Backend, S> {
+    state: Arc<ServerState<H, B>>,
+    connection: Connection<S>,
+    session: Session,
+    /// The session's way to the backend (in pinned gateway mode, its own upstream connection),
+    /// closed with it.
+    link: B::Link,
+    encode: EncodeOptions,
+    signals: Signals,
+    repeats: ConnectionRepeats,
+    /// Held for the life of the connection: it counts against `max_connections` and the user's
+    /// limit, and its handle stays taken, until this is dropped.
+    _slots: Slots,
+    _handle: HandleGuard,
+}
 
-    /// What answers a sync request: a value or a q error from here, or the backend.
-    async fn answer(&self, request: &Request) -> Answer {
-        if self.restricted() && password::is_system_command(request) {
-            return Answer::Value(Err("access".to_owned()));
-        }
-        if let Some(value) = context::answer(request) {
-            tracing::debug!("answered a PyKX context query");
-            return Answer::Value(Ok(value));
-        }
-        match self.shared.hooks.on_sync(&self.session, request).await {
-            Verdict::Reply(value) => Answer::Value(Ok(value)),
-            Verdict::Deny(error) => Answer::Value(Err(error)),
-            Verdict::Pass => Answer::Forward(None),
-            Verdict::Route(route) => Answer::Forward(Some(route)),
-        }
-    }
-
-    /// Hands a sync request to the backend, which writes the reply (and anything it pushes
-    /// before it) to the client.
-    async fn forward(&mut self, route: Option<&str>, request: &Request) -> Result<(), CloseReason> {
-        let mut client = ToClient {
-            connection: &mut self.connection,
-        };
-        match self.link.sync(route, request, &mut client).await {
-            Ok(()) => Ok(()),
-            Err(ForwardError::Refuse(error)) => self.respond(Err(error)).await,
-            Err(ForwardError::Close(error)) => {
-                self.respond(Err(error.clone())).await?;
-                tracing::warn!(cause = %error, "the backend ended the session; closing");
-                Err(CloseReason::Io(format!("backend closed: {error}")))
-            }
-            Err(error) => Err(self.forward_failed(error)),
-        }
-    }
-
-    /// Why a forward that could not be answered ended the connection, logged.
-    fn forward_failed(&self, error: ForwardError) -> CloseReason {
-        match error {
-            ForwardError::Client(error) => io_reason(&error),
-            ForwardError::Broken(cause) => {
-                tracing::warn!(%cause, "the reply was cut off mid-message; closing the client");
-                CloseReason::Io(format!("reply cut off: {cause}"))
-            }
-            ForwardError::Close(cause) | ForwardError::Refuse(cause) => {
-                tracing::warn!(%cause, "the backend ended the session; closing");
-                CloseReason::Io(format!("backend closed: {cause}"))
-            }
-            other => CloseReason::Io(other.to_string()),
-        }
-    }
-
-    /// Encodes and writes a response: the value, or a q error (`-128` and the text).
-    async fn respond(&mut self, response: Result<K, String>) -> Result<(), CloseReason> {
-        let encoded = match response {
-            Ok(value) => match encode_message_with(MessageType::Response, &value, &self.encode) {
-                Ok(bytes) => Ok(bytes),
-                Err(error) => match Error::Encode(error.clone()).wire_action() {
-                    WireAction::Reply(q_error) => {
-                        tracing::warn!(%error, q_error, "reply cannot be sent; sending an error");
-                        self.encode_error(q_error)
-                    }
-                    WireAction::CloseSilently | WireAction::CloseBadMessage => {
-                        Err(CloseReason::Io(format!("cannot encode the reply: {error}")))
-                    }
-                },
-            },
-            Err(text) => self.encode_error(&text),
-        }?;
-        self.connection
-            .write_message(&encoded)
-            .await
-            .map_err(|error| self.write_failed(error))
-    }
-
-    /// A q error response. The text stops at its first NUL, which the wire format cannot carry.
-    fn encode_error(&self, text: &str) -> Result<Vec<u8>, CloseReason> {
-        let text = text.split('\0').next().unwrap_or_default();
-        encode_message_with(MessageType::Response, &K::error(text), &self.encode)
-            .map_err(|error| CloseReason::Io(format!("cannot encode an error reply: {error}")))
-    }
-
-    /// Whether the password file is `-u`.
-    fn restricted(&self) -> bool {
-        self.shared
-            .password
-            .as_ref()
-            .is_some_and(PasswordStore::restricted)
-    }
-
-    /// Why reading the next message ended the connection, logged.
-    fn read_failed(&self, error: ConnectionError) -> CloseReason {
-        match error {
-            ConnectionError::Frame(FrameError::TooLarge { .. })
-            | ConnectionError::Timeout { .. } => {
-                // Invariant: both variants name their limit.
-                let limit = error.limit().unwrap_or("limit");
-                tracing::warn!(limit, %error, "client broke a limit; closing");
-                CloseReason::Limit(limit)
-            }
-            ConnectionError::Frame(error) => {
-                tracing::warn!(%error, "malformed message header; closing");
-                CloseReason::BadMessage(error.to_string())
-            }
-            ConnectionError::HandshakeTooLong { .. } | ConnectionError::Truncated(_) => {
-                tracing::info!(%error, "client closed in the middle of a message");
-                CloseReason::ClientClosed
-            }
-            ConnectionError::Io(error) => io_reason(&error),
-        }
-    }
-
-    /// Why writing a response ended the connection.
-    fn write_failed(&self, error: ConnectionError) -> CloseReason {
-        match error {
-            ConnectionError::Timeout { limit, .. } => {
-                tracing::warn!(limit, "client stopped reading its responses; closing");
-                CloseReason::Limit(limit)
-            }
-            ConnectionError::Io(error) => io_reason(&error),
-            other => CloseReason::Io(other.to_string()),
-        }
-    }
+/// What a logged-in connection has to do next.
+enum Next {
+    /// Handle a message from the client.
+    Message(Incoming),
+    /// Forward to the client a message the backend sent it unasked.
+    Push(Push),
+    /// Close, for this reason.
+    Close(CloseReason),
 }
 
 /// What answers a sync request.
@@ -536,8 +418,436 @@ enum Answer {
     Forward(Option<String>),
 }
 
-/// The client's side of a forwarded request: writes go to its connection within the write
-/// timeout, and its closing is seen while the backend works.
+/// A reply on its way to the client: its encoded bytes and the memory budget they hold.
+struct Outgoing {
+    bytes: Vec<u8>,
+    _charge: Charge,
+}
+
+impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H, B, S> {
+    /// Runs the open hook and the message loop, then closes and runs the close hook, exactly
+    /// once, whichever side closed.
+    async fn run(mut self) {
+        let signals = self.signals.clone();
+        let reason = tokio::select! {
+            biased;
+            () = signals.cut() => CloseReason::Shutdown,
+            reason = self.serve() => reason,
+        };
+        self.connection.shutdown().await;
+        self.log_unreported();
+        tracing::info!(reason = %ClientText(reason.to_string().as_bytes()), "connection closed");
+        self.state.hooks.on_close(&self.session, &reason).await;
+    }
+
+    /// The open hook, then messages until something ends the connection; returns why.
+    async fn serve(&mut self) -> CloseReason {
+        if let OpenVerdict::Close(why) = self.state.hooks.on_open(&self.session).await {
+            return CloseReason::Refused(why);
+        }
+        // One shutdown future for the whole loop: making a new one for every message registers a new
+        // waiter each time, which cost about a quarter of the CPU of small-message ingest.
+        let signals = self.signals.clone();
+        let draining = signals.draining();
+        tokio::pin!(draining);
+        loop {
+            let incoming = match self.next(draining.as_mut()).await {
+                Next::Message(incoming) => incoming,
+                Next::Push(push) => {
+                    if let Err(error) = self.connection.write_message(&push.frame).await {
+                        return write_failed(error);
+                    }
+                    continue;
+                }
+                Next::Close(reason) => return reason,
+            };
+            if let Err(reason) = self.handle(incoming).await {
+                return reason;
+            }
+        }
+    }
+
+    /// The next thing to do: a message from the client, a message the backend pushes to it, or a
+    /// close (the client's, the backend's, a broken rule, a shutdown).
+    ///
+    /// A frame already in the read-ahead buffer is taken without the select: polling the shutdown
+    /// signal for each of many pipelined messages cost a third of the CPU of small-message
+    /// ingest. The signal is still seen at every read from the socket, so a shutdown waits for at
+    /// most one read's worth of messages.
+    async fn next(&mut self, draining: std::pin::Pin<&mut impl Future<Output = ()>>) -> Next {
+        let read = match self.connection.buffered_frame() {
+            Ok(Some(incoming)) => Ok(Some(incoming)),
+            Ok(None) => tokio::select! {
+                biased;
+                () = draining => return Next::Close(CloseReason::Shutdown),
+                read = self.connection.read_frame() => read,
+                // Both reads are cancel-safe: whichever loses keeps what it had read.
+                push = self.link.push() => {
+                    return match push {
+                        Ok(push) => Next::Push(push),
+                        Err(closed) => {
+                            tracing::warn!(
+                                cause = %ClientText(closed.0.as_bytes()),
+                                "the backend ended the session; closing the client"
+                            );
+                            Next::Close(CloseReason::Io(format!("backend closed: {closed}")))
+                        }
+                    };
+                }
+            },
+            Err(error) => Err(error),
+        };
+        match read {
+            Ok(Some(incoming)) => Next::Message(incoming),
+            Ok(None) => Next::Close(CloseReason::ClientClosed),
+            Err(error) => Next::Close(read_failed(error)),
+        }
+    }
+
+    /// Handles one message to the end: for a sync request, the response is written before this
+    /// returns.
+    async fn handle(&mut self, incoming: Incoming) -> Result<(), CloseReason> {
+        let frame = match incoming {
+            Incoming::Frame(frame) => frame,
+            Incoming::Refused { header, error } => {
+                return self
+                    .over_budget(header.message_type, header.len(), &error)
+                    .await;
+            }
+        };
+        let message_type = frame.header.message_type;
+        let (request, charge) = match self.decode(frame).await {
+            Decoded::Request(request, charge) => (request, charge),
+            Decoded::OverBudget(len, error) => {
+                return self.over_budget(message_type, len, &error).await;
+            }
+            Decoded::Close(reason) => return Err(reason),
+        };
+        match request.message_type() {
+            MessageType::Sync => match self.answer(&request).await {
+                Answer::Value(response) => {
+                    // The request's memory goes back before the reply's is taken.
+                    self.done_with(request, charge);
+                    let outgoing = self.encode(response).await?;
+                    self.send(outgoing).await
+                }
+                Answer::Forward(route) => {
+                    let result = self.forward(route.as_deref(), &request).await;
+                    self.done_with(request, charge);
+                    result
+                }
+            },
+            MessageType::Async => {
+                let verdict = if self.restricted(&request) {
+                    Verdict::Deny("access".to_owned())
+                } else {
+                    self.state.hooks.on_async(&self.session, &request).await
+                };
+                let route = match verdict {
+                    Verdict::Deny(error) => {
+                        self.done_with(request, charge);
+                        if let Some(left_out) = self.repeats.async_denied.note() {
+                            // As q prints an async error on its console and sends nothing back.
+                            tracing::info!(
+                                error = %ClientText(error.as_bytes()),
+                                left_out,
+                                "async message refused; dropped"
+                            );
+                        }
+                        return Ok(());
+                    }
+                    // A plugin took it: nothing goes further.
+                    Verdict::Reply(_) => {
+                        self.done_with(request, charge);
+                        return Ok(());
+                    }
+                    Verdict::Pass => None,
+                    Verdict::Route(route) => Some(route),
+                };
+                let result = self.link.send_async(route.as_deref(), &request).await;
+                self.done_with(request, charge);
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(ForwardError::Refuse(error)) => {
+                        if let Some(left_out) = self.repeats.async_denied.note() {
+                            tracing::warn!(
+                                error = %ClientText(error.as_bytes()),
+                                left_out,
+                                "async message not forwarded; dropped"
+                            );
+                        }
+                        Ok(())
+                    }
+                    Err(error) => Err(forward_failed(error)),
+                }
+            }
+            MessageType::Response => {
+                // A client's answer to a sync request the backend sent it (a pinned upstream's
+                // `.z.w` query) goes back; anything else is a stray.
+                let result = self.link.respond(&request).await;
+                match result {
+                    Ok(true) => {}
+                    Ok(false) => self.stray_response(&request),
+                    Err(error) => {
+                        self.done_with(request, charge);
+                        return Err(forward_failed(error));
+                    }
+                }
+                self.done_with(request, charge);
+                Ok(())
+            }
+        }
+    }
+
+    /// Decompresses (within the memory budget) and validates a frame: what kdb+'s message
+    /// validator does.
+    async fn decode(&self, frame: Frame) -> Decoded {
+        let Frame {
+            header,
+            bytes,
+            charge,
+        } = frame;
+        let limits = self.state.limits.codec();
+        let mut charge = charge;
+        if header.compressed {
+            let len = match Message::uncompressed_len(&header, &bytes, &limits) {
+                Ok(len) => len,
+                Err(error) => {
+                    let close = Close::from(&error);
+                    return Decoded::Close(bad_message(
+                        close,
+                        &qgate_ipc::Error::Decompress(error),
+                    ));
+                }
+            };
+            if len >= CHARGED_MIN_BYTES {
+                // The compressed frame's charge stays until it is decompressed: both are in
+                // memory meanwhile.
+                match self.state.budget.charge(len).await {
+                    Ok(uncompressed) => charge = uncompressed,
+                    Err(error) => return Decoded::OverBudget(len, error),
+                }
+            }
+        }
+        let message = match Message::from_parsed(header, bytes, &limits) {
+            Ok(message) => message,
+            Err(error) => {
+                let close = Close::from(&error);
+                return Decoded::Close(bad_message(close, &qgate_ipc::Error::Decompress(error)));
+            }
+        };
+        match Request::new(message) {
+            Ok(request) => Decoded::Request(request, charge),
+            Err(error) => {
+                let close = Close::from(&error);
+                Decoded::Close(bad_message(close, &qgate_ipc::Error::Decode(error)))
+            }
+        }
+    }
+
+    /// Refuses a message the memory budget cannot hold: a sync request gets a q error naming
+    /// the limit, an async one is dropped; the connection goes on.
+    async fn over_budget(
+        &mut self,
+        message_type: MessageType,
+        len: usize,
+        error: &crate::budget::BudgetExhausted,
+    ) -> Result<(), CloseReason> {
+        tracing::warn!(
+            limit = "memory_budget",
+            bytes = len,
+            %error,
+            "message refused: the server's memory budget is spent"
+        );
+        if message_type != MessageType::Sync {
+            return Ok(());
+        }
+        let text = format!(
+            "qgate: a message of {len} bytes was refused: the server's memory budget \
+             (limits.memory_budget) is spent; try again"
+        );
+        let outgoing = self.encode(Err(text)).await?;
+        self.send(outgoing).await
+    }
+
+    /// What answers a sync request: a value or a q error from here, or the backend.
+    async fn answer(&self, request: &Request) -> Answer {
+        if self.restricted(request) {
+            return Answer::Value(Err("access".to_owned()));
+        }
+        if let Some(value) = context::answer(request) {
+            tracing::debug!("answered a PyKX context query");
+            return Answer::Value(Ok(value));
+        }
+        match self.state.hooks.on_sync(&self.session, request).await {
+            Verdict::Reply(value) => Answer::Value(Ok(value)),
+            Verdict::Deny(error) => Answer::Value(Err(error)),
+            Verdict::Pass => Answer::Forward(None),
+            Verdict::Route(route) => Answer::Forward(Some(route)),
+        }
+    }
+
+    /// Hands a sync request to the backend, which writes the reply (and anything it pushes
+    /// before it) to the client, each write within the write timeout.
+    async fn forward(&mut self, route: Option<&str>, request: &Request) -> Result<(), CloseReason> {
+        let mut client = ToClient {
+            connection: &mut self.connection,
+        };
+        match self.link.sync(route, request, &mut client).await {
+            Ok(()) => Ok(()),
+            Err(ForwardError::Refuse(error)) => {
+                let outgoing = self.encode_error(&error)?;
+                self.send(outgoing).await
+            }
+            Err(ForwardError::Close(error)) => {
+                let outgoing = self.encode_error(&error)?;
+                self.send(outgoing).await?;
+                Err(forward_failed(ForwardError::Close(error)))
+            }
+            Err(error) => Err(forward_failed(error)),
+        }
+    }
+
+    /// Whether q's `-u` refuses this message: the password file is restricted and the message is
+    /// a q system command, a char vector starting with `\` (`"\\ls"`), which q refuses from
+    /// remote clients under `-u`.
+    ///
+    /// That is all `-u` adds in qgate: qgate does not evaluate q, so the rest of what `-u`
+    /// restricts in q (file access outside the working directory, `exit`, `hopen` of files) is
+    /// up to whatever answers the queries, a plugin or a backend.
+    fn restricted(&self, request: &Request) -> bool {
+        self.state
+            .password
+            .as_deref()
+            .is_some_and(PasswordStore::restricted)
+            && request
+                .view()
+                .string()
+                .is_some_and(|text| text.first() == Some(&b'\\'))
+    }
+
+    /// A response from the client: only a reply to a query the server sent is expected, and
+    /// qgate sends none, so this is a stray, or a client's refusal of a server query (PyKX and
+    /// qPython send an error). Neither needs an answer; both are logged, within limits.
+    fn stray_response(&mut self, request: &Request) {
+        let view = request.view();
+        if let Some(text) = view.error_text() {
+            if let Some(left_out) = self.repeats.error_responses.note() {
+                tracing::warn!(
+                    error = %ClientText(text),
+                    left_out,
+                    "client sent an error response; ignored"
+                );
+            }
+        } else if let Some(left_out) = self.repeats.stray_responses.note() {
+            tracing::debug!(left_out, "client sent a response nobody asked for; ignored");
+        }
+    }
+
+    /// Gives a handled request's buffer back for reuse, and its memory back to the budget.
+    fn done_with(&self, request: Request, charge: Charge) {
+        self.state.buffers.put(request.into_message().into_bytes());
+        drop(charge);
+    }
+
+    /// Encodes a response, the value or a q error (`-128` and the text), charged to the memory
+    /// budget before it is allocated.
+    ///
+    /// A value that cannot be sent becomes the q error that says why ('type, 'limit); a reply
+    /// the budget cannot hold becomes a q error naming the budget.
+    async fn encode(&self, response: Result<K, String>) -> Result<Outgoing, CloseReason> {
+        let value = match response {
+            Ok(value) => value,
+            Err(text) => return self.encode_error(&text),
+        };
+        let len = match message_len(&value, self.encode.capability) {
+            Ok(len) => len,
+            Err(error) => {
+                let q_error = error.q_error();
+                tracing::warn!(%error, q_error, "reply cannot be sent; sending an error");
+                return self.encode_error(q_error);
+            }
+        };
+        let mut charge = self.state.budget.empty();
+        if len >= CHARGED_MIN_BYTES {
+            // A reply compressed for a remote peer needs its plain and its compressed form at
+            // once, the second at most half the first.
+            let peak = match self.encode.locality {
+                Locality::Remote => len + len / 2,
+                Locality::Local => len,
+            };
+            charge = match self.state.budget.charge(peak).await {
+                Ok(charge) => charge,
+                Err(error) => {
+                    tracing::warn!(
+                        limit = "memory_budget",
+                        bytes = len,
+                        %error,
+                        "reply refused: the server's memory budget is spent"
+                    );
+                    return self.encode_error(&format!(
+                        "qgate: a reply of {len} bytes was dropped: the server's memory budget \
+                         (limits.memory_budget) is spent; try again"
+                    ));
+                }
+            };
+        }
+        match encode_message_with(MessageType::Response, &value, &self.encode) {
+            Ok(bytes) => {
+                charge.shrink_to(bytes.capacity());
+                Ok(Outgoing {
+                    bytes,
+                    _charge: charge,
+                })
+            }
+            Err(error) => {
+                let q_error = error.q_error();
+                tracing::warn!(%error, q_error, "reply cannot be sent; sending an error");
+                self.encode_error(q_error)
+            }
+        }
+    }
+
+    /// A q error response. The text stops at its first NUL, which the wire format cannot carry.
+    fn encode_error(&self, text: &str) -> Result<Outgoing, CloseReason> {
+        let text = text.split('\0').next().unwrap_or_default();
+        match encode_message_with(MessageType::Response, &K::error(text), &self.encode) {
+            Ok(bytes) => Ok(Outgoing {
+                bytes,
+                _charge: self.state.budget.empty(),
+            }),
+            Err(error) => Err(CloseReason::Io(format!(
+                "cannot encode an error reply: {error}"
+            ))),
+        }
+    }
+
+    /// Writes an encoded message to the client, within the write timeout; its memory goes back
+    /// to the budget once written.
+    async fn send(&mut self, outgoing: Outgoing) -> Result<(), CloseReason> {
+        self.connection
+            .write_message(&outgoing.bytes)
+            .await
+            .map_err(write_failed)
+    }
+
+    /// Logs how many repeated events were left out and not yet reported, at the close.
+    fn log_unreported(&self) {
+        let repeats = &self.repeats;
+        for (event, count) in [
+            ("async messages refused", repeats.async_denied.unreported()),
+            ("error responses", repeats.error_responses.unreported()),
+            ("stray responses", repeats.stray_responses.unreported()),
+        ] {
+            if count > 0 {
+                tracing::info!(event, count, "repeated events left out of the log");
+            }
+        }
+    }
+}
+
+/// The client's side of a forwarded request: the backend's writes go to its connection, each
+/// within the write timeout, and its closing is seen while the backend works.
 struct ToClient<'a, S> {
     connection: &'a mut Connection<S>,
 }
@@ -555,11 +865,79 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Downstream for ToClient<'_, S> {
     }
 }
 
-/// Decompresses and validates a frame: what kdb+'s message validator does.
-fn decode(frame: Vec<u8>, max_message_bytes: usize) -> Result<Request, String> {
-    let message =
-        Message::from_frame(frame, &Limits::new(max_message_bytes)).map_err(|e| e.to_string())?;
-    Request::new(message).map_err(|e| format!("decode: {e}"))
+/// Why a forward that did not end with a reply ended the connection, logged.
+fn forward_failed(error: ForwardError) -> CloseReason {
+    match error {
+        ForwardError::Client(error) => io_reason(&error),
+        ForwardError::Broken(cause) => {
+            tracing::warn!(
+                cause = %ClientText(cause.as_bytes()),
+                "the reply was cut off in the middle; closing the client"
+            );
+            CloseReason::Io(format!("reply cut off: {cause}"))
+        }
+        ForwardError::Close(cause) | ForwardError::Refuse(cause) => {
+            tracing::warn!(
+                cause = %ClientText(cause.as_bytes()),
+                "the backend ended the session; closing the client"
+            );
+            CloseReason::Io(format!("backend closed: {cause}"))
+        }
+        other => CloseReason::Io(other.to_string()),
+    }
+}
+
+/// A frame, decoded.
+enum Decoded {
+    /// A valid request, with the memory budget it holds.
+    Request(Request, Charge),
+    /// The uncompressed message (of this many bytes) does not fit the memory budget.
+    OverBudget(usize, crate::budget::BudgetExhausted),
+    /// Not a message that can be taken: the connection closes.
+    Close(CloseReason),
+}
+
+/// Why a bad message ends the connection, logged: the codec's [`Close`] for it.
+fn bad_message(close: Close, error: &dyn std::fmt::Display) -> CloseReason {
+    match close {
+        Close::OverLimit(limit) => {
+            tracing::warn!(limit, %error, "client broke a limit; closing");
+            CloseReason::Limit(limit)
+        }
+        // q's .z.bm: log the bad message, close that client, run .z.pc.
+        Close::BadMessage | Close::Silently => {
+            tracing::warn!(%error, "malformed message; closing");
+            CloseReason::BadMessage(error.to_string())
+        }
+    }
+}
+
+/// Why reading the next message ended the connection, logged.
+fn read_failed(error: ConnectionError) -> CloseReason {
+    match error {
+        ConnectionError::Frame(frame) => bad_message(Close::from(&frame), &frame),
+        ConnectionError::Timeout { limit, .. } => {
+            tracing::warn!(limit, %error, "client broke a limit; closing");
+            CloseReason::Limit(limit)
+        }
+        ConnectionError::Handshake(_) | ConnectionError::Truncated(_) => {
+            tracing::info!(%error, "client closed in the middle of a message");
+            CloseReason::ClientClosed
+        }
+        ConnectionError::Io(error) => io_reason(&error),
+    }
+}
+
+/// Why writing a response ended the connection.
+fn write_failed(error: ConnectionError) -> CloseReason {
+    match error {
+        ConnectionError::Timeout { limit, .. } => {
+            tracing::warn!(limit, "client stopped reading its responses; closing");
+            CloseReason::Limit(limit)
+        }
+        ConnectionError::Io(error) => io_reason(&error),
+        other => CloseReason::Io(other.to_string()),
+    }
 }
 
 /// A socket error as a close reason: a reset or a broken pipe is the client going away.
@@ -571,11 +949,6 @@ fn io_reason(error: &std::io::Error) -> CloseReason {
         }
         _ => CloseReason::Io(error.to_string()),
     }
-}
-
-/// A user name for the span, lossily as UTF-8.
-fn user_field(user: &[u8]) -> String {
-    String::from_utf8_lossy(user).into_owned()
 }
 
 /// Where a peer is, which decides whether large replies are compressed: loopback peers

@@ -1,10 +1,17 @@
-//! The accept loop, the connection limit, and [`run`], the server's only entry point.
+//! The server: [`Server::new`] loads what the options name, [`Server::serve`] runs the accept
+//! loop until the shutdown signal and drains, and [`run`] is both in one call.
 //!
-//! # The connection limit: accept, then refuse
+//! # Connection limits: accept, then refuse
 //!
-//! `max_connections` is an `Arc<Semaphore>` whose permits the connection tasks hold.
-//! When none is left the listener still accepts the next connection, logs a warning naming the
-//! limit, and closes it at once without a byte.
+//! A connection that has not logged in holds a handshake slot (`max_handshakes` in all,
+//! `max_handshakes_per_address` from one address, random early drop past
+//! `handshake_early_drop`: see `admission.rs`); one that has logged in holds one of
+//! `max_connections` (an `Arc<Semaphore>` whose permits the connection tasks hold) instead.
+//! Silent sockets thus fill handshake slots at most, never the logged-in ones.
+//!
+//! When a limit is reached the listener still accepts the next connection, logs a warning naming
+//! the limit (a few a window, then a count: see `logging.rs`), and closes it at once without a
+//! byte; a login past `max_connections` is closed the same way after its handshake.
 //! The alternative, taking a permit before accepting (mini-redis's choice), leaves clients in the
 //! kernel's backlog, where they wait for their handshake reply until their own timeout and cannot
 //! tell a full server from a slow one.
@@ -28,20 +35,25 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use qgate_hooks::{Backend, Hooks, NoBackend};
+use qgate_hooks::{Backend, Hooks, NoBackend, TlsFacts};
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
 use tracing::Instrument as _;
 
 use crate::{
+    admission::{Admission, HandshakeSlot},
+    budget::MemoryBudget,
     buffers::{BufferPool, POOLED_IDLE},
-    handler::{self, Handler, Shared},
+    handler::{self, Handler, ServerState},
+    logging::Repeats,
     options::{ServerOptions, TlsMode, UserFrom},
     password::PasswordStore,
     registry::{HandleGuard, Registry},
     shutdown::{Shutdown, Signals},
+    throttle::LoginThrottle,
     tls::{self, Sniffed, Tls},
 };
 
@@ -50,113 +62,172 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(1);
 /// The longest pause between failed `accept`s.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Serves q clients on `listener` until `shutdown` resolves, then shuts down gracefully.
-///
-/// Every accepted connection runs in its own task: handshake, authentication (the password file,
-/// then [`Hooks::on_auth`]), the capability byte, [`Hooks::on_open`], one message at a time
-/// through [`Hooks::on_sync`] and [`Hooks::on_async`], and [`Hooks::on_close`] once at the end.
-///
-/// When `shutdown` resolves the listener closes; each connection closes as soon as it is between
-/// messages, a sync query in flight being answered first; after
-/// [`ServerOptions::shutdown_grace`] the connections still busy are cut (the log says how many).
+/// Serves q clients on `listener` until `shutdown` resolves, then shuts down gracefully:
+/// [`Server::new`], then [`Server::serve`].
 ///
 /// # Errors
 ///
-/// Only at start: the password file cannot be read or has a bad line (the error names the file and
-/// the line); a TLS certificate, key or CA file cannot be read, does not parse, or the key does not
-/// match the certificate; the key file can be read by users other than its owner.
-/// Once serving, nothing a client does ends the server.
+/// As [`Server::new`]; once serving, nothing a client does ends the server.
 pub async fn run<H: Hooks>(
     listener: TcpListener,
     options: ServerOptions,
     hooks: H,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    run_with_backend(listener, options, hooks, NoBackend, shutdown).await
-}
-
-/// [`run`] with a [`Backend`] that answers what every hook passes: the gateway, in front of
-/// upstream kdb+ processes. Each session's link is opened once its login is accepted, before its
-/// capability byte, and dropped when it closes.
-///
-/// # Errors
-///
-/// As [`run`].
-pub async fn run_with_backend<H: Hooks, B: Backend>(
-    listener: TcpListener,
-    options: ServerOptions,
-    hooks: H,
-    backend: B,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let password = match &options.password_file {
-        Some(file) => {
-            let store = PasswordStore::load(file).await?;
-            tracing::info!(
-                path = %file.path.display(),
-                restricted = file.restricted,
-                "password file loaded"
-            );
-            Some(store)
-        }
-        None => None,
-    };
-    let tls = match &options.tls {
-        Some(tls_options) => {
-            let tls = Arc::new(Tls::load(tls_options)?);
-            tracing::info!(
-                mode = ?tls_options.mode,
-                cert_file = %tls_options.cert_file.display(),
-                client_auth = ?tls_options.client_auth,
-                user_from = ?tls_options.user_from,
-                "TLS certificate loaded"
-            );
-            Some(tls)
-        }
-        None => None,
-    };
-    // Ends when `run` returns: aborted by the guard below.
-    let _watch = tls
-        .as_ref()
-        .map(|tls| AbortOnDrop(tokio::spawn(Arc::clone(tls).watch())));
-    let limits = options.limits;
-    let buffers = Arc::new(BufferPool::new(limits.max_message_bytes));
-    let mut server = Listener {
-        limit: Arc::new(Semaphore::new(limits.max_connections)),
-        max_connections: limits.max_connections,
-        shared: Arc::new(Shared {
-            hooks,
-            backend,
-            limits,
-            password,
-            registry: Arc::new(Registry::default()),
-            buffers: Arc::clone(&buffers),
-            user_from: tls.as_ref().map_or(UserFrom::None, |tls| tls.user_from),
-        }),
-        tls,
-        listener,
-        shutdown: Shutdown::default(),
-    };
-    if let Ok(address) = server.listener.local_addr() {
-        tracing::debug!(%address, "accepting connections");
-    }
-    tokio::select! {
-        () = server.accept_loop() => {}
-        () = sweep(&buffers) => {}
-        () = shutdown => {}
-    }
-    let Listener {
-        listener, shutdown, ..
-    } = server;
-    // Stop accepting: new clients are refused by the kernel from here on.
-    drop(listener);
-    let cut = shutdown.run(options.shutdown_grace).await;
-    tracing::info!(cut, "server stopped");
+    Server::new(options, hooks)
+        .await?
+        .serve(listener, shutdown)
+        .await;
     Ok(())
 }
 
+/// A server, built and ready to serve: its password file and TLS files loaded and watched, its
+/// limits set up. Build it before binding the port, so that a bad file never leaves a port
+/// half-served.
+///
+/// `B` answers what every hook passes: [`NoBackend`] (the client hears that nothing answered) or
+/// the gateway in front of upstream kdb+ processes ([`Server::with_backend`]).
+#[derive(Debug)]
+pub struct Server<H, B = NoBackend> {
+    state: Arc<ServerState<H, B>>,
+    /// The TLS layer, when the port serves TLS.
+    tls: Option<Arc<Tls>>,
+    admission: Arc<Admission>,
+    shutdown_grace: Duration,
+    /// The tasks that watch the files and sweep the buffers; they end with the server.
+    background: Vec<AbortOnDrop>,
+}
+
+impl<H: Hooks> Server<H> {
+    /// Loads everything `options` name (the password file, the TLS certificate, key and CA
+    /// bundle), and starts the tasks that reload them when they change and return unused large
+    /// buffers to the system. Must run on a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The limits disagree (a memory budget smaller than the largest message); the password file
+    /// is not a regular file, is too large, cannot be read in time or has a bad line (the error
+    /// names the file and the line); a TLS certificate, key or CA file cannot be read, does not
+    /// parse, or the key does not match the certificate; the key file can be read by users other
+    /// than its owner.
+    pub async fn new(options: ServerOptions, hooks: H) -> anyhow::Result<Self> {
+        Server::with_backend(options, hooks, NoBackend).await
+    }
+}
+
+impl<H: Hooks, B: Backend> Server<H, B> {
+    /// [`Server::new`] with `backend` answering what every hook passes: each session's link is
+    /// opened once its login is accepted, before its capability byte, and dropped when it closes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::new`].
+    pub async fn with_backend(
+        options: ServerOptions,
+        hooks: H,
+        backend: B,
+    ) -> anyhow::Result<Self> {
+        let limits = options.limits;
+        limits.check()?;
+        let mut background = Vec::new();
+        let password = match &options.password_file {
+            Some(file) => {
+                // The error names the file, and the line for a bad one.
+                let store = Arc::new(PasswordStore::load(file).await?);
+                tracing::info!(
+                    path = %store.path().display(),
+                    restricted = store.restricted(),
+                    "password file loaded"
+                );
+                background.push(AbortOnDrop(tokio::spawn(Arc::clone(&store).watch())));
+                Some(store)
+            }
+            None => None,
+        };
+        let tls = match &options.tls {
+            Some(tls_options) => {
+                let tls = Arc::new(Tls::load(tls_options)?);
+                tracing::info!(
+                    mode = ?tls_options.mode,
+                    cert_file = %tls_options.cert_file.display(),
+                    client_auth = ?tls_options.client_auth,
+                    user_from = ?tls_options.user_from,
+                    "TLS certificate loaded"
+                );
+                background.push(AbortOnDrop(tokio::spawn(Arc::clone(&tls).watch())));
+                Some(tls)
+            }
+            None => None,
+        };
+        let buffers = Arc::new(BufferPool::new(limits.max_message_bytes));
+        background.push(AbortOnDrop(tokio::spawn(sweep(Arc::clone(&buffers)))));
+        let state = Arc::new(ServerState {
+            hooks,
+            backend,
+            logged_in: Arc::new(Semaphore::new(limits.max_connections)),
+            budget: MemoryBudget::new(limits.memory_budget),
+            logins: Arc::new(LoginThrottle::new(options.login_backoff)),
+            password,
+            registry: Arc::new(Registry::default()),
+            buffers,
+            user_from: tls.as_ref().map_or(UserFrom::None, |tls| tls.user_from),
+            limits,
+        });
+        Ok(Self {
+            admission: Arc::new(Admission::new(&state.limits)),
+            state,
+            tls,
+            shutdown_grace: options.shutdown_grace,
+            background,
+        })
+    }
+
+    /// The memory budget every connection charges its messages to, for a part of the server
+    /// that holds messages of its own.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.state.budget
+    }
+
+    /// Serves q clients on `listener` until `shutdown` resolves, then shuts down gracefully.
+    ///
+    /// Every accepted connection runs in its own task: handshake, authentication (the password
+    /// file, then [`Hooks::on_auth`]), the capability byte, [`Hooks::on_open`], one message at a
+    /// time through [`Hooks::on_sync`] and [`Hooks::on_async`], and [`Hooks::on_close`] once at
+    /// the end.
+    ///
+    /// When `shutdown` resolves the listener closes; each connection closes as soon as it is
+    /// between messages, a sync query in flight being answered first; after
+    /// [`ServerOptions::shutdown_grace`] the connections still busy are cut (the log says how
+    /// many), and their close hooks get a second at most.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        if let Ok(address) = listener.local_addr() {
+            tracing::debug!(%address, "accepting connections");
+        }
+        let mut accept = AcceptLoop {
+            listener,
+            state: self.state,
+            tls: self.tls,
+            admission: self.admission,
+            shutdown: Shutdown::default(),
+            refusals: Repeats::default(),
+        };
+        tokio::select! {
+            () = accept.run() => {}
+            () = shutdown => {}
+        }
+        let AcceptLoop {
+            listener, shutdown, ..
+        } = accept;
+        // Stop accepting: new clients are refused by the kernel from here on.
+        drop(listener);
+        let cut = shutdown.run(self.shutdown_grace).await;
+        tracing::info!(cut, "server stopped");
+        drop(self.background);
+    }
+}
+
 /// Returns unused large buffers to the system, forever.
-async fn sweep(buffers: &BufferPool) {
+async fn sweep(buffers: Arc<BufferPool>) {
     let mut every = tokio::time::interval(POOLED_IDLE / 2);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -165,19 +236,8 @@ async fn sweep(buffers: &BufferPool) {
     }
 }
 
-/// The accept loop's state.
-struct Listener<H, B> {
-    listener: TcpListener,
-    /// One permit per open connection, held by its task: `max_connections` in all.
-    limit: Arc<Semaphore>,
-    max_connections: usize,
-    shared: Arc<Shared<H, B>>,
-    /// The TLS layer, when the port serves TLS.
-    tls: Option<Arc<Tls>>,
-    shutdown: Shutdown,
-}
-
 /// Aborts a background task when dropped.
+#[derive(Debug)]
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -186,23 +246,46 @@ impl Drop for AbortOnDrop {
     }
 }
 
-impl<H: Hooks, B: Backend> Listener<H, B> {
+/// The accept loop's state.
+struct AcceptLoop<H, B> {
+    listener: TcpListener,
+    state: Arc<ServerState<H, B>>,
+    tls: Option<Arc<Tls>>,
+    /// The handshake slots.
+    admission: Arc<Admission>,
+    shutdown: Shutdown,
+    /// Refused connections are logged a few times a window, then counted.
+    refusals: Repeats,
+}
+
+impl<H: Hooks, B: Backend> AcceptLoop<H, B> {
     /// Accepts connections and spawns a task for each, forever; it ends only when the caller stops
     /// polling it.
-    async fn accept_loop(&mut self) {
+    async fn run(&mut self) {
         loop {
             let (stream, peer) = self.accept().await;
-            let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
-                tracing::warn!(
-                    %peer,
-                    limit = "max_connections",
-                    max = self.max_connections,
-                    "too many connections; closing the new one"
+            if self.state.logged_in.available_permits() == 0 {
+                self.refuse(
+                    peer,
+                    "max_connections",
+                    self.state.limits.max_connections,
+                    "too many connections; closing the new one",
                 );
-                drop(stream);
                 continue;
+            }
+            let slot = match self.admission.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    self.refuse(
+                        peer,
+                        refusal.limit(),
+                        refusal.max(&self.state.limits),
+                        "too many connections in their handshake; closing the new one",
+                    );
+                    continue;
+                }
             };
-            let Some(handle) = self.shared.registry.claim_handle() else {
+            let Some(handle) = self.state.registry.claim_handle() else {
                 tracing::warn!(%peer, "no handle free; closing the new connection");
                 continue;
             };
@@ -211,29 +294,29 @@ impl<H: Hooks, B: Backend> Listener<H, B> {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
             }
-            let shared = Arc::clone(&self.shared);
-            let signals = self.shutdown.signals();
-            match &self.tls {
-                None => {
-                    let handler = Handler::new(shared, stream, peer, handle, signals, None);
-                    self.shutdown.spawn(async move {
-                        handler.run().await;
-                        drop(permit);
-                    });
-                }
-                Some(tls) => {
-                    let tls = Arc::clone(tls);
-                    self.shutdown.spawn(async move {
-                        serve_tls_port(&tls, shared, stream, peer, handle, signals).await;
-                        drop(permit);
-                    });
-                }
-            }
+            let connection = Accepted {
+                stream,
+                parts: Parts {
+                    state: Arc::clone(&self.state),
+                    peer,
+                    handle,
+                    slot,
+                    signals: self.shutdown.signals(),
+                },
+            };
+            self.shutdown.spawn(connection.serve(self.tls.clone()));
+        }
+    }
+
+    /// Logs a refused connection, a few times a window, and drops it: closed without a byte.
+    fn refuse(&mut self, peer: SocketAddr, limit: &'static str, max: usize, why: &'static str) {
+        if let Some(left_out) = self.refusals.note() {
+            tracing::warn!(%peer, limit, max, left_out, "{why}");
         }
     }
 
     /// The next connection, retrying with backoff on errors.
-    async fn accept(&mut self) -> (TcpStream, std::net::SocketAddr) {
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
         let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
             match self.listener.accept().await {
@@ -248,64 +331,93 @@ impl<H: Hooks, B: Backend> Listener<H, B> {
     }
 }
 
-/// A connection accepted on a TLS port, after its first bytes are read.
-enum Accepted {
+/// A connection just accepted: its stream, and what it holds until its task ends.
+struct Accepted<H, B> {
+    stream: TcpStream,
+    parts: Parts<H, B>,
+}
+
+/// What a connection holds from its accept on, whatever its stream becomes.
+struct Parts<H, B> {
+    state: Arc<ServerState<H, B>>,
+    peer: SocketAddr,
+    handle: HandleGuard,
+    slot: HandshakeSlot,
+    signals: Signals,
+}
+
+impl<H: Hooks, B: Backend> Accepted<H, B> {
+    /// Serves the connection: on a TLS port, sniffs it and runs the TLS handshake or turns a
+    /// plain client away as the mode says; then hands the stream, plain or TLS, to its handler.
+    async fn serve(self, tls: Option<Arc<Tls>>) {
+        let Self { stream, parts } = self;
+        let span = handler::span(&parts.handle, &parts.peer);
+        let secured = match tls {
+            // Without TLS there is nothing to sniff.
+            None => Some(Secured::Plain(stream)),
+            Some(tls) => {
+                let timeout = parts.state.limits.handshake_timeout;
+                tokio::select! {
+                    biased;
+                    () = parts.signals.draining() => None,
+                    secured = sniff_and_secure(&tls, stream, timeout).instrument(span.clone()) => {
+                        secured
+                    }
+                }
+            }
+        };
+        match secured {
+            Some(Secured::Plain(stream)) => parts.handle(stream, None, span).await,
+            Some(Secured::Tls(stream)) => {
+                let facts = tls::facts(&stream);
+                span.in_scope(|| {
+                    tracing::debug!(
+                        protocol = %facts.protocol,
+                        cipher = %facts.cipher,
+                        sni = ?facts.sni,
+                        client_cn = ?facts.client_cert.as_ref().and_then(|cert| cert.subject_cn.as_deref()),
+                        "TLS handshake completed"
+                    );
+                });
+                parts.handle(*stream, Some(Arc::new(facts)), span).await;
+            }
+            None => {}
+        }
+    }
+}
+
+impl<H: Hooks, B: Backend> Parts<H, B> {
+    /// Hands `stream` to a handler and runs it in `span`: the one place a handler is made, for a
+    /// plain stream and a TLS one alike (two instances of the same code, no dynamic dispatch).
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        self,
+        stream: S,
+        tls: Option<Arc<TlsFacts>>,
+        span: tracing::Span,
+    ) {
+        let Self {
+            state,
+            peer,
+            handle,
+            slot,
+            signals,
+        } = self;
+        Handler::new(state, stream, peer, handle, slot, signals, tls)
+            .run(span)
+            .await;
+    }
+}
+
+/// A connection on a TLS port once its first bytes are read: plain, or through its TLS
+/// handshake.
+enum Secured {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-/// Serves one connection on a port with TLS: sniffs, runs the TLS handshake or turns a plain
-/// client away as the mode says, then hands the stream to its handler.
-async fn serve_tls_port<H: Hooks, B: Backend>(
-    tls: &Tls,
-    shared: Arc<Shared<H, B>>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    handle: HandleGuard,
-    signals: Signals,
-) {
-    let span = handler::span(&handle, &peer);
-    let timeout = shared.limits.handshake_timeout;
-    let accepted = tokio::select! {
-        biased;
-        () = signals.draining() => None,
-        accepted = start(tls, stream, timeout).instrument(span.clone()) => accepted,
-    };
-    match accepted {
-        Some(Accepted::Plain(stream)) => {
-            Handler::new(shared, stream, peer, handle, signals, None)
-                .run_in(span)
-                .await;
-        }
-        Some(Accepted::Tls(stream)) => {
-            let facts = tls::facts(&stream);
-            span.in_scope(|| {
-                tracing::debug!(
-                    protocol = %facts.protocol,
-                    cipher = %facts.cipher,
-                    sni = ?facts.sni,
-                    client_cn = ?facts.client_cert.as_ref().and_then(|cert| cert.subject_cn.as_deref()),
-                    "TLS handshake completed"
-                );
-            });
-            Handler::new(
-                shared,
-                *stream,
-                peer,
-                handle,
-                signals,
-                Some(Arc::new(facts)),
-            )
-            .run_in(span)
-            .await;
-        }
-        None => {}
-    }
-}
-
 /// Reads what the client is, and for a TLS client runs the TLS handshake, all within `timeout`.
 /// `None` when the connection ends here: the client closed, failed, or was turned away.
-async fn start(tls: &Tls, stream: TcpStream, timeout: Duration) -> Option<Accepted> {
+async fn sniff_and_secure(tls: &Tls, stream: TcpStream, timeout: Duration) -> Option<Secured> {
     let deadline = tokio::time::Instant::now() + timeout;
     let kind = match tokio::time::timeout_at(deadline, tls::sniff(&stream)).await {
         Ok(Ok(Some(kind))) => kind,
@@ -328,7 +440,7 @@ async fn start(tls: &Tls, stream: TcpStream, timeout: Duration) -> Option<Accept
     };
     match (kind, tls.mode) {
         (Sniffed::Tls, _) => match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
-            Ok(Ok(stream)) => Some(Accepted::Tls(Box::new(stream))),
+            Ok(Ok(stream)) => Some(Secured::Tls(Box::new(stream))),
             Ok(Err(error)) => {
                 tracing::info!(%error, "TLS handshake failed; closing");
                 None
@@ -342,7 +454,7 @@ async fn start(tls: &Tls, stream: TcpStream, timeout: Duration) -> Option<Accept
                 None
             }
         },
-        (Sniffed::Http | Sniffed::Plain, TlsMode::Optional) => Some(Accepted::Plain(stream)),
+        (Sniffed::Http | Sniffed::Plain, TlsMode::Optional) => Some(Secured::Plain(stream)),
         (Sniffed::Http, TlsMode::Required) => {
             let local = match stream.local_addr() {
                 Ok(local) => local,

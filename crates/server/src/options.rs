@@ -16,6 +16,8 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// TLS on the q port; `None` serves plain q IPC only, as q's `-E 0`.
     pub tls: Option<TlsOptions>,
+    /// How failed logins slow down later attempts from the same address or for the same user.
+    pub login_backoff: LoginBackoff,
 }
 
 impl Default for ServerOptions {
@@ -25,6 +27,7 @@ impl Default for ServerOptions {
             password_file: None,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
             tls: None,
+            login_backoff: LoginBackoff::default(),
         }
     }
 }
@@ -35,6 +38,45 @@ impl ServerOptions {
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 }
 
+/// Brute-force protection: how failed logins make later attempts wait (see `throttle.rs`).
+///
+/// Failures are counted per source address and per user name; after `failures_before_delay` of
+/// them, each later attempt waits `first_delay`, doubling with every further failure up to
+/// `max_delay`, before its credentials are checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoginBackoff {
+    /// The first delay; `None` turns the protection off.
+    pub first_delay: Option<Duration>,
+    /// The longest delay; an address whose attempts queue up further than this is refused at
+    /// once.
+    pub max_delay: Duration,
+    /// The failures that cost nothing.
+    pub failures_before_delay: u32,
+}
+
+impl LoginBackoff {
+    /// 250 ms: a person who mistypes a fourth time does not notice it, and it doubles to the
+    /// maximum within six more failures.
+    pub const DEFAULT_FIRST_DELAY: Option<Duration> = Some(Duration::from_millis(250));
+    /// 10 s: one guess every ten seconds is about 8 600 a day from one address, against 5 000 a
+    /// second without it; and it is shorter than the connection timeouts of q clients, so that
+    /// the real owner of a name under attack still logs in, slowly.
+    pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(10);
+    /// 3: a typo or two, and a client retrying with a stale password once, cost nothing.
+    pub const DEFAULT_FAILURES_BEFORE_DELAY: u32 = 3;
+}
+
+impl Default for LoginBackoff {
+    fn default() -> Self {
+        Self {
+            first_delay: Self::DEFAULT_FIRST_DELAY,
+            max_delay: Self::DEFAULT_MAX_DELAY,
+            failures_before_delay: Self::DEFAULT_FAILURES_BEFORE_DELAY,
+        }
+    }
+}
+
 /// A password file, as q's `-U file` or `-u file`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasswordFile {
@@ -42,6 +84,33 @@ pub struct PasswordFile {
     pub path: PathBuf,
     /// `-u` rather than `-U`: see the README for what qgate adds for it.
     pub restricted: bool,
+}
+
+impl PasswordFile {
+    /// Reads and parses the file as the server will at start, under the same rules (a regular
+    /// file, at most [`PasswordFile::MAX_BYTES`], read within [`PasswordFile::READ_TIMEOUT`]):
+    /// for `qgate check`, and for a binary that wants to refuse a bad file before it binds.
+    ///
+    /// Blocks the calling thread for at most the read timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Server::new`] for the password file: not a regular file, too large, too
+    /// slow to read, unreadable, or a bad line (named with its number).
+    pub fn check(&self) -> anyhow::Result<()> {
+        crate::password::read_blocking(&self.path)
+            .map(drop)
+            .map_err(anyhow::Error::from)
+    }
+
+    /// 8 MiB: about 150 000 users with SHA-1 hex passwords, far more than a password file
+    /// holds; a file larger than that is a mistake (a log, a database) or `/dev/zero`-like,
+    /// and is refused rather than read.
+    pub const MAX_BYTES: u64 = 8 << 20;
+
+    /// 5 s: see [`qgate_files::ReadRules::DEFAULT_TIMEOUT`]; a password file on a stalled mount
+    /// is refused at start and skipped on reload, never waited on by a login.
+    pub const READ_TIMEOUT: Duration = qgate_files::ReadRules::DEFAULT_TIMEOUT;
 }
 
 /// TLS on the q port: the certificate, who may connect without it, and client authentication.
@@ -136,6 +205,8 @@ pub enum UserFrom {
 pub struct ServerLimits {
     /// The largest message, after decompression, in bytes.
     pub max_message_bytes: usize,
+    /// How many times its length on the wire a compressed message may expand to (above 1 MiB).
+    pub max_expansion: usize,
     /// The longest handshake, in bytes.
     pub max_handshake_bytes: usize,
     /// How long a client has to complete its handshake.
@@ -143,15 +214,32 @@ pub struct ServerLimits {
     /// How long a connection may stay silent (between messages, or in the middle of one) before it
     /// is closed. `None` for no limit.
     pub idle_timeout: Option<Duration>,
-    /// Connections open at once, in all.
+    /// How long the body of a message that has started may go without a byte arriving, whatever
+    /// `idle_timeout` says.
+    pub body_timeout: Duration,
+    /// How long a write to a client may make no progress (the client reads nothing) before the
+    /// connection is closed, whatever `idle_timeout` says.
+    pub write_timeout: Duration,
+    /// The bytes the server holds for messages and replies in flight, in all.
+    pub memory_budget: usize,
+    /// Connections logged in at once, in all.
     pub max_connections: usize,
-    /// Connections open at once for one user name.
+    /// Connections logged in at once for one user name.
     pub max_connections_per_user: usize,
+    /// Connections that have not logged in yet, at once, in all.
+    pub max_handshakes: usize,
+    /// Past this many pending handshakes, new connections are dropped at random, more and more
+    /// often up to `max_handshakes`.
+    pub handshake_early_drop: usize,
+    /// Connections that have not logged in yet, at once, from one address (one /64 for IPv6).
+    pub max_handshakes_per_address: usize,
 }
 
 impl ServerLimits {
     /// 256 MiB: see [`qgate_ipc::Limits::DEFAULT_MAX_MESSAGE_BYTES`].
     pub const DEFAULT_MAX_MESSAGE_BYTES: usize = qgate_ipc::Limits::DEFAULT_MAX_MESSAGE_BYTES;
+    /// 32: see [`qgate_ipc::Limits::DEFAULT_MAX_EXPANSION`].
+    pub const DEFAULT_MAX_EXPANSION: usize = qgate_ipc::Limits::DEFAULT_MAX_EXPANSION;
     /// 64 KiB: see [`qgate_ipc::handshake::DEFAULT_MAX_HANDSHAKE_BYTES`].
     pub const DEFAULT_MAX_HANDSHAKE_BYTES: usize =
         qgate_ipc::handshake::DEFAULT_MAX_HANDSHAKE_BYTES;
@@ -160,21 +248,82 @@ impl ServerLimits {
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     /// None: q itself never closes an idle client, and tickerplant subscribers sit idle for hours.
     pub const DEFAULT_IDLE_TIMEOUT: Option<Duration> = None;
+    /// 30 s: a client sends a message's body as fast as its network allows once it has sent the
+    /// header, so a body that stops for half a minute has a client that stopped; meanwhile what
+    /// it sent is held in memory.
+    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 30 s: a client that reads nothing for half a minute while its reply waits has stopped
+    /// reading (a hung process, a full buffer it will never drain), and its reply holds memory
+    /// until it is closed; a slow client that keeps reading is never cut off, since this counts
+    /// from the last progress.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 1 GiB: four messages of the largest size at once, or hundreds of ordinary large replies,
+    /// while a server with a few GiB of memory keeps room for everything else.
+    pub const DEFAULT_MEMORY_BUDGET: usize = 1 << 30;
     /// 10 000: far above kdb+'s old 1022, within a default `ulimit -n` raised for servers.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
     /// 1 000: one runaway client pool cannot take every slot.
     pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 1_000;
+    /// 1 024: a real client's handshake takes a round trip, so even a burst of reconnecting
+    /// clients has a few hundred pending at once; silent sockets fill these slots, never the
+    /// logged-in ones, and `handshake_timeout` empties them.
+    pub const DEFAULT_MAX_HANDSHAKES: usize = 1_024;
+    /// 512: half of `max_handshakes`, as sshd's `MaxStartups` starts dropping well before its
+    /// cap, so that a flood cannot fill the last slots at once.
+    pub const DEFAULT_HANDSHAKE_EARLY_DROP: usize = 512;
+    /// 256: a client machine opening a connection pool at once has at most a few hundred
+    /// handshakes in flight, and one address then holds at most a quarter of `max_handshakes`.
+    pub const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: usize = 256;
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
+            max_expansion: Self::DEFAULT_MAX_EXPANSION,
             max_handshake_bytes: Self::DEFAULT_MAX_HANDSHAKE_BYTES,
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            body_timeout: Self::DEFAULT_BODY_TIMEOUT,
+            write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
+            memory_budget: Self::DEFAULT_MEMORY_BUDGET,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             max_connections_per_user: Self::DEFAULT_MAX_CONNECTIONS_PER_USER,
+            max_handshakes: Self::DEFAULT_MAX_HANDSHAKES,
+            handshake_early_drop: Self::DEFAULT_HANDSHAKE_EARLY_DROP,
+            max_handshakes_per_address: Self::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
         }
+    }
+}
+
+impl ServerLimits {
+    /// The codec's limits for a received message.
+    pub(crate) fn codec(&self) -> qgate_ipc::Limits {
+        qgate_ipc::Limits::new(self.max_message_bytes).with_max_expansion(self.max_expansion)
+    }
+
+    /// Checks the limits against each other: what [`crate::Server::new`] refuses.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the limits that disagree.
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        if self.memory_budget < self.max_message_bytes {
+            anyhow::bail!(
+                "limits.memory_budget ({} bytes) is smaller than limits.max_message_bytes ({} \
+                 bytes): a message of the largest size could never be taken; raise the budget or \
+                 lower the message limit",
+                self.memory_budget,
+                self.max_message_bytes
+            );
+        }
+        if u32::try_from(self.max_message_bytes).is_err() {
+            anyhow::bail!(
+                "limits.max_message_bytes ({} bytes) is above 4294967295 bytes, the most a q \
+                 IPC frame's 32-bit length can say",
+                self.max_message_bytes
+            );
+        }
+        Ok(())
     }
 }

@@ -45,47 +45,48 @@
 //!
 //! # Reloading
 //!
-//! As q's `\u` reloads the file, qgate notices changes by itself: at each authentication it reads
-//! the file's modification time and length and re-reads the file when either changed.
-//! Two edits within the file system's timestamp granularity that keep the length the same can go
-//! unnoticed until the next change.
+//! As q's `\u` reloads the file, qgate notices changes by itself, off the login path: a task
+//! checks the file's stamp (device, inode, length, modification and change times, the path after
+//! symbolic links) every [`RELOAD_INTERVAL`] and reads it again when the stamp changed.
+//! Logins read the entries in force from an [`ArcSwap`]: they never wait on the file, on a lock
+//! that a reader holds, or on the reload.
 //!
-//! # `-U` and `-u`
-//!
-//! Both check the same file.
-//! `-u` (restricted) also refuses, with `'access`, any sync or async message that is a char vector
-//! starting with `\`: a q system command (`"\\ls"`), which q refuses from remote clients under
-//! `-u`.
-//! That is all it adds: qgate does not evaluate q, so the rest of what `-u` restricts in q (file
-//! access outside the working directory, `exit`, `hopen` of files) is up to whatever answers the
-//! queries, a plugin or a backend.
+//! Every read goes through `qgate-files` on a thread of its own: only a regular file (a
+//! directory, a FIFO or a device is refused by name), at most [`PasswordFile::MAX_BYTES`], within
+//! [`PasswordFile::READ_TIMEOUT`]. At start a file that breaks a rule stops the server before it
+//! binds its port; on a reload it is logged, once per change, and the previous entries stay in
+//! force. A read stuck in the kernel (a stalled mount) holds one thread, and the next reload waits
+//! for it rather than starting another.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
-    time::SystemTime,
+    time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use md5::Md5;
-use qgate_hooks::Request;
+use qgate_files::{FileError, FileReader, ReadRules};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-use crate::options::PasswordFile;
+use crate::{options::PasswordFile, stamp::Stamp};
+
+/// How often the reload task checks the file's stamp.
+///
+/// 1 s, as for the TLS files: a rotated password is in force within a second, and a `stat` a
+/// second costs nothing.
+pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A password file that is not usable. The operator's fault; the message names the file and,
 /// for a bad line, the line.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PasswordFileError {
-    /// The file cannot be read.
-    #[error("cannot read password file {path:?}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The file cannot be read under the rules: missing, not a regular file, too large, too slow.
+    /// The message names the path.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A line is not `user:password`.
     #[error("{}:{line}: {what}", path.display())]
     Malformed {
@@ -110,30 +111,17 @@ pub(crate) enum PasswordFileError {
     },
 }
 
-/// A password file, loaded, reloaded when it changes.
+/// A password file, loaded, reloaded in the background when it changes.
 #[derive(Debug)]
 pub(crate) struct PasswordStore {
     path: PathBuf,
     restricted: bool,
-    /// The entries and what the file looked like when they were read.
-    ///
-    /// A tokio mutex, held across the `stat` and the re-read: two authentications that notice the
-    /// same change read the file once, and nothing else waits on it (authentications are rare next
-    /// to messages).
-    state: tokio::sync::Mutex<State>,
+    /// The entries in force. A login loads them without a lock; only the reload task stores
+    /// new ones, after reading and parsing the file whole.
+    entries: ArcSwap<Entries>,
+    /// The file's stamp when the entries in force were read.
+    loaded: Option<Stamp>,
 }
-
-#[derive(Debug)]
-struct State {
-    /// The modification time and length last seen, whether or not that version parsed; `None`
-    /// when the file could not be examined.
-    /// A change is noticed when this differs, and a broken version is reported once, not at every
-    /// authentication.
-    seen: Option<Stamp>,
-    entries: Arc<Entries>,
-}
-
-type Stamp = (Option<SystemTime>, u64);
 
 /// The entries of a password file, by user.
 #[derive(Debug, Default)]
@@ -154,21 +142,29 @@ enum Secret {
 }
 
 impl PasswordStore {
-    /// Loads the file.
+    /// Loads the file, on a blocking thread.
     ///
     /// # Errors
     ///
-    /// [`PasswordFileError`] when the file cannot be read or has a bad line.
+    /// [`PasswordFileError`] when the file cannot be read under the rules or has a bad line.
     pub(crate) async fn load(file: &PasswordFile) -> Result<Self, PasswordFileError> {
-        let seen = stamp(&file.path).await;
-        let entries = read(&file.path).await?;
+        let path = file.path.clone();
+        let (loaded, entries) = tokio::task::spawn_blocking(move || {
+            let stamp = Stamp::of(&path);
+            read_blocking(&path).map(|entries| (stamp, entries))
+        })
+        .await
+        .map_err(|error| {
+            PasswordFileError::File(FileError::Io {
+                path: file.path.clone(),
+                source: std::io::Error::other(error),
+            })
+        })??;
         Ok(Self {
             path: file.path.clone(),
             restricted: file.restricted,
-            state: tokio::sync::Mutex::new(State {
-                seen,
-                entries: Arc::new(entries),
-            }),
+            entries: ArcSwap::from_pointee(entries),
+            loaded,
         })
     }
 
@@ -177,38 +173,91 @@ impl PasswordStore {
         self.restricted
     }
 
-    /// Whether `user` and `password` match an entry, after re-reading the file if it changed.
-    pub(crate) async fn check(&self, user: &[u8], password: Option<&[u8]>) -> bool {
-        let entries = self.current().await;
+    /// The file, for the log.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `user` and `password` match an entry in force. Never waits: the file is read by
+    /// [`PasswordStore::watch`], not here.
+    pub(crate) fn check(&self, user: &[u8], password: Option<&[u8]>) -> bool {
         match password {
-            Some(password) => entries.check(user, password),
+            Some(password) => self.entries.load().check(user, password),
             None => false,
         }
     }
 
-    /// The entries in force, re-read first if the file changed.
-    async fn current(&self) -> Arc<Entries> {
-        let mut state = self.state.lock().await;
-        let now = stamp(&self.path).await;
-        if now != state.seen {
-            state.seen = now;
-            match read(&self.path).await {
-                Ok(entries) => {
+    /// Checks the file's stamp every [`RELOAD_INTERVAL`] and swaps in its new entries once they
+    /// read and parse whole; runs until dropped.
+    pub(crate) async fn watch(self: Arc<Self>) {
+        let reader = Arc::new(FileReader::new(&self.path, rules()));
+        let mut seen = self.loaded.clone();
+        let mut interval = tokio::time::interval(RELOAD_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let previous = seen.clone();
+            let path = self.path.clone();
+            let reader = Arc::clone(&reader);
+            let mut poll = tokio::task::spawn_blocking(move || {
+                let stamp = Stamp::of(&path);
+                if stamp == previous {
+                    return (stamp, None);
+                }
+                let read = reader.read().map_err(PasswordFileError::from);
+                let entries = read.and_then(|text| Entries::parse(&text, &path));
+                (stamp, Some(entries))
+            });
+            // A `stat` stuck in the kernel holds this task, never a login: say so once, and wait
+            // for it rather than start another beside it.
+            let polled = match tokio::time::timeout(PasswordFile::READ_TIMEOUT, &mut poll).await {
+                Ok(polled) => polled,
+                Err(_) => {
+                    tracing::error!(
+                        path = %self.path.display(),
+                        "the password file cannot be examined (a stalled mount?); logins go on \
+                         with the entries in force"
+                    );
+                    poll.await
+                }
+            };
+            let Ok((stamp, read)) = polled else {
+                // The blocking task panicked: try again at the next tick.
+                continue;
+            };
+            seen = stamp;
+            match read {
+                None => {}
+                Some(Ok(entries)) => {
                     tracing::info!(
                         path = %self.path.display(),
                         users = entries.len(),
                         "password file reloaded"
                     );
-                    state.entries = Arc::new(entries);
+                    self.entries.store(Arc::new(entries));
                 }
-                Err(error) => tracing::error!(
+                Some(Err(error)) => tracing::error!(
                     %error,
                     "password file changed but cannot be used; keeping the previous version"
                 ),
             }
         }
-        Arc::clone(&state.entries)
     }
+}
+
+/// The rules every read of a password file follows.
+fn rules() -> ReadRules {
+    ReadRules {
+        max_bytes: PasswordFile::MAX_BYTES,
+        timeout: PasswordFile::READ_TIMEOUT,
+    }
+}
+
+/// Reads and parses the file under the rules, blocking the calling thread for at most the read
+/// timeout.
+pub(crate) fn read_blocking(path: &Path) -> Result<Entries, PasswordFileError> {
+    let text = qgate_files::read(path, rules())?;
+    Entries::parse(&text, path)
 }
 
 impl Entries {
@@ -319,31 +368,6 @@ fn hex(bytes: &[u8]) -> Vec<u8> {
         .iter()
         .flat_map(|&b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]])
         .collect()
-}
-
-/// Reads and parses the file.
-async fn read(path: &Path) -> Result<Entries, PasswordFileError> {
-    let text = tokio::fs::read(path)
-        .await
-        .map_err(|source| PasswordFileError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-    Entries::parse(&text, path)
-}
-
-/// The file's modification time and length, `None` when it cannot be examined.
-async fn stamp(path: &Path) -> Option<Stamp> {
-    let metadata = tokio::fs::metadata(path).await.ok()?;
-    Some((metadata.modified().ok(), metadata.len()))
-}
-
-/// Whether `-u` refuses this message: a char vector starting with `\`, a q system command.
-pub(crate) fn is_system_command(request: &Request) -> bool {
-    request
-        .view()
-        .string()
-        .is_some_and(|text| text.first() == Some(&b'\\'))
 }
 
 #[cfg(test)]

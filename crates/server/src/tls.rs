@@ -49,7 +49,11 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
-use crate::options::{ClientAuth, TlsMode, TlsOptions, UserFrom};
+use crate::{
+    logging::ClientText,
+    options::{ClientAuth, TlsMode, TlsOptions, UserFrom},
+    stamp::Stamp,
+};
 
 /// The longest HTTP request head read before redirecting it: a browser's or curl's request line
 /// and headers fit in 8 KiB, the limit most HTTP servers set. Whatever is beyond it is not read;
@@ -330,37 +334,6 @@ impl KeyPairFiles {
     }
 }
 
-/// What changes when a file is edited, replaced by a rename, or swapped through a symlink.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Stamp {
-    /// The path after every symlink: a Kubernetes `..data` swap changes it.
-    target: Option<PathBuf>,
-    device: u64,
-    inode: u64,
-    len: u64,
-    modified: Option<SystemTime>,
-    /// The inode's change time, in nanoseconds: it moves with a `chmod` too.
-    changed: i128,
-}
-
-impl Stamp {
-    /// The file's stamp, following symlinks; `None` when it cannot be read (deleted in the middle
-    /// of a swap): a later stamp then differs, and the pair is loaded again.
-    fn of(path: &Path) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt as _;
-        let metadata = fs::metadata(path).ok()?;
-        Some(Self {
-            target: fs::canonicalize(path).ok(),
-            device: metadata.dev(),
-            inode: metadata.ino(),
-            len: metadata.len(),
-            modified: metadata.modified().ok(),
-            changed: i128::from(metadata.ctime()) * 1_000_000_000
-                + i128::from(metadata.ctime_nsec()),
-        })
-    }
-}
-
 /// Refuses a private key that anyone but its owner may read or write.
 fn check_key_permissions(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -537,7 +510,7 @@ pub(crate) async fn redirect(mut stream: TcpStream, local: SocketAddr, timeout: 
     .await;
     match answered {
         Ok(Ok(location)) => tracing::info!(
-            %location,
+            location = %ClientText(location.as_bytes()),
             "plain HTTP request on a port that requires TLS; redirected to https"
         ),
         Ok(Err(error)) => tracing::info!(%error, "plain HTTP request not redirected"),

@@ -33,6 +33,81 @@ def general_list(*encoded_items):
     return struct.pack("<bBi", 0, 0, len(encoded_items)) + b"".join(encoded_items)
 
 
+def error(text):
+    """A q error value (type -128), as a client sends in a response to refuse a server query."""
+    data = text.encode() if isinstance(text, str) else text
+    return struct.pack("<b", -128) + data + b"\0"
+
+
+def byte_vector(data):
+    return struct.pack("<bBi", 4, 0, len(data)) + data
+
+
+def compress(message):
+    """q's compression of a whole message (header included), as `-18!` makes it: a port of
+    qgate-ipc's `compress`, for tests that must send what a remote q client would. None when q
+    would send the message as it is (2000 bytes or fewer, or not under half the size)."""
+    y = message
+    t = len(y)
+    if t <= 2000:
+        return None
+    order = "<" if y[0] == 1 else ">"
+    e = t // 2
+    out = bytearray(e)
+    out[:4] = y[:4]
+    out[2] = 1
+    out[8:12] = struct.pack(f"{order}I", t)
+    table = [0] * 257
+    d, s = 12, 8
+    s0, h0, h = 0, 256, 0
+    last = t - 2
+    while s < t:
+        if d > e - 17:
+            return None
+        block = bytearray(17)
+        k, f, bit = 1, 0, 1
+        while bit and s < t:
+            if s >= last:
+                literal, p = True, 0
+            else:
+                h = y[s] ^ y[s + 1]
+                p = table[h]
+                literal = p == 0 or y[s] != y[p]
+            table[h0] = s0
+            h0 = 256
+            if literal:
+                h0, s0 = h, s
+                block[k] = y[s]
+                k += 1
+                s += 1
+            else:
+                table[h] = s
+                f |= bit
+                r = s + 2
+                q = min(r + 255, t)
+                n = _match_len(y[p + 2:p + 2 + (q - r)], y[r:q])
+                s = r + n
+                block[k], block[k + 1] = h, n
+                k += 2
+            bit = (bit << 1) & 0xFF
+        block[0] = f
+        out[d:d + 17] = block
+        d += k
+    out[4:8] = struct.pack(f"{order}I", d)
+    return bytes(out[:d])
+
+
+def _match_len(a, b):
+    if a == b:
+        return len(a)
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class QError(Exception):
     """A q error in a response (type -128)."""
 

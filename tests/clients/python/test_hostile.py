@@ -1,12 +1,16 @@
 """Hostile inputs: each closes only the offending client, while a well-behaved client (aiokdb,
-connected before) keeps being served, and the server's memory does not jump.
+connected before) keeps being served, and the server's memory does not jump; and what a client
+can no longer do to the log, to the password check, or to the server's memory.
 
-Every test starts a fresh echo server with short handshake and idle timeouts, so that its memory
-figures are its own. The well-behaved client sends a request every 50 ms for the whole attack.
+Every test starts a fresh server (the echo test double with short handshake and idle timeouts,
+or `qgate serve` with the echo plugin), so that its memory figures and its log are its own. The
+well-behaved client sends a request every 50 ms for the whole attack.
 """
 
 import asyncio
+import os
 import struct
+from pathlib import Path
 
 import pytest
 from aiokdb import cv, kj, kk
@@ -14,6 +18,7 @@ from aiokdb.client import open_qipc_connection
 
 import qraw
 from cases import C1_SYNC
+from conftest import ROOT, Server, binary
 
 HANDSHAKE_TIMEOUT_MS = 1000
 IDLE_TIMEOUT_MS = 1000
@@ -241,3 +246,202 @@ def test_200_half_open_handshakes(server):
         assert still_open == 0, f"{still_open} of {HALF_OPEN} half-open connections stayed open"
 
     run(under_attack(server, attack))
+
+
+# ----- The log: client text escaped, repeated events summarised.
+
+# A log line as the text format writes it, for a client to forge.
+FORGED = "2026-01-01T00:00:00.000000Z  INFO qgate_server::handler: forged by a client"
+
+
+def log_size(server):
+    server.log()  # flushes
+    return os.path.getsize(server.log_path)
+
+
+def whole_log(server):
+    """Everything the server has logged (`server.log()` keeps the last 4000 characters)."""
+    server.log()  # flushes
+    return Path(server.log_path).read_text(errors="replace")
+
+
+def test_client_text_cannot_forge_log_lines(server):
+    # Before, an error response and the deny text of an async message were logged raw: a newline
+    # in them started a line of the client's choosing, and an ANSI escape reached the terminal.
+    async def attack(server):
+        conn = await qraw.Conn.open(server.port)
+        # An error response, as PyKX sends to refuse a server's query.
+        text = "nope\n" + FORGED + "\x1b[31m"
+        await conn.send(qraw.frame(qraw.error(text), msgtype=qraw.RESPONSE))
+        # An async message that the echo server refuses with the client's own text.
+        await conn.send(qraw.frame(qraw.char_vector("err:nope\n" + FORGED), msgtype=qraw.ASYNC))
+        assert await conn.query(qraw.char_vector("ping")) == "ping"
+        conn.close()
+
+    run(under_attack(server, attack))
+    lines = whole_log(server).splitlines()
+    assert not [line for line in lines if line.startswith(FORGED)], "a forged line"
+    assert not [line for line in lines if "\x1b" in line], "a raw escape"
+    assert [line for line in lines if "forged by a client" in line], "the text is logged, escaped"
+
+
+FLOOD = 100_000
+
+
+def test_repeated_events_do_not_flood_the_log(server):
+    # Before, 100 000 stray responses wrote 17.6 MB of log and 100 000 refused async messages
+    # 62 MB; each kind is now logged a few times every 10 s, with a count of those left out.
+    stray = qraw.frame(qraw.error("refused"), msgtype=qraw.RESPONSE)
+    refused = qraw.frame(qraw.char_vector("err:refused"), msgtype=qraw.ASYNC)
+    before = log_size(server)
+
+    async def attack(server):
+        conn = await qraw.Conn.open(server.port)
+        for message in (stray, refused):
+            await conn.send(message * FLOOD)
+        assert await conn.query(qraw.char_vector("done"), timeout=120) == "done"
+        conn.close()
+
+    run(under_attack(server, attack), timeout=300)
+    grown = log_size(server) - before
+    assert grown < 256 * 1024, f"the log grew by {grown} bytes"
+
+
+def test_failed_logins_with_long_names_do_not_flood_the_log(servers, password_files):
+    # Before, 2 000 failed logins with 64 KB user names wrote 130 MB of log in 1.4 s: the name was
+    # logged whole. Now it is cut to 256 bytes, and one address's failures are logged a few times
+    # every 10 s, with a count. The waits are off here, to send many quickly.
+    server = servers.start(
+        "echo", "-U", password_files["plain"], "--failed-login-delay-ms", "0"
+    )
+    name = b"u" * 65_000
+    before = log_size(server)
+
+    async def attack():
+        for _ in range(500):
+            with pytest.raises(ConnectionRefusedError):
+                conn = await qraw.Conn.open(server.port, name + b":wrong")
+                conn.close()
+
+    run(attack(), timeout=300)
+    grown = log_size(server) - before
+    assert grown < 64 * 1024, f"the log grew by {grown} bytes"
+    lines = [line for line in whole_log(server).splitlines() if "authentication failed" in line]
+    assert lines, "failed logins are visible in the log"
+    assert all(len(line) < 2000 for line in lines), "the user name is cut short"
+
+
+def test_failed_logins_make_the_address_wait_and_the_log_says_so(servers, password_files):
+    # Before, 10 000 wrong passwords took 1.9 s and the right one was accepted at once after
+    # them. Now, after three failures, an address's attempts queue up, each a growing wait
+    # after the one before, and those past the longest wait are refused without a check.
+    server = servers.start("echo", "-U", password_files["plain"])
+
+    async def attempt(password):
+        try:
+            conn = await qraw.Conn.open(server.port, b"admin:" + password, timeout=60)
+        except ConnectionRefusedError:
+            return False
+        conn.close()
+        return True
+
+    async def attack():
+        for _ in range(3):
+            assert not await attempt(b"wrong")
+        results = await asyncio.gather(*(attempt(b"password") for _ in range(50)))
+        return results.count(True)
+
+    accepted = run(attack(), timeout=120)
+    assert 1 <= accepted < 50, f"{accepted} of 50 attempts after three failures got in"
+    log = whole_log(server)
+    assert "refused without a check" in log, log[-4000:]
+    assert "next_attempt_waits" in log, log[-4000:]
+
+
+# ----- Memory: clients that send what expands, and read nothing back.
+
+PLUGINS = ROOT / "plugins" / "target" / "wasm32-wasip2" / "release"
+
+# 16.8 MB of zeros, compressed as q would: 138 KB on the wire, 121 times smaller.
+EXPANDING = qraw.compress(qraw.frame(qraw.byte_vector(bytes(16_800_000))))
+CLIENTS = 30
+
+
+def serve_echo(tmp_path_factory, limits):
+    """`qgate serve` with the echo plugin as its backend and `limits` as its [limits] table."""
+    echo = PLUGINS / "echo.wasm"
+    if not echo.is_file():
+        pytest.fail(f"{echo} not found: run `cargo xtask plugins`")
+    directory = tmp_path_factory.mktemp("echo")
+    config = directory / "config.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:0"\n\n[limits]\n{limits}\n\n'
+        f'[[plugins]]\nname = "echo"\npath = "{echo}"\n'
+    )
+    argv = [binary("QGATE_BIN", "qgate"), "serve", "--config", str(config)]
+    return Server(argv, directory / "stderr.log", startup_timeout=300.0)
+
+
+def rss_peak_kib(server):
+    return memory(server)["VmHWM"]
+
+
+async def send_and_read_nothing(server, count):
+    """`count` clients each send EXPANDING, and read nothing back."""
+    conns = [await qraw.Conn.open(server.port) for _ in range(count)]
+    for conn in conns:
+        await send_ignoring_close(conn, EXPANDING)
+    return conns
+
+
+def test_expanding_queries_that_are_never_read_stay_within_the_memory_budget(tmp_path_factory):
+    # The issue's probe: 30 clients each send a 138 KB query that expands to 16.8 MB, and read
+    # nothing back; the echo plugin answers them. Before, the server grew from 103 MB to 1.4 GB
+    # and stayed there. The expansion limit is raised here so that the messages reach the budget.
+    budget_mib = 128
+    server = serve_echo(
+        tmp_path_factory,
+        f'memory_budget = "{budget_mib}MiB"\nmax_message_bytes = "64MiB"\nmax_expansion = 128',
+    )
+
+    async def attack():
+        conns = await send_and_read_nothing(server, CLIENTS)
+        # Long enough for every message to be handled or refused, in a debug build too.
+        await asyncio.sleep(20)
+        for conn in conns:
+            conn.close()
+
+    try:
+        before = rss_peak_kib(server)
+        run(attack(), timeout=300)
+        grown_mib = (rss_peak_kib(server) - before) / 1024
+        # The budget bounds the messages and replies the server holds; the plugin's instances
+        # (each capped at its memory_limit, one per call running at once) and the reply a call
+        # in progress has decoded come on top of it.
+        assert grown_mib < budget_mib + 256, f"resident memory peaked {grown_mib:.0f} MiB higher"
+        assert server.alive()
+    finally:
+        server.stop()
+
+
+def test_expanding_queries_are_refused_by_the_expansion_limit(tmp_path_factory):
+    # With the default limits, a message that expands 121 times is refused before it is
+    # decompressed, and its client closed.
+    server = serve_echo(tmp_path_factory, "")
+
+    async def attack():
+        conns = await send_and_read_nothing(server, CLIENTS)
+        closed = await asyncio.gather(*(conn.closed_by_peer(CLOSE_WITHIN) for conn in conns))
+        for conn in conns:
+            conn.close()
+        return closed.count(True)
+
+    try:
+        before = rss_peak_kib(server)
+        closed = run(attack(), timeout=300)
+        grown_mib = (rss_peak_kib(server) - before) / 1024
+        assert closed == CLIENTS, f"{closed} of {CLIENTS} closed"
+        assert grown_mib < 64, f"resident memory peaked {grown_mib:.0f} MiB higher"
+        assert "max_expansion" in whole_log(server)
+    finally:
+        server.stop()

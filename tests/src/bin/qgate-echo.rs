@@ -65,6 +65,18 @@ struct Args {
     /// Connections open at once for one user name.
     #[arg(long, value_name = "N")]
     max_connections_per_user: Option<usize>,
+    /// Connections that have not logged in yet, at once.
+    #[arg(long, value_name = "N")]
+    max_handshakes: Option<usize>,
+    /// Past this many pending handshakes, new connections are dropped at random.
+    #[arg(long, value_name = "N")]
+    handshake_early_drop: Option<usize>,
+    /// Connections that have not logged in yet, at once, from one address.
+    #[arg(long, value_name = "N")]
+    max_handshakes_per_address: Option<usize>,
+    /// The first wait that failed logins cost later attempts, or 0 to turn the protection off.
+    #[arg(long, value_name = "MS")]
+    failed_login_delay_ms: Option<u64>,
     /// Stop after this long whatever happens, so that a forgotten server cannot outlive a test run.
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     lifetime_secs: u64,
@@ -143,6 +155,18 @@ fn options(args: &Args) -> ServerOptions {
     }
     if let Some(n) = args.max_connections_per_user {
         options.limits.max_connections_per_user = n;
+    }
+    if let Some(n) = args.max_handshakes {
+        options.limits.max_handshakes = n;
+    }
+    if let Some(n) = args.handshake_early_drop {
+        options.limits.handshake_early_drop = n;
+    }
+    if let Some(n) = args.max_handshakes_per_address {
+        options.limits.max_handshakes_per_address = n;
+    }
+    if let Some(ms) = args.failed_login_delay_ms {
+        options.login_backoff.first_delay = (ms > 0).then(|| Duration::from_millis(ms));
     }
     options.shutdown_grace = Duration::from_secs(2);
     options

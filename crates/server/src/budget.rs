@@ -1,0 +1,235 @@
+//! The server's memory budget: the bytes it holds for messages in flight, counted so that it
+//! never holds more than `limits.memory_budget`, whatever its clients do.
+//!
+//! What counts, each as a [`Charge`] that travels with the buffer it pays for and gives its bytes
+//! back when dropped:
+//!
+//! - a received message's buffer, charged as its body arrives (a client that claims 256 MiB and
+//!   sends ten bytes has ten bytes charged, not 256 MiB), then the uncompressed copy of a
+//!   compressed one, charged before it is allocated;
+//! - a reply, charged at its encoded length before it is encoded, until it is written.
+//!
+//! Messages and replies under [`CHARGED_MIN_BYTES`] are not counted: each connection holds at
+//! most one of each at a time, and counting them would cost every small query two semaphore
+//! operations. Nor are the read-ahead buffers (a few KiB a connection) or the large buffers kept
+//! for reuse (`buffers.rs`, at most `max_message_bytes` in all, dropped after 10 s).
+//!
+//! When the budget is spent, a charge waits for bytes to come back for at most
+//! [`MemoryBudget::WAIT`], then fails: the caller refuses that one message or reply with a q error that
+//! names the limit, and the connection goes on. A client that stops reading holds its reply's
+//! charge until `write_timeout` closes it; one that stops sending in the middle of a message,
+//! until `body_timeout` does.
+//!
+//! The budget is a [`tokio::sync::Semaphore`] with one permit per byte, and a charge is an
+//! owned permit, so that a charge can move with its buffer from task to task (a gateway's reply
+//! stream will carry one per chunk).
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Messages and replies smaller than this are not charged.
+///
+/// 64 KiB: a connection holds at most one message and one reply at a time, so uncounted ones
+/// cost at most 128 KiB a connection, which `max_connections` bounds; larger ones are where
+/// memory goes (inserts, query results), and they are rare enough that two semaphore operations
+/// each cost nothing measurable.
+pub(crate) const CHARGED_MIN_BYTES: usize = 64 * 1024;
+
+/// The bytes the server may hold for messages in flight, shared by every connection.
+///
+/// Clone it to hand it to another connection or task: clones share the same budget.
+#[derive(Clone, Debug)]
+pub struct MemoryBudget {
+    /// One permit per byte. Tokio's semaphores hold up to `usize::MAX >> 3` permits, far more
+    /// than any machine's memory.
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+/// Bytes taken from a [`MemoryBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: MemoryBudget,
+    /// `None` for a charge of nothing.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The budget had not enough bytes free within [`MemoryBudget::WAIT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the server's memory budget (limits.memory_budget, {total} bytes) has not {wanted} bytes free"
+)]
+pub struct BudgetExhausted {
+    /// The bytes asked for.
+    pub wanted: usize,
+    /// The whole budget.
+    pub total: usize,
+}
+
+impl MemoryBudget {
+    /// How long a charge waits for the budget before it fails.
+    ///
+    /// 5 s: long enough for the replies of a busy server to drain to their clients and give their
+    /// bytes back; short enough that a client whose message cannot be taken hears so, rather than
+    /// waiting as if the server had hung.
+    pub const WAIT: Duration = Duration::from_secs(5);
+
+    /// A budget of `total` bytes.
+    pub fn new(total: usize) -> Self {
+        let total = total.min(Semaphore::MAX_PERMITS);
+        Self {
+            bytes: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// The whole budget, in bytes.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The bytes not charged at the moment.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    /// A charge of nothing, to grow later.
+    pub fn empty(&self) -> Charge {
+        Charge {
+            budget: self.clone(),
+            permit: None,
+        }
+    }
+
+    /// Charges `bytes`, waiting at most [`MemoryBudget::WAIT`] for them to be free.
+    ///
+    /// # Errors
+    ///
+    /// [`BudgetExhausted`] when they were not free in time, or are more than the whole budget.
+    pub async fn charge(&self, bytes: usize) -> Result<Charge, BudgetExhausted> {
+        let mut charge = self.empty();
+        charge
+            .grow(bytes, tokio::time::Instant::now() + Self::WAIT)
+            .await?;
+        Ok(charge)
+    }
+}
+
+impl Charge {
+    /// The bytes charged.
+    pub fn bytes(&self) -> usize {
+        self.permit
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// Charges `more` bytes on top, waiting for them until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// [`BudgetExhausted`] when they were not free in time, or are more than the whole budget;
+    /// the charge is then as it was.
+    pub async fn grow(
+        &mut self,
+        more: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), BudgetExhausted> {
+        if more == 0 {
+            return Ok(());
+        }
+        let exhausted = BudgetExhausted {
+            wanted: more,
+            total: self.budget.total,
+        };
+        // A charge larger than the whole budget would wait for ever.
+        let Ok(permits) = u32::try_from(more) else {
+            return Err(exhausted);
+        };
+        if more > self.budget.total {
+            return Err(exhausted);
+        }
+        let semaphore = Arc::clone(&self.budget.bytes);
+        let permit = match semaphore.clone().try_acquire_many_owned(permits) {
+            Ok(permit) => permit,
+            Err(_) => {
+                match tokio::time::timeout_at(deadline, semaphore.acquire_many_owned(permits)).await
+                {
+                    Ok(Ok(permit)) => permit,
+                    // The semaphore is never closed; a timeout is the only way here.
+                    Ok(Err(_)) | Err(_) => return Err(exhausted),
+                }
+            }
+        };
+        match &mut self.permit {
+            Some(held) => held.merge(permit),
+            None => self.permit = Some(permit),
+        }
+        Ok(())
+    }
+
+    /// Gives back what is charged beyond `bytes`.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        let Some(held) = &mut self.permit else {
+            return;
+        };
+        let extra = held.num_permits().saturating_sub(bytes);
+        if extra > 0 {
+            // Dropping the split-off part gives its permits back.
+            drop(held.split(extra));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn charges_come_back_when_dropped() {
+        let budget = MemoryBudget::new(1000);
+        let a = budget.charge(600).await.unwrap();
+        assert_eq!((a.bytes(), budget.available()), (600, 400));
+        let mut b = budget.empty();
+        b.grow(400, tokio::time::Instant::now()).await.unwrap();
+        assert_eq!(budget.available(), 0);
+        b.shrink_to(100);
+        assert_eq!((b.bytes(), budget.available()), (100, 300));
+        drop(a);
+        drop(b);
+        assert_eq!(budget.available(), 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_charge_waits_then_fails() {
+        let budget = MemoryBudget::new(1000);
+        let held = budget.charge(900).await.unwrap();
+        let error = budget.charge(200).await.unwrap_err();
+        assert_eq!(
+            error,
+            BudgetExhausted {
+                wanted: 200,
+                total: 1000
+            }
+        );
+        assert!(
+            error.to_string().contains("limits.memory_budget"),
+            "{error}"
+        );
+        // Bytes given back while a charge waits let it through.
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.charge(200).await.map(|charge| charge.bytes()) }
+        });
+        tokio::task::yield_now().await;
+        drop(held);
+        assert_eq!(waiting.await.unwrap(), Ok(200));
+    }
+
+    #[tokio::test]
+    async fn more_than_the_whole_budget_fails_at_once() {
+        let budget = MemoryBudget::new(1000);
+        assert!(budget.charge(1001).await.is_err());
+        assert_eq!(budget.available(), 1000);
+    }
+}
