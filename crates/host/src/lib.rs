@@ -22,9 +22,14 @@
 //!
 //! Sandboxing: one engine, epoch interruption ([`EPOCH_TICK`]) for each call's time budget, a
 //! memory cap per instance, and an empty WASI context (no files, no environment, no network, no
-//! stdio) whose `wasi:io` functions never wait. Calls run inline on the connection's async
-//! worker; one still running after a tick hands the worker's other tasks to another thread. A trap, a timeout or the memory cap is a deny for auth, sync and async, unless the
-//! plugin is configured fail-open; a plugin that keeps failing is re-instantiated with backoff.
+//! stdio) whose `wasi:io` functions never wait. A budget counts the CPU time of the thread that
+//! runs the call, so that a call is not denied for time it spent preempted, under a wall-clock
+//! ceiling of [`WALL_CLOCK_CEILING_FACTOR`] budgets (at least [`MIN_WALL_CLOCK_CEILING`])
+//! (`store.rs`). Calls run inline on the connection's async worker; one still running after a
+//! tick hands the worker's other tasks to another thread (`offload.rs`). A trap, a timeout or the
+//! memory cap is a deny for auth, sync and async, unless the plugin is configured fail-open; the
+//! failed instance is replaced at once, and only a plugin whose instances cannot be made backs
+//! off (`plugin.rs`).
 //!
 //! Instances are not per connection: each plugin keeps a small pool of instances that all
 //! connections share, each checked out for one call (ARCHITECTURE.md says why).
@@ -42,8 +47,10 @@ mod bindings;
 mod engine;
 mod kv;
 mod lock;
+mod offload;
 mod plugin;
 mod state;
+mod store;
 mod swap;
 mod wasi;
 
@@ -72,6 +79,7 @@ pub use crate::{
     lock::{Digest, LockPolicy, ParseError, PublicKey, SecretKey, signature_path},
     plugin::{MAX_BACKOFF, MIN_BACKOFF, MIN_INIT_BUDGET},
     state::MAX_SUMMARY_TEXT_BYTES,
+    store::{MIN_WALL_CLOCK_CEILING, WALL_CLOCK_CEILING_FACTOR},
     swap::{MAX_PREVIOUS_VERSIONS, PluginStatus, SwapOutcome},
 };
 
@@ -119,7 +127,9 @@ pub struct PluginSpec {
     pub config: serde_json::Map<String, serde_json::Value>,
     /// Whether a trap, a timeout or the memory cap counts as a pass rather than a deny.
     pub fail_open: bool,
-    /// How long one call may run.
+    /// How much CPU time one call may use. It may take [`WALL_CLOCK_CEILING_FACTOR`] times as
+    /// long on the wall clock, and at least [`MIN_WALL_CLOCK_CEILING`], before it is cut all the
+    /// same.
     pub time_budget: Duration,
     /// How much linear memory one instance may have.
     pub memory_limit_bytes: usize,
