@@ -136,6 +136,8 @@ pub struct PluginSpec {
     /// The one version that may load, when pinned: every load whose file has another digest is
     /// refused.
     pub sha256: Option<Digest>,
+    /// The largest file that is read as the plugin's component; a larger one is refused.
+    pub max_file_bytes: u64,
 }
 
 impl PluginSpec {
@@ -148,6 +150,12 @@ impl PluginSpec {
     /// and 64 MiB leaves room for tables and a decoded message or two.
     pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 64 << 20;
 
+    /// The default cap on a plugin's file: a component is a few MiB at most (the largest of
+    /// `plugins/`, `audit`, is 250 KB), and 64 MiB leaves room for one with data built in, while
+    /// a file put in its place by mistake (a log, an image, a core dump) is refused rather than
+    /// read into memory and handed to the compiler.
+    pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
+
     /// A fail-closed plugin with the default budget and memory cap and an empty config.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Self {
@@ -158,6 +166,7 @@ impl PluginSpec {
             time_budget: Self::DEFAULT_TIME_BUDGET,
             memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
             sha256: None,
+            max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
         }
     }
 }
@@ -200,15 +209,16 @@ pub enum HostError {
         /// What went wrong.
         message: String,
     },
-    /// A plugin's file could not be read.
-    #[error("failed to read plugin {plugin} from {path:?}")]
+    /// A plugin's file could not be read: it is missing, not a regular file, larger than
+    /// [`PluginSpec::max_file_bytes`], or slower to read than the time limit.
+    #[error("failed to read plugin {plugin}: {error}")]
     Read {
         /// The plugin's name.
         plugin: String,
         /// Its file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why, naming the file.
+        error: qgate_files::FileError,
     },
     /// A plugin's file is not a component that fits the contract, or its `init` failed.
     #[error("failed to load plugin {plugin}: {message}")]

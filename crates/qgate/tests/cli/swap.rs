@@ -378,3 +378,107 @@ fn a_locked_server_runs_only_pinned_or_signed_plugins() {
     let message = stderr(&output);
     assert!(message.contains(&a) && message.contains(&b), "{message}");
 }
+
+/// The digest that `qgate plugins --json` reports for plugin `name`.
+fn serving_plugin(config: &str, name: &str) -> String {
+    let output = admin(&["plugins", "--json"], config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    rows.as_array()
+        .and_then(|rows| rows.iter().find(|row| row["name"] == name))
+        .and_then(|row| row["digest"].as_str())
+        .unwrap_or_else(|| panic!("no plugin {name} in {rows}"))
+        .to_owned()
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {path:?}");
+}
+
+/// A FIFO renamed over a plugin (whose open and read would wait for a writer for ever) or a
+/// symlink to `/dev/zero` (which never ends) is refused at once by `qgate reload`, and the file
+/// watch goes on seeing the other plugins' changes; at start, `qgate check` and `qgate serve`
+/// refuse a FIFO by name instead of waiting on it.
+#[test]
+fn a_plugin_path_that_is_not_a_regular_file_stalls_nothing() {
+    let dir = TempDir::new("fifo");
+    for name in ["one", "two"] {
+        deploy(&dir.0.join(format!("{name}.wasm")), &component("version-a"));
+    }
+    let config = dir.write(
+        "qgate.toml",
+        "[admin]\nsocket = \"admin.sock\"\nwatch = true\n\
+         [[plugins]]\nname = \"one\"\npath = \"one.wasm\"\n\
+         [[plugins]]\nname = \"two\"\npath = \"two.wasm\"\n",
+    );
+    let config = config.to_str().expect("UTF-8");
+    let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0"]);
+    let (a, b) = (
+        digest_of(&dir, &component("version-a")),
+        digest_of(&dir, &component("version-b")),
+    );
+
+    let fifo = dir.0.join("fifo");
+    mkfifo(&fifo);
+    fs::rename(&fifo, dir.0.join("one.wasm")).expect("rename the FIFO over a plugin");
+    let output = admin(&["reload", "one"], config);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let message = stderr(&output);
+    assert!(
+        message.contains("is a FIFO, not a regular file"),
+        "{message}"
+    );
+    assert!(message.contains("goes on serving"), "{message}");
+    let output = admin(&["reload"], config);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stdout(&output).contains("one: failed") && stdout(&output).contains("two: unchanged"),
+        "{}",
+        stdout(&output)
+    );
+
+    // The watch still sees the other plugin's new version, with the FIFO in place.
+    deploy(&dir.0.join("two.wasm"), &component("version-b"));
+    eventually("the watch's reload of `two`", || {
+        serving_plugin(config, "two") == b
+    });
+    assert_eq!(serving_plugin(config, "one"), a);
+
+    fs::remove_file(dir.0.join("one.wasm")).expect("remove the FIFO");
+    std::os::unix::fs::symlink("/dev/zero", dir.0.join("one.wasm")).expect("a symlink");
+    let output = admin(&["reload", "one"], config);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("is a character device, not a regular file"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(serving_plugin(config, "one"), a);
+    let status = server.terminate();
+    let log = server.stderr();
+    assert!(status.success(), "{status}; stderr:\n{log}");
+    assert!(
+        log.contains("is a FIFO"),
+        "the watch logs its refusal:\n{log}"
+    );
+
+    // At start: a FIFO is named, not waited on.
+    fs::remove_file(dir.0.join("one.wasm")).expect("remove the symlink");
+    mkfifo(&dir.0.join("one.wasm"));
+    let output = run(&["check", config]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("plugins: failed to read plugin one: ")
+            && stderr(&output).contains("is a FIFO, not a regular file"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(&["serve", "--config", config, "-p", "127.0.0.1:0"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(stdout(&output), "", "no listening line");
+    assert!(stderr(&output).contains("is a FIFO"), "{}", stderr(&output));
+}
