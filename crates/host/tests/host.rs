@@ -158,6 +158,38 @@ async fn a_spinning_plugin_is_cut_at_its_budget_while_others_proceed() {
     );
 }
 
+/// A call's budget counts the CPU time it uses, not the time it spends waiting for a thread: here
+/// a slow call (7 ms or so of CPU time) must hand its async worker to another thread, and the
+/// runtime has none to give until the test lets one go, long after the budget has passed on the
+/// wall clock. The call is answered, not denied as past its budget.
+#[test]
+fn a_call_is_not_charged_for_time_it_waits_for_a_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut work = spec("spin");
+    work.config.insert("turns".into(), 5_000_000.into());
+    work.time_budget = Duration::from_millis(100);
+    let host = Arc::new(host(vec![work, spec("echo")]));
+    runtime.block_on(async {
+        // The one thread the runtime may start besides its worker is taken until the call ends.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::task::spawn_blocking(move || held.recv());
+        let verdict = tokio::spawn({
+            let host = host.clone();
+            async move { host.on_sync(&session(), &request(&call())).await }
+        })
+        .await
+        .expect("the call's task");
+        release.send(()).expect("the blocking task waits");
+        busy.await.expect("the blocking task").expect("released");
+        assert_eq!(verdict, Verdict::Reply(call()));
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_grows_without_bound_is_capped() {
     let mut grow = spec("grow-memory");
