@@ -482,3 +482,100 @@ fn a_plugin_path_that_is_not_a_regular_file_stalls_nothing() {
     assert_eq!(stdout(&output), "", "no listening line");
     assert!(stderr(&output).contains("is a FIFO"), "{}", stderr(&output));
 }
+
+/// One line from `reader`, as the admin socket's JSON answer.
+fn answer_line(reader: &mut impl std::io::BufRead) -> serde_json::Value {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("an answer line");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+/// How many threads process `pid` has now.
+fn threads(pid: u32) -> usize {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("a Threads line")
+}
+
+/// A line too long for a request, or not UTF-8, gets an error answer and the connection goes on;
+/// a burst of concurrent reloads waits for a small pool of threads instead of starting one each.
+#[test]
+fn the_admin_socket_answers_bad_lines_and_bounds_its_threads() {
+    use std::{
+        io::{BufReader, Write as _},
+        os::unix::net::UnixStream,
+    };
+
+    let dir = TempDir::new("admin-lines");
+    let (mut server, socket, config) = start(&dir, "watch = false");
+    let stream = UnixStream::connect(&socket).expect("the admin socket");
+    stream.set_read_timeout(Some(PATIENCE)).expect("a timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("a clone"));
+    let mut writer = stream;
+
+    // 10 MB on one line, written while this thread reads the answer.
+    let long = thread::spawn({
+        let mut writer = writer.try_clone().expect("a clone");
+        move || {
+            writer.write_all(&vec![b'a'; 10 << 20])?;
+            writer.write_all(b"\n")
+        }
+    });
+    let answer = answer_line(&mut reader);
+    assert_eq!(answer["ok"], false, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains("longer than 65536 bytes"), "{answer}");
+    long.join()
+        .expect("the writer")
+        .expect("the whole line was read");
+
+    writer
+        .write_all(b"\xff\xfe{\"command\":\"plugins\"}\n")
+        .expect("sent");
+    let answer = answer_line(&mut reader);
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not UTF-8"),
+        "{answer}"
+    );
+    writer
+        .write_all(b"{\"command\":\"plugins\"}\n")
+        .expect("sent");
+    let answer = answer_line(&mut reader);
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["plugins"][0]["name"], "policy", "{answer}");
+
+    // 300 reloads of every plugin at once.
+    let pid = server.child.id();
+    let before = threads(pid);
+    let clients = (0..300)
+        .map(|_| {
+            let mut client = UnixStream::connect(&socket).expect("the admin socket");
+            client.set_read_timeout(Some(PATIENCE)).expect("a timeout");
+            client
+                .write_all(b"{\"command\":\"reload\"}\n")
+                .expect("sent");
+            client
+        })
+        .collect::<Vec<_>>();
+    let mut most = before;
+    for client in clients {
+        most = most.max(threads(pid));
+        let answer = answer_line(&mut BufReader::new(client));
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+    // The admin socket's two threads were there before; each job adds a thread that reads the
+    // plugin's file, and the one before it may not have ended yet.
+    assert!(
+        most <= before + 4,
+        "{most} threads during the reloads, {before} before"
+    );
+    assert_eq!(serving(&config), digest_of(&dir, &component("version-a")));
+    assert!(server.terminate().success());
+}
