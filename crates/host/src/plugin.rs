@@ -72,7 +72,7 @@ pub(crate) enum Failure {
     Backoff,
     /// All [`MAX_INSTANCES_PER_VERSION`] instances are busy.
     Busy,
-    /// The call ran past its time budget.
+    /// The call used its budget of CPU time, or reached its wall-clock ceiling.
     Timeout,
     /// The call trapped (the memory cap included), or a new instance could not be made.
     Trap(wasmtime::Error),
@@ -95,7 +95,9 @@ impl std::fmt::Display for Failure {
                 "cannot be instantiated after repeated failures; waiting before trying again",
             ),
             Self::Busy => write!(f, "all {MAX_INSTANCES_PER_VERSION} instances are busy"),
-            Self::Timeout => f.write_str("ran past its time budget"),
+            Self::Timeout => {
+                f.write_str("ran past its time budget (of CPU time, or its wall-clock ceiling)")
+            }
             // The alternate form: the cause chain, wasm backtrace included. `Debug` would also
             // resolve the native backtrace that `RUST_BACKTRACE=1` makes every error capture,
             // which loads the binary's debug info (measured: 200 MB resident, kept) on the first
