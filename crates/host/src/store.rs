@@ -11,15 +11,15 @@
 //! [`WALL_CLOCK_CEILING_FACTOR`] times its budget and at least [`MIN_WALL_CLOCK_CEILING`].
 //!
 //! ```text
-//!   set_deadline(budget) ──► Deadline { cpu: thread CPU now + budget,
-//!                                       wall: now + max(10 × budget, 1 s) }
+//!   set_deadline(budget) ──► Deadline { budget, started: now, wall: now + max(10 × budget, 1 s) }
 //!   each epoch check (offload::on_epoch) ──► Deadline::left(): the smaller of the CPU time and
 //!                                            the wall time left; none left is an interrupt
 //! ```
 //!
-//! The deadline is checked at epoch ticks only: after `left`, the next check is `left` ticks
-//! away on the wall clock, which no call can outrun in CPU time, so a call that is never
-//! preempted is checked as often as with a wall-clock budget (twice or three times in all).
+//! The deadline is checked at epoch ticks only, so a call that ends within a tick (nearly all)
+//! never reads the CPU clock. After `left`, the next check is `left` ticks away on the wall
+//! clock, which no call can outrun in CPU time, so a call that is never preempted is checked as
+//! often as with a wall-clock budget (twice or three times in all).
 
 use std::{
     sync::Arc,
@@ -105,10 +105,20 @@ pub(crate) fn set_deadline(store: &mut Store<HostState>, budget: Duration) {
 
 /// When the call in progress must stop: when the thread that runs it has used its CPU time, or
 /// at its wall-clock ceiling, whichever comes first.
+///
+/// The thread's CPU clock is read at the first check, not when the call starts: reading it is a
+/// system call (`CLOCK_THREAD_CPUTIME_ID` has no vDSO fast path), and most calls end within a
+/// microsecond, long before the first tick. The first check counts all the wall-clock time since
+/// the start as CPU time (at most a tick's worth, since the first check comes at the first tick),
+/// so a call is never charged less than it used.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Deadline {
-    /// The running thread's CPU time at which the budget is spent.
-    cpu: Duration,
+    budget: Duration,
+    /// When the call started.
+    started: Instant,
+    /// The running thread's CPU time at which the budget is spent, once the first check has read
+    /// the clock.
+    cpu: Option<Duration>,
     /// The wall-clock ceiling.
     wall: Instant,
 }
@@ -116,17 +126,22 @@ pub(crate) struct Deadline {
 impl Deadline {
     /// A deadline already past, for a store between calls.
     pub(crate) fn past() -> Self {
+        let now = Instant::now();
         Self {
-            cpu: Duration::ZERO,
-            wall: Instant::now(),
+            budget: Duration::ZERO,
+            started: now,
+            cpu: Some(Duration::ZERO),
+            wall: now,
         }
     }
 
-    /// The deadline of a call with `budget` that starts now on this thread.
+    /// The deadline of a call with `budget` that starts now.
     fn after(budget: Duration) -> Self {
         let now = Instant::now();
         Self {
-            cpu: thread_cpu_time().saturating_add(budget),
+            budget,
+            started: now,
+            cpu: None,
             wall: now
                 .checked_add(wall_clock_ceiling(budget))
                 .unwrap_or(now + MIN_WALL_CLOCK_CEILING),
@@ -135,13 +150,18 @@ impl Deadline {
 
     /// How long the call may still run, checked on the thread that runs it: `None` once its
     /// budget is spent or its ceiling passed.
-    pub(crate) fn left(&self) -> Option<Duration> {
+    pub(crate) fn left(&mut self) -> Option<Duration> {
         self.left_at(thread_cpu_time(), Instant::now())
     }
 
     /// [`Deadline::left`] at CPU time `cpu` and wall-clock time `now`.
-    fn left_at(&self, cpu: Duration, now: Instant) -> Option<Duration> {
-        let cpu_left = self.cpu.checked_sub(cpu).filter(|left| !left.is_zero())?;
+    fn left_at(&mut self, cpu: Duration, now: Instant) -> Option<Duration> {
+        let spent_at = *self.cpu.get_or_insert_with(|| {
+            // Everything since the start counts, as if the call had run all along.
+            let since_start = now.saturating_duration_since(self.started);
+            cpu.saturating_add(self.budget.saturating_sub(since_start))
+        });
+        let cpu_left = spent_at.checked_sub(cpu).filter(|left| !left.is_zero())?;
         let wall_left = self
             .wall
             .checked_duration_since(now)
@@ -166,14 +186,12 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// A deadline made at CPU time 0 and wall-clock time `start` for `budget`, asked at CPU time
-    /// `cpu` and `wall` after `start`.
+    /// A deadline made for `budget` at CPU time 0, first checked a tick later (when the call has
+    /// used a tick of CPU time), then asked at CPU time `cpu` and `wall` after the start.
     fn check(budget: Duration, cpu: Duration, wall: Duration, expect: Option<Duration>) {
-        let start = Instant::now();
-        let deadline = Deadline {
-            cpu: budget,
-            wall: start + wall_clock_ceiling(budget),
-        };
+        let mut deadline = Deadline::after(budget);
+        let start = deadline.started;
+        assert!(deadline.left_at(MS, start + MS).is_some());
         assert_eq!(
             deadline.left_at(cpu, start + wall),
             expect,
@@ -194,6 +212,21 @@ mod tests {
         check(200 * MS, MS, 2000 * MS, None);
         check(5 * MS, MS / 1000, 999 * MS, Some(MS));
         check(5 * MS, MS / 1000, 1000 * MS, None);
+    }
+
+    #[test]
+    fn the_first_check_counts_the_time_since_the_start_as_cpu_time() {
+        // First checked 3 ms after the start, at a CPU time of 10 ms: the call is taken to have
+        // started at 7 ms, and its 5 ms budget runs out at 12 ms.
+        let mut deadline = Deadline::after(5 * MS);
+        let start = deadline.started;
+        assert_eq!(deadline.left_at(10 * MS, start + 3 * MS), Some(2 * MS));
+        assert_eq!(deadline.left_at(11 * MS, start + 50 * MS), Some(MS));
+        assert_eq!(deadline.left_at(12 * MS, start + 60 * MS), None);
+        // A call first checked past its budget on the wall clock is cut at once.
+        let mut deadline = Deadline::after(5 * MS);
+        assert_eq!(deadline.left_at(MS, deadline.started + 6 * MS), None);
+        assert_eq!(Deadline::past().left_at(MS, Instant::now()), None);
     }
 
     #[test]
