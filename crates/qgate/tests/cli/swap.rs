@@ -409,11 +409,17 @@ fn a_plugin_path_that_is_not_a_regular_file_stalls_nothing() {
     for name in ["one", "two"] {
         deploy(&dir.0.join(format!("{name}.wasm")), &component("version-a"));
     }
+    // Both start as the same component: with a compilation cache, it is compiled once (a debug
+    // build takes seconds a component on a busy machine).
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
     let config = dir.write(
         "qgate.toml",
-        "[admin]\nsocket = \"admin.sock\"\nwatch = true\n\
-         [[plugins]]\nname = \"one\"\npath = \"one.wasm\"\n\
-         [[plugins]]\nname = \"two\"\npath = \"two.wasm\"\n",
+        &format!(
+            "[server]\nplugin_cache_dir = {cache:?}\n\
+             [admin]\nsocket = \"admin.sock\"\nwatch = true\n\
+             [[plugins]]\nname = \"one\"\npath = \"one.wasm\"\n\
+             [[plugins]]\nname = \"two\"\npath = \"two.wasm\"\n"
+        ),
     );
     let config = config.to_str().expect("UTF-8");
     let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0"]);
