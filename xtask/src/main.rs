@@ -37,7 +37,8 @@ commands:
   clients [SUITE...]           run the real-client tests (PyKX, aiokdb, qPython, node-q),
                                installing the clients under target/clients/ first
                                (suites: pykx-aiokdb, qpython, node; default all)
-  tidy                         check the repository's conventions (also runs in `cargo test`)
+  tidy [--update-wit-hash]     check the repository's conventions (also runs in `cargo test`);
+                               --update-wit-hash records the hash of wit/ after a version bump
   bench [--quick]              run the codec benchmarks, then the server harness
   fuzz [--seconds N] [TARGET...]
                                fuzz the decoder with cargo-fuzz on nightly

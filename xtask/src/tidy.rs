@@ -3,8 +3,14 @@
 //! The checks:
 //!
 //! - every `.rs` file starts with a `//!` comment saying what it is for;
+//! - no `.rs` file marks a test `#[ignore]` or `#[should_panic]` (a test runs and can fail, or it
+//!   is not there; a panic is tested by its message);
 //! - the workspace's internal dependency graph has only the edges that [`ALLOWED_EDGES`] lists,
 //!   and no crate depends on an external crate that [`FORBIDDEN_EXTERNAL`] keeps from it;
+//! - a change to `wit/` comes with a new package version: the hash of its `.wit` files is stored
+//!   in `wit/README.md` with the version it was taken at, as rust-analyzer stores the hash of its
+//!   LSP extensions beside their documentation, and `cargo xtask tidy --update-wit-hash` records
+//!   it again once the version is bumped;
 //! - the reference `config.toml` parses as TOML.
 //!
 //! Each problem is one message naming the file and the rule it breaks.
@@ -118,10 +124,33 @@ const SOURCE_DIRS: [&str; 6] = ["crates", "xtask", "tests", "plugins", "fuzz", "
 /// The dependency tables of a manifest, at the top level and under each `[target.'...']`.
 const DEPENDENCY_TABLES: [&str; 3] = ["dependencies", "dev-dependencies", "build-dependencies"];
 
-/// Runs every check and prints the outcome.
+/// The attributes no test may carry, as the identifiers that name them.
+///
+/// Spelt in two pieces, so that tidy's own source does not carry them.
+const FORBIDDEN_ATTRIBUTES: [&str; 2] = [concat!("ign", "ore"), concat!("should", "_panic")];
+
+/// The file in `wit/` that holds the stored hash of the `.wit` files, on a line of its own.
+const WIT_HASH_FILE: &str = "wit/README.md";
+
+/// What starts the stored hash's line in [`WIT_HASH_FILE`].
+const WIT_HASH_PREFIX: &str = "wit hash: ";
+
+/// The command that records the hash of `wit/` again.
+const UPDATE_WIT_HASH: &str = "cargo xtask tidy --update-wit-hash";
+
+/// Runs every check and prints the outcome, or, with `--update-wit-hash`, records the hash of
+/// `wit/` after a version bump.
 pub(crate) fn run(args: &[String]) -> Result<()> {
-    if let Some(arg) = args.first() {
-        bail!("unknown argument `{arg}` (usage: cargo xtask tidy)");
+    match args {
+        [] => {}
+        [flag] if flag == "--update-wit-hash" => {
+            let line = update_wit_hash(&project_root())?;
+            println!("tidy: {WIT_HASH_FILE}: {line}");
+            return Ok(());
+        }
+        [arg, ..] => {
+            bail!("unknown argument `{arg}` (usage: cargo xtask tidy [--update-wit-hash])")
+        }
     }
     let report = check(&project_root());
     for error in &report.errors {
@@ -131,7 +160,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         bail!("{} problem(s) found", report.errors.len());
     }
     println!(
-        "tidy: ok ({} .rs files, {} workspace manifests, config.toml)",
+        "tidy: ok ({} .rs files, {} workspace manifests, wit/, config.toml)",
         report.source_files, report.manifests
     );
     Ok(())
@@ -151,36 +180,67 @@ pub(crate) struct Report {
 /// Runs every check against the repository at `root`.
 pub(crate) fn check(root: &Path) -> Report {
     let mut report = Report::default();
-    check_file_headers(&mut report, root);
+    check_source_files(&mut report, root);
     check_dependencies(&mut report, root);
+    check_wit(&mut report, root);
     check_config(&mut report, root);
     report
 }
 
-/// Every `.rs` file under [`SOURCE_DIRS`] starts with a `//!` line.
-fn check_file_headers(report: &mut Report, root: &Path) {
+/// Every `.rs` file under [`SOURCE_DIRS`] starts with a `//!` line, and carries none of the
+/// [`FORBIDDEN_ATTRIBUTES`].
+fn check_source_files(report: &mut Report, root: &Path) {
     let mut files = Vec::new();
     for dir in SOURCE_DIRS {
         collect_rust_files(report, &root.join(dir), &mut files);
     }
     for file in files {
         report.source_files += 1;
-        match fs::read_to_string(&file) {
-            Ok(text)
-                if text
-                    .lines()
-                    .next()
-                    .is_some_and(|line| line.starts_with("//!")) => {}
-            Ok(_) => report.errors.push(format!(
-                "{}: the first line must be a `//!` comment saying what the file is for \
-                 (rule: every .rs file starts with `//!`)",
-                relative(root, &file)
-            )),
-            Err(err) => report
-                .errors
-                .push(format!("{}: cannot read: {err}", relative(root, &file))),
+        let name = relative(root, &file);
+        let text = match fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(err) => {
+                report.errors.push(format!("{name}: cannot read: {err}"));
+                continue;
+            }
+        };
+        if !text
+            .lines()
+            .next()
+            .is_some_and(|line| line.starts_with("//!"))
+        {
+            report.errors.push(format!(
+                "{name}: the first line must be a `//!` comment saying what the file is for \
+                 (rule: every .rs file starts with `//!`)"
+            ));
+        }
+        for (number, line) in text.lines().enumerate() {
+            if let Some(attribute) = forbidden_attribute(line) {
+                report.errors.push(format!(
+                    "{name}:{}: `#[{attribute}]` is not allowed (rule: no #[{}] or #[{}]): a \
+                     test runs and can fail, or it is deleted; test a panic by its message, with \
+                     `std::panic::catch_unwind` or a function that returns the error",
+                    number + 1,
+                    FORBIDDEN_ATTRIBUTES[0],
+                    FORBIDDEN_ATTRIBUTES[1],
+                ));
+            }
         }
     }
+}
+
+/// The forbidden attribute that `line` carries, if it is an attribute (`#[...]` or
+/// `#![...]`, `cfg_attr` included) naming one of [`FORBIDDEN_ATTRIBUTES`] as a whole word.
+fn forbidden_attribute(line: &str) -> Option<&'static str> {
+    let line = line.trim_start();
+    let attribute = line
+        .strip_prefix("#[")
+        .or_else(|| line.strip_prefix("#!["))?;
+    let words = attribute.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+    words
+        .filter_map(|word| FORBIDDEN_ATTRIBUTES.iter().find(|name| **name == word))
+        .copied()
+        .next()
 }
 
 /// Adds the `.rs` files under `dir` to `files`, in a stable order, skipping `target/` and hidden
@@ -429,10 +489,188 @@ fn lookup<'a>(table: &[(&str, &'a [&'a str])], name: &str) -> Option<&'a [&'a st
         .map(|(_, list)| *list)
 }
 
+/// What `wit/` holds: the hash of its `.wit` files and the package they declare.
+#[derive(Debug, PartialEq, Eq)]
+struct Wit {
+    /// FNV-1a (64 bits) over each `.wit` file's path and text, in path order, carriage returns
+    /// left out: stable across platforms and Rust versions, unlike `std`'s hashers.
+    hash: u64,
+    /// `qgate:plugin@0.1.0`, from the `package` line of the files directly in `wit/`.
+    package: String,
+}
+
+impl Wit {
+    /// The line that records it in [`WIT_HASH_FILE`].
+    fn line(&self) -> String {
+        format!("{WIT_HASH_PREFIX}{:016x} ({})", self.hash, self.package)
+    }
+
+    /// The version part of the package, `0.1.0`.
+    fn version(&self) -> &str {
+        self.package
+            .rsplit_once('@')
+            .map_or(self.package.as_str(), |(_, version)| version)
+    }
+}
+
+/// Reads `wit/` under `root`.
+fn read_wit(root: &Path) -> Result<Wit, String> {
+    let dir = root.join("wit");
+    let mut files = Vec::new();
+    collect_files(&dir, "wit", &mut files).map_err(|err| format!("wit/: cannot list: {err}"))?;
+    if files.is_empty() {
+        return Err("wit/: no .wit files (rule: wit/ holds the plugin contract)".to_owned());
+    }
+    let mut hash = FNV_OFFSET;
+    let mut package = None;
+    for file in &files {
+        let name = relative(root, file);
+        let text = fs::read_to_string(file).map_err(|err| format!("{name}: cannot read: {err}"))?;
+        hash = fnv1a(hash, name.as_bytes());
+        hash = fnv1a(hash, &[0]);
+        hash = fnv1a(hash, text.replace('\r', "").as_bytes());
+        hash = fnv1a(hash, &[0]);
+        if file.parent() == Some(dir.as_path()) && package.is_none() {
+            package = text.lines().find_map(|line| {
+                line.trim()
+                    .strip_prefix("package ")
+                    .and_then(|rest| rest.trim().strip_suffix(';'))
+                    .map(|name| name.trim().to_owned())
+            });
+        }
+    }
+    let package = package.ok_or_else(|| {
+        "wit/: no `package NAME@VERSION;` line in its .wit files (rule: the plugin contract is a \
+         versioned package)"
+            .to_owned()
+    })?;
+    Ok(Wit { hash, package })
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Adds the files under `dir` whose names end in `.extension` to `files`, in path order.
+fn collect_files(dir: &Path, extension: &str, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut paths = fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            collect_files(&path, extension, files)?;
+        } else if path.extension().is_some_and(|ext| ext == extension) {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The recorded hash and package, from the [`WIT_HASH_PREFIX`] line of [`WIT_HASH_FILE`].
+fn stored_wit(root: &Path) -> Result<Wit, String> {
+    let text = fs::read_to_string(root.join(WIT_HASH_FILE))
+        .map_err(|err| format!("{WIT_HASH_FILE}: cannot read: {err}"))?;
+    let missing = || {
+        format!(
+            "{WIT_HASH_FILE}: no `{WIT_HASH_PREFIX}HASH (PACKAGE)` line (rule: a change to wit/ \
+             comes with a new package version); record it with `{UPDATE_WIT_HASH}`"
+        )
+    };
+    let line = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(WIT_HASH_PREFIX))
+        .ok_or_else(missing)?;
+    let (hash, package) = line.split_once(' ').ok_or_else(missing)?;
+    let hash = u64::from_str_radix(hash, 16).map_err(|_| missing())?;
+    let package = package
+        .trim()
+        .strip_prefix('(')
+        .and_then(|rest| rest.strip_suffix(')'))
+        .ok_or_else(missing)?;
+    Ok(Wit {
+        hash,
+        package: package.to_owned(),
+    })
+}
+
+/// A change to `wit/` comes with a new package version: its hash is the stored one, or its
+/// version is not, and then the new hash must be recorded.
+fn check_wit(report: &mut Report, root: &Path) {
+    if let Err(error) = wit_problem(root) {
+        report.errors.push(error);
+    }
+}
+
+fn wit_problem(root: &Path) -> Result<(), String> {
+    let now = read_wit(root)?;
+    let stored = stored_wit(root)?;
+    if now.hash == stored.hash {
+        return Ok(());
+    }
+    if now.package == stored.package {
+        return Err(format!(
+            "wit/ changed, but its package is still `{}` (rule: a change to wit/ comes with a \
+             new package version): bump `package {}` in wit/plugin.wit (the last number for an \
+             addition, the middle one for a change that breaks plugins), then record the new \
+             hash with `{UPDATE_WIT_HASH}`",
+            now.package, now.package
+        ));
+    }
+    Err(format!(
+        "wit/ is now `{}`, but {WIT_HASH_FILE} records the hash of `{}` (rule: a change to wit/ \
+         comes with a new package version): record the new hash with `{UPDATE_WIT_HASH}`",
+        now.package, stored.package
+    ))
+}
+
+/// Records the hash of `wit/` in [`WIT_HASH_FILE`], replacing the stored line or adding one at
+/// the end; refuses when `wit/` changed but its version did not. Returns the line written.
+fn update_wit_hash(root: &Path) -> Result<String> {
+    let now = read_wit(root).map_err(anyhow::Error::msg)?;
+    let path = root.join(WIT_HASH_FILE);
+    let text = fs::read_to_string(&path)?;
+    if let Ok(stored) = stored_wit(root)
+        && stored.hash != now.hash
+        && stored.version() == now.version()
+    {
+        bail!(
+            "wit/ changed, but its package is still `{}`: bump `package {}` in wit/plugin.wit \
+             first, then run this again",
+            now.package,
+            now.package
+        );
+    }
+    let line = now.line();
+    let mut replaced = false;
+    let mut lines = text
+        .lines()
+        .map(|existing| {
+            if existing.trim().starts_with(WIT_HASH_PREFIX) && !replaced {
+                replaced = true;
+                line.clone()
+            } else {
+                existing.to_owned()
+            }
+        })
+        .collect::<Vec<_>>();
+    if !replaced {
+        lines.extend([String::new(), line.clone()]);
+    }
+    fs::write(&path, lines.join("\n") + "\n")?;
+    Ok(line)
+}
+
 /// The reference `config.toml` at the root parses as TOML.
 ///
-/// The config crate will check it against the schema; until then, at least it never stops
-/// parsing.
+/// The config crate checks it against the schema (its tests load it); tidy checks that it parses,
+/// in every `cargo test`, including runs that leave the config crate out.
 fn check_config(report: &mut Report, root: &Path) {
     let path = root.join("config.toml");
     match fs::read_to_string(&path) {
@@ -564,12 +802,130 @@ mod tests {
         write("fuzz/.hidden/skipped.rs", "");
         write("tests/empty.rs", "");
         let mut report = Report::default();
-        check_file_headers(&mut report, &root);
+        check_source_files(&mut report, &root);
         fs::remove_dir_all(&root).unwrap();
         assert_eq!(report.source_files, 3);
         assert_eq!(report.errors.len(), 2, "{:#?}", report.errors);
         assert!(report.errors[0].starts_with("crates/a/src/bare.rs: "));
         assert!(report.errors[1].starts_with("tests/empty.rs: "));
+    }
+
+    /// A scratch repository root for `test`, removed when dropped.
+    struct Root(PathBuf);
+
+    impl Root {
+        fn new(test: &str) -> Self {
+            let root =
+                std::env::temp_dir().join(format!("xtask-tidy-{test}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            Self(root)
+        }
+
+        fn write(&self, path: &str, text: &str) {
+            let path = self.0.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        }
+    }
+
+    impl Drop for Root {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn forbidden_attributes_are_found_as_attributes_only() {
+        let [ignore, should_panic] = FORBIDDEN_ATTRIBUTES;
+        let root = Root::new("attributes");
+        root.write(
+            "crates/a/src/lib.rs",
+            &format!(
+                "//! Documented.\n#[test]\n#[{ignore}]\nfn a() {{}}\n    #[{should_panic}(expected \
+                 = \"x\")]\n#[cfg_attr(miri, {ignore})]\n#[{ignore} = \"slow\"]\n"
+            ),
+        );
+        root.write(
+            "plugins/p/src/lib.rs",
+            &format!(
+                "//! Documented.\n#[allow(clippy::{ignore}d_unit_patterns)]\n// #[{ignore}] in a \
+                 comment\nconst A: &str = \"#[{ignore}]\";\n#[clap({ignore}_case = true)]\n"
+            ),
+        );
+        let mut report = Report::default();
+        check_source_files(&mut report, &root.0);
+        let lines = report
+            .errors
+            .iter()
+            .map(|error| error.split(": ").next().unwrap_or_default())
+            .collect::<Vec<_>>();
+        assert_eq!(
+            lines,
+            [
+                "crates/a/src/lib.rs:3",
+                "crates/a/src/lib.rs:5",
+                "crates/a/src/lib.rs:6",
+                "crates/a/src/lib.rs:7"
+            ],
+            "{:#?}",
+            report.errors
+        );
+        assert!(report.errors[1].contains(&format!("`#[{should_panic}]` is not allowed")));
+    }
+
+    #[test]
+    fn a_wit_change_needs_a_new_version_and_its_hash_recorded() {
+        let root = Root::new("wit");
+        let wit = |version: &str, body: &str| {
+            root.write(
+                "wit/plugin.wit",
+                &format!("package qgate:plugin@{version};\n\ninterface types {{{body}}}\n"),
+            );
+        };
+        wit("0.1.0", "");
+        root.write(WIT_HASH_FILE, "# WIT\n\nThe contract.\n");
+        let problem = wit_problem(&root.0).unwrap_err();
+        assert!(problem.contains(UPDATE_WIT_HASH), "{problem}");
+        let line = update_wit_hash(&root.0).unwrap();
+        assert!(line.ends_with(" (qgate:plugin@0.1.0)"), "{line}");
+        assert_eq!(wit_problem(&root.0), Ok(()));
+        let text = fs::read_to_string(root.0.join(WIT_HASH_FILE)).unwrap();
+        assert!(
+            text.starts_with("# WIT\n\nThe contract.\n\nwit hash: "),
+            "{text}"
+        );
+
+        // A change without a new version fails, and cannot be recorded.
+        wit("0.1.0", " type x = u8; ");
+        let problem = wit_problem(&root.0).unwrap_err();
+        assert!(
+            problem.contains("bump `package qgate:plugin@0.1.0` in wit/plugin.wit"),
+            "{problem}"
+        );
+        assert!(problem.contains(UPDATE_WIT_HASH), "{problem}");
+        let refused = update_wit_hash(&root.0).unwrap_err().to_string();
+        assert!(refused.contains("bump"), "{refused}");
+        // Line endings are not a change.
+        wit("0.1.0", "");
+        let text = fs::read_to_string(root.0.join("wit/plugin.wit")).unwrap();
+        root.write("wit/plugin.wit", &text.replace('\n', "\r\n"));
+        assert_eq!(wit_problem(&root.0), Ok(()));
+
+        // With a new version, the new hash is to be recorded; then all is well.
+        wit("0.2.0", " type x = u8; ");
+        let problem = wit_problem(&root.0).unwrap_err();
+        assert!(
+            problem.contains("records the hash of `qgate:plugin@0.1.0`"),
+            "{problem}"
+        );
+        update_wit_hash(&root.0).unwrap();
+        assert_eq!(wit_problem(&root.0), Ok(()));
+        let text = fs::read_to_string(root.0.join(WIT_HASH_FILE)).unwrap();
+        assert_eq!(text.matches(WIT_HASH_PREFIX).count(), 1, "{text}");
+        assert!(text.contains("(qgate:plugin@0.2.0)"), "{text}");
+        // A file in a subdirectory (a vendored dependency) is part of the contract too.
+        root.write("wit/deps/io.wit", "package wasi:io@0.2.0;\n");
+        assert!(wit_problem(&root.0).is_err());
     }
 
     #[test]

@@ -722,6 +722,7 @@ impl TryFrom<Vec<Plugin>> for Plugins {
 /// fail_open = false
 /// time_budget = "100ms"
 /// memory_limit = "64MiB"
+/// max_file_bytes = "64MiB"
 /// config = { users = { admin = ["*"] } }
 /// ```
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -738,14 +739,20 @@ pub struct Plugin {
     /// deny: `fail_open = false`, the default (fail-closed).
     #[serde(default)]
     pub fail_open: bool,
-    /// How long one call may run: `time_budget = "100ms"`, the default. More than zero, and at
-    /// most [`Plugin::MAX_TIME_BUDGET`].
+    /// How much CPU time one call may use: `time_budget = "100ms"`, the default. A call is not
+    /// charged for time it spent preempted by other work, but one that takes ten times its
+    /// budget on the wall clock (at least a second) is cut all the same. More than zero, and at most
+    /// [`Plugin::MAX_TIME_BUDGET`].
     #[serde(default = "Plugin::default_time_budget")]
     pub time_budget: Timeout,
     /// How much linear memory one instance may have: `memory_limit = "64MiB"`, the default. At
     /// most [`Plugin::MAX_MEMORY_LIMIT_BYTES`].
     #[serde(default = "Plugin::default_memory_limit")]
     pub memory_limit: ByteSize,
+    /// The largest component file that is read: `max_file_bytes = "64MiB"`, the default. A
+    /// larger file is refused at start and on every swap, without being read.
+    #[serde(default = "Plugin::default_max_file_bytes")]
+    pub max_file_bytes: ByteSize,
     /// The plugin's own settings, any TOML table, handed to the plugin as a JSON object:
     /// `config = { include_text = true }` or a `[plugins.config]` table. Empty by default.
     #[serde(default)]
@@ -773,6 +780,8 @@ impl Plugin {
     pub const MAX_TIME_BUDGET: Duration = Duration::from_secs(60);
     /// 4 GiB: a WebAssembly memory is addressed with 32 bits, so no instance can have more.
     pub const MAX_MEMORY_LIMIT_BYTES: usize = 4 << 30;
+    /// 64 MiB: a component is a few MiB at most; the rest is room for one with data built in.
+    pub const DEFAULT_MAX_FILE_BYTES: usize = 64 << 20;
 
     /// The plugin's `config` table as the JSON object the plugin gets. A TOML datetime becomes
     /// its RFC 3339 text, and a float that JSON cannot hold (NaN, an infinity) becomes `null`.
@@ -786,6 +795,10 @@ impl Plugin {
 
     fn default_memory_limit() -> ByteSize {
         ByteSize(Self::DEFAULT_MEMORY_LIMIT_BYTES)
+    }
+
+    fn default_max_file_bytes() -> ByteSize {
+        ByteSize(Self::DEFAULT_MAX_FILE_BYTES)
     }
 }
 

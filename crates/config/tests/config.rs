@@ -120,6 +120,7 @@ fn plugin_defaults() {
     assert!(!a.fail_open);
     assert_eq!(a.time_budget.get(), Duration::from_millis(100));
     assert_eq!(a.memory_limit.get(), 64 << 20);
+    assert_eq!(a.max_file_bytes.get(), 64 << 20);
     assert!(a.config.is_empty());
     assert_eq!(b.config["k"].as_array().map(Vec::len), Some(2));
     assert_eq!(

@@ -22,9 +22,14 @@
 //!
 //! Sandboxing: one engine, epoch interruption ([`EPOCH_TICK`]) for each call's time budget, a
 //! memory cap per instance, and an empty WASI context (no files, no environment, no network, no
-//! stdio) whose `wasi:io` functions never wait. Calls run inline on the connection's async
-//! worker; one still running after a tick hands the worker's other tasks to another thread. A trap, a timeout or the memory cap is a deny for auth, sync and async, unless the
-//! plugin is configured fail-open; a plugin that keeps failing is re-instantiated with backoff.
+//! stdio) whose `wasi:io` functions never wait. A budget counts the CPU time of the thread that
+//! runs the call, so that a call is not denied for time it spent preempted, under a wall-clock
+//! ceiling of [`WALL_CLOCK_CEILING_FACTOR`] budgets (at least [`MIN_WALL_CLOCK_CEILING`])
+//! (`store.rs`). Calls run inline on the connection's async worker; one still running after a
+//! tick hands the worker's other tasks to another thread (`offload.rs`). A trap, a timeout or the
+//! memory cap is a deny for auth, sync and async, unless the plugin is configured fail-open; the
+//! failed instance is replaced at once, and only a plugin whose instances cannot be made backs
+//! off (`plugin.rs`).
 //!
 //! Instances are not per connection: each plugin keeps a small pool of instances that all
 //! connections share, each checked out for one call (ARCHITECTURE.md says why).
@@ -42,8 +47,10 @@ mod bindings;
 mod engine;
 mod kv;
 mod lock;
+mod offload;
 mod plugin;
 mod state;
+mod store;
 mod swap;
 mod wasi;
 
@@ -72,6 +79,7 @@ pub use crate::{
     lock::{Digest, LockPolicy, ParseError, PublicKey, SecretKey, signature_path},
     plugin::{MAX_BACKOFF, MIN_BACKOFF, MIN_INIT_BUDGET},
     state::MAX_SUMMARY_TEXT_BYTES,
+    store::{MIN_WALL_CLOCK_CEILING, WALL_CLOCK_CEILING_FACTOR},
     swap::{MAX_PREVIOUS_VERSIONS, PluginStatus, SwapOutcome},
 };
 
@@ -119,7 +127,9 @@ pub struct PluginSpec {
     pub config: serde_json::Map<String, serde_json::Value>,
     /// Whether a trap, a timeout or the memory cap counts as a pass rather than a deny.
     pub fail_open: bool,
-    /// How long one call may run.
+    /// How much CPU time one call may use. It may take [`WALL_CLOCK_CEILING_FACTOR`] times as
+    /// long on the wall clock, and at least [`MIN_WALL_CLOCK_CEILING`], before it is cut all the
+    /// same.
     pub time_budget: Duration,
     /// How much linear memory one instance may have.
     pub memory_limit_bytes: usize,
@@ -129,6 +139,8 @@ pub struct PluginSpec {
     /// The upstreams the plugin may route a message to; a route verdict naming any other is a
     /// deny.
     pub routes: Vec<String>,
+    /// The largest file that is read as the plugin's component; a larger one is refused.
+    pub max_file_bytes: u64,
 }
 
 impl PluginSpec {
@@ -141,6 +153,12 @@ impl PluginSpec {
     /// and 64 MiB leaves room for tables and a decoded message or two.
     pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 64 << 20;
 
+    /// The default cap on a plugin's file: a component is a few MiB at most (the largest of
+    /// `plugins/`, `audit`, is 250 KB), and 64 MiB leaves room for one with data built in, while
+    /// a file put in its place by mistake (a log, an image, a core dump) is refused rather than
+    /// read into memory and handed to the compiler.
+    pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
+
     /// A fail-closed plugin with the default budget and memory cap and an empty config.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Self {
@@ -152,6 +170,7 @@ impl PluginSpec {
             memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
             sha256: None,
             routes: Vec::new(),
+            max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
         }
     }
 }
@@ -194,15 +213,16 @@ pub enum HostError {
         /// What went wrong.
         message: String,
     },
-    /// A plugin's file could not be read.
-    #[error("failed to read plugin {plugin} from {path:?}")]
+    /// A plugin's file could not be read: it is missing, not a regular file, larger than
+    /// [`PluginSpec::max_file_bytes`], or slower to read than the time limit.
+    #[error("failed to read plugin {plugin}: {error}")]
     Read {
         /// The plugin's name.
         plugin: String,
         /// Its file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why, naming the file.
+        error: qgate_files::FileError,
     },
     /// A plugin's file is not a component that fits the contract, or its `init` failed.
     #[error("failed to load plugin {plugin}: {message}")]

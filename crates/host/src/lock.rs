@@ -10,7 +10,14 @@ use std::{fmt, path::Path, str::FromStr};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use qgate_files::ReadRules;
 use sha2::{Digest as _, Sha256};
+
+/// The largest signature file that is read.
+///
+/// `qgate sign` writes 89 bytes (a 64-byte signature in base64 and a newline); 4 KiB allows for
+/// any editor's additions and keeps a wrong file at the `.sig` path from being read whole.
+const MAX_SIGNATURE_FILE_BYTES: u64 = 4096;
 
 /// The sha256 digest of a plugin file: its version.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -207,9 +214,9 @@ pub(crate) fn check(
         return Ok(());
     }
     let sig_path = signature_path(path);
-    let text = match std::fs::read_to_string(&sig_path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+    let text = match qgate_files::read(&sig_path, ReadRules::new(MAX_SIGNATURE_FILE_BYTES)) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(error) if error.is_not_found() => {
             return Err(format!(
                 "the deployment is locked and it is neither pinned (`sha256` in its \
                  [[plugins]] entry; its sha256 is {digest}) nor signed ({} does not exist; \
@@ -217,7 +224,7 @@ pub(crate) fn check(
                 sig_path.display()
             ));
         }
-        Err(error) => return Err(format!("cannot read {}: {error}", sig_path.display())),
+        Err(error) => return Err(error.to_string()),
     };
     let signature: [u8; 64] = decode_base64(&text, "a signature", 64)
         .map_err(|e| format!("{} is not a signature: {e}", sig_path.display()))?;

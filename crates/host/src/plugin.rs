@@ -1,5 +1,14 @@
-//! One loaded plugin: its compiled version, the pool of instances that all connections share,
-//! and what happens when a call into it fails.
+//! One loaded plugin version: its compiled code, the pool of instances that all connections
+//! share, and what happens when a call into it fails.
+//!
+//! A call checks out an idle instance (or makes one), runs on it within its deadline, and puts it
+//! back. A call that fails (a trap, its deadline, the memory cap) throws its instance away, since
+//! its memory may be half-way through anything, and makes a new one in its place before it
+//! returns: one client's poison message costs that client a re-initialisation, and the next
+//! call, whoever makes it, finds an instance ready. Only making instances backs off: a plugin
+//! whose instances cannot be made (its `init` fails or traps) is tried again after a wait that
+//! doubles from [`MIN_BACKOFF`] to [`MAX_BACKOFF`], and meanwhile a call that finds no idle
+//! instance gets the plugin's failure policy without running it.
 
 use std::{
     sync::{
@@ -11,39 +20,45 @@ use std::{
 
 use qgate_hooks::Request;
 use wasmtime::{
-    Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline,
+    Engine, Store, Trap,
     component::{Component, Linker},
 };
 
 use crate::{
     bindings,
-    engine::{self, MAX_INSTANCES_PER_VERSION},
+    engine::MAX_INSTANCES_PER_VERSION,
     lock::Digest,
+    offload,
     state::{self, HostState, PluginShared},
+    store::{self, StoreBuilder},
 };
 
 /// The budget for instantiating a plugin and running its `init`, when its per-call budget is
 /// smaller.
 ///
 /// `init` parses the plugin's config and may build tables from it, once per instance and off the
-/// hot path of a message (except when an instance is replaced after a trap), so it gets more
-/// room than a call.
+/// hot path of a message (except when an instance is replaced after a failed call), so it gets
+/// more room than a call.
 pub const MIN_INIT_BUDGET: Duration = Duration::from_secs(1);
 
-/// The first wait before a plugin that failed twice in a row is instantiated again.
+/// The first wait before the plugin is instantiated again, once making an instance has failed
+/// twice in a row.
 ///
-/// One failure may be one bad input: the next call gets a fresh instance at once. From the
-/// second failure in a row the wait doubles each time, from 10 ms up to [`MAX_BACKOFF`]; while it
-/// lasts, calls that find no idle instance get the plugin's failure policy without running it.
+/// One failure may be a passing one (an `init` cut at its deadline on a machine that stalled):
+/// the next call tries again at once. From the second failure in a row the wait doubles each
+/// time, from 10 ms up to [`MAX_BACKOFF`], so that a plugin whose `init` always fails does not
+/// run it for every call; while it lasts, calls that find no idle instance get the plugin's
+/// failure policy without running it. A failed call does not start a backoff: its instance is
+/// replaced at once, so that one client's poison message never denies another client's call.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(10);
 
-/// The longest wait between two attempts to instantiate a failing plugin: a plugin that traps on
-/// every call costs at most one instantiation every 5 s, and recovers within 5 s of being fixed.
+/// The longest wait between two attempts to instantiate a plugin whose instances cannot be made:
+/// such a plugin costs at most one `init` every 5 s, and recovers within 5 s of being fixed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Imports whose `wasmtime-wasi` implementations block on a tokio runtime (`in_tokio`), which
 /// panics when called from an async worker thread: a plugin that imports any of them is called
-/// outside the async context (see [`run_outside_async`]), at about 10 us a call.
+/// outside the async context (see [`offload::run_outside_async`]), at about 10 us a call.
 ///
 /// `wasi:io`, which every Rust guest imports, is not among them: its waiting functions are linked
 /// in versions that never wait (`wasi.rs`). No plugin is granted files or sockets, so these are
@@ -53,24 +68,36 @@ const BLOCKING_IMPORTS: &[&str] = &["wasi:sockets/", "wasi:filesystem/"];
 /// How a call into a plugin failed.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// The plugin is waiting out its backoff after failing repeatedly.
+    /// The plugin's instances cannot be made, and it is waiting out its backoff.
     Backoff,
     /// All [`MAX_INSTANCES_PER_VERSION`] instances are busy.
     Busy,
-    /// The call ran past its time budget.
+    /// The call used its budget of CPU time, or reached its wall-clock ceiling.
     Timeout,
     /// The call trapped (the memory cap included), or a new instance could not be made.
     Trap(wasmtime::Error),
 }
 
+impl Failure {
+    /// The failure that `error`, from a call or from making an instance, is.
+    fn of(error: wasmtime::Error) -> Self {
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Self::Timeout,
+            _ => Self::Trap(error),
+        }
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Backoff => {
-                f.write_str("waiting to be instantiated again after repeated failures")
-            }
+            Self::Backoff => f.write_str(
+                "cannot be instantiated after repeated failures; waiting before trying again",
+            ),
             Self::Busy => write!(f, "all {MAX_INSTANCES_PER_VERSION} instances are busy"),
-            Self::Timeout => f.write_str("ran past its time budget"),
+            Self::Timeout => {
+                f.write_str("ran past its time budget (of CPU time, or its wall-clock ceiling)")
+            }
             // The alternate form: the cause chain, wasm backtrace included. `Debug` would also
             // resolve the native backtrace that `RUST_BACKTRACE=1` makes every error capture,
             // which loads the binary's debug info (measured: 200 MB resident, kept) on the first
@@ -86,11 +113,29 @@ pub(crate) struct Instance {
     pub(crate) bindings: bindings::Plugin,
 }
 
-/// How a plugin has been doing, for the backoff.
+/// How making instances of a plugin has been going, for the backoff.
 #[derive(Debug, Default)]
 struct Health {
     consecutive_failures: u32,
     retry_at: Option<Instant>,
+}
+
+impl Health {
+    /// Whether a new instance must wait.
+    fn waiting(&self) -> bool {
+        self.retry_at.is_some_and(|at| Instant::now() < at)
+    }
+
+    fn failed(&mut self) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.retry_at = backoff(self.consecutive_failures).map(|wait| Instant::now() + wait);
+    }
+
+    fn recovered(&mut self) {
+        if self.consecutive_failures != 0 {
+            *self = Self::default();
+        }
+    }
 }
 
 /// What a version has done since it was loaded, for `qgate plugins`.
@@ -102,7 +147,7 @@ pub(crate) struct Counters {
     pub(crate) calls: AtomicU64,
     /// Denies it decided: auth denies, message denies, and fail-closed failures.
     pub(crate) denies: AtomicU64,
-    /// Calls that trapped or ran past their budget.
+    /// Calls that trapped or ran past their budget, and instances that could not be made.
     pub(crate) traps: AtomicU64,
 }
 
@@ -126,7 +171,7 @@ pub(crate) struct Plugin {
     pub(crate) fail_open: bool,
     pub(crate) events: bindings::types::Events,
     time_budget: Duration,
-    memory_limit: usize,
+    stores: StoreBuilder,
     /// The plugin's table as JSON text, given to `init`.
     config_json: String,
     pre: bindings::PluginPre<HostState>,
@@ -134,8 +179,9 @@ pub(crate) struct Plugin {
     needs_blocking: bool,
     /// Idle instances, most recently used last. A `std` mutex: held for a push or a pop.
     idle: Mutex<Vec<Instance>>,
-    /// Instances alive, idle or checked out.
+    /// Instances alive, idle or checked out, and those being made.
     live: AtomicU32,
+    /// A `std` mutex: held to read or update two fields, never across a call.
     health: Mutex<Health>,
 }
 
@@ -182,7 +228,7 @@ impl Plugin {
             fail_open: options.fail_open,
             events: bindings::types::Events::empty(),
             time_budget: options.time_budget,
-            memory_limit: options.memory_limit,
+            stores: StoreBuilder::new(options.memory_limit),
             config_json: options.config_json,
             pre,
             needs_blocking,
@@ -190,11 +236,13 @@ impl Plugin {
             live: AtomicU32::new(0),
             health: Mutex::new(Health::default()),
         };
-        let mut instance = run_outside_async(needs_blocking, || plugin.instantiate())?;
-        arm(&mut instance.store, plugin.time_budget);
-        plugin.events = run_outside_async(needs_blocking, || {
-            instance.bindings.call_events(&mut instance.store)
+        let (instance, events) = offload::run_outside_async(needs_blocking, || {
+            let mut instance = plugin.instantiate()?;
+            store::set_deadline(&mut instance.store, plugin.time_budget);
+            let events = offload::contain(|| instance.bindings.call_events(&mut instance.store))?;
+            wasmtime::Result::<_>::Ok((instance, events))
         })?;
+        plugin.events = events;
         plugin.live.store(1, Ordering::Relaxed);
         lock(&plugin.idle).push(instance);
         plugin.load_time = options.started.elapsed();
@@ -204,39 +252,29 @@ impl Plugin {
 
     /// The memory cap of one instance.
     pub(crate) fn memory_limit(&self) -> usize {
-        self.memory_limit
+        self.stores.memory_limit()
     }
 
     /// A new instance, `init` run.
     fn instantiate(&self) -> wasmtime::Result<Instance> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.memory_limit)
-            // A guest that grows past its cap traps with a message naming the cap, instead of
-            // seeing `memory.grow` fail and aborting with a less helpful one.
-            .trap_on_grow_failure(true)
-            .build();
-        let mut store = Store::new(
-            self.pre.engine(),
-            HostState::new(self.shared.clone(), limits),
-        );
-        store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_callback(|mut store| Ok(on_epoch(store.data_mut())));
-        arm(&mut store, self.time_budget.max(MIN_INIT_BUDGET));
-        let bindings = contain(|| self.pre.instantiate(&mut store))?;
-        contain(|| bindings.call_init(&mut store, &self.config_json))?
+        let mut store = self.stores.build(self.pre.engine(), self.shared.clone());
+        store::set_deadline(&mut store, self.time_budget.max(MIN_INIT_BUDGET));
+        let bindings = offload::contain(|| self.pre.instantiate(&mut store))?;
+        offload::contain(|| bindings.call_init(&mut store, &self.config_json))?
             .map_err(|why| wasmtime::format_err!("init refused the plugin: {why}"))?;
         Ok(Instance { store, bindings })
     }
 
     /// Runs `f` on an instance within the plugin's time budget, with `request` lent to the
-    /// `message` resource for the length of the call. A trapped instance is thrown away.
+    /// `message` resource for the length of the call. A failed instance is thrown away and
+    /// replaced.
     pub(crate) fn call<R: Send>(
         &self,
         request: Option<&Request>,
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<R> + Send,
     ) -> Result<R, Failure> {
         Counters::count(&self.counters.calls);
-        run_outside_async(self.needs_blocking, || match request {
+        offload::run_outside_async(self.needs_blocking, || match request {
             Some(request) => state::with_request(request, || self.call_inner(f)),
             None => self.call_inner(f),
         })
@@ -247,146 +285,74 @@ impl Plugin {
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         let mut instance = self.checkout()?;
-        arm(&mut instance.store, self.time_budget);
-        match contain(|| f(&mut instance)) {
+        store::set_deadline(&mut instance.store, self.time_budget);
+        match offload::contain(|| f(&mut instance)) {
             Ok(value) => {
                 lock(&self.idle).push(instance);
-                let mut health = lock(&self.health);
-                if health.consecutive_failures != 0 {
-                    *health = Health::default();
-                }
                 Ok(value)
             }
             Err(error) => {
                 // The instance's memory may be half-way through anything: it is not reused.
                 drop(instance);
-                self.live.fetch_sub(1, Ordering::Relaxed);
-                self.record_failure();
-                Counters::count(&self.counters.traps);
-                match error.downcast_ref::<Trap>() {
-                    Some(Trap::Interrupt) => Err(Failure::Timeout),
-                    _ => Err(Failure::Trap(error)),
-                }
+                let failure = self.lost(error);
+                self.replace();
+                Err(failure)
             }
         }
     }
 
-    /// An idle instance, or a new one unless the plugin is in backoff or at its instance limit.
+    /// An idle instance, or a new one.
     fn checkout(&self) -> Result<Instance, Failure> {
         if let Some(instance) = lock(&self.idle).pop() {
             return Ok(instance);
         }
-        if lock(&self.health)
-            .retry_at
-            .is_some_and(|at| Instant::now() < at)
-        {
+        self.grow()
+    }
+
+    /// A new instance, unless making one is backing off or the plugin is at its instance limit.
+    fn grow(&self) -> Result<Instance, Failure> {
+        if lock(&self.health).waiting() {
             return Err(Failure::Backoff);
         }
         if self.live.fetch_add(1, Ordering::Relaxed) >= MAX_INSTANCES_PER_VERSION {
             self.live.fetch_sub(1, Ordering::Relaxed);
             return Err(Failure::Busy);
         }
-        self.instantiate().map_err(|error| {
-            self.live.fetch_sub(1, Ordering::Relaxed);
-            self.record_failure();
-            Counters::count(&self.counters.traps);
-            Failure::Trap(error)
-        })
+        match self.instantiate() {
+            Ok(instance) => {
+                lock(&self.health).recovered();
+                Ok(instance)
+            }
+            Err(error) => {
+                lock(&self.health).failed();
+                Err(self.lost(error))
+            }
+        }
     }
 
-    fn record_failure(&self) {
-        let mut health = lock(&self.health);
-        health.consecutive_failures = health.consecutive_failures.saturating_add(1);
-        health.retry_at = backoff(health.consecutive_failures).map(|wait| Instant::now() + wait);
+    /// Makes a new idle instance in place of one that a failed call threw away, so that the next
+    /// call finds one ready: the client whose call failed pays for it, not the next one.
+    fn replace(&self) {
+        match self.grow() {
+            Ok(instance) => lock(&self.idle).push(instance),
+            // At the limit, the pool has enough instances; in backoff, there is nothing to do.
+            Err(Failure::Busy | Failure::Backoff) => {}
+            Err(failure) => tracing::warn!(
+                plugin = &*self.shared.name,
+                version = self.shared.version,
+                %failure,
+                "plugin cannot be instantiated again after a failed call"
+            ),
+        }
     }
-}
 
-/// Starts the clock of a call with `budget`: the first epoch tick (within [`engine::EPOCH_TICK`]) runs
-/// [`on_epoch`].
-fn arm(store: &mut Store<HostState>, budget: Duration) {
-    let state = store.data_mut();
-    state.deadline = Instant::now() + budget;
-    state.off_async = false;
-    store.set_epoch_deadline(1);
-}
-
-/// What happens when a call into a guest is still running at an epoch tick: past its budget it
-/// is interrupted (a trap); otherwise, the first time, it leaves the async worker it runs on, and
-/// it runs on until its budget.
-///
-/// Calls run inline on the async worker that handles the connection: a call takes about a
-/// microsecond, and handing the worker over for each (`block_in_place`) cost ten. A call still
-/// running after a tick (at most 1 ms) is a slow one, which must not hold up the worker's other
-/// connections: `block_in_place` then hands the worker's other tasks to another thread, and this
-/// call finishes on this one ([`leave_async_worker`]).
-fn on_epoch(state: &mut HostState) -> UpdateDeadline {
-    let left = |state: &HostState| {
-        state
-            .deadline
-            .checked_duration_since(Instant::now())
-            .filter(|left| !left.is_zero())
-    };
-    let Some(mut budget) = left(state) else {
-        return UpdateDeadline::Interrupt;
-    };
-    if !state.off_async {
-        state.off_async = true;
-        leave_async_worker(budget);
-        // The wait counts against the call's budget.
-        let Some(rest) = left(state) else {
-            return UpdateDeadline::Interrupt;
-        };
-        budget = rest;
+    /// Gives up the place in the pool of an instance that failed or could not be made, and
+    /// counts it.
+    fn lost(&self, error: wasmtime::Error) -> Failure {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        Counters::count(&self.counters.traps);
+        Failure::of(error)
     }
-    UpdateDeadline::Continue(engine::deadline_ticks(budget))
-}
-
-/// Hands the async worker this thread runs to another thread, for a call that has turned out
-/// slow, and waits (at most `within`) until the runtime is seen running elsewhere.
-///
-/// `block_in_place` gives the worker's core to a thread of the blocking pool, and takes it back
-/// when its closure returns if that thread has not taken it yet: on a busy machine the thread
-/// can take longer to start than any fixed pause. So a marker task is spawned first (it goes on
-/// this worker's queue) and the closure waits until some thread runs it: then the worker's
-/// queue is being served elsewhere, by the new thread or by another worker stealing from it,
-/// and a thread that is awake will poll the I/O driver. Without this, a worker stuck in a guest
-/// can leave every connection's I/O unpolled while the other workers sleep.
-///
-/// Nothing happens outside a multi-thread runtime: a current-thread runtime is blocked by the
-/// call whatever is done, and a thread outside any runtime blocks no one.
-fn leave_async_worker(within: Duration) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    if !matches!(
-        handle.runtime_flavor(),
-        tokio::runtime::RuntimeFlavor::MultiThread
-    ) {
-        return;
-    }
-    let (ran, running_elsewhere) = std::sync::mpsc::channel();
-    drop(handle.spawn(async move {
-        let _ = ran.send(());
-    }));
-    tokio::task::block_in_place(|| {
-        let _ = running_elsewhere.recv_timeout(within);
-    });
-}
-
-/// Runs a call into a guest, turning a panic in a host function it called into an error, so that
-/// the call fails (and its instance is thrown away) rather than the connection's task.
-///
-/// No host function of qgate's panics; this guards against one of `wasmtime-wasi`'s that is
-/// reached some way not foreseen (one that blocks on tokio from an async worker panics).
-fn contain<R>(f: impl FnOnce() -> wasmtime::Result<R>) -> wasmtime::Result<R> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".to_owned());
-        Err(wasmtime::format_err!("a host function panicked: {what}"))
-    })
 }
 
 /// The wait before instantiating again after `failures` failures in a row.
@@ -397,34 +363,6 @@ fn backoff(failures: u32) -> Option<Duration> {
             .checked_mul(1 << doublings.min(20))
             .map_or(MAX_BACKOFF, |wait| wait.min(MAX_BACKOFF)),
     )
-}
-
-/// Runs `f`, a call into a guest, where `wasmtime-wasi`'s blocking imports may run when
-/// `needs_blocking`.
-///
-/// Those imports block on tokio (`Handle::block_on`), which panics on a thread that is driving
-/// async tasks. On a multi-thread runtime `block_in_place` hands the worker's other tasks to
-/// another thread for the length of the call; on a current-thread runtime the call runs on a
-/// scoped thread. A plugin without such imports, or a caller outside any runtime, runs inline.
-fn run_outside_async<R: Send>(needs_blocking: bool, f: impl FnOnce() -> R + Send) -> R {
-    if !needs_blocking {
-        return f();
-    }
-    match tokio::runtime::Handle::try_current() {
-        Err(_) => f(),
-        Ok(handle)
-            if matches!(
-                handle.runtime_flavor(),
-                tokio::runtime::RuntimeFlavor::MultiThread
-            ) =>
-        {
-            tokio::task::block_in_place(f)
-        }
-        Ok(_) => std::thread::scope(|scope| match scope.spawn(f).join() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     sync::Arc,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use qgate_hooks::{Request, Session};
@@ -18,6 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::{
     bindings::{host, types},
     kv::Kv,
+    store::Deadline,
 };
 
 /// The longest string text that a `summary` (WIT) carries in `text`; longer texts are fetched with
@@ -65,10 +66,10 @@ pub(crate) struct HostState {
     pub(crate) limits: StoreLimits,
     /// The `rep` of the message lent to the call in progress; 0 between calls.
     pub(crate) message_rep: u32,
-    /// When the call in progress runs out of its time budget.
-    pub(crate) deadline: Instant,
+    /// When the call in progress must stop (`store::set_deadline`).
+    pub(crate) deadline: Deadline,
     /// Whether the call in progress has left the async worker it started on (see
-    /// `plugin::on_epoch`).
+    /// `offload::on_epoch`).
     pub(crate) off_async: bool,
     /// An empty WASI context: no preopened directory, no environment, no network, stdio
     /// connected to nothing.
@@ -87,7 +88,7 @@ impl HostState {
             shared,
             limits,
             message_rep: 0,
-            deadline: Instant::now(),
+            deadline: Deadline::past(),
             off_async: false,
             wasi,
             table: ResourceTable::new(),

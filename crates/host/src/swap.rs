@@ -7,9 +7,17 @@
 //!   ├── current: ArcSwap<Plugin> ── an event loads it once per plugin call; the Arc keeps an
 //!   │                               old version alive until its calls in flight return
 //!   ├── kv: Arc<Kv>              ── handed to every version: state outlives versions
+//!   ├── reader: FileReader       ── the plugin's file, read under its size cap and time limit
 //!   ├── changes: Mutex<()>       ── one reload or rollback at a time
 //!   └── history: Mutex<..>       ── the versions replaced, for rollback
 //! ```
+//!
+//! A plugin's file is read by `qgate-files`: a FIFO, a device or a directory put at its path is
+//! refused at once, a file over [`PluginSpec::max_file_bytes`] is refused without being read, and
+//! a read stuck in the kernel (a stalled network mount) is given up after
+//! [`ReadRules::DEFAULT_TIMEOUT`], its thread left behind, and the next read of that path refused
+//! until it returns. A reload waits for the read at most that long, holding only its plugin's
+//! `changes` turn, which calls, statuses and the other plugins never take.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -19,6 +27,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use qgate_files::{FileReader, ReadRules};
 use wasmtime::{
     Engine,
     component::{Component, Linker},
@@ -62,9 +71,12 @@ pub(crate) struct Slot {
     pub(crate) current: ArcSwap<Plugin>,
     /// The plugin's store, shared by all its versions.
     kv: Arc<Kv>,
-    /// A `std` mutex held for a whole reload or rollback (compiling included), on a thread that
-    /// is not an async worker: it makes concurrent swaps of one plugin take turns, and never
-    /// touches the calls, which read `current` only.
+    /// The plugin's file. One reader for the life of the slot: it remembers a read stuck in the
+    /// kernel, so that a stalled mount costs one thread, not one per reload.
+    reader: FileReader,
+    /// A `std` mutex held for a whole reload or rollback (reading and compiling included), on a
+    /// thread that is not an async worker: it makes concurrent swaps of one plugin take turns,
+    /// and never touches the calls, which read `current` only.
     changes: Mutex<()>,
     /// A `std` mutex held for a push, a pop or a copy, so that a status never waits for a swap.
     history: Mutex<History>,
@@ -133,7 +145,8 @@ impl Slot {
     /// Loads the first version of `spec`'s plugin.
     pub(crate) fn load(loader: &Loader, spec: PluginSpec) -> Result<Self, HostError> {
         let kv = Arc::<Kv>::default();
-        let (bytes, digest, started) = read(loader, &spec)?;
+        let reader = reader(&spec);
+        let (bytes, digest, started) = read_checked(&loader.policy, &spec, &reader)?;
         // Nothing is serving yet: the first compile runs at normal priority.
         let component = Component::new(&loader.engine, &bytes).map_err(|e| HostError::Load {
             plugin: spec.name.clone(),
@@ -144,6 +157,7 @@ impl Slot {
             spec,
             current: ArcSwap::from_pointee(plugin),
             kv,
+            reader,
             changes: Mutex::default(),
             history: Mutex::default(),
             file_digest: Mutex::new(digest),
@@ -161,7 +175,7 @@ impl Slot {
         since_file_load: bool,
     ) -> Result<SwapOutcome, HostError> {
         let _turn = lock(&self.changes);
-        let (bytes, digest, started) = read(loader, &self.spec)?;
+        let (bytes, digest, started) = read_checked(&loader.policy, &self.spec, &self.reader)?;
         let current = self.current.load_full();
         let unchanged = if current.digest == digest {
             *lock(&self.file_digest) = digest;
@@ -284,23 +298,26 @@ impl Slot {
 
 /// Reads the plugin's file and checks it against its pin and `policy`: its digest.
 pub(crate) fn check_file(spec: &PluginSpec, policy: &LockPolicy) -> Result<Digest, HostError> {
-    read_checked(policy, spec).map(|(_, digest, _)| digest)
+    read_checked(policy, spec, &reader(spec)).map(|(_, digest, _)| digest)
 }
 
-/// Reads the plugin's file and checks it against its pin and the lock policy.
-fn read(loader: &Loader, spec: &PluginSpec) -> Result<(Vec<u8>, Digest, Instant), HostError> {
-    read_checked(&loader.policy, spec)
+/// The reader of the plugin's file: its size cap, and `qgate-files`' time limit.
+fn reader(spec: &PluginSpec) -> FileReader {
+    FileReader::new(&spec.path, ReadRules::new(spec.max_file_bytes))
 }
 
+/// Reads the plugin's file with `reader` and checks it against its pin and `policy`: its bytes,
+/// its digest, and when reading began.
 fn read_checked(
     policy: &LockPolicy,
     spec: &PluginSpec,
+    reader: &FileReader,
 ) -> Result<(Vec<u8>, Digest, Instant), HostError> {
     let started = Instant::now();
-    let bytes = std::fs::read(&spec.path).map_err(|source| HostError::Read {
+    let bytes = reader.read().map_err(|error| HostError::Read {
         plugin: spec.name.clone(),
         path: spec.path.clone(),
-        source,
+        error,
     })?;
     let digest = Digest::of(&bytes);
     lock::check(policy, spec.sha256.as_ref(), &spec.path, &bytes, &digest).map_err(|message| {

@@ -158,6 +158,38 @@ async fn a_spinning_plugin_is_cut_at_its_budget_while_others_proceed() {
     );
 }
 
+/// A call's budget counts the CPU time it uses, not the time it spends waiting for a thread: here
+/// a slow call (7 ms or so of CPU time) must hand its async worker to another thread, and the
+/// runtime has none to give until the test lets one go, long after the budget has passed on the
+/// wall clock. The call is answered, not denied as past its budget.
+#[test]
+fn a_call_is_not_charged_for_time_it_waits_for_a_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut work = spec("spin");
+    work.config.insert("turns".into(), 5_000_000.into());
+    work.time_budget = Duration::from_millis(100);
+    let host = Arc::new(host(vec![work, spec("echo")]));
+    runtime.block_on(async {
+        // The one thread the runtime may start besides its worker is taken until the call ends.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::task::spawn_blocking(move || held.recv());
+        let verdict = tokio::spawn({
+            let host = host.clone();
+            async move { host.on_sync(&session(), &request(&call())).await }
+        })
+        .await
+        .expect("the call's task");
+        release.send(()).expect("the blocking task waits");
+        busy.await.expect("the blocking task").expect("released");
+        assert_eq!(verdict, Verdict::Reply(call()));
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_grows_without_bound_is_capped() {
     let mut grow = spec("grow-memory");
@@ -175,7 +207,7 @@ async fn a_plugin_that_grows_without_bound_is_capped() {
 async fn a_trap_fails_closed_unless_the_plugin_is_fail_open() {
     let s = session();
     let closed = host(vec![spec("trap"), spec("echo")]);
-    // Enough calls to reach the backoff: every one is still a deny, and none takes long.
+    // Traps in a row: every one is a deny, and each trapped instance is replaced.
     for _ in 0..5 {
         assert_eq!(
             closed.on_sync(&s, &request(&call())).await,
@@ -199,6 +231,52 @@ async fn a_trap_fails_closed_unless_the_plugin_is_fail_open() {
         Verdict::Reply(call())
     );
     assert_eq!(open.on_auth(&s, &credentials).await, AuthVerdict::Pass);
+}
+
+/// One client's poison message traps the plugin every time it is sent; another client's calls,
+/// in between and at the same time, are answered every time: the trapped instance is replaced,
+/// and the backoff applies only to instances that cannot be made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_traps_never_deny_another_clients_calls() {
+    let mut trap = spec("trap");
+    trap.config.insert("only".into(), "boom".into());
+    let host = Arc::new(host(vec![trap, spec("echo")]));
+    let poison = || request(&K::string("boom"));
+    let denied = Verdict::Deny("plugin trap failed".into());
+    let peer: SocketAddr = "127.0.0.1:5002".parse().expect("an address");
+    let other = Session::new(Handle(8), b"bob".to_vec(), peer, 3);
+
+    // Traps in a row, then another client's call at once.
+    for _ in 0..3 {
+        assert_eq!(host.on_sync(&session(), &poison()).await, denied);
+    }
+    assert_eq!(
+        host.on_sync(&other, &request(&call())).await,
+        Verdict::Reply(call())
+    );
+
+    // And while the poison keeps coming.
+    let poisoner = tokio::spawn({
+        let host = host.clone();
+        async move {
+            for _ in 0..200 {
+                assert_eq!(host.on_sync(&session(), &poison()).await, denied);
+            }
+        }
+    });
+    let mut answered = 0;
+    while !poisoner.is_finished() || answered < 200 {
+        assert_eq!(
+            host.on_sync(&other, &request(&call())).await,
+            Verdict::Reply(call()),
+            "call {answered} of another client"
+        );
+        answered += 1;
+        tokio::task::yield_now().await;
+    }
+    poisoner.await.expect("the poisoner's calls are denies");
+    let [trap, _] = host.status().try_into().expect("two plugins");
+    assert_eq!(trap.traps, 203);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -5,8 +5,17 @@
 //! may enter (created 0700 when it does not exist), the socket itself is 0600, and every
 //! connection's peer credentials (`SO_PEERCRED`) are checked against the server's user id.
 //!
+//! Nothing at the socket's path is trusted, since a directory such as `/tmp` is shared with other
+//! users: the directory and the path are looked at with `lstat` (a symbolic link is not
+//! followed, so one planted in the directory's place is refused), the directory must belong to
+//! this user (or root) and be closed to others' writes unless it is sticky, and only a socket of
+//! this user's that nothing answers on is removed to make way; anything else at the path (a
+//! regular file above all) is refused with a message and left alone.
+//!
 //! The protocol is line-delimited JSON: one [`Request`] per line, one [`Response`] per line, in
-//! order, any number on one connection.
+//! order, any number on one connection. A line that is too long, not UTF-8 or not a request gets
+//! an error answer, and the connection goes on. Reloads and rollbacks run on the socket's own
+//! [`MAX_ADMIN_JOBS`] threads, however many connections ask at once.
 //!
 //! ```text
 //!   {"command":"plugins"}                    -> {"ok":true,"plugins":[{...}, ...]}
@@ -21,9 +30,9 @@
 
 use std::{
     fs, io,
-    os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError, mpsc},
     time::UNIX_EPOCH,
 };
 
@@ -32,16 +41,28 @@ use qgate_config::Config;
 use qgate_host::{HostError, PluginHost, PluginStatus, SwapOutcome};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufRead, AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
+    sync::oneshot,
 };
 use tracing::{info, warn};
 
 /// The longest request line, in bytes.
 ///
 /// A request is a command and a plugin name, well under 1 KiB; 64 KiB bounds what a confused
-/// client can make the server buffer.
+/// client can make the server buffer. A longer line is read to its end without being kept, and
+/// answered with an error.
 pub(crate) const MAX_REQUEST_BYTES: u64 = 64 << 10;
+
+/// How many reloads and rollbacks run at once, each on a thread of the admin socket's own,
+/// whatever the number of connections that ask.
+///
+/// A reload reads a file, hashes it and, for a new version, compiles it on a core of its own and
+/// runs its `init`; reloads of one plugin take turns anyway. Two at once keep a deploy that
+/// reloads two plugins from waiting on each other, and a burst of requests (a thousand
+/// concurrent `qgate reload`s made 517 threads before this limit) costs two threads; the others
+/// wait their turn, each answered after its own reload.
+pub(crate) const MAX_ADMIN_JOBS: usize = 2;
 
 /// One request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -212,49 +233,190 @@ pub(crate) struct AdminSocket {
     listener: UnixListener,
     path: PathBuf,
     uid: u32,
+    /// The device and inode of the socket file this server made, so that only that file is
+    /// removed at exit.
+    file: (u64, u64),
+    /// The threads that reloads and rollbacks run on.
+    jobs: Jobs,
 }
 
 impl Drop for AdminSocket {
     fn drop(&mut self) {
-        // Only our own socket: a later server may have replaced it already.
-        if fs::metadata(&self.path).is_ok_and(|m| m.uid() == self.uid) {
+        // Only the socket this server made: a later server may have replaced it already, and
+        // whatever else is at the path now is not ours to remove.
+        let ours = fs::symlink_metadata(&self.path).is_ok_and(|meta| {
+            meta.file_type().is_socket() && (meta.dev(), meta.ino()) == self.file
+        });
+        if ours {
             let _ = fs::remove_file(&self.path);
         }
     }
 }
 
 /// Binds the admin socket at `path`: makes its directory (0700) when missing, refuses a directory
-/// that another user owns (root aside) or that others may write to without the sticky bit,
-/// replaces a stale socket, and refuses one that a server still answers on.
+/// that is a symbolic link, that another user owns (root aside) or that others may write to
+/// without the sticky bit, replaces a stale socket of this user's, and refuses one that a server
+/// still answers on, and anything at the path that is not a socket.
 pub(crate) fn bind(path: &Path) -> Result<AdminSocket> {
     let uid = own_uid()?;
     let dir = path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    if !dir.exists() {
+    make_dir(dir)?;
+    check_dir(dir, uid)?;
+    clear_path(path, uid)?;
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot make the admin socket {path:?}"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make the admin socket {path:?} private (0600)"))?;
+    let meta = fs::symlink_metadata(path)
+        .with_context(|| format!("cannot read the admin socket {path:?} just made"))?;
+    Ok(AdminSocket {
+        listener,
+        path: path.to_path_buf(),
+        uid,
+        file: (meta.dev(), meta.ino()),
+        jobs: Jobs::start().context("cannot start the admin socket's threads")?,
+    })
+}
+
+/// A job for the admin socket's threads.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads that reloads and rollbacks run on: [`MAX_ADMIN_JOBS`] of them, started with the
+/// socket and ended with it, each taking the next job in turn. Their own threads rather than
+/// tokio's blocking pool, which starts a new thread whenever none is idle.
+#[derive(Clone)]
+struct Jobs {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Jobs {
+    fn start() -> io::Result<Self> {
+        let (queue, jobs) = mpsc::channel::<Job>();
+        // A `std` mutex over the receiving end: a thread holds it while it waits for the next
+        // job, and lets go before running it.
+        let jobs = Arc::new(Mutex::new(jobs));
+        for _ in 0..MAX_ADMIN_JOBS {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name("qgate-admin".into())
+                .spawn(move || {
+                    loop {
+                        let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        // No sender left: the socket is gone.
+                        let Ok(job) = next else { return };
+                        // A job that panics drops its answer's sender, and its caller says the
+                        // swap failed; the thread goes on to the next.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })?;
+        }
+        Ok(Self { queue })
+    }
+
+    /// Runs `f` on one of the threads once it is free, and waits for its result.
+    async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<R> {
+        let (answer, result) = oneshot::channel();
+        self.queue
+            .send(Box::new(move || {
+                let _ = answer.send(f());
+            }))
+            .map_err(|_| anyhow!("the admin socket's threads have stopped"))?;
+        result
+            .await
+            .map_err(|_| anyhow!("the swap failed: its thread stopped without an answer"))
+    }
+}
+
+/// Makes `dir`, 0700, when nothing is at its path; its parents too, when missing.
+///
+/// The last step is not recursive: a `mkdir` that finds anything already there (a symbolic link
+/// planted since the check) fails rather than accepting it, and [`check_dir`] looks at what is
+/// there in any case.
+fn make_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(_) => return Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => bail!("cannot read the admin socket's directory {dir:?}: {error}"),
+    }
+    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create the admin socket's directory {dir:?}"))?;
+            .create(parent)
+            .with_context(|| format!("cannot create the admin socket's directory {parent:?}"))?;
     }
-    let meta = fs::metadata(dir).with_context(|| format!("cannot read {dir:?}"))?;
-    let mode = meta.permissions().mode();
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error)
+            .with_context(|| format!("cannot create the admin socket's directory {dir:?}")),
+    }
+}
+
+/// Refuses a directory for the admin socket that others could use to replace or redirect it: a
+/// symbolic link (which anyone who could write its parent may have planted), anything but a
+/// directory, one that another user owns (root aside), one that others may write to without the
+/// sticky bit.
+fn check_dir(dir: &Path, uid: u32) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).with_context(|| format!("cannot read {dir:?}"))?;
+    let advice = "set `admin.socket` to a path in a directory of this user's";
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(dir).unwrap_or_default();
+        bail!(
+            "refusing to make the admin socket in {dir:?}: it is a symbolic link (to {target:?}), \
+             which another user may have put there, and it belongs to user {}; remove it, or \
+             {advice}",
+            meta.uid()
+        );
+    }
+    if !meta.is_dir() {
+        bail!("refusing to make the admin socket in {dir:?}: it is not a directory; {advice}");
+    }
     if meta.uid() != uid && meta.uid() != 0 {
         bail!(
             "refusing to make the admin socket in {dir:?}: it belongs to user {}, not to this \
-             server's user {uid}; remove it, or set `admin.socket` to a path in a directory of \
-             this user's",
+             server's user {uid}; remove it, or {advice}",
             meta.uid()
         );
     }
     // Others may not replace the socket: a directory they can write to must be sticky (/tmp).
+    let mode = meta.permissions().mode();
     if mode & 0o022 != 0 && mode & 0o1000 == 0 {
         bail!(
             "refusing to make the admin socket in {dir:?}: others may write to it (mode {:o}); \
-             `chmod 700` it, or set `admin.socket` to a path in a directory of this user's",
+             `chmod 700` it, or {advice}",
             mode & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// Makes way for the socket at `path`: nothing there is fine; a socket of this user's that
+/// nothing answers on (left by a server that did not exit cleanly) is removed; anything else is
+/// refused and left as it is.
+fn clear_path(path: &Path, uid: u32) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => bail!("cannot read {path:?}: {error}"),
+    };
+    let file_type = meta.file_type();
+    if !file_type.is_socket() {
+        let what = if file_type.is_symlink() {
+            "a symbolic link"
+        } else if file_type.is_dir() {
+            "a directory"
+        } else if file_type.is_file() {
+            "a regular file"
+        } else {
+            "not a socket"
+        };
+        bail!(
+            "refusing to make the admin socket at {path:?}: {what} is there, and only a stale \
+             socket is replaced; move it away, or set `admin.socket` to another path"
         );
     }
     match std::os::unix::net::UnixStream::connect(path) {
@@ -262,22 +424,18 @@ pub(crate) fn bind(path: &Path) -> Result<AdminSocket> {
             "another server answers on the admin socket {path:?}: stop it, or give this one \
              another `admin.socket` (or another port)"
         ),
-        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
-            // A socket file that nothing answers on: left by a server that did not exit cleanly.
-            fs::remove_file(path)
-                .with_context(|| format!("cannot remove the stale admin socket {path:?}"))?;
-        }
-        Err(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {}
+        Err(error) => bail!("cannot tell whether a server answers on {path:?}: {error}"),
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("cannot make the admin socket {path:?}"))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot make the admin socket {path:?} private (0600)"))?;
-    Ok(AdminSocket {
-        listener,
-        path: path.to_path_buf(),
-        uid,
-    })
+    if meta.uid() != uid {
+        bail!(
+            "refusing to remove the stale socket {path:?}: it belongs to user {}, not to this \
+             server's user {uid}; remove it as that user, or set `admin.socket` to another path",
+            meta.uid()
+        );
+    }
+    // A socket file that nothing answers on: left by a server that did not exit cleanly.
+    fs::remove_file(path).with_context(|| format!("cannot remove the stale admin socket {path:?}"))
 }
 
 impl AdminSocket {
@@ -297,9 +455,9 @@ impl AdminSocket {
                     continue;
                 }
             };
-            let (host, uid) = (host.clone(), self.uid);
+            let (host, uid, jobs) = (host.clone(), self.uid, self.jobs.clone());
             tokio::spawn(async move {
-                if let Err(error) = connection(stream, host, uid).await {
+                if let Err(error) = connection(stream, host, uid, jobs).await {
                     warn!(error = %format!("{error:#}"), "admin connection failed");
                 }
             });
@@ -307,7 +465,7 @@ impl AdminSocket {
     }
 }
 
-async fn connection(stream: UnixStream, host: Arc<PluginHost>, uid: u32) -> Result<()> {
+async fn connection(stream: UnixStream, host: Arc<PluginHost>, uid: u32, jobs: Jobs) -> Result<()> {
     let peer = stream
         .peer_cred()
         .context("cannot read the peer's credentials")?;
@@ -320,33 +478,79 @@ async fn connection(stream: UnixStream, host: Arc<PluginHost>, uid: u32) -> Resu
     }
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
         line.clear();
         let read = (&mut reader)
             .take(MAX_REQUEST_BYTES)
-            .read_line(&mut line)
+            .read_until(b'\n', &mut line)
             .await?;
         if read == 0 {
             return Ok(());
         }
-        if !line.ends_with('\n') && read as u64 >= MAX_REQUEST_BYTES {
-            bail!("a request longer than {MAX_REQUEST_BYTES} bytes");
-        }
-        let response = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => handle(&host, request).await,
-            Err(error) => Response {
-                error: Some(format!("not a request: {error}")),
-                ..Response::default()
-            },
+        let too_long = !line.ends_with(b"\n") && read as u64 >= MAX_REQUEST_BYTES;
+        let response = if too_long {
+            Response::error(format!(
+                "a request longer than {MAX_REQUEST_BYTES} bytes; a request is one JSON object \
+                 on one line, such as {{\"command\":\"reload\"}}"
+            ))
+        } else {
+            match parse(&line) {
+                Ok(request) => handle(&host, &jobs, request).await,
+                Err(error) => Response::error(error),
+            }
         };
         let mut text = serde_json::to_string(&response)?;
         text.push('\n');
         writer.write_all(text.as_bytes()).await?;
+        if too_long {
+            skip_line(&mut reader).await?;
+        }
     }
 }
 
-async fn handle(host: &Arc<PluginHost>, request: Request) -> Response {
+/// A request from one line of bytes, or why it is not one.
+fn parse(line: &[u8]) -> Result<Request, String> {
+    let text = std::str::from_utf8(line).map_err(|error| {
+        format!(
+            "not a request: not UTF-8 (an invalid byte at offset {}); a request is one JSON \
+             object on one line",
+            error.valid_up_to()
+        )
+    })?;
+    serde_json::from_str(text).map_err(|error| format!("not a request: {error}"))
+}
+
+/// Reads past the rest of a line that is too long, keeping none of it.
+async fn skip_line(reader: &mut (impl AsyncBufRead + Unpin)) -> io::Result<()> {
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        match buffer.iter().position(|&byte| byte == b'\n') {
+            Some(end) => {
+                reader.consume(end + 1);
+                return Ok(());
+            }
+            None => {
+                let read = buffer.len();
+                reader.consume(read);
+            }
+        }
+    }
+}
+
+impl Response {
+    fn error(message: String) -> Self {
+        Self {
+            error: Some(message),
+            ..Self::default()
+        }
+    }
+}
+
+async fn handle(host: &Arc<PluginHost>, jobs: &Jobs, request: Request) -> Response {
     info!(?request, "admin request");
     let results = match request {
         Request::Plugins => {
@@ -357,13 +561,13 @@ async fn handle(host: &Arc<PluginHost>, request: Request) -> Response {
             };
         }
         Request::Reload { plugin: Some(name) } => {
-            blocking(host, move |host| {
+            blocking(host, jobs, move |host| {
                 vec![SwapResult::new(&name, host.reload(&name))]
             })
             .await
         }
         Request::Reload { plugin: None } => {
-            blocking(host, |host| {
+            blocking(host, jobs, |host| {
                 let names = host.plugin_names().map(str::to_owned).collect::<Vec<_>>();
                 names
                     .iter()
@@ -374,7 +578,7 @@ async fn handle(host: &Arc<PluginHost>, request: Request) -> Response {
             .await
         }
         Request::Rollback { plugin } => {
-            blocking(host, move |host| {
+            blocking(host, jobs, move |host| {
                 vec![SwapResult::new(&plugin, host.rollback(&plugin))]
             })
             .await
@@ -410,16 +614,16 @@ async fn handle(host: &Arc<PluginHost>, request: Request) -> Response {
     }
 }
 
-/// Runs `f` on the host on a blocking thread: loading a version compiles and runs `init`, which
-/// must not hold up an async worker.
+/// Runs `f` on the host on one of the admin socket's threads (`jobs`): loading a version reads a
+/// file, compiles and runs `init`, which must not hold up an async worker, and a burst of
+/// requests must not start a thread each.
 async fn blocking<R: Send + 'static>(
     host: &Arc<PluginHost>,
+    jobs: &Jobs,
     f: impl FnOnce(&PluginHost) -> R + Send + 'static,
 ) -> Result<R> {
     let host = host.clone();
-    tokio::task::spawn_blocking(move || f(&host))
-        .await
-        .map_err(|error| anyhow!("the swap failed: {error}"))
+    jobs.run(move || f(&host)).await
 }
 
 /// Logs how a swap went, whoever asked for it.
@@ -446,4 +650,242 @@ pub(crate) fn reload_changed_logged(host: &PluginHost) {
 /// Reloads one plugin if its file changed: the file watch's swap. Blocks; logs the result.
 pub(crate) fn reload_if_changed_logged(host: &PluginHost, name: &str) {
     log_result(&SwapResult::new(name, host.reload_if_changed(name)));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{os::unix::net::UnixListener as StdListener, process::Command};
+
+    use super::*;
+
+    /// A scratch directory of this test's, 0755 so that another user may pass through it, removed
+    /// when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("qgate-admin-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("a scratch directory");
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+            Self(dir)
+        }
+
+        /// A directory in it with `mode`.
+        fn dir(&self, name: &str, mode: u32) -> PathBuf {
+            let dir = self.0.join(name);
+            fs::create_dir(&dir).expect("a directory");
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).expect("chmod");
+            dir
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A socket file at `path` that nothing answers on, as a server that was killed leaves.
+    fn stale_socket(path: &Path) {
+        drop(StdListener::bind(path).expect("a socket"));
+        assert!(is_socket(path));
+    }
+
+    fn is_socket(path: &Path) -> bool {
+        fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket())
+    }
+
+    /// Why binding at `path` is refused.
+    fn refused(path: &Path) -> String {
+        match bind(path) {
+            Ok(_) => panic!("the admin socket was made at {path:?}"),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    #[tokio::test]
+    async fn a_regular_file_at_the_socket_path_is_refused_and_kept() {
+        let dir = Scratch::new("file");
+        let path = dir.0.join("admin.sock");
+        fs::write(&path, b"precious").expect("a file");
+        let error = refused(&path);
+        assert!(error.contains("a regular file is there"), "{error}");
+        assert!(error.contains("move it away"), "{error}");
+        assert_eq!(fs::read(&path).expect("still there"), b"precious");
+        // A symbolic link is not followed, whatever it points at.
+        let link = dir.0.join("link.sock");
+        std::os::unix::fs::symlink(&path, &link).expect("a symlink");
+        let error = refused(&link);
+        assert!(error.contains("a symbolic link is there"), "{error}");
+        assert_eq!(fs::read(&path).expect("still there"), b"precious");
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_a_live_one_refused_and_only_ours_removed() {
+        let dir = Scratch::new("stale");
+        let path = dir.0.join("admin.sock");
+        stale_socket(&path);
+        let socket = bind(&path).expect("a stale socket is replaced");
+        assert_eq!(mode(&path), 0o600);
+        let error = refused(&path);
+        assert!(error.contains("another server answers"), "{error}");
+        drop(socket);
+        assert!(!path.exists(), "the socket outlived its server");
+
+        // At exit, a file that replaced the socket is left alone.
+        let socket = bind(&path).expect("bound");
+        fs::remove_file(&path).expect("removed");
+        fs::write(&path, b"someone else's").expect("a file");
+        drop(socket);
+        assert_eq!(fs::read(&path).expect("kept"), b"someone else's");
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_is_a_symlink_is_refused_and_its_target_untouched() {
+        let dir = Scratch::new("symlink");
+        let target = dir.dir("rootdir", 0o700);
+        stale_socket(&target.join("admin.sock"));
+        let link = dir.0.join("qgate-0");
+        std::os::unix::fs::symlink(&target, &link).expect("a symlink");
+        let error = refused(&link.join("admin.sock"));
+        assert!(error.contains("it is a symbolic link"), "{error}");
+        assert!(
+            is_socket(&target.join("admin.sock")),
+            "the target was touched"
+        );
+        // A missing directory is made, 0700, parents and all.
+        let made = dir.0.join("run/qgate");
+        let socket = bind(&made.join("admin.sock")).expect("bound");
+        assert_eq!(mode(&made), 0o700);
+        drop(socket);
+    }
+
+    /// Another user of the machine, for the tests of what one user may plant for another.
+    struct OtherUser {
+        uid: u32,
+        gid: u32,
+    }
+
+    impl OtherUser {
+        /// `nobody`, or a system user made for the tests where there is none; `None`, saying why,
+        /// when this process cannot act as another user (it is not root).
+        #[expect(
+            clippy::print_stderr,
+            reason = "a test says on its output which of its checks it could not run"
+        )]
+        fn get() -> Option<Self> {
+            if own_uid().expect("our uid") != 0 {
+                eprintln!(
+                    "skipped: acting as a second user needs root (CI runs as root); the checks \
+                     that need one planting files for this one are not run"
+                );
+                return None;
+            }
+            let id = |flag: &str, name: &str| {
+                let output = Command::new("id").args([flag, name]).output().ok()?;
+                let text = String::from_utf8(output.stdout).ok()?;
+                output.status.success().then(|| text.trim().parse().ok())?
+            };
+            let name = if id("-u", "nobody").is_some() {
+                "nobody"
+            } else {
+                let status = Command::new("useradd")
+                    .args([
+                        "--system",
+                        "--no-create-home",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                    ])
+                    .arg("qgate-test-other")
+                    .status()
+                    .expect("useradd runs");
+                assert!(status.success(), "useradd failed: {status}");
+                "qgate-test-other"
+            };
+            Some(Self {
+                uid: id("-u", name).expect("a uid"),
+                gid: id("-g", name).expect("a gid"),
+            })
+        }
+
+        /// Runs `command` as this user.
+        fn run(&self, command: &[&str]) {
+            let status = Command::new("setpriv")
+                .arg(format!("--reuid={}", self.uid))
+                .arg(format!("--regid={}", self.gid))
+                .args(["--clear-groups", "--"])
+                .args(command)
+                .status()
+                .expect("setpriv runs");
+            assert!(
+                status.success(),
+                "{command:?} as user {}: {status}",
+                self.uid
+            );
+        }
+    }
+
+    /// Without `XDG_RUNTIME_DIR` the socket's directory is `/tmp/qgate-UID`, in a directory that
+    /// every user may write to: another user can plant a symbolic link or a directory of their
+    /// own there before the server starts, or leave a socket of their own at a configured path.
+    /// Each is refused, and nothing of theirs or of what a link points at is removed.
+    #[tokio::test]
+    async fn what_another_user_plants_in_a_shared_directory_is_refused() {
+        let Some(other) = OtherUser::get() else {
+            return;
+        };
+        let dir = Scratch::new("shared");
+        let shared = dir.dir("tmp", 0o1777);
+        let rootdir = dir.dir("rootdir", 0o700);
+        stale_socket(&rootdir.join("admin.sock"));
+        let path_of = |path: &Path| path.to_str().expect("a UTF-8 path").to_owned();
+
+        let link = shared.join("qgate-0");
+        other.run(&["ln", "-s", &path_of(&rootdir), &path_of(&link)]);
+        let error = refused(&link.join("admin.sock"));
+        assert!(error.contains("it is a symbolic link"), "{error}");
+        assert!(
+            error.contains(&format!("belongs to user {}", other.uid)),
+            "{error}"
+        );
+        assert!(
+            is_socket(&rootdir.join("admin.sock")),
+            "the target was touched"
+        );
+
+        let theirs = shared.join("qgate-1");
+        other.run(&["mkdir", &path_of(&theirs)]);
+        let error = refused(&theirs.join("admin.sock"));
+        assert!(
+            error.contains(&format!("it belongs to user {}", other.uid)),
+            "{error}"
+        );
+
+        // A stale socket of theirs at a path in the shared directory is theirs to remove.
+        let planted = shared.join("admin.sock");
+        stale_socket(&planted);
+        std::os::unix::fs::chown(&planted, Some(other.uid), Some(other.gid)).expect("chown");
+        let error = refused(&planted);
+        assert!(
+            error.contains("refusing to remove the stale socket"),
+            "{error}"
+        );
+        assert!(is_socket(&planted), "their socket was removed");
+
+        // The server's own directory there is made, 0700, and used.
+        let mine = shared.join("qgate-me");
+        let socket = bind(&mine.join("admin.sock")).expect("bound");
+        assert_eq!(mode(&mine), 0o700);
+        drop(socket);
+    }
 }

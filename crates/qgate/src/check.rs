@@ -3,11 +3,12 @@
 //! It checks what `qgate serve` would check at start, without binding a port: the schema (every
 //! key known, every value valid, plugin names unique), the log filter directive, that the TLS
 //! settings are whole (with kdb+'s `SSL_*` variables), that the password file reads and parses
-//! under the rules the server reads it by, that the TLS files and every plugin's component file
-//! can be read, that `[lock] keys` are keys, that each plugin file matches its pin and, in a
-//! locked deployment, is pinned or signed, and that every `[[upstream]]` can be set up (its
-//! `password_env` is set, its TLS files load). It does not compile the plugins, and it does not
-//! connect to the upstreams.
+//! under the rules the server reads it by, that the TLS files can be read, that `[lock] keys` are
+//! keys, that every plugin's component file is read as a start reads it (a regular file within
+//! its `max_file_bytes`, read within the time limit, so a FIFO or a device at its path is an error
+//! rather than a wait) and matches its pin and, in a locked deployment, is pinned or signed, and
+//! that every `[[upstream]]` can be set up (its `password_env` is set, its TLS files load). It
+//! does not compile the plugins, and it does not connect to the upstreams.
 
 use std::{
     fs,
@@ -17,6 +18,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use qgate_config::Config;
+use qgate_host::HostError;
 
 use crate::logging;
 
@@ -70,26 +72,20 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             .check()
             .map_err(|error| anyhow!("{file}: auth.password_file: {error:#}"))?;
     }
-    for plugin in config.plugins.as_slice() {
-        fs::File::open(&plugin.path).map_err(|error| {
-            anyhow!(
-                "{file}: plugins: `{}`: cannot read {}: {error}{}",
-                plugin.name,
-                plugin.path.display(),
-                if error.kind() == io::ErrorKind::NotFound {
-                    " (the walkthrough's plugins are built by `cargo xtask plugins`)"
-                } else {
-                    ""
-                }
-            )
-        })?;
-    }
-    // Pins, and in a locked deployment signatures, as a start would check them.
+    // Each plugin's file read as a start reads it (a regular file, within its size cap and the
+    // time limit), and checked against its pin and, in a locked deployment, its signature.
     let options =
         crate::serve::host_options(&config).map_err(|error| anyhow!("{file}: {error:#}"))?;
     for spec in &options.plugins {
-        qgate_host::check_artifact(spec, &options.lock)
-            .map_err(|error| anyhow!("{file}: plugins: {error}"))?;
+        qgate_host::check_artifact(spec, &options.lock).map_err(|error| {
+            let hint = match &error {
+                HostError::Read { error, .. } if error.is_not_found() => {
+                    " (the walkthrough's plugins are built by `cargo xtask plugins`)"
+                }
+                _ => "",
+            };
+            anyhow!("{file}: plugins: {error}{hint}")
+        })?;
     }
     // Upstreams as a start would take them: `password_env` set, TLS files loadable. Nothing is
     // connected: an upstream that is down is not a config error.

@@ -223,6 +223,7 @@ pub(crate) fn host_options(config: &Config) -> Result<HostOptions> {
             spec.time_budget = plugin.time_budget.get();
             spec.memory_limit_bytes = plugin.memory_limit.get();
             spec.routes = plugin.routes.clone();
+            spec.max_file_bytes = u64::try_from(plugin.max_file_bytes.get()).unwrap_or(u64::MAX);
             spec.sha256 = plugin
                 .sha256
                 .as_ref()
@@ -502,6 +503,10 @@ mod tests {
             server_options(&Config::default(), |_| None).expect("the defaults are valid"),
             ServerOptions::default()
         );
+        assert_eq!(
+            qgate_config::Plugin::DEFAULT_MAX_FILE_BYTES as u64,
+            PluginSpec::DEFAULT_MAX_FILE_BYTES
+        );
     }
 
     #[test]
@@ -621,6 +626,7 @@ mod tests {
             fail_open = true
             time_budget = "5ms"
             memory_limit = "8MiB"
+            max_file_bytes = "1MiB"
             config = { include_text = true }
             [[plugins]]
             name = "demo-api"
@@ -638,6 +644,7 @@ mod tests {
         assert!(audit.fail_open);
         assert_eq!(audit.time_budget, Duration::from_millis(5));
         assert_eq!(audit.memory_limit_bytes, 8 << 20);
+        assert_eq!(audit.max_file_bytes, 1 << 20);
         assert_eq!(
             audit.config.get("include_text").map(ToString::to_string),
             Some("true".to_owned())
@@ -649,6 +656,7 @@ mod tests {
             demo.memory_limit_bytes,
             PluginSpec::DEFAULT_MEMORY_LIMIT_BYTES
         );
+        assert_eq!(demo.max_file_bytes, PluginSpec::DEFAULT_MAX_FILE_BYTES);
         assert!(demo.config.is_empty());
         assert!(
             host_options(&Config::default())

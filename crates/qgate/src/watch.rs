@@ -1,11 +1,16 @@
 //! The plugin file watch: reloads a plugin when its file changes.
 //!
-//! A thread of its own polls each plugin file's metadata (following symlinks: device, inode,
-//! modification time, length) every [`POLL_INTERVAL`]. A change is acted on once the metadata has
-//! stayed the same for two polls in a row, so a file still being written is not loaded; a
-//! version that fails to load leaves the old one serving, and the next change is tried again.
-//! Polling rather than inotify: it needs no platform API, sees a symlink being re-pointed, and
-//! one `stat` per plugin a second costs nothing.
+//! Each plugin file has a thread of its own that polls its metadata (following symlinks: device,
+//! inode, modification time, length) every [`POLL_INTERVAL`]. A change is acted on once the
+//! metadata has stayed the same for two polls in a row, so a file still being written is not
+//! loaded; a version that fails to load leaves the old one serving, and the next change is tried
+//! again. Polling rather than inotify: it needs no platform API, sees a symlink being re-pointed,
+//! and one `stat` per plugin a second costs nothing.
+//!
+//! One thread per file, so that one file cannot stall the watch of the others: a `stat` on a
+//! stalled network mount waits in the kernel for as long as the mount is stalled, and a reload
+//! waits for its read up to the host's time limit. What is at the path is the host's to judge:
+//! it reads only a regular file, so a FIFO or a device renamed over a plugin is refused at once.
 
 use std::{
     fs,
@@ -54,13 +59,13 @@ struct Watched {
     pending: Option<Seen>,
 }
 
-/// Starts the watch thread. It ends when the host is dropped.
+/// Starts a watch thread for each plugin file. Each ends when the host is dropped.
 ///
 /// # Errors
 ///
-/// When the thread cannot be started.
+/// When a thread cannot be started.
 pub(crate) fn start(host: &Arc<PluginHost>) -> std::io::Result<()> {
-    let mut files = host
+    let files = host
         .plugin_paths()
         .map(|(name, path)| Watched {
             name: name.to_owned(),
@@ -69,22 +74,22 @@ pub(crate) fn start(host: &Arc<PluginHost>) -> std::io::Result<()> {
             pending: None,
         })
         .collect::<Vec<_>>();
-    let host: Weak<PluginHost> = Arc::downgrade(host);
-    std::thread::Builder::new()
-        .name("qgate-watch".into())
-        .spawn(move || {
-            loop {
-                #[expect(
-                    clippy::disallowed_methods,
-                    reason = "a dedicated thread, not an async worker"
-                )]
-                std::thread::sleep(POLL_INTERVAL);
-                let Some(host) = host.upgrade() else { return };
-                for file in &mut files {
-                    poll(&host, file);
+    for mut file in files {
+        let host: Weak<PluginHost> = Arc::downgrade(host);
+        std::thread::Builder::new()
+            .name("qgate-watch".into())
+            .spawn(move || {
+                loop {
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "a dedicated thread, not an async worker"
+                    )]
+                    std::thread::sleep(POLL_INTERVAL);
+                    let Some(host) = host.upgrade() else { return };
+                    poll(&host, &mut file);
                 }
-            }
-        })?;
+            })?;
+    }
     Ok(())
 }
 

@@ -161,6 +161,77 @@ async fn a_broken_new_version_leaves_the_old_one_serving() {
     assert!(host.status()[0].previous.is_empty());
 }
 
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {path:?}");
+}
+
+/// What a reload finds at the plugin's path when it is not a component file: a FIFO renamed over
+/// it (whose open and read would wait for a writer for ever), a symlink to `/dev/zero` (which
+/// never ends), a directory, a file over the cap. Each is refused at once by name, and the old
+/// version goes on serving; so is a FIFO at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_path_that_is_not_a_regular_file_or_too_large_is_refused() {
+    let dir = scratch("not-regular");
+    let (host, path) = policy_host(&dir);
+    let fifo = dir.join("fifo");
+    mkfifo(&fifo);
+    fs::rename(&fifo, &path).expect("rename the FIFO over the plugin");
+    let error = host.reload("policy").expect_err("a FIFO loaded");
+    assert!(matches!(&error, HostError::Read { .. }), "{error}");
+    assert!(
+        error.to_string().contains("is a FIFO, not a regular file"),
+        "{error}"
+    );
+    assert_eq!(version(&host).await, answer("a"));
+
+    fs::remove_file(&path).expect("remove the FIFO");
+    std::os::unix::fs::symlink("/dev/zero", &path).expect("a symlink to /dev/zero");
+    let error = host.reload("policy").expect_err("/dev/zero loaded");
+    assert!(
+        error
+            .to_string()
+            .contains("is a character device, not a regular file"),
+        "{error}"
+    );
+    fs::remove_file(&path).expect("remove the symlink");
+    fs::create_dir(&path).expect("a directory in its place");
+    let error = host.reload("policy").expect_err("a directory loaded");
+    assert!(error.to_string().contains("is a directory"), "{error}");
+    fs::remove_dir(&path).expect("remove the directory");
+    assert_eq!(version(&host).await, answer("a"));
+
+    // The file's version is read whole when it fits the cap, and refused unread when it does not.
+    let a = bytes("version-a");
+    let mut spec = PluginSpec::new("capped", dir.join("capped.wasm"));
+    spec.max_file_bytes = a.len() as u64;
+    deploy(&spec.path, &a);
+    let capped = PluginHost::new(options(vec![spec.clone()])).unwrap_or_else(|e| panic!("{e}"));
+    deploy(&spec.path, &rebuilt(a, 1));
+    let error = capped
+        .reload("capped")
+        .expect_err("a file over the cap loaded");
+    let limit = format!("is larger than {} bytes (the limit)", spec.max_file_bytes);
+    assert!(error.to_string().contains(&limit), "{error}");
+    let error = PluginHost::new(options(vec![spec])).expect_err("a file over the cap loaded");
+    assert!(error.to_string().contains(&limit), "{error}");
+
+    // At start, a FIFO is refused as well, rather than waited on.
+    let fifo = dir.join("start.wasm");
+    mkfifo(&fifo);
+    let error = PluginHost::new(options(vec![PluginSpec::new("piped", &fifo)]))
+        .expect_err("a FIFO loaded at start");
+    assert!(
+        matches!(&error, HostError::Read { plugin, .. } if plugin == "piped"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("is a FIFO"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_goes_back_one_version_at_a_time() {
     let (host, path) = policy_host(&scratch("rollback"));

@@ -378,3 +378,210 @@ fn a_locked_server_runs_only_pinned_or_signed_plugins() {
     let message = stderr(&output);
     assert!(message.contains(&a) && message.contains(&b), "{message}");
 }
+
+/// The digest that `qgate plugins --json` reports for plugin `name`.
+fn serving_plugin(config: &str, name: &str) -> String {
+    let output = admin(&["plugins", "--json"], config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    rows.as_array()
+        .and_then(|rows| rows.iter().find(|row| row["name"] == name))
+        .and_then(|row| row["digest"].as_str())
+        .unwrap_or_else(|| panic!("no plugin {name} in {rows}"))
+        .to_owned()
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {path:?}");
+}
+
+/// A FIFO renamed over a plugin (whose open and read would wait for a writer for ever) or a
+/// symlink to `/dev/zero` (which never ends) is refused at once by `qgate reload`, and the file
+/// watch goes on seeing the other plugins' changes; at start, `qgate check` and `qgate serve`
+/// refuse a FIFO by name instead of waiting on it.
+#[test]
+fn a_plugin_path_that_is_not_a_regular_file_stalls_nothing() {
+    let dir = TempDir::new("fifo");
+    for name in ["one", "two"] {
+        deploy(&dir.0.join(format!("{name}.wasm")), &component("version-a"));
+    }
+    // Both start as the same component: with a compilation cache, it is compiled once (a debug
+    // build takes seconds a component on a busy machine).
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
+    let config = dir.write(
+        "qgate.toml",
+        &format!(
+            "[server]\nplugin_cache_dir = {cache:?}\n\
+             [admin]\nsocket = \"admin.sock\"\nwatch = true\n\
+             [[plugins]]\nname = \"one\"\npath = \"one.wasm\"\n\
+             [[plugins]]\nname = \"two\"\npath = \"two.wasm\"\n"
+        ),
+    );
+    let config = config.to_str().expect("UTF-8");
+    let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0"]);
+    let (a, b) = (
+        digest_of(&dir, &component("version-a")),
+        digest_of(&dir, &component("version-b")),
+    );
+
+    let fifo = dir.0.join("fifo");
+    mkfifo(&fifo);
+    fs::rename(&fifo, dir.0.join("one.wasm")).expect("rename the FIFO over a plugin");
+    let output = admin(&["reload", "one"], config);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let message = stderr(&output);
+    assert!(
+        message.contains("is a FIFO, not a regular file"),
+        "{message}"
+    );
+    assert!(message.contains("goes on serving"), "{message}");
+    let output = admin(&["reload"], config);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stdout(&output).contains("one: failed") && stdout(&output).contains("two: unchanged"),
+        "{}",
+        stdout(&output)
+    );
+
+    // The watch still sees the other plugin's new version, with the FIFO in place.
+    deploy(&dir.0.join("two.wasm"), &component("version-b"));
+    eventually("the watch's reload of `two`", || {
+        serving_plugin(config, "two") == b
+    });
+    assert_eq!(serving_plugin(config, "one"), a);
+
+    fs::remove_file(dir.0.join("one.wasm")).expect("remove the FIFO");
+    std::os::unix::fs::symlink("/dev/zero", dir.0.join("one.wasm")).expect("a symlink");
+    let output = admin(&["reload", "one"], config);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("is a character device, not a regular file"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(serving_plugin(config, "one"), a);
+    let status = server.terminate();
+    let log = server.stderr();
+    assert!(status.success(), "{status}; stderr:\n{log}");
+    assert!(
+        log.contains("is a FIFO"),
+        "the watch logs its refusal:\n{log}"
+    );
+
+    // At start: a FIFO is named, not waited on.
+    fs::remove_file(dir.0.join("one.wasm")).expect("remove the symlink");
+    mkfifo(&dir.0.join("one.wasm"));
+    let output = run(&["check", config]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("plugins: failed to read plugin one: ")
+            && stderr(&output).contains("is a FIFO, not a regular file"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(&["serve", "--config", config, "-p", "127.0.0.1:0"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(stdout(&output), "", "no listening line");
+    assert!(stderr(&output).contains("is a FIFO"), "{}", stderr(&output));
+}
+
+/// One line from `reader`, as the admin socket's JSON answer.
+fn answer_line(reader: &mut impl std::io::BufRead) -> serde_json::Value {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("an answer line");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+/// How many threads process `pid` has now.
+fn threads(pid: u32) -> usize {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("a Threads line")
+}
+
+/// A line too long for a request, or not UTF-8, gets an error answer and the connection goes on;
+/// a burst of concurrent reloads waits for a small pool of threads instead of starting one each.
+#[test]
+fn the_admin_socket_answers_bad_lines_and_bounds_its_threads() {
+    use std::{
+        io::{BufReader, Write as _},
+        os::unix::net::UnixStream,
+    };
+
+    let dir = TempDir::new("admin-lines");
+    let (mut server, socket, config) = start(&dir, "watch = false");
+    let stream = UnixStream::connect(&socket).expect("the admin socket");
+    stream.set_read_timeout(Some(PATIENCE)).expect("a timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("a clone"));
+    let mut writer = stream;
+
+    // 10 MB on one line, written while this thread reads the answer.
+    let long = thread::spawn({
+        let mut writer = writer.try_clone().expect("a clone");
+        move || {
+            writer.write_all(&vec![b'a'; 10 << 20])?;
+            writer.write_all(b"\n")
+        }
+    });
+    let answer = answer_line(&mut reader);
+    assert_eq!(answer["ok"], false, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains("longer than 65536 bytes"), "{answer}");
+    long.join()
+        .expect("the writer")
+        .expect("the whole line was read");
+
+    writer
+        .write_all(b"\xff\xfe{\"command\":\"plugins\"}\n")
+        .expect("sent");
+    let answer = answer_line(&mut reader);
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not UTF-8"),
+        "{answer}"
+    );
+    writer
+        .write_all(b"{\"command\":\"plugins\"}\n")
+        .expect("sent");
+    let answer = answer_line(&mut reader);
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["plugins"][0]["name"], "policy", "{answer}");
+
+    // 300 reloads of every plugin at once.
+    let pid = server.child.id();
+    let before = threads(pid);
+    let clients = (0..300)
+        .map(|_| {
+            let mut client = UnixStream::connect(&socket).expect("the admin socket");
+            client.set_read_timeout(Some(PATIENCE)).expect("a timeout");
+            client
+                .write_all(b"{\"command\":\"reload\"}\n")
+                .expect("sent");
+            client
+        })
+        .collect::<Vec<_>>();
+    let mut most = before;
+    for client in clients {
+        most = most.max(threads(pid));
+        let answer = answer_line(&mut BufReader::new(client));
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+    // The admin socket's two threads were there before; each job adds a thread that reads the
+    // plugin's file, and the one before it may not have ended yet.
+    assert!(
+        most <= before + 4,
+        "{most} threads during the reloads, {before} before"
+    );
+    assert_eq!(serving(&config), digest_of(&dir, &component("version-a")));
+    assert!(server.terminate().success());
+}
