@@ -48,7 +48,8 @@ enum SuiteKind {
 
 const SUITES: &[Suite] = &[
     // PyKX and aiokdb share a venv; so do the raw-socket tests (compressed requests, 1000
-    // connections, hostile inputs), which use aiokdb as their well-behaved client.
+    // connections, hostile inputs), which use aiokdb as their well-behaved client, and the
+    // gateway's tests, which also run aiokdb's own server as an upstream.
     Suite {
         name: "pykx-aiokdb",
         kind: SuiteKind::Python {
@@ -56,14 +57,19 @@ const SUITES: &[Suite] = &[
             pytest_args: &[
                 "tests/clients/python",
                 "--ignore=tests/clients/python/test_qpython.py",
+                "--ignore=tests/clients/python/test_gateway_qpython.py",
             ],
         },
     },
+    // qPython against qgate alone and through its gateway mode.
     Suite {
         name: "qpython",
         kind: SuiteKind::Python {
             requirements: "requirements-qpython.txt",
-            pytest_args: &["tests/clients/python/test_qpython.py"],
+            pytest_args: &[
+                "tests/clients/python/test_qpython.py",
+                "tests/clients/python/test_gateway_qpython.py",
+            ],
         },
     },
     Suite {

@@ -14,18 +14,20 @@ This file is shared by both venvs, so it imports no client library.
 """
 
 import ctypes
+import json
 import os
 import re
 import resource
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from cases import PASSWORD_FILES
+from cases import PASSWORD, PASSWORD_FILES
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -57,8 +59,8 @@ def _die_with_parent():
 
 class Server:
     """A server process listening on 127.0.0.1, started from `argv` (which must print
-    `qgate listening on 127.0.0.1:PORT`, or `qgate-upstream listening on ...`, on stdout once
-    bound)."""
+    `qgate listening on 127.0.0.1:PORT`, or `qgate-upstream listening on ...` or
+    `aiokdb-upstream listening on ...`, on stdout once bound)."""
 
     def __init__(self, argv, log_path, startup_timeout=30.0, env=None):
         self.argv = argv
@@ -75,7 +77,8 @@ class Server:
         self.host, self.port = self._wait_for_address(startup_timeout)
 
     def _wait_for_address(self, timeout):
-        pattern = re.compile(rb"^qgate(?:-upstream)? listening on (127\.0\.0\.1):(\d+)\s*$")
+        pattern = re.compile(
+            rb"^(?:qgate|qgate-upstream|aiokdb-upstream) listening on (127\.0\.0\.1):(\d+)\s*$")
         selector = selectors.DefaultSelector()
         selector.register(self.proc.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
@@ -155,28 +158,38 @@ class Servers:
         self._shared = {}
         self._all = []
 
-    def start(self, program="echo", *args):
+    def start(self, program="echo", *args, env=None, listen="127.0.0.1:0"):
+        """Starts `program` ("echo", "qgate" for `qgate serve`, "upstream", or "aiokdb" for
+        aiokdb_upstream.py, which always takes a free port) listening on `listen`, with `args`
+        after that flag; `env` adds environment variables to this process's."""
         if program == "echo":
-            argv = [binary("QGATE_ECHO_BIN", "qgate-echo"), "-p", "127.0.0.1:0",
+            argv = [binary("QGATE_ECHO_BIN", "qgate-echo"), "-p", listen,
                     "--lifetime-secs", "900", *args]
         elif program == "qgate":
-            argv = [binary("QGATE_BIN", "qgate"), "serve", "-p", "127.0.0.1:0", *args]
+            argv = [binary("QGATE_BIN", "qgate"), "serve", "-p", listen, *args]
         elif program == "upstream":
-            argv = [binary("QGATE_UPSTREAM_BIN", "qgate-upstream"), "-p", "127.0.0.1:0",
+            argv = [binary("QGATE_UPSTREAM_BIN", "qgate-upstream"), "-p", listen,
+                    "--lifetime-secs", "900", *args]
+        elif program == "aiokdb":
+            argv = [sys.executable, str(Path(__file__).with_name("aiokdb_upstream.py")),
                     "--lifetime-secs", "900", *args]
         else:
             raise ValueError(program)
         log = self._tmp.mktemp("server") / "stderr.log"
-        server = Server(argv, log)
+        server = Server(argv, log, env=None if env is None else {**os.environ, **env})
         self._all.append(server)
         return server
 
-    def shared(self, program="echo", *args):
-        key = (program, *args)
+    def shared(self, program="echo", *args, env=None):
+        key = (program, *args, *sorted((env or {}).items()))
         server = self._shared.get(key)
         if server is None or not server.alive():
-            server = self._shared[key] = self.start(program, *args)
+            server = self._shared[key] = self.start(program, *args, env=env)
         return server
+
+    def directory(self, name):
+        """A fresh temporary directory, for a server's config file."""
+        return self._tmp.mktemp(name)
 
     def stop_all(self):
         for server in self._all:
@@ -218,3 +231,160 @@ def upstream(servers):
 def echo_with_file(servers, password_files):
     """kind → the shared echo server with that kind of password file (`-U`)."""
     return lambda kind: servers.shared("echo", "-U", password_files[kind])
+
+
+def eventually(what, check, timeout=30.0):
+    """Polls `check` until it holds; fails after `timeout` seconds (a bound, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never: {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """`qgate certs --out DIR --client alice --client qgate`, and kdb+'s client variables pointing
+    at it for PyKX: the development CA and alice's certificate.
+
+    PyKX reads these variables once, at the first TLS connection of the process, so every test
+    that uses TLS in this process must use this one directory: hence one fixture for the session.
+    """
+    directory = tmp_path_factory.mktemp("certs")
+    subprocess.run(
+        [binary("QGATE_BIN", "qgate"), "certs", "--out", str(directory),
+         "--client", "alice", "--client", "qgate"],
+        check=True,
+        capture_output=True,
+    )
+    variables = {
+        "KX_SSL_CA_CERT_FILE": str(directory / "ca.pem"),
+        "KX_SSL_CERT_FILE": str(directory / "client-alice.pem"),
+        "KX_SSL_KEY_FILE": str(directory / "client-alice.key"),
+        "KX_SSL_VERIFY_SERVER": "YES",
+    }
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    yield directory
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# Gateway mode: `qgate serve` in front of the test upstream (`qgate-upstream`).
+# ---------------------------------------------------------------------------------------------
+
+# The service account the pooled gateway logs in to its upstream with; the password reaches qgate
+# through `password_env`, as a deployment keeps it out of the config file.
+SERVICE_USER = "svc"
+SERVICE_PASSWORD = "s3cret"
+SERVICE_PASSWORD_ENV = "QGATE_TEST_SERVICE_PASSWORD"
+
+# The users of the gateways' password file (cases.PASSWORD_FILES["mixed"]): plain, MD5 and SHA-1
+# entries, each logging in with cases.PASSWORD.
+GATEWAY_USERS = ["admin", "adminmd5", "adminsha"]
+
+
+def address(server):
+    """A server's `HOST:PORT`, as `--upstream` and `servers` take it."""
+    return f"{server.host}:{server.port}"
+
+
+def toml_value(value):
+    """A Python value in TOML: a string, an integer, a boolean or a list of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        # A JSON string is a TOML basic string for everything these configs hold.
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def upstream_table(name, servers, tls=None, **keys):
+    """One `[[upstream]]` table: `servers` are Servers or `HOST:PORT` strings, `keys` its other
+    keys in order, `tls` (a dict) its `[upstream.tls]`."""
+    servers = [server if isinstance(server, str) else address(server) for server in servers]
+    lines = ["[[upstream]]", f"name = {toml_value(name)}", f"servers = {toml_value(servers)}"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
+    if tls:
+        lines.append("[upstream.tls]")
+        lines += [f"{key} = {toml_value(str(value) if isinstance(value, Path) else value)}"
+                  for key, value in tls.items()]
+    return "\n".join(lines) + "\n"
+
+
+def start_gateway(servers, password_file, *tables, extra="", env=None):
+    """`qgate serve -U PASSWORD_FILE --config FILE`, the file holding `extra` (other tables) and
+    the `[[upstream]]` `tables`; a server of the calling test's own."""
+    directory = servers.directory("gateway")
+    config = directory / "qgate.toml"
+    config.write_text(extra + "\n" + "\n".join(tables))
+    return servers.start("qgate", "-U", password_file, "--config", str(config), env=env)
+
+
+class Gateway:
+    """qgate in front of one test upstream named `rdb`: `qgate` and `upstream` are their Servers,
+    `user` the name the upstream sees (`.z.u`)."""
+
+    def __init__(self, mode, qgate, upstream, user):
+        self.mode = mode
+        self.qgate = qgate
+        self.upstream = upstream
+        self.user = user
+
+    def __repr__(self):
+        return f"Gateway({self.mode})"
+
+
+@pytest.fixture(scope="session")
+def gateways(shared_servers, password_files):
+    """mode → the session's Gateway in that mode, started on first use:
+
+    - "pinned": the README's one-liner, `qgate serve -p PORT -U passwords.txt --upstream
+      HOST:PORT`, in front of an upstream that accepts anyone (qgate logs in without a user);
+    - "pooled": `[[upstream]]` with `mode = "pooled"`, `pool_size = 2` and a service account whose
+      password is in `password_env`, in front of an upstream that accepts that account only.
+    """
+    made = {}
+    directory = shared_servers.directory("gateways")
+
+    def get(mode):
+        gateway = made.get(mode)
+        if gateway and gateway.qgate.alive() and gateway.upstream.alive():
+            return gateway
+        if mode == "pinned":
+            upstream = shared_servers.shared("upstream", "--name", "rdb")
+            qgate = shared_servers.shared(
+                "qgate", "-U", password_files["mixed"], "--upstream", address(upstream))
+            gateway = Gateway(mode, qgate, upstream, "")
+        elif mode == "pooled":
+            upstream = shared_servers.shared(
+                "upstream", "--name", "rdb", "--user", f"{SERVICE_USER}:{SERVICE_PASSWORD}")
+            config = directory / f"pooled-{upstream.port}.toml"
+            config.write_text(upstream_table(
+                "rdb", [upstream], mode="pooled", pool_size=2, user=SERVICE_USER,
+                password_env=SERVICE_PASSWORD_ENV))
+            qgate = shared_servers.shared(
+                "qgate", "-U", password_files["mixed"], "--config", str(config),
+                env={SERVICE_PASSWORD_ENV: SERVICE_PASSWORD})
+            gateway = Gateway(mode, qgate, upstream, SERVICE_USER)
+        else:
+            raise ValueError(mode)
+        made[mode] = gateway
+        return gateway
+
+    return get
+
+
+@pytest.fixture(params=["pinned", "pooled"])
+def gateway(request, gateways):
+    """The session's Gateway, once pinned and once pooled."""
+    return gateways(request.param)
+

@@ -4,45 +4,18 @@ certificates from `qgate certs` and the whoami fixture plugin answering with wha
 PyKX (unlicensed, 4.2.0) does TLS with kdb+'s own client code, configured by kdb+'s environment
 variables, which it reads once, when the first TLS connection is made: the CA to trust
 (`KX_SSL_CA_CERT_FILE`) and the client certificate to present (`KX_SSL_CERT_FILE`,
-`KX_SSL_KEY_FILE`). The module fixture sets them before any TLS connection of this process, to the
-development CA and to the client certificate for `alice`. The CA is the root alone: the server must
-send the intermediate for PyKX to verify its certificate. The servers get their settings from their
-config files, which win over those variables.
+`KX_SSL_KEY_FILE`). The session's `certs` fixture (in conftest.py, shared with the gateway's TLS
+tests for that reason) sets them before any TLS connection of this process, to the development CA
+and to the client certificate for `alice`. The CA is the root alone: the server must send the
+intermediate for PyKX to verify its certificate. The servers get their settings from their config
+files, which win over those variables.
 """
-
-import os
-import subprocess
 
 import pytest
 
 from conftest import ROOT, Server, binary
 
 WHOAMI = ROOT / "plugins" / "target" / "wasm32-wasip2" / "release" / "whoami.wasm"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    """`qgate certs --out DIR --client alice`, and kdb+'s client variables pointing at it."""
-    directory = tmp_path_factory.mktemp("certs")
-    subprocess.run(
-        [binary("QGATE_BIN", "qgate"), "certs", "--out", str(directory), "--client", "alice"],
-        check=True,
-        capture_output=True,
-    )
-    variables = {
-        "KX_SSL_CA_CERT_FILE": str(directory / "ca.pem"),
-        "KX_SSL_CERT_FILE": str(directory / "client-alice.pem"),
-        "KX_SSL_KEY_FILE": str(directory / "client-alice.key"),
-        "KX_SSL_VERIFY_SERVER": "YES",
-    }
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    yield directory
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 def serve(tmp_path_factory, certs, mode, client_auth="none", user_from="none"):
