@@ -7,13 +7,14 @@
 //! A connection holds no read buffer until its first frame arrives, so an idle connection costs
 //! only what tokio and the kernel need for it.
 //!
-//! Two small sync calls, in little-endian byte order, get other answers, for the scenarios that
+//! Three small sync calls, in little-endian byte order, get other answers, for the scenarios that
 //! need the upstream to send more than it receives (a gateway's replies and pushes):
 //!
 //! | call | answer |
 //! |---|---|
 //! | `` (`reply;n) `` | a byte vector of `n` bytes, `i mod 256`: its 14-byte prefix, then constant 64 KiB chunks, so it is never built whole |
 //! | `` (`publish;n) `` | `n` async `` (`upd;`trade;t) `` messages, `t` a one-row trade table ([`push_message`]), then `(::)` |
+//! | `` (`subscribe;n) `` | `(::)`, then the same `n` messages, as a tickerplant answers `.u.sub` and then publishes to an idle subscriber |
 //!
 //! Recognising them costs the other frames one comparison of lengths: only a sync frame whose
 //! body is as long as one of these calls is compared with it.
@@ -46,7 +47,7 @@ const REPLY_CHUNK: usize = 64 * 1024;
 /// 2 GiB that q's message header can describe without the large-message format.
 const MAX_REPLY_BYTES: i64 = 1 << 30;
 
-/// The largest `n` of `(`publish;n)`: 100 million pushes, a hundred times the scenario's, so that
+/// The largest `n` of `(`publish;n)` and `(`subscribe;n)`: 100 million pushes, a hundred times the scenario's, so that
 /// a mistyped count ends within a minute or so instead of never.
 const MAX_PUBLISH: i64 = 100_000_000;
 
@@ -123,7 +124,7 @@ fn response() -> &'static [u8] {
     })
 }
 
-/// The q error `'range`, for a `(`reply;n)` or `(`publish;n)` whose `n` is out of bounds.
+/// The q error `'range`, for a call whose `n` is out of bounds.
 fn range_error() -> &'static [u8] {
     static ERROR: OnceLock<Vec<u8>> = OnceLock::new();
     ERROR.get_or_init(|| {
@@ -143,10 +144,19 @@ fn call_head(name: &str) -> Vec<u8> {
     body
 }
 
-/// The heads of `` (`reply;n) `` and `` (`publish;n) ``.
-fn heads() -> &'static (Vec<u8>, Vec<u8>) {
-    static HEADS: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
-    HEADS.get_or_init(|| (call_head("reply"), call_head("publish")))
+/// A call's head (its body without `n`), and the call it is once `n` is read.
+type Head = (Vec<u8>, fn(i64) -> Call);
+
+/// The heads of the floor's calls.
+fn heads() -> &'static [Head; 3] {
+    static HEADS: OnceLock<[Head; 3]> = OnceLock::new();
+    HEADS.get_or_init(|| {
+        [
+            (call_head("reply"), Call::Reply),
+            (call_head("publish"), Call::Publish),
+            (call_head("subscribe"), Call::Subscribe),
+        ]
+    })
 }
 
 /// The push of the publication scenario: an async `` (`upd;`trade;t) ``, `t` a one-row table of
@@ -186,35 +196,32 @@ enum Call {
     Reply(i64),
     /// `` (`publish;n) ``.
     Publish(i64),
+    /// `` (`subscribe;n) ``.
+    Subscribe(i64),
 }
 
-/// Reads a sync frame's body: one of the two calls, or anything else.
+/// Reads a sync frame's body: one of the floor's calls, or anything else.
 fn call(little_endian: bool, body: &[u8]) -> Call {
-    let (reply, publish) = heads();
-    let arg = |head: &[u8]| {
-        let n = body.strip_prefix(head)?;
-        Some(i64::from_le_bytes(n.try_into().ok()?))
-    };
     if !little_endian {
-        Call::Other
-    } else if body.len() == reply.len() + 8
-        && let Some(n) = arg(reply)
-    {
-        Call::Reply(n)
-    } else if body.len() == publish.len() + 8
-        && let Some(n) = arg(publish)
-    {
-        Call::Publish(n)
-    } else {
-        Call::Other
+        return Call::Other;
     }
+    heads()
+        .iter()
+        .filter(|(head, _)| body.len() == head.len() + 8)
+        .find_map(|(head, call)| {
+            let n = body.strip_prefix(head.as_slice())?;
+            Some(call(i64::from_le_bytes(n.try_into().ok()?)))
+        })
+        .unwrap_or(Call::Other)
 }
 
-/// The longest body the floor reads whole to see whether it is one of its calls: the longer of
-/// the two, `` (`publish;n) ``.
+/// The longest body the floor reads whole to see whether it is one of its calls.
 fn longest_call() -> usize {
-    let (reply, publish) = heads();
-    reply.len().max(publish.len()) + 8
+    heads()
+        .iter()
+        .map(|(head, _)| head.len() + 8)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Writes `(`reply;n)`'s answer: the header and vector prefix, then the items in chunks.
@@ -243,13 +250,21 @@ async fn write_reply(stream: &mut TcpStream, n: i64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes `(`publish;n)`'s answer: `n` pushes in batches, then `(::)`.
-async fn write_publications(stream: &mut TcpStream, n: i64) -> std::io::Result<()> {
+/// Writes `(`publish;n)`'s answer (`n` pushes in batches, then `(::)`), or with `reply_first`
+/// `(`subscribe;n)`'s (`(::)`, then the pushes).
+async fn write_publications(
+    stream: &mut TcpStream,
+    n: i64,
+    reply_first: bool,
+) -> std::io::Result<()> {
     let Ok(mut left) = usize::try_from(n) else {
         return stream.write_all(range_error()).await;
     };
     if n > MAX_PUBLISH {
         return stream.write_all(range_error()).await;
+    }
+    if reply_first {
+        stream.write_all(response()).await?;
     }
     let (batch, per_batch) = push_batch();
     let push_len = batch.len() / per_batch;
@@ -258,7 +273,10 @@ async fn write_publications(stream: &mut TcpStream, n: i64) -> std::io::Result<(
         stream.write_all(&batch[..pushes * push_len]).await?;
         left -= pushes;
     }
-    stream.write_all(response()).await
+    if !reply_first {
+        stream.write_all(response()).await?;
+    }
+    Ok(())
 }
 
 /// One connection: the handshake, then frames until the client closes.
@@ -358,16 +376,16 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
         match asked {
             Call::Other if sync => out.extend_from_slice(response()),
             Call::Other => {}
-            Call::Reply(n) | Call::Publish(n) => {
+            Call::Reply(n) | Call::Publish(n) | Call::Subscribe(n) => {
                 // Earlier responses first, in order.
                 if !out.is_empty() {
                     stream.write_all(&out).await?;
                     out.clear();
                 }
-                if matches!(asked, Call::Reply(_)) {
-                    write_reply(&mut stream, n).await?;
-                } else {
-                    write_publications(&mut stream, n).await?;
+                match asked {
+                    Call::Reply(_) => write_reply(&mut stream, n).await?,
+                    Call::Publish(_) => write_publications(&mut stream, n, false).await?,
+                    _ => write_publications(&mut stream, n, true).await?,
                 }
             }
         }
@@ -397,7 +415,9 @@ mod tests {
         assert_eq!(call(true, &reply), Call::Reply(100_000_000));
         let publish = body(&K::list(vec![K::symbol("publish"), K::long(-3)]));
         assert_eq!(call(true, &publish), Call::Publish(-3));
-        assert!(reply.len() <= longest_call() && publish.len() <= longest_call());
+        let subscribe = body(&K::list(vec![K::symbol("subscribe"), K::long(7)]));
+        assert_eq!(call(true, &subscribe), Call::Subscribe(7));
+        assert_eq!(subscribe.len(), longest_call());
         // Big-endian bodies, other names, other argument types and the ping are other calls.
         assert_eq!(call(false, &reply), Call::Other);
         let other = body(&K::list(vec![K::symbol("replx"), K::long(1)]));
@@ -432,7 +452,7 @@ mod tests {
 
     #[test]
     fn answers_replies_and_publications_as_the_load_generator_expects() {
-        use crate::loadgen::{self, Endpoint};
+        use crate::loadgen::{self, Endpoint, Order};
         let (_runtime, addr) = floor();
         let endpoint = Endpoint::plain(addr);
         let timeout = std::time::Duration::from_secs(20);
@@ -444,8 +464,11 @@ mod tests {
         let push = push_message().expect("encodes");
         let (_, per_batch) = push_batch();
         for n in [0, 1, *per_batch, 2 * per_batch + 1] {
-            let message = loadgen::publish_message(n).expect("encodes");
-            loadgen::publications(&endpoint, &message, &push, n, timeout).expect("the pushes");
+            for order in [Order::PushesFirst, Order::ReplyFirst] {
+                let message = loadgen::publish_message(n, order).expect("encodes");
+                loadgen::publications(&endpoint, &message, &push, n, order, timeout)
+                    .expect("the pushes");
+            }
         }
         // The ping still gets `(::)`.
         let mut client = loadgen::Client::connect(&endpoint, timeout).expect("connects");
@@ -483,7 +506,7 @@ mod tests {
         assert_eq!(&reply[10 + 8..10 + 14], &[4, 0, 44, 1, 0, 0]);
         assert!(reply[24..].iter().enumerate().all(|(i, &b)| b == i as u8));
         // Counts out of range get q's `'range`.
-        for name in ["reply", "publish"] {
+        for name in ["reply", "publish", "subscribe"] {
             for n in [-1, i64::MAX] {
                 let call = K::list(vec![K::symbol(name), K::long(n)]);
                 let message = qgate_ipc::encode_message(MessageType::Sync, &call).expect("encodes");

@@ -149,9 +149,24 @@ pub(crate) fn reply_message(n: usize) -> Result<Vec<u8>> {
     Ok(qgate_ipc::encode_message(MessageType::Sync, &call)?)
 }
 
-/// The sync call `` (`publish;n) ``: the floor answers it with `n` async pushes, then `(::)`.
-pub(crate) fn publish_message(n: usize) -> Result<Vec<u8>> {
-    let call = K::list(vec![K::symbol("publish"), K::long(i64::try_from(n)?)]);
+/// Whether a call's pushes come before its response or after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// `` (`publish;n) ``: the pushes arrive while the client waits for its response.
+    PushesFirst,
+    /// `` (`subscribe;n) ``: the response first, then the pushes to an idle client, as a
+    /// tickerplant publishes to a subscriber.
+    ReplyFirst,
+}
+
+/// The sync call `` (`publish;n) `` or `` (`subscribe;n) ``: the floor answers it with `n` async
+/// pushes and `(::)`, in `order`.
+pub(crate) fn publish_message(n: usize, order: Order) -> Result<Vec<u8>> {
+    let name = match order {
+        Order::PushesFirst => "publish",
+        Order::ReplyFirst => "subscribe",
+    };
+    let call = K::list(vec![K::symbol(name), K::long(i64::try_from(n)?)]);
     Ok(qgate_ipc::encode_message(MessageType::Sync, &call)?)
 }
 
@@ -654,28 +669,32 @@ pub(crate) fn reply(
     Ok((n + HEADER_LEN + 6) as f64 / 1e6 / secs)
 }
 
-/// One sync `` (`publish;n) `` on a fresh connection: the `n` async pushes that come back before
-/// its response, each checked to be `push` byte for byte; pushes per second, from the first byte
-/// of the request written to the response read.
+/// One sync `` (`publish;n) `` or `` (`subscribe;n) `` on a fresh connection: its response and
+/// the `n` async pushes, in `order`, each push checked to be `push` byte for byte; pushes per
+/// second, from the first byte of the request written to the last of the pushes and the response
+/// read.
 pub(crate) fn publications(
     endpoint: &Endpoint,
     message: &[u8],
     push: &[u8],
     n: usize,
+    order: Order,
     io_timeout: Duration,
 ) -> Result<f64> {
     let mut client = Client::connect(endpoint, io_timeout)?;
     let start = Instant::now();
     client.send(message)?;
     let mut received = 0;
+    let mut answered = false;
     let mut frame = vec![0_u8; push.len()];
-    loop {
+    while received < n || !answered {
         let reader = &mut client.reader;
         reader
             .read_exact(&mut frame[..HEADER_LEN])
             .with_context(|| {
                 format!(
-                    "the server closed the connection or timed out after {received} of {n} pushes"
+                    "the server closed the connection or timed out after {received} of {n} pushes \
+                 (response read: {answered})"
                 )
             })?;
         let header = Header::parse(&frame[..HEADER_LEN], &Limits::new(RESPONSE_LIMIT))?
@@ -688,9 +707,12 @@ pub(crate) fn publications(
                 if frame != push {
                     bail!("push {received} differs from what the floor sent");
                 }
+                if answered && order == Order::PushesFirst {
+                    bail!("a push arrived after the response");
+                }
                 received += 1;
             }
-            MessageType::Response => {
+            MessageType::Response if !answered => {
                 // The floor's `(::)`, or an error when it refused the count.
                 let mut rest = vec![0_u8; header.body_len().min(1024)];
                 reader.read_exact(&mut rest)?;
@@ -701,7 +723,13 @@ pub(crate) fn publications(
                         text.trim_end_matches('\0')
                     );
                 }
-                break;
+                if order == Order::PushesFirst && received != n {
+                    bail!("the response arrived after {received} pushes, not {n}");
+                }
+                if order == Order::ReplyFirst && received != 0 {
+                    bail!("{received} pushes arrived before the response");
+                }
+                answered = true;
             }
             other => bail!(
                 "expected a push of {} bytes or the response, got a {other:?} message of {} bytes",
@@ -710,11 +738,7 @@ pub(crate) fn publications(
             ),
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    if received != n {
-        bail!("{received} pushes arrived before the response, not {n}");
-    }
-    Ok(n as f64 / secs)
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// The resident memory of some processes, in bytes, from `/proc/PID/status`.

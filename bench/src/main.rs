@@ -40,6 +40,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 use crate::{
+    loadgen::Order,
     report::{Better, Goal, GoalOutcome, Metric, Ratios, Record, Results, TargetInfo},
     targets::{Env, Kind, Running, Spec},
 };
@@ -361,12 +362,14 @@ impl Plan {
                 self.reply_reps
             ),
             format!(
-                "publish: one sync `` (`publish;n) `` on a fresh connection, which the floor \
-                 answers with n = {} async `` (`upd;`trade;t) `` pushes ({} bytes each, t a \
-                 one-row trade table) and then `(::)`; the client checks each push byte for byte; \
-                 pushes per second from the request's first byte to the response; only on \
-                 targets with a floor behind them that forward pushes (not the pooled gateway, \
-                 which drops them by design)",
+                "publish: on a fresh connection each, one sync `` (`subscribe;n) ``, which the \
+                 floor answers with `(::)` and then n = {} async `` (`upd;`trade;t) `` pushes \
+                 ({} bytes each, t a one-row trade table), as a tickerplant publishes to an idle \
+                 subscriber, and one sync `` (`publish;n) ``, answered with the same pushes \
+                 before its `(::)`; the client checks each push byte for byte; pushes per second \
+                 from the request's first byte to the last message; only on targets with a floor \
+                 behind them that forward pushes (not the pooled gateway, which drops them by \
+                 design)",
                 self.publish_count,
                 floor::push_message().map_or(0, |m| m.len())
             ),
@@ -497,13 +500,22 @@ impl Scenario {
                 (GatewayPooled, RatioAtLeast(0.8)),
             ],
         }];
-        const PUBLISH: [Metric; 1] = [Metric {
-            scenario: "publish",
-            name: "pushes received",
-            unit: "msg/s",
-            better: Better::Higher,
-            goals: &[(Gateway, RatioAtLeast(0.5))],
-        }];
+        const PUBLISH: [Metric; 2] = [
+            Metric {
+                scenario: "publish",
+                name: "pushes to a subscriber",
+                unit: "msg/s",
+                better: Better::Higher,
+                goals: &[(Gateway, RatioAtLeast(0.5))],
+            },
+            Metric {
+                scenario: "publish",
+                name: "pushes before a reply",
+                unit: "msg/s",
+                better: Better::Higher,
+                goals: &[(Gateway, RatioAtLeast(0.5))],
+            },
+        ];
         const IDLE: [Metric; 1] = [Metric {
             scenario: "idle",
             name: "memory per idle connection",
@@ -575,8 +587,9 @@ struct Messages {
     insert_small: Vec<u8>,
     reply: Vec<u8>,
     reply_small: Vec<u8>,
-    publish: Vec<u8>,
-    publish_small: Vec<u8>,
+    /// `` (`subscribe;n) `` and `` (`publish;n) ``, full size and warm-up size.
+    publish: [Vec<u8>; 2],
+    publish_small: [Vec<u8>; 2],
     /// The push the floor sends for each publication.
     push: Vec<u8>,
 }
@@ -682,8 +695,14 @@ fn bench(cli: &Cli) -> Result<bool> {
         insert_small: loadgen::insert_message(plan.insert_bytes.min(2_000_000))?,
         reply: loadgen::reply_message(plan.reply_bytes)?,
         reply_small: loadgen::reply_message(reply_small(&plan))?,
-        publish: loadgen::publish_message(plan.publish_count)?,
-        publish_small: loadgen::publish_message(publish_small(&plan))?,
+        publish: [
+            loadgen::publish_message(plan.publish_count, Order::ReplyFirst)?,
+            loadgen::publish_message(plan.publish_count, Order::PushesFirst)?,
+        ],
+        publish_small: [
+            loadgen::publish_message(publish_small(&plan), Order::ReplyFirst)?,
+            loadgen::publish_message(publish_small(&plan), Order::PushesFirst)?,
+        ],
         push: floor::push_message()?,
     };
 
@@ -895,18 +914,26 @@ fn run_once(
             vec![loadgen::reply(&endpoint, message, n, timeout)?]
         }
         Scenario::Publish => {
-            let (message, n) = if warm_up {
+            let (messages_, n) = if warm_up {
                 (&messages.publish_small, publish_small(plan))
             } else {
                 (&messages.publish, plan.publish_count)
             };
-            vec![loadgen::publications(
-                &endpoint,
-                message,
-                &messages.push,
-                n,
-                timeout,
-            )?]
+            let mut rates = Vec::new();
+            for (message, order) in messages_
+                .iter()
+                .zip([Order::ReplyFirst, Order::PushesFirst])
+            {
+                rates.push(loadgen::publications(
+                    &endpoint,
+                    message,
+                    &messages.push,
+                    n,
+                    order,
+                    timeout,
+                )?);
+            }
+            rates
         }
         Scenario::Idle => {
             let pids = running.memory_pids();

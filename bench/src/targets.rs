@@ -970,3 +970,29 @@ fn tail(log: &Path) -> String {
         format!("{} (from {})", tail.join(" | "), log.display())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pooled_gateway_says_its_pool_size() {
+        let size = format!(" {GATEWAY_POOL_SIZE} ");
+        assert!(Kind::GatewayPooled.description().contains(&size));
+        assert!(
+            pooled_upstream(
+                "127.0.0.1:5001".parse().expect("address"),
+                GATEWAY_POOL_SIZE
+            )
+            .contains(&format!("pool_size = {GATEWAY_POOL_SIZE}\n"))
+        );
+    }
+
+    #[test]
+    fn every_name_parses_back() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.name()).expect("known"), kind);
+        }
+        assert!(Kind::parse("gateway-pinned").is_err());
+    }
+}
