@@ -653,6 +653,7 @@ fn bench(cli: &Cli) -> Result<bool> {
     if let Some(reps) = cli.reps {
         plan.reps = reps.max(1);
         plan.insert_reps = reps.max(1);
+        plan.reply_reps = reps.max(1);
         plan.idle_reps = reps.max(1);
     }
     let mut kinds = vec![Kind::Floor];
