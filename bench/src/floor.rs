@@ -7,13 +7,25 @@
 //! A connection holds no read buffer until its first frame arrives, so an idle connection costs
 //! only what tokio and the kernel need for it.
 //!
+//! Three small sync calls, in little-endian byte order, get other answers, for the scenarios that
+//! need the upstream to send more than it receives (a gateway's replies and pushes):
+//!
+//! | call | answer |
+//! |---|---|
+//! | `` (`reply;n) `` | a byte vector of `n` bytes, `i mod 256`: its 14-byte prefix, then constant 64 KiB chunks, so it is never built whole |
+//! | `` (`publish;n) `` | `n` async `` (`upd;`trade;t) `` messages, `t` a one-row trade table ([`push_message`]), then `(::)` |
+//! | `` (`subscribe;n) `` | `(::)`, then the same `n` messages, as a tickerplant answers `.u.sub` and then publishes to an idle subscriber |
+//!
+//! Recognising them costs the other frames one comparison of lengths: only a sync frame whose
+//! body is as long as one of these calls is compared with it.
+//!
 //! It prints `floor listening on ADDR` once bound and stops when its stdin closes, so a harness
 //! that dies cannot leak it.
 
 use std::{io::Read as _, net::SocketAddr, sync::OnceLock};
 
 use anyhow::{Context as _, Result};
-use qgate_ipc::{K, MessageType};
+use qgate_ipc::{K, MessageType, VectorData};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
@@ -25,6 +37,36 @@ const READ_BUFFER: usize = 64 * 1024;
 
 /// The longest handshake the floor reads before it gives up on a client.
 const MAX_HANDSHAKE: usize = 64 * 1024;
+
+/// The size of the chunks a `(`reply;n)` is written in, and so all the memory it takes, whatever
+/// `n` is. A multiple of 256, so that every chunk holds the same bytes (`i mod 256`) and one
+/// constant serves them all; 64 KiB makes a 100 MB reply about 1 500 writes.
+const REPLY_CHUNK: usize = 64 * 1024;
+
+/// The largest `n` of `(`reply;n)`: 1 GiB, ten times the reply scenario's and well under the
+/// 2 GiB that q's message header can describe without the large-message format.
+const MAX_REPLY_BYTES: i64 = 1 << 30;
+
+/// The largest `n` of `(`publish;n)` and `(`subscribe;n)`: 100 million pushes, a hundred times the scenario's, so that
+/// a mistyped count ends within a minute or so instead of never.
+const MAX_PUBLISH: i64 = 100_000_000;
+
+/// How many pushes of a `(`publish;n)` go out in one write: about 64 KiB of them, as a
+/// tickerplant's socket buffer would take them.
+const PUSH_BATCH_BYTES: usize = 64 * 1024;
+
+/// A chunk of a reply's items: byte `i` is `i mod 256`.
+static PATTERN: [u8; REPLY_CHUNK] = pattern();
+
+const fn pattern() -> [u8; REPLY_CHUNK] {
+    let mut bytes = [0_u8; REPLY_CHUNK];
+    let mut i = 0;
+    while i < REPLY_CHUNK {
+        bytes[i] = i as u8;
+        i += 1;
+    }
+    bytes
+}
 
 /// Runs the floor server on `listen` until stdin closes.
 pub(crate) fn run(listen: SocketAddr) -> Result<()> {
@@ -82,6 +124,161 @@ fn response() -> &'static [u8] {
     })
 }
 
+/// The q error `'range`, for a call whose `n` is out of bounds.
+fn range_error() -> &'static [u8] {
+    static ERROR: OnceLock<Vec<u8>> = OnceLock::new();
+    ERROR.get_or_init(|| {
+        // Invariant: an error with a short text always encodes.
+        qgate_ipc::encode_message(MessageType::Response, &K::error("range")).unwrap_or_default()
+    })
+}
+
+/// The body of the call `` (`name;n) `` without its last 8 bytes, `n`: what a frame's body must
+/// start with to be that call.
+fn call_head(name: &str) -> Vec<u8> {
+    let call = K::list(vec![K::symbol(name), K::long(0)]);
+    let mut body = Vec::new();
+    // Invariant: a two-item list of a symbol and a long always encodes.
+    qgate_ipc::encode(&call, &mut body).unwrap_or_default();
+    body.truncate(body.len().saturating_sub(8));
+    body
+}
+
+/// A call's head (its body without `n`), and the call it is once `n` is read.
+type Head = (Vec<u8>, fn(i64) -> Call);
+
+/// The heads of the floor's calls.
+fn heads() -> &'static [Head; 3] {
+    static HEADS: OnceLock<[Head; 3]> = OnceLock::new();
+    HEADS.get_or_init(|| {
+        [
+            (call_head("reply"), Call::Reply),
+            (call_head("publish"), Call::Publish),
+            (call_head("subscribe"), Call::Subscribe),
+        ]
+    })
+}
+
+/// The push of the publication scenario: an async `` (`upd;`trade;t) ``, `t` a one-row table of
+/// time, sym, price and size, as a tickerplant publishes a trade.
+pub(crate) fn push_message() -> Result<Vec<u8>> {
+    let table = K::table(
+        ["time", "sym", "price", "size"],
+        vec![
+            K::vector(VectorData::Timestamp(vec![800_000_000_000_000])),
+            K::symbols(["AAPL"]),
+            K::vector(VectorData::Float(vec![189.5])),
+            K::vector(VectorData::Long(vec![100])),
+        ],
+    );
+    let call = K::list(vec![K::symbol("upd"), K::symbol("trade"), table]);
+    Ok(qgate_ipc::encode_message(MessageType::Async, &call)?)
+}
+
+/// [`push_message`], repeated to fill about [`PUSH_BATCH_BYTES`]: what one write of a
+/// publication sends.
+fn push_batch() -> &'static (Vec<u8>, usize) {
+    static BATCH: OnceLock<(Vec<u8>, usize)> = OnceLock::new();
+    BATCH.get_or_init(|| {
+        // Invariant: the push is a fixed small value, which always encodes.
+        let push = push_message().unwrap_or_default();
+        let count = (PUSH_BATCH_BYTES / push.len().max(1)).max(1);
+        (push.repeat(count), count)
+    })
+}
+
+/// What a sync frame asks of the floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    /// Anything else: `(::)`.
+    Other,
+    /// `` (`reply;n) ``.
+    Reply(i64),
+    /// `` (`publish;n) ``.
+    Publish(i64),
+    /// `` (`subscribe;n) ``.
+    Subscribe(i64),
+}
+
+/// Reads a sync frame's body: one of the floor's calls, or anything else.
+fn call(little_endian: bool, body: &[u8]) -> Call {
+    if !little_endian {
+        return Call::Other;
+    }
+    heads()
+        .iter()
+        .filter(|(head, _)| body.len() == head.len() + 8)
+        .find_map(|(head, call)| {
+            let n = body.strip_prefix(head.as_slice())?;
+            Some(call(i64::from_le_bytes(n.try_into().ok()?)))
+        })
+        .unwrap_or(Call::Other)
+}
+
+/// The longest body the floor reads whole to see whether it is one of its calls.
+fn longest_call() -> usize {
+    heads()
+        .iter()
+        .map(|(head, _)| head.len() + 8)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Writes `(`reply;n)`'s answer: the header and vector prefix, then the items in chunks.
+async fn write_reply(stream: &mut TcpStream, n: i64) -> std::io::Result<()> {
+    let Ok(len) = usize::try_from(n) else {
+        return stream.write_all(range_error()).await;
+    };
+    if n > MAX_REPLY_BYTES {
+        return stream.write_all(range_error()).await;
+    }
+    // Header (8 bytes), then the vector's type, attribute and count (6 bytes).
+    let total = u32::try_from(14 + len).unwrap_or(u32::MAX);
+    let count = u32::try_from(len).unwrap_or(u32::MAX);
+    let mut prefix = [0_u8; 14];
+    prefix[..4].copy_from_slice(&[1, MessageType::Response as u8, 0, 0]);
+    prefix[4..8].copy_from_slice(&total.to_le_bytes());
+    prefix[8] = 4;
+    prefix[10..14].copy_from_slice(&count.to_le_bytes());
+    stream.write_all(&prefix).await?;
+    let mut left = len;
+    while left > 0 {
+        let chunk = left.min(REPLY_CHUNK);
+        stream.write_all(&PATTERN[..chunk]).await?;
+        left -= chunk;
+    }
+    Ok(())
+}
+
+/// Writes `(`publish;n)`'s answer (`n` pushes in batches, then `(::)`), or with `reply_first`
+/// `(`subscribe;n)`'s (`(::)`, then the pushes).
+async fn write_publications(
+    stream: &mut TcpStream,
+    n: i64,
+    reply_first: bool,
+) -> std::io::Result<()> {
+    let Ok(mut left) = usize::try_from(n) else {
+        return stream.write_all(range_error()).await;
+    };
+    if n > MAX_PUBLISH {
+        return stream.write_all(range_error()).await;
+    }
+    if reply_first {
+        stream.write_all(response()).await?;
+    }
+    let (batch, per_batch) = push_batch();
+    let push_len = batch.len() / per_batch;
+    while left > 0 {
+        let pushes = left.min(*per_batch);
+        stream.write_all(&batch[..pushes * push_len]).await?;
+        left -= pushes;
+    }
+    if !reply_first {
+        stream.write_all(response()).await?;
+    }
+    Ok(())
+}
+
 /// One connection: the handshake, then frames until the client closes.
 async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
     // The handshake, read into a small buffer that may also hold the start of the first frame.
@@ -112,6 +309,7 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
     buf[..leftover.len()].copy_from_slice(&leftover);
     let (mut start, mut end) = (0, leftover.len());
     let mut out: Vec<u8> = Vec::new();
+    let longest_call = longest_call();
     loop {
         // A whole header.
         while end - start < 8 {
@@ -128,18 +326,38 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
         }
         let header = &buf[start..start + 8];
         let len_bytes = [header[4], header[5], header[6], header[7]];
-        let len = match header[0] {
-            0 => u32::from_be_bytes(len_bytes),
-            1 => u32::from_le_bytes(len_bytes),
+        let little_endian = match header[0] {
+            0 => false,
+            1 => true,
             _ => return Ok(()),
+        };
+        let len = if little_endian {
+            u32::from_le_bytes(len_bytes)
+        } else {
+            u32::from_be_bytes(len_bytes)
         } as usize;
         if len < 9 {
             return Ok(());
         }
         let sync = header[1] == 1;
-        // Skip the body: first what is buffered, then straight from the socket.
         let mut remaining = len - 8;
         start += 8;
+        let mut asked = Call::Other;
+        if sync && remaining <= longest_call {
+            // A body short enough to be one of the calls: read it whole and look.
+            while end - start < remaining {
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+                let n = stream.read(&mut buf[end..]).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                end += n;
+            }
+            asked = call(little_endian, &buf[start..start + remaining]);
+        }
+        // Skip the body: first what is buffered, then straight from the socket.
         let buffered = remaining.min(end - start);
         start += buffered;
         remaining -= buffered;
@@ -155,13 +373,155 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
             start = 0;
             end = 0;
         }
-        if sync {
-            out.extend_from_slice(response());
+        match asked {
+            Call::Other if sync => out.extend_from_slice(response()),
+            Call::Other => {}
+            Call::Reply(n) | Call::Publish(n) | Call::Subscribe(n) => {
+                // Earlier responses first, in order.
+                if !out.is_empty() {
+                    stream.write_all(&out).await?;
+                    out.clear();
+                }
+                match asked {
+                    Call::Reply(_) => write_reply(&mut stream, n).await?,
+                    Call::Publish(_) => write_publications(&mut stream, n, false).await?,
+                    _ => write_publications(&mut stream, n, true).await?,
+                }
+            }
         }
         // Answer once nothing more is buffered, so pipelined requests share one write.
         if start == end && !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use qgate_ipc::Atom;
+
+    use super::*;
+
+    /// The body of a sync message, without its header.
+    fn body(value: &K) -> Vec<u8> {
+        let message = qgate_ipc::encode_message(MessageType::Sync, value).expect("encodes");
+        message[8..].to_vec()
+    }
+
+    #[test]
+    fn recognises_its_calls_and_nothing_else() {
+        let reply = body(&K::list(vec![K::symbol("reply"), K::long(100_000_000)]));
+        assert_eq!(call(true, &reply), Call::Reply(100_000_000));
+        let publish = body(&K::list(vec![K::symbol("publish"), K::long(-3)]));
+        assert_eq!(call(true, &publish), Call::Publish(-3));
+        let subscribe = body(&K::list(vec![K::symbol("subscribe"), K::long(7)]));
+        assert_eq!(call(true, &subscribe), Call::Subscribe(7));
+        assert_eq!(subscribe.len(), longest_call());
+        // Big-endian bodies, other names, other argument types and the ping are other calls.
+        assert_eq!(call(false, &reply), Call::Other);
+        let other = body(&K::list(vec![K::symbol("replx"), K::long(1)]));
+        assert_eq!(call(true, &other), Call::Other);
+        let int = body(&K::list(vec![K::symbol("reply"), K::Atom(Atom::Int(1))]));
+        assert_eq!(call(true, &int), Call::Other);
+        let ping = body(&K::list(vec![K::symbol("ping"), K::long(42)]));
+        assert_eq!(call(true, &ping), Call::Other);
+    }
+
+    #[test]
+    fn the_pattern_repeats_every_256_bytes() {
+        assert!(PATTERN.iter().enumerate().all(|(i, &b)| b == i as u8));
+        assert_eq!(REPLY_CHUNK % 256, 0);
+    }
+
+    /// A floor on a loopback port of its own, served by a runtime that lives as long as the
+    /// returned value.
+    fn floor() -> (tokio::runtime::Runtime, SocketAddr) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        runtime.spawn(accept_loop(listener));
+        (runtime, addr)
+    }
+
+    #[test]
+    fn answers_replies_and_publications_as_the_load_generator_expects() {
+        use crate::loadgen::{self, Endpoint, Order};
+        let (_runtime, addr) = floor();
+        let endpoint = Endpoint::plain(addr);
+        let timeout = std::time::Duration::from_secs(20);
+        // Sizes around a chunk's edges, and one of several chunks and a part.
+        for n in [0, 1, 255, REPLY_CHUNK, 3 * REPLY_CHUNK + 17] {
+            let message = loadgen::reply_message(n).expect("encodes");
+            loadgen::reply(&endpoint, &message, n, timeout).expect("the reply");
+        }
+        let push = push_message().expect("encodes");
+        let (_, per_batch) = push_batch();
+        for n in [0, 1, *per_batch, 2 * per_batch + 1] {
+            for order in [Order::PushesFirst, Order::ReplyFirst] {
+                let message = loadgen::publish_message(n, order).expect("encodes");
+                loadgen::publications(&endpoint, &message, &push, n, order, timeout)
+                    .expect("the pushes");
+            }
+        }
+        // The ping still gets `(::)`.
+        let mut client = loadgen::Client::connect(&endpoint, timeout).expect("connects");
+        client
+            .call(&loadgen::ping_message().expect("encodes"))
+            .expect("answers");
+        assert_eq!(client.last_response_text(), "::");
+    }
+
+    #[test]
+    fn reads_a_call_split_over_many_writes_and_refuses_counts_out_of_range() {
+        use std::io::Write as _;
+
+        use crate::loadgen::{self, Endpoint};
+        let (_runtime, addr) = floor();
+        let timeout = std::time::Duration::from_secs(20);
+        let mut client =
+            loadgen::Client::connect(&Endpoint::plain(addr), timeout).expect("connects");
+        // A ping and a reply call pipelined, written a byte at a time: the ping's `(::)` comes
+        // first, then the vector.
+        let mut both = loadgen::ping_message().expect("encodes");
+        both.extend(loadgen::reply_message(300).expect("encodes"));
+        let mut socket = std::net::TcpStream::connect(addr).expect("connects");
+        socket.set_nodelay(true).expect("nodelay");
+        socket.write_all(b"bench:bench\x03\x00").expect("handshake");
+        for byte in &both {
+            socket
+                .write_all(std::slice::from_ref(byte))
+                .expect("writes");
+        }
+        let mut reply = vec![0_u8; 10 + 14 + 300];
+        std::io::Read::read_exact(&mut socket, &mut [0_u8; 1]).expect("handshake byte");
+        std::io::Read::read_exact(&mut socket, &mut reply).expect("both answers");
+        assert_eq!(&reply[..10], response());
+        assert_eq!(&reply[10 + 8..10 + 14], &[4, 0, 44, 1, 0, 0]);
+        assert!(reply[24..].iter().enumerate().all(|(i, &b)| b == i as u8));
+        // Counts out of range get q's `'range`.
+        for name in ["reply", "publish", "subscribe"] {
+            for n in [-1, i64::MAX] {
+                let call = K::list(vec![K::symbol(name), K::long(n)]);
+                let message = qgate_ipc::encode_message(MessageType::Sync, &call).expect("encodes");
+                client.call(&message).expect("answers");
+                assert_eq!(client.last_response_text(), "'range", "{name} {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_is_whole_pushes() {
+        let push = push_message().expect("encodes");
+        let (batch, count) = push_batch();
+        assert_eq!(batch.len(), push.len() * count);
+        assert_eq!(&batch[..push.len()], &push[..]);
+        assert_eq!(push[1], MessageType::Async as u8);
     }
 }

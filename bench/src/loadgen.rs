@@ -143,6 +143,33 @@ pub(crate) fn insert_message(bytes: usize) -> Result<Vec<u8>> {
     Ok(qgate_ipc::encode_message(MessageType::Sync, &call)?)
 }
 
+/// The sync call `` (`reply;n) ``: the floor answers it with a byte vector of `n` bytes.
+pub(crate) fn reply_message(n: usize) -> Result<Vec<u8>> {
+    let call = K::list(vec![K::symbol("reply"), K::long(i64::try_from(n)?)]);
+    Ok(qgate_ipc::encode_message(MessageType::Sync, &call)?)
+}
+
+/// Whether a call's pushes come before its response or after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// `` (`publish;n) ``: the pushes arrive while the client waits for its response.
+    PushesFirst,
+    /// `` (`subscribe;n) ``: the response first, then the pushes to an idle client, as a
+    /// tickerplant publishes to a subscriber.
+    ReplyFirst,
+}
+
+/// The sync call `` (`publish;n) `` or `` (`subscribe;n) ``: the floor answers it with `n` async
+/// pushes and `(::)`, in `order`.
+pub(crate) fn publish_message(n: usize, order: Order) -> Result<Vec<u8>> {
+    let name = match order {
+        Order::PushesFirst => "publish",
+        Order::ReplyFirst => "subscribe",
+    };
+    let call = K::list(vec![K::symbol(name), K::long(i64::try_from(n)?)]);
+    Ok(qgate_ipc::encode_message(MessageType::Sync, &call)?)
+}
+
 /// Opens a connection and completes the handshake; returns the stream after the server's byte.
 fn handshake(addr: SocketAddr, io_timeout: Duration) -> Result<TcpStream> {
     handshake_from(addr, None, io_timeout)
@@ -554,6 +581,164 @@ pub(crate) fn insert(
         message.len() as f64 / 1e6 / secs,
         client.last_response_text(),
     ))
+}
+
+/// The size of the reads of the reply scenario: large enough that a 100 MB reply is a few
+/// hundred reads, as a q client reading into the vector it returns would make.
+const REPLY_READ: usize = 256 * 1024;
+
+/// One sync `` (`reply;n) `` on a fresh connection, its `n`-byte reply read whole: megabytes
+/// (10^6 bytes) of reply per second, from the first byte of the request written to the last byte
+/// of the reply read.
+///
+/// The reply is read through one buffer, not into a vector of its size, so that the client's
+/// page faults are not what is measured. Its header, its vector prefix and its size are checked,
+/// and so are its first and last 64 KiB, item by item (`i mod 256`).
+pub(crate) fn reply(
+    endpoint: &Endpoint,
+    message: &[u8],
+    n: usize,
+    io_timeout: Duration,
+) -> Result<f64> {
+    const CHECKED: usize = 64 * 1024;
+    let mut client = Client::connect(endpoint, io_timeout)?;
+    let mut buf = vec![0_u8; REPLY_READ];
+    let start = Instant::now();
+    client.send(message)?;
+    let mut head = [0_u8; HEADER_LEN];
+    client
+        .reader
+        .read_exact(&mut head)
+        .context("the server closed the connection or timed out instead of answering")?;
+    let header = Header::parse(&head, &Limits::new(RESPONSE_LIMIT))?.context("short header")?;
+    if header.message_type != MessageType::Response || header.compressed {
+        bail!(
+            "expected an uncompressed response, got {:?} (compressed: {})",
+            header.message_type,
+            header.compressed
+        );
+    }
+    if header.body_len() != n + 6 {
+        // Not the vector asked for: say what came instead, when it is small enough to read.
+        if header.body_len() <= 64 * 1024 {
+            client.body.resize(header.body_len(), 0);
+            client.reader.read_exact(&mut client.body)?;
+            bail!(
+                "expected a byte vector of {n} bytes, got `{}`",
+                client.last_response_text()
+            );
+        }
+        bail!(
+            "expected a byte vector of {n} bytes, got a {}-byte response",
+            header.len()
+        );
+    }
+    let reader = &mut client.reader;
+    let mut prefix = [0_u8; 6];
+    reader.read_exact(&mut prefix)?;
+    let count = u32::from_le_bytes([prefix[2], prefix[3], prefix[4], prefix[5]]) as usize;
+    if prefix[0] != 4 || count != n {
+        bail!(
+            "expected a byte vector of {n} bytes, got type {} with {count} items",
+            prefix[0] as i8
+        );
+    }
+    let mut offset = 0;
+    while offset < n {
+        let want = (n - offset).min(buf.len());
+        let got = reader
+            .read(&mut buf[..want])
+            .context("reading the reply failed")?;
+        if got == 0 {
+            bail!("the server closed the connection after {offset} of {n} bytes of the reply");
+        }
+        // The part of this read that falls in the first or the last 64 KiB.
+        for checked in [0..CHECKED, n.saturating_sub(CHECKED)..n] {
+            let from = checked.start.max(offset);
+            let to = checked.end.min(offset + got);
+            for at in from..to {
+                let byte = buf[at - offset];
+                if byte != at as u8 {
+                    bail!("byte {at} of the reply is {byte}, not {}", at as u8);
+                }
+            }
+        }
+        offset += got;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok((n + HEADER_LEN + 6) as f64 / 1e6 / secs)
+}
+
+/// One sync `` (`publish;n) `` or `` (`subscribe;n) `` on a fresh connection: its response and
+/// the `n` async pushes, in `order`, each push checked to be `push` byte for byte; pushes per
+/// second, from the first byte of the request written to the last of the pushes and the response
+/// read.
+pub(crate) fn publications(
+    endpoint: &Endpoint,
+    message: &[u8],
+    push: &[u8],
+    n: usize,
+    order: Order,
+    io_timeout: Duration,
+) -> Result<f64> {
+    let mut client = Client::connect(endpoint, io_timeout)?;
+    let start = Instant::now();
+    client.send(message)?;
+    let mut received = 0;
+    let mut answered = false;
+    let mut frame = vec![0_u8; push.len()];
+    while received < n || !answered {
+        let reader = &mut client.reader;
+        reader
+            .read_exact(&mut frame[..HEADER_LEN])
+            .with_context(|| {
+                format!(
+                    "the server closed the connection or timed out after {received} of {n} pushes \
+                 (response read: {answered})"
+                )
+            })?;
+        let header = Header::parse(&frame[..HEADER_LEN], &Limits::new(RESPONSE_LIMIT))?
+            .context("short header")?;
+        match header.message_type {
+            MessageType::Async if header.len() == push.len() => {
+                reader
+                    .read_exact(&mut frame[HEADER_LEN..])
+                    .context("the server closed the connection in the middle of a push")?;
+                if frame != push {
+                    bail!("push {received} differs from what the floor sent");
+                }
+                if answered && order == Order::PushesFirst {
+                    bail!("a push arrived after the response");
+                }
+                received += 1;
+            }
+            MessageType::Response if !answered => {
+                // The floor's `(::)`, or an error when it refused the count.
+                let mut rest = vec![0_u8; header.body_len().min(1024)];
+                reader.read_exact(&mut rest)?;
+                if rest.first() == Some(&0x80) {
+                    let text = String::from_utf8_lossy(&rest[1..]);
+                    bail!(
+                        "the server answered with the error '{}",
+                        text.trim_end_matches('\0')
+                    );
+                }
+                if order == Order::PushesFirst && received != n {
+                    bail!("the response arrived after {received} pushes, not {n}");
+                }
+                if order == Order::ReplyFirst && received != 0 {
+                    bail!("{received} pushes arrived before the response");
+                }
+                answered = true;
+            }
+            other => bail!(
+                "expected a push of {} bytes or the response, got a {other:?} message of {} bytes",
+                push.len(),
+                header.len()
+            ),
+        }
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// The resident memory of some processes, in bytes, from `/proc/PID/status`.

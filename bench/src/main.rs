@@ -1,7 +1,7 @@
 //! `qgate-bench`: measures qgate against its floor and its peers in one run, over loopback.
 //!
 //! ```text
-//! qgate-bench [--quick|--smoke] [--targets floor,qgate,aiokdb,haproxy]
+//! qgate-bench [--quick|--smoke] [--targets floor,qgate,gateway,aiokdb,haproxy]
 //!             [--out target/bench/results.json] [--markdown BENCHMARKS.md]
 //! qgate-bench floor -p 127.0.0.1:0
 //! qgate-bench swap [--smoke] [--markdown BENCHMARKS.md]
@@ -9,7 +9,8 @@
 //!
 //! The run starts every target ([`targets`]), then for each scenario warms each target up and
 //! runs the repetitions interleaved (floor, qgate, aiokdb, haproxy, floor, qgate, ...), takes the
-//! median of each target's repetitions and divides it by the floor's ([`report`]).
+//! median of each target's repetitions and divides it by the floor's ([`report`]); the gateway
+//! targets, a hop in front of a floor as HAProxy is, are also divided by HAProxy's.
 //! The idle-memory scenario restarts each target before each repetition, so that memory an
 //! allocator kept from earlier work does not hide what connections cost.
 //! `--smoke` runs every scenario once at a tiny size, to check that each produces a number;
@@ -39,7 +40,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    report::{Better, Goal, GoalOutcome, Metric, Record, Results, TargetInfo},
+    loadgen::Order,
+    report::{Better, Goal, GoalOutcome, Metric, Ratios, Record, Results, TargetInfo},
     targets::{Env, Kind, Running, Spec},
 };
 
@@ -57,11 +59,12 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-tls,aiokdb,haproxy,haproxy-tls"
+        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-tls,gateway,gateway-pooled,aiokdb,\
+                         haproxy,haproxy-tls"
     )]
     targets: Vec<String>,
-    /// Only these scenarios, comma-separated (ping, ingest, conc64, connect, insert, idle): for
-    /// profiling one of them. The default runs all.
+    /// Only these scenarios, comma-separated (ping, ingest, conc64, connect, insert, reply,
+    /// publish, idle): for profiling one of them. The default runs all.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Repetitions of each scenario, instead of the mode's number.
@@ -213,6 +216,11 @@ struct Plan {
     connect_time: Duration,
     insert_bytes: usize,
     insert_reps: usize,
+    /// The size of the reply scenario's byte vector.
+    reply_bytes: usize,
+    reply_reps: usize,
+    /// The pushes of one repetition of the publication scenario.
+    publish_count: usize,
     idle_count: usize,
     idle_reps: usize,
     /// How long servers get to settle before their memory is read.
@@ -241,6 +249,9 @@ impl Plan {
             connect_time: Duration::from_secs(2),
             insert_bytes: 100_000_000,
             insert_reps: 7,
+            reply_bytes: 100_000_000,
+            reply_reps: 7,
+            publish_count: 1_000_000,
             idle_count: 10_000,
             idle_reps: 3,
             settle: Duration::from_secs(1),
@@ -260,6 +271,8 @@ impl Plan {
             connect_count: 5_000,
             connect_time: Duration::from_secs(1),
             insert_reps: 2,
+            reply_reps: 2,
+            publish_count: 300_000,
             idle_count: 2_000,
             idle_reps: 1,
             settle: Duration::from_millis(300),
@@ -282,6 +295,9 @@ impl Plan {
             connect_time: Duration::from_millis(500),
             insert_bytes: 2_000_000,
             insert_reps: 1,
+            reply_bytes: 2_000_000,
+            reply_reps: 1,
+            publish_count: 2_000,
             idle_count: 200,
             idle_reps: 1,
             settle: Duration::from_millis(100),
@@ -337,8 +353,32 @@ impl Plan {
                 self.insert_reps
             ),
             format!(
+                "reply: one sync `` (`reply;n) `` on a fresh connection, which the floor answers \
+                 with a byte vector of n = {:.1} MB written in 64 KiB chunks; the client reads it \
+                 whole through one 256 KiB buffer, checking its size and its first and last \
+                 64 KiB; MB/s from the request's first byte to the reply's last; {} \
+                 repetitions; only on targets with a floor behind them",
+                self.reply_bytes as f64 / 1e6,
+                self.reply_reps
+            ),
+            format!(
+                "publish: on a fresh connection each, one sync `` (`subscribe;n) ``, which the \
+                 floor answers with `(::)` and then n = {} async `` (`upd;`trade;t) `` pushes \
+                 ({} bytes each, t a one-row trade table), as a tickerplant publishes to an idle \
+                 subscriber, and one sync `` (`publish;n) ``, answered with the same pushes \
+                 before its `(::)`; the client checks each push byte for byte; pushes per second \
+                 from the request's first byte to the last message; only on targets with a floor \
+                 behind them that forward pushes (not the pooled gateway, which drops them by \
+                 design)",
+                self.publish_count,
+                floor::push_message().map_or(0, |m| m.len())
+            ),
+            format!(
                 "idle: {} idle authenticated connections on a freshly started target; (VmRSS \
-                 after - VmRSS before) / connections, from /proc/PID/status, {} repetitions",
+                 after - VmRSS before) / connections, from /proc/PID/status, {} repetitions; for \
+                 a proxy in front of a floor (haproxy, gateway, gateway-pooled) the proxy's own \
+                 process, as the floor stands for the kdb+ process behind it, whose memory is \
+                 its own cost",
                 self.idle_count, self.idle_reps
             ),
         ]
@@ -353,16 +393,20 @@ enum Scenario {
     Concurrent,
     Connect,
     Insert,
+    Reply,
+    Publish,
     Idle,
 }
 
 impl Scenario {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 8] = [
         Self::Ping,
         Self::Ingest,
         Self::Concurrent,
         Self::Connect,
         Self::Insert,
+        Self::Reply,
+        Self::Publish,
         Self::Idle,
     ];
 
@@ -371,95 +415,141 @@ impl Scenario {
         self.metrics()[0].scenario
     }
 
-    /// What the scenario measures, in the order its run returns the values.
+    /// What the scenario measures, in the order its run returns the values, with the issues'
+    /// goals: the server's own (qgate with no plugins), the plugin chain's (qgate-chain), and
+    /// the gateway's (issue 20: against the floor and against HAProxy's hop over the same kind of
+    /// floor).
     fn metrics(self) -> &'static [Metric] {
-        const fn metric(
-            scenario: &'static str,
-            name: &'static str,
-            unit: &'static str,
-            better: Better,
-            goal: Option<Goal>,
-        ) -> Metric {
-            Metric {
-                scenario,
-                name,
-                unit,
-                better,
-                goal,
-                chain_goal: None,
-            }
-        }
-        /// The same metric with a goal for the default chain too (the plugin issue's).
-        const fn chain(metric: Metric, goal: Goal) -> Metric {
-            Metric {
-                chain_goal: Some(goal),
-                ..metric
-            }
-        }
+        use Goal::{
+            HaproxyRatioAtLeast, HaproxyRatioAtMost, RatioAtLeast, RatioAtMost, ValueAtMost,
+        };
+        use Kind::{Gateway, GatewayPooled, Qgate, QgateChain};
         const PING: [Metric; 2] = [
-            chain(
-                metric(
-                    "ping",
-                    "median round trip",
-                    "µs",
-                    Better::Lower,
-                    Some(Goal::RatioAtMost(1.10)),
-                ),
-                Goal::RatioAtMost(1.25),
-            ),
-            chain(
-                metric("ping", "p99 round trip", "µs", Better::Lower, None),
-                Goal::RatioAtMost(1.5),
-            ),
+            Metric {
+                scenario: "ping",
+                name: "median round trip",
+                unit: "µs",
+                better: Better::Lower,
+                goals: &[
+                    (Qgate, RatioAtMost(1.10)),
+                    (QgateChain, RatioAtMost(1.25)),
+                    (Gateway, RatioAtMost(2.2)),
+                    (Gateway, HaproxyRatioAtMost(0.5)),
+                    (GatewayPooled, RatioAtMost(2.2)),
+                    (GatewayPooled, HaproxyRatioAtMost(0.5)),
+                ],
+            },
+            Metric {
+                scenario: "ping",
+                name: "p99 round trip",
+                unit: "µs",
+                better: Better::Lower,
+                goals: &[(QgateChain, RatioAtMost(1.5))],
+            },
         ];
-        const INGEST: [Metric; 1] = [chain(
-            metric("ingest", "async messages/s", "msg/s", Better::Higher, None),
-            Goal::RatioAtLeast(0.30),
-        )];
+        const INGEST: [Metric; 1] = [Metric {
+            scenario: "ingest",
+            name: "async messages/s",
+            unit: "msg/s",
+            better: Better::Higher,
+            goals: &[(QgateChain, RatioAtLeast(0.30))],
+        }];
         const CONCURRENT: [Metric; 2] = [
-            metric(
-                "conc64",
-                "total queries/s",
-                "q/s",
-                Better::Higher,
-                Some(Goal::RatioAtLeast(0.8)),
-            ),
-            metric("conc64", "p99 round trip", "µs", Better::Lower, None),
+            Metric {
+                scenario: "conc64",
+                name: "total queries/s",
+                unit: "q/s",
+                better: Better::Higher,
+                goals: &[
+                    (Qgate, RatioAtLeast(0.8)),
+                    (Gateway, RatioAtLeast(0.5)),
+                    (Gateway, HaproxyRatioAtLeast(1.2)),
+                    (GatewayPooled, RatioAtLeast(0.5)),
+                    (GatewayPooled, HaproxyRatioAtLeast(1.2)),
+                ],
+            },
+            Metric {
+                scenario: "conc64",
+                name: "p99 round trip",
+                unit: "µs",
+                better: Better::Lower,
+                goals: &[],
+            },
         ];
-        const CONNECT: [Metric; 1] = [metric(
-            "connect",
-            "connections/s",
-            "conn/s",
-            Better::Higher,
-            Some(Goal::RatioAtLeast(0.5)),
-        )];
-        const INSERT: [Metric; 1] = [chain(
-            metric(
-                "insert",
-                "table insert",
-                "MB/s",
-                Better::Higher,
-                Some(Goal::RatioAtLeast(0.8)),
-            ),
-            Goal::RatioAtLeast(0.8),
-        )];
-        const IDLE: [Metric; 1] = [chain(
-            metric(
-                "idle",
-                "memory per idle connection",
-                "KiB",
-                Better::Lower,
-                Some(Goal::ValueAtMost(20.0)),
-            ),
-            Goal::ValueAtMost(20.0),
-        )];
+        const CONNECT: [Metric; 1] = [Metric {
+            scenario: "connect",
+            name: "connections/s",
+            unit: "conn/s",
+            better: Better::Higher,
+            goals: &[(Qgate, RatioAtLeast(0.5))],
+        }];
+        const INSERT: [Metric; 1] = [Metric {
+            scenario: "insert",
+            name: "table insert",
+            unit: "MB/s",
+            better: Better::Higher,
+            goals: &[(Qgate, RatioAtLeast(0.8)), (QgateChain, RatioAtLeast(0.8))],
+        }];
+        const REPLY: [Metric; 1] = [Metric {
+            scenario: "reply",
+            name: "large reply",
+            unit: "MB/s",
+            better: Better::Higher,
+            goals: &[
+                (Gateway, RatioAtLeast(0.8)),
+                (GatewayPooled, RatioAtLeast(0.8)),
+            ],
+        }];
+        const PUBLISH: [Metric; 2] = [
+            Metric {
+                scenario: "publish",
+                name: "pushes to a subscriber",
+                unit: "msg/s",
+                better: Better::Higher,
+                goals: &[(Gateway, RatioAtLeast(0.5))],
+            },
+            Metric {
+                scenario: "publish",
+                name: "pushes before a reply",
+                unit: "msg/s",
+                better: Better::Higher,
+                goals: &[(Gateway, RatioAtLeast(0.5))],
+            },
+        ];
+        const IDLE: [Metric; 1] = [Metric {
+            scenario: "idle",
+            name: "memory per idle connection",
+            unit: "KiB",
+            better: Better::Lower,
+            goals: &[
+                (Qgate, ValueAtMost(20.0)),
+                (QgateChain, ValueAtMost(20.0)),
+                (Gateway, ValueAtMost(20.0)),
+            ],
+        }];
         match self {
             Self::Ping => &PING,
             Self::Ingest => &INGEST,
             Self::Concurrent => &CONCURRENT,
             Self::Connect => &CONNECT,
             Self::Insert => &INSERT,
+            Self::Reply => &REPLY,
+            Self::Publish => &PUBLISH,
             Self::Idle => &IDLE,
+        }
+    }
+
+    /// Why the scenario is not run on a target, when it is not.
+    fn not_measured(self, kind: Kind) -> Option<&'static str> {
+        match self {
+            Self::Concurrent | Self::Idle if kind.is_tls() => Some("not measured over TLS"),
+            Self::Reply | Self::Publish if !kind.answers_as_floor() => {
+                Some("answers from itself, with no floor behind it to ask")
+            }
+            Self::Publish if kind == Kind::GatewayPooled => {
+                Some("a pooled connection has no client to forward pushes to: it drops them")
+            }
+            _ => None,
         }
     }
 }
@@ -495,6 +585,13 @@ struct Messages {
     ingest: Vec<u8>,
     insert: Vec<u8>,
     insert_small: Vec<u8>,
+    reply: Vec<u8>,
+    reply_small: Vec<u8>,
+    /// `` (`subscribe;n) `` and `` (`publish;n) ``, full size and warm-up size.
+    publish: [Vec<u8>; 2],
+    publish_small: [Vec<u8>; 2],
+    /// The push the floor sends for each publication.
+    push: Vec<u8>,
 }
 
 /// Raises the open-files limit so that 10 000 idle connections fit, in this process and in the
@@ -556,6 +653,7 @@ fn bench(cli: &Cli) -> Result<bool> {
     if let Some(reps) = cli.reps {
         plan.reps = reps.max(1);
         plan.insert_reps = reps.max(1);
+        plan.reply_reps = reps.max(1);
         plan.idle_reps = reps.max(1);
     }
     let mut kinds = vec![Kind::Floor];
@@ -596,6 +694,17 @@ fn bench(cli: &Cli) -> Result<bool> {
         ingest: loadgen::ingest_message()?,
         insert: loadgen::insert_message(plan.insert_bytes)?,
         insert_small: loadgen::insert_message(plan.insert_bytes.min(2_000_000))?,
+        reply: loadgen::reply_message(plan.reply_bytes)?,
+        reply_small: loadgen::reply_message(reply_small(&plan))?,
+        publish: [
+            loadgen::publish_message(plan.publish_count, Order::ReplyFirst)?,
+            loadgen::publish_message(plan.publish_count, Order::PushesFirst)?,
+        ],
+        publish_small: [
+            loadgen::publish_message(publish_small(&plan), Order::ReplyFirst)?,
+            loadgen::publish_message(publish_small(&plan), Order::PushesFirst)?,
+        ],
+        push: floor::push_message()?,
     };
 
     // Prepare and start every target.
@@ -659,7 +768,7 @@ fn bench(cli: &Cli) -> Result<bool> {
             .with_context(|| {
                 format!(
                     "unknown scenario `{name}` (known: ping, ingest, conc64, connect, insert, \
-                     idle)"
+                     reply, publish, idle)"
                 )
             })?;
         scenarios.push(scenario);
@@ -797,8 +906,38 @@ fn run_once(
             }
             vec![rate]
         }
+        Scenario::Reply => {
+            let (message, n) = if warm_up {
+                (&messages.reply_small, reply_small(plan))
+            } else {
+                (&messages.reply, plan.reply_bytes)
+            };
+            vec![loadgen::reply(&endpoint, message, n, timeout)?]
+        }
+        Scenario::Publish => {
+            let (messages_, n) = if warm_up {
+                (&messages.publish_small, publish_small(plan))
+            } else {
+                (&messages.publish, plan.publish_count)
+            };
+            let mut rates = Vec::new();
+            for (message, order) in messages_
+                .iter()
+                .zip([Order::ReplyFirst, Order::PushesFirst])
+            {
+                rates.push(loadgen::publications(
+                    &endpoint,
+                    message,
+                    &messages.push,
+                    n,
+                    order,
+                    timeout,
+                )?);
+            }
+            rates
+        }
         Scenario::Idle => {
-            let pids = running.pids();
+            let pids = running.memory_pids();
             let per_connection = loadgen::idle_memory(
                 addr,
                 &pids,
@@ -812,16 +951,26 @@ fn run_once(
     })
 }
 
-/// How many idle connections a target is measured with: the plan's number, except that HAProxy
-/// needs two descriptors per connection and so gets what the open-files limit allows.
+/// How many idle connections a target is measured with: the plan's number, except that a proxy
+/// that holds a floor connection for each client (HAProxy, the pinned gateway) needs two
+/// descriptors per connection and so gets what the open-files limit allows.
 fn idle_count(plan: &Plan, kind: Kind) -> usize {
-    match kind {
-        Kind::Haproxy => {
-            let fit = usize::try_from(targets::haproxy_max_connections()).unwrap_or(usize::MAX);
-            plan.idle_count.min(fit.saturating_sub(50))
-        }
-        _ => plan.idle_count,
+    if kind.two_descriptors_per_client() {
+        let fit = usize::try_from(targets::haproxy_max_connections()).unwrap_or(usize::MAX);
+        plan.idle_count.min(fit.saturating_sub(50))
+    } else {
+        plan.idle_count
     }
+}
+
+/// The size of the reply scenario's warm-up: a tenth, at most 2 MB, as the insert's.
+fn reply_small(plan: &Plan) -> usize {
+    (plan.reply_bytes / 10).min(2_000_000)
+}
+
+/// The pushes of the publication scenario's warm-up: a tenth.
+fn publish_small(plan: &Plan) -> usize {
+    (plan.publish_count / 10).max(1)
 }
 
 /// Runs one scenario on every target: warm-up, interleaved repetitions, medians, ratios.
@@ -835,23 +984,22 @@ fn run_scenario(
     let metrics = scenario.metrics();
     let reps = match scenario {
         Scenario::Insert => plan.insert_reps,
+        Scenario::Reply => plan.reply_reps,
         Scenario::Idle => plan.idle_reps,
         _ => plan.reps,
     };
     // Per target: the samples of each metric, and the first error.
     let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); metrics.len()]; targets.len()];
     let mut errors: Vec<Option<String>> = vec![None; targets.len()];
-    // The TLS targets are compared with plain ones on round trips, ingest, connections and
-    // inserts; the 64-connection and idle clients speak plain q only.
+    // The TLS targets are compared with plain ones on round trips, ingest, connections, inserts
+    // and what a floor sends; the 64-connection and idle clients speak plain q only.
     let not_measured: Vec<bool> = targets
         .iter()
-        .map(|target| {
-            target.kind.is_tls() && matches!(scenario, Scenario::Concurrent | Scenario::Idle)
-        })
+        .map(|target| scenario.not_measured(target.kind).is_some())
         .collect();
     for (i, target) in targets.iter().enumerate() {
-        if not_measured[i] {
-            errors[i] = Some("not measured over TLS".into());
+        if let Some(why) = scenario.not_measured(target.kind) {
+            errors[i] = Some(why.into());
             continue;
         }
         if target.running.is_none() {
@@ -943,6 +1091,10 @@ fn run_scenario(
         }
     }
     let mut records = Vec::new();
+    let haproxy = targets
+        .iter()
+        .position(|target| target.kind == Kind::Haproxy)
+        .filter(|&h| errors[h].is_none());
     for (m, metric) in metrics.iter().enumerate() {
         let floor_ok = errors[0].is_none();
         for (i, target) in targets.iter().enumerate() {
@@ -956,7 +1108,8 @@ fn run_scenario(
                         (scenario == Scenario::Idle && count != plan.idle_count).then(|| {
                             format!(
                                 "measured with {count} connections, not {}: each takes two \
-                             descriptors in HAProxy and the open-files limit is {nofile}",
+                                 descriptors in the proxy (one to the client, one to its floor) \
+                                 and the open-files limit is {nofile}",
                                 plan.idle_count
                             )
                         });
@@ -968,23 +1121,35 @@ fn run_scenario(
                 Some(err) => (None, target.info.status, Some(err.clone())),
             };
             // Repetition k of every target ran in pass k, so the samples pair up by index.
-            let ratio = (floor_ok && value.is_some()).then(|| {
+            let paired = |baseline: usize| {
                 let ratios: Vec<f64> = samples[i][m]
                     .iter()
-                    .zip(&samples[0][m])
-                    .map(|(v, f)| v / f)
+                    .zip(&samples[baseline][m])
+                    .map(|(v, b)| v / b)
                     .collect();
                 loadgen::median(&ratios)
-            });
-            let goal = match target.kind {
-                Kind::Qgate => metric.goal,
-                Kind::QgateChain => metric.chain_goal,
-                _ => None,
             };
-            let goal = goal.map(|goal| GoalOutcome {
-                goal: goal.text(metric.unit),
-                met: goal.met(value, ratio),
-            });
+            let ratios = Ratios {
+                floor: (floor_ok && value.is_some()).then(|| paired(0)),
+                haproxy: haproxy
+                    .filter(|_| target.kind.is_gateway() && value.is_some())
+                    .map(paired),
+            };
+            let goals = metric
+                .goals
+                .iter()
+                .filter(|(kind, _)| *kind == target.kind)
+                .map(|&(_, goal)| GoalOutcome {
+                    goal: goal.text(metric.unit),
+                    met: goal.met(value, ratios),
+                    ratio: matches!(
+                        goal,
+                        Goal::HaproxyRatioAtMost(_) | Goal::HaproxyRatioAtLeast(_)
+                    )
+                    .then_some(ratios.haproxy)
+                    .flatten(),
+                })
+                .collect();
             records.push(Record {
                 scenario: metric.scenario,
                 target: target.kind.name(),
@@ -992,11 +1157,12 @@ fn run_scenario(
                 unit: metric.unit,
                 better: metric.better,
                 value,
-                ratio_to_floor: ratio,
+                ratio_to_floor: ratios.floor,
+                ratio_to_haproxy: ratios.haproxy,
                 samples: samples[i][m].clone(),
                 status,
                 note,
-                goal,
+                goals,
             });
         }
     }

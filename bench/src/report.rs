@@ -22,7 +22,7 @@ pub(crate) enum Better {
     Higher,
 }
 
-/// A goal from the issue, checked on qgate's records.
+/// A goal from the issues, checked on one target's records.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Goal {
     /// The ratio to the floor is at most this.
@@ -31,6 +31,11 @@ pub(crate) enum Goal {
     RatioAtLeast(f64),
     /// The value itself is at most this.
     ValueAtMost(f64),
+    /// The ratio to HAProxy's value (the same hops in front of the same kind of floor) is at
+    /// most this.
+    HaproxyRatioAtMost(f64),
+    /// The ratio to HAProxy's value is at least this.
+    HaproxyRatioAtLeast(f64),
 }
 
 impl Goal {
@@ -40,17 +45,37 @@ impl Goal {
             Self::RatioAtMost(r) => format!("≤ {r:.2}× floor"),
             Self::RatioAtLeast(r) => format!("≥ {r:.2}× floor"),
             Self::ValueAtMost(v) => format!("≤ {v} {unit}"),
+            Self::HaproxyRatioAtMost(r) => format!("≤ {r:.2}× haproxy"),
+            Self::HaproxyRatioAtLeast(r) => format!("≥ {r:.2}× haproxy"),
         }
     }
 
-    /// Whether a value and its ratio meet the goal; `None` without a value.
-    pub(crate) fn met(self, value: Option<f64>, ratio: Option<f64>) -> Option<bool> {
+    /// The number the goal is checked on: the value, or one of its ratios.
+    pub(crate) fn measured(self, value: Option<f64>, ratios: Ratios) -> Option<f64> {
         match self {
-            Self::RatioAtMost(r) => ratio.map(|x| x <= r),
-            Self::RatioAtLeast(r) => ratio.map(|x| x >= r),
-            Self::ValueAtMost(v) => value.map(|x| x <= v),
+            Self::RatioAtMost(_) | Self::RatioAtLeast(_) => ratios.floor,
+            Self::ValueAtMost(_) => value,
+            Self::HaproxyRatioAtMost(_) | Self::HaproxyRatioAtLeast(_) => ratios.haproxy,
         }
     }
+
+    /// Whether a value and its ratios meet the goal; `None` without the number it needs.
+    pub(crate) fn met(self, value: Option<f64>, ratios: Ratios) -> Option<bool> {
+        let x = self.measured(value, ratios)?;
+        Some(match self {
+            Self::RatioAtMost(r) | Self::HaproxyRatioAtMost(r) | Self::ValueAtMost(r) => x <= r,
+            Self::RatioAtLeast(r) | Self::HaproxyRatioAtLeast(r) => x >= r,
+        })
+    }
+}
+
+/// A record's ratios to its baselines from the same run.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Ratios {
+    /// To the floor.
+    pub(crate) floor: Option<f64>,
+    /// To HAProxy, for the targets compared with it.
+    pub(crate) haproxy: Option<f64>,
 }
 
 /// What a scenario measures.
@@ -64,19 +89,20 @@ pub(crate) struct Metric {
     pub(crate) unit: &'static str,
     /// Which way is better.
     pub(crate) better: Better,
-    /// The issue's goal for qgate with no plugins, if any.
-    pub(crate) goal: Option<Goal>,
-    /// The issue's goal for qgate with the default plugin chain, if any.
-    pub(crate) chain_goal: Option<Goal>,
+    /// The issues' goals: which target each applies to, and the goal.
+    pub(crate) goals: &'static [(Kind, Goal)],
 }
 
-/// A goal and whether qgate met it.
+/// A goal and whether the target met it.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct GoalOutcome {
     /// The goal in words.
     pub(crate) goal: String,
     /// Whether it was met; `null` when there is no number.
     pub(crate) met: Option<bool>,
+    /// The ratio it was checked on, when that ratio is not the one the table shows (the ratio to
+    /// HAProxy).
+    pub(crate) ratio: Option<f64>,
 }
 
 /// One scenario metric on one target.
@@ -93,14 +119,17 @@ pub(crate) struct Record {
     /// same pass (for every metric, whichever way is better). Pairing each repetition with the
     /// floor's from a few seconds before keeps slow drifts of a shared machine out of the ratio.
     pub(crate) ratio_to_floor: Option<f64>,
+    /// The same with HAProxy's value as the baseline, for the gateway targets: the cost of their
+    /// hop against HAProxy's over the same kind of floor.
+    pub(crate) ratio_to_haproxy: Option<f64>,
     /// Each repetition's value, in order.
     pub(crate) samples: Vec<f64>,
     /// `measured`, `skipped` or `failed`.
     pub(crate) status: &'static str,
     /// Why it was skipped or failed, or what to know about the number.
     pub(crate) note: Option<String>,
-    /// qgate's goal from the issue, on qgate's records.
-    pub(crate) goal: Option<GoalOutcome>,
+    /// The issues' goals for this target and metric.
+    pub(crate) goals: Vec<GoalOutcome>,
 }
 
 /// A target as the run saw it.
@@ -291,12 +320,12 @@ impl Results {
                     None => "–".to_owned(),
                 };
                 let _ = write!(out, " {text} |");
-                if let Some(Record {
-                    goal: Some(goal), ..
-                }) = cell
-                {
+                for goal in cell.map_or(&[][..], |record| &record.goals) {
+                    let ratio = goal
+                        .ratio
+                        .map_or_else(String::new, |r| format!(" ({}×)", ratio_text(r)));
                     goals.push(format!(
-                        "{target} {}: {}",
+                        "{target} {}{ratio}: {}",
                         goal.goal,
                         match goal.met {
                             Some(true) => "met",
@@ -436,5 +465,37 @@ impl Results {
             ),
         };
         std::fs::write(path, new).with_context(|| format!("failed to write {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goals_read_the_ratio_they_name() {
+        let ratios = Ratios {
+            floor: Some(2.0),
+            haproxy: Some(0.4),
+        };
+        assert_eq!(Goal::RatioAtMost(2.2).met(None, ratios), Some(true));
+        assert_eq!(Goal::RatioAtLeast(2.5).met(None, ratios), Some(false));
+        assert_eq!(Goal::HaproxyRatioAtMost(0.5).met(None, ratios), Some(true));
+        assert_eq!(
+            Goal::HaproxyRatioAtLeast(1.2).met(None, ratios),
+            Some(false)
+        );
+        assert_eq!(Goal::ValueAtMost(20.0).met(Some(14.0), ratios), Some(true));
+        assert_eq!(Goal::ValueAtMost(20.0).met(None, ratios), None);
+        // Without HAProxy in the run, its goals have no number rather than a verdict.
+        let alone = Ratios {
+            floor: Some(2.0),
+            haproxy: None,
+        };
+        assert_eq!(Goal::HaproxyRatioAtMost(0.5).met(None, alone), None);
+        assert_eq!(
+            Goal::HaproxyRatioAtLeast(1.2).text("q/s"),
+            "≥ 1.20× haproxy"
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! | `floor` | `qgate-bench floor`: answers each frame without decoding it ([`crate::floor`]) |
 //! | `qgate` | `qgate serve` in release, with a password file and a generated config |
 //! | `qgate-tls` | the same with `[tls] mode = "required"`, certificates from `qgate certs` |
+//! | `gateway` | `qgate serve --upstream FLOOR`, pinned, in front of a floor of its own |
+//! | `gateway-pooled` | `qgate serve` with one pooled `[[upstream]]`, in front of a floor of its own |
 //! | `aiokdb` | aiokdb's server (Python) in a venv under `target/bench/venv` |
 //! | `haproxy` | HAProxy in TCP mode in front of a floor of its own |
 //! | `haproxy-tls` | HAProxy terminating TLS (the same certificate) in front of a floor |
@@ -53,6 +55,11 @@ pub(crate) enum Kind {
     QgateChain,
     /// qgate with no plugins, TLS required.
     QgateTls,
+    /// qgate with no plugins in front of a floor, pinned: a floor connection per client.
+    Gateway,
+    /// qgate with no plugins in front of a floor, pooled: [`GATEWAY_POOL_SIZE`] shared
+    /// connections.
+    GatewayPooled,
     /// aiokdb's Python server.
     Aiokdb,
     /// HAProxy (TCP mode) in front of a floor.
@@ -63,12 +70,14 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every target.
-    pub(crate) const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Floor,
         Self::Qgate,
         Self::QgateEcho,
         Self::QgateChain,
         Self::QgateTls,
+        Self::Gateway,
+        Self::GatewayPooled,
         Self::Aiokdb,
         Self::Haproxy,
         Self::HaproxyTls,
@@ -87,6 +96,8 @@ impl Kind {
             Self::QgateEcho => "qgate-echo",
             Self::QgateChain => "qgate-chain",
             Self::QgateTls => "qgate-tls",
+            Self::Gateway => "gateway",
+            Self::GatewayPooled => "gateway-pooled",
             Self::Aiokdb => "aiokdb",
             Self::Haproxy => "haproxy",
             Self::HaproxyTls => "haproxy-tls",
@@ -109,6 +120,14 @@ impl Kind {
                  answers them with q's error for an unknown name)"
             }
             Self::QgateTls => "qgate serve, no plugins, TLS required (rustls, full handshakes)",
+            Self::Gateway => {
+                "qgate serve --upstream FLOOR, no plugins, in front of a floor of its own: pinned, \
+                 each client with its own floor connection"
+            }
+            Self::GatewayPooled => {
+                "qgate serve with one [[upstream]] of mode \"pooled\", no plugins, in front of a \
+                 floor of its own: every client shares 16 floor connections"
+            }
             Self::Aiokdb => "aiokdb's asyncio server (Python), answering (::)",
             Self::Haproxy => "HAProxy in TCP mode in front of a floor",
             Self::HaproxyTls => "HAProxy terminating TLS (OpenSSL) in front of a floor",
@@ -120,8 +139,34 @@ impl Kind {
     pub(crate) fn essential(self) -> bool {
         matches!(
             self,
-            Self::Floor | Self::Qgate | Self::QgateEcho | Self::QgateChain | Self::QgateTls
+            Self::Floor
+                | Self::Qgate
+                | Self::QgateEcho
+                | Self::QgateChain
+                | Self::QgateTls
+                | Self::Gateway
+                | Self::GatewayPooled
         )
+    }
+
+    /// Whether what the target answers comes from a floor (its own, or itself): only those
+    /// targets can answer `(`reply;n)` and `(`publish;n)` as the floor does.
+    pub(crate) fn answers_as_floor(self) -> bool {
+        matches!(
+            self,
+            Self::Floor | Self::Gateway | Self::GatewayPooled | Self::Haproxy | Self::HaproxyTls
+        )
+    }
+
+    /// Whether a client connection takes two descriptors in the target's process, one to the
+    /// client and one to its floor: HAProxy's, and the pinned gateway's.
+    pub(crate) fn two_descriptors_per_client(self) -> bool {
+        matches!(self, Self::Gateway | Self::Haproxy | Self::HaproxyTls)
+    }
+
+    /// Whether the target is a proxy hop in front of a floor, compared with HAProxy's hop.
+    pub(crate) fn is_gateway(self) -> bool {
+        matches!(self, Self::Gateway | Self::GatewayPooled)
     }
 
     /// Parses a target name.
@@ -164,6 +209,20 @@ pub(crate) enum Spec {
         logs: PathBuf,
         /// For `qgate-tls`: the CA the client trusts.
         ca: Option<PathBuf>,
+    },
+    /// `qgate serve` in front of a floor of its own.
+    Gateway {
+        /// The target's name, for its log and config files.
+        name: &'static str,
+        bin: PathBuf,
+        /// This binary, which also is the floor.
+        exe: PathBuf,
+        /// Where the pooled target's config is written, once its floor's address is known.
+        work: PathBuf,
+        passwords: PathBuf,
+        logs: PathBuf,
+        /// `None` for the pinned target (`--upstream`), the pool's size for the pooled one.
+        pool_size: Option<usize>,
     },
     /// The aiokdb script.
     Aiokdb {
@@ -227,6 +286,19 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
                 passwords,
                 logs,
                 ca,
+            }
+        }
+        Kind::Gateway | Kind::GatewayPooled => {
+            let passwords = env.work.join("passwords.txt");
+            std::fs::write(&passwords, "bench:bench\n")?;
+            Spec::Gateway {
+                name: kind.name(),
+                bin: qgate_bin(env)?,
+                exe: env.self_exe.clone(),
+                work: env.work.clone(),
+                passwords,
+                logs,
+                pool_size: (kind == Kind::GatewayPooled).then_some(GATEWAY_POOL_SIZE),
             }
         }
         Kind::Aiokdb => Spec::Aiokdb {
@@ -299,6 +371,31 @@ max_connections_per_user = 20000
 [log]
 level = \"warn\"
 ";
+
+/// The pooled gateway's connections to its floor.
+///
+/// 16, four times the default pool size: the default (4) fits a kdb+ process without `-s`,
+/// which runs one query at a time whatever the number of connections, while the floor answers
+/// its connections in parallel on every core, as a kdb+ process with `-s` or a set of replicas
+/// would. With 64 clients asking back to back, each pooled connection carries one query at a time
+/// (the gateway never pipelines on one), so a pool much smaller than the clients caps the
+/// throughput at pool size / round trip to the floor; 16 is a pool a team would give a
+/// multi-threaded upstream, and a quarter of the 64 clients, so that the scenario still measures
+/// a pool that is shared rather than one connection per client in disguise.
+pub(crate) const GATEWAY_POOL_SIZE: usize = 16;
+
+/// The `[[upstream]]` of the pooled gateway target, in front of the floor at `floor`.
+fn pooled_upstream(floor: SocketAddr, pool_size: usize) -> String {
+    format!(
+        "
+[[upstream]]
+name = \"floor\"
+servers = [\"{floor}\"]
+mode = \"pooled\"
+pool_size = {pool_size}
+"
+    )
+}
 
 /// The `echo` plugin alone.
 const ECHO_PLUGINS: &str = "
@@ -561,6 +658,9 @@ pub(crate) struct Running {
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// The processes, the one clients talk to first.
     children: Vec<Guard>,
+    /// How many of `children`, from the first, count in the target's memory: a proxy's floor
+    /// stands for the kdb+ process behind it, whose memory is its own cost, not the proxy's.
+    counted: usize,
 }
 
 impl Running {
@@ -572,14 +672,28 @@ impl Running {
         }
     }
 
-    /// The process ids whose memory counts as the target's.
+    /// The process ids of every process of the target.
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.children.iter().map(|guard| guard.child.id()).collect()
     }
 
-    /// The names of the processes, for the report.
+    /// The process ids whose memory counts as the target's: the proxy's alone for a proxy in
+    /// front of a floor.
+    pub(crate) fn memory_pids(&self) -> Vec<u32> {
+        self.children
+            .iter()
+            .take(self.counted)
+            .map(|guard| guard.child.id())
+            .collect()
+    }
+
+    /// The names of the processes whose memory counts as the target's, for the report.
     pub(crate) fn process_names(&self) -> Vec<&'static str> {
-        self.children.iter().map(|guard| guard.name).collect()
+        self.children
+            .iter()
+            .take(self.counted)
+            .map(|guard| guard.name)
+            .collect()
     }
 }
 
@@ -599,6 +713,7 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
                 addr,
                 tls: None,
                 children: vec![guard],
+                counted: 1,
             })
         }
         Spec::Qgate {
@@ -626,6 +741,44 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
                     .map(crate::loadgen::tls_client_config)
                     .transpose()?,
                 children: vec![guard],
+                counted: 1,
+            })
+        }
+        Spec::Gateway {
+            name,
+            bin,
+            exe,
+            work,
+            passwords,
+            logs,
+            pool_size,
+        } => {
+            let (floor, floor_addr) = spawn_announcing(
+                "floor",
+                Command::new(exe).args(["floor", "-p", "127.0.0.1:0"]),
+                &logs.join(format!("{name}-floor.log")),
+            )?;
+            let config = work.join(format!("{name}.toml"));
+            let mut command = Command::new(bin);
+            command.arg("serve").arg("--config").arg(&config);
+            match pool_size {
+                None => {
+                    std::fs::write(&config, QGATE_CONFIG)?;
+                    command.arg("--upstream").arg(floor_addr.to_string());
+                }
+                Some(size) => std::fs::write(
+                    &config,
+                    format!("{QGATE_CONFIG}{}", pooled_upstream(floor_addr, *size)),
+                )?,
+            }
+            command.args(["-p", "127.0.0.1:0", "-U"]).arg(passwords);
+            let (qgate, addr) =
+                spawn_announcing(name, &mut command, &logs.join(format!("{name}.log")))?;
+            Ok(Running {
+                addr,
+                tls: None,
+                children: vec![qgate, floor],
+                counted: 1,
             })
         }
         Spec::Aiokdb {
@@ -644,6 +797,7 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
                 addr,
                 tls: None,
                 children: vec![guard],
+                counted: 1,
             })
         }
         Spec::Haproxy {
@@ -688,6 +842,7 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
                     .map(|(_, ca)| crate::loadgen::tls_client_config(ca))
                     .transpose()?,
                 children: vec![haproxy, floor],
+                counted: 1,
             })
         }
     }
@@ -813,5 +968,31 @@ fn tail(log: &Path) -> String {
         format!("(nothing in {})", log.display())
     } else {
         format!("{} (from {})", tail.join(" | "), log.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pooled_gateway_says_its_pool_size() {
+        let size = format!(" {GATEWAY_POOL_SIZE} ");
+        assert!(Kind::GatewayPooled.description().contains(&size));
+        assert!(
+            pooled_upstream(
+                "127.0.0.1:5001".parse().expect("address"),
+                GATEWAY_POOL_SIZE
+            )
+            .contains(&format!("pool_size = {GATEWAY_POOL_SIZE}\n"))
+        );
+    }
+
+    #[test]
+    fn every_name_parses_back() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.name()).expect("known"), kind);
+        }
+        assert!(Kind::parse("gateway-pinned").is_err());
     }
 }

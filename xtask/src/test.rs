@@ -38,9 +38,10 @@ const STEPS: &[Step] = &[
         args: &["test", "--workspace"],
         env: &[],
     },
-    // A few seconds of the benchmark harness on the floor and qgate, alone and with plugins (built
-    // by the plugins step above): checks that every scenario still produces a number, not what
-    // the numbers are (`cargo xtask bench` measures).
+    // A few seconds of the benchmark harness on the floor and qgate, alone, with plugins (built
+    // by the plugins step above), over TLS and as a gateway in front of a floor, pinned and
+    // pooled: checks that every scenario still produces a number, not what the numbers are
+    // (`cargo xtask bench` measures).
     Step {
         args: &[
             "run",
@@ -50,7 +51,7 @@ const STEPS: &[Step] = &[
             "--",
             "--smoke",
             "--targets",
-            "floor,qgate,qgate-echo,qgate-chain,qgate-tls",
+            "floor,qgate,qgate-echo,qgate-chain,qgate-tls,gateway,gateway-pooled",
         ],
         env: &[],
     },
