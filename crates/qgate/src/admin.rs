@@ -1,5 +1,6 @@
-//! The admin socket: a Unix domain socket through which `qgate plugins`, `qgate reload` and
-//! `qgate rollback` reach a running server. No network port is opened.
+//! The admin socket: a Unix domain socket through which `qgate plugins`, `qgate reload`,
+//! `qgate rollback` and `qgate upstreams` reach a running server. No network port is opened.
+//! It is there when the server has plugins or upstreams to ask about.
 //!
 //! Only the server's own user can use it: the socket is made in a directory that only that user
 //! may enter (created 0700 when it does not exist), the socket itself is 0600, and every
@@ -22,6 +23,7 @@
 //!   {"command":"reload","plugin":"policy"}   -> {"ok":true,"results":[{"plugin":"policy",...}]}
 //!   {"command":"reload"}                     -> one result per plugin, in chain order
 //!   {"command":"rollback","plugin":"policy"} -> {"ok":true,"results":[{...}]}
+//!   {"command":"upstreams"}                  -> {"ok":true,"upstreams":[{...}, ...]}
 //!   anything it cannot do                    -> {"ok":false,"error":"..."}
 //! ```
 //!
@@ -38,6 +40,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use qgate_config::Config;
+use qgate_gateway::{Gateway, Health, Mode, UpstreamStatus};
 use qgate_host::{HostError, PluginHost, PluginStatus, SwapOutcome};
 use serde::{Deserialize, Serialize};
 use tokio::{
@@ -81,6 +84,17 @@ pub(crate) enum Request {
         /// The plugin.
         plugin: String,
     },
+    /// The upstreams with each replica's health, connections and queries.
+    Upstreams,
+}
+
+/// What the admin socket can tell about and act on: the plugin host, the gateway, or both.
+#[derive(Clone)]
+pub(crate) struct Admin {
+    /// The plugins, when there are any.
+    pub(crate) host: Option<Arc<PluginHost>>,
+    /// The upstreams, when there are any.
+    pub(crate) gateway: Option<Gateway>,
 }
 
 /// One response.
@@ -98,6 +112,68 @@ pub(crate) struct Response {
     /// For `reload` and `rollback`: one per plugin acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) results: Option<Vec<SwapResult>>,
+    /// For `upstreams`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upstreams: Option<Vec<UpstreamRow>>,
+}
+
+/// One `[[upstream]]` in an `upstreams` response.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct UpstreamRow {
+    pub(crate) name: String,
+    /// `pinned`, or `pooled`.
+    pub(crate) mode: String,
+    /// Pooled: connections per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pool_size: Option<usize>,
+    /// Queries waiting for a pooled connection.
+    pub(crate) queued: usize,
+    pub(crate) servers: Vec<ServerRow>,
+}
+
+/// One replica of an upstream.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ServerRow {
+    /// `HOST:PORT`.
+    pub(crate) address: String,
+    /// `up`, `down`, or `unknown` before the first connection or probe.
+    pub(crate) health: String,
+    /// Connections open to it, the health check's aside.
+    pub(crate) connections: usize,
+    /// Queries sent whose replies have not come back whole.
+    pub(crate) in_flight: usize,
+    /// The last error seen, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_error: Option<String>,
+}
+
+fn upstream_row(status: UpstreamStatus) -> UpstreamRow {
+    let (mode, pool_size) = match status.mode {
+        Mode::Pooled { pool_size } => ("pooled", Some(pool_size)),
+        Mode::Pinned => ("pinned", None),
+    };
+    UpstreamRow {
+        name: status.name,
+        mode: mode.to_owned(),
+        pool_size,
+        queued: status.queued,
+        servers: status
+            .servers
+            .into_iter()
+            .map(|server| ServerRow {
+                address: server.address,
+                health: match server.health {
+                    Health::Up => "up",
+                    Health::Down => "down",
+                    Health::Unknown => "unknown",
+                }
+                .to_owned(),
+                connections: server.connections,
+                in_flight: server.in_flight,
+                last_error: server.last_error,
+            })
+            .collect(),
+    }
 }
 
 /// One plugin in a `plugins` response.
@@ -445,7 +521,7 @@ impl AdminSocket {
     }
 
     /// Serves connections until the task is dropped, each on a task of its own.
-    pub(crate) async fn serve(self, host: Arc<PluginHost>) {
+    pub(crate) async fn serve(self, admin: Admin) {
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -455,9 +531,9 @@ impl AdminSocket {
                     continue;
                 }
             };
-            let (host, uid, jobs) = (host.clone(), self.uid, self.jobs.clone());
+            let (admin, uid, jobs) = (admin.clone(), self.uid, self.jobs.clone());
             tokio::spawn(async move {
-                if let Err(error) = connection(stream, host, uid, jobs).await {
+                if let Err(error) = connection(stream, admin, uid, jobs).await {
                     warn!(error = %format!("{error:#}"), "admin connection failed");
                 }
             });
@@ -465,7 +541,7 @@ impl AdminSocket {
     }
 }
 
-async fn connection(stream: UnixStream, host: Arc<PluginHost>, uid: u32, jobs: Jobs) -> Result<()> {
+async fn connection(stream: UnixStream, admin: Admin, uid: u32, jobs: Jobs) -> Result<()> {
     let peer = stream
         .peer_cred()
         .context("cannot read the peer's credentials")?;
@@ -496,7 +572,7 @@ async fn connection(stream: UnixStream, host: Arc<PluginHost>, uid: u32, jobs: J
             ))
         } else {
             match parse(&line) {
-                Ok(request) => handle(&host, &jobs, request).await,
+                Ok(request) => handle(&admin, &jobs, request).await,
                 Err(error) => Response::error(error),
             }
         };
@@ -550,9 +626,19 @@ impl Response {
     }
 }
 
-async fn handle(host: &Arc<PluginHost>, jobs: &Jobs, request: Request) -> Response {
+async fn handle(admin: &Admin, jobs: &Jobs, request: Request) -> Response {
     info!(?request, "admin request");
+    let host = match (&request, &admin.host) {
+        (Request::Upstreams, _) => return upstreams(admin.gateway.as_ref()),
+        (_, Some(host)) => host,
+        (_, None) => {
+            return Response::error(
+                "this server has no plugins: its config's `[[plugins]]` is empty".to_owned(),
+            );
+        }
+    };
     let results = match request {
+        Request::Upstreams => return upstreams(admin.gateway.as_ref()),
         Request::Plugins => {
             return Response {
                 ok: true,
@@ -611,6 +697,22 @@ async fn handle(host: &Arc<PluginHost>, jobs: &Jobs, request: Request) -> Respon
             error: Some(format!("{error:#}")),
             ..Response::default()
         },
+    }
+}
+
+/// The `upstreams` answer: every upstream and its replicas, as the gateway sees them now.
+fn upstreams(gateway: Option<&Gateway>) -> Response {
+    match gateway {
+        Some(gateway) => Response {
+            ok: true,
+            upstreams: Some(gateway.status().into_iter().map(upstream_row).collect()),
+            ..Response::default()
+        },
+        None => Response::error(
+            "this server has no upstreams: it is not in front of kdb+ (no `[[upstream]]` and no \
+             --upstream)"
+                .to_owned(),
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
-//! `qgate plugins`, `qgate reload [NAME]` and `qgate rollback NAME`: commands that act on a
-//! running server through its admin socket (see the `admin` module for the protocol).
+//! `qgate plugins`, `qgate reload [NAME]`, `qgate rollback NAME` and `qgate upstreams`: commands
+//! that ask or act on a running server through its admin socket (see the `admin` module for the
+//! protocol).
 
 use std::{
     io::{self, BufRead as _, BufReader, Write as _},
@@ -11,7 +12,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use qgate_config::Config;
 
-use crate::admin::{self, PluginRow, Request, Response, SwapResult};
+use crate::admin::{self, PluginRow, Request, Response, SwapResult, UpstreamRow};
 
 /// How long a command waits for the server's answer.
 ///
@@ -34,6 +35,16 @@ pub(crate) struct Target {
 /// `qgate plugins`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PluginsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print the server's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `qgate upstreams`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct UpstreamsArgs {
     #[command(flatten)]
     target: Target,
     /// Print the server's JSON answer instead of a table.
@@ -154,6 +165,52 @@ fn write_row(out: &mut impl io::Write, row: &PluginRow) -> io::Result<()> {
         row.denies,
         row.traps
     )
+}
+
+/// Lists the upstreams as a table, one line a replica.
+///
+/// # Errors
+///
+/// When the server cannot be reached, or has no upstreams.
+pub(crate) fn upstreams(args: &UpstreamsArgs) -> Result<()> {
+    let response = args.target.ask(&Request::Upstreams)?;
+    let rows = check(response.error, response.upstreams)?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<16} {:<10} {:<24} {:<8} {:>5} {:>9} {:>6}  LAST ERROR",
+        "UPSTREAM", "MODE", "SERVER", "HEALTH", "CONNS", "IN FLIGHT", "QUEUED"
+    )?;
+    for row in &rows {
+        write_upstream(&mut out, row)?;
+    }
+    Ok(())
+}
+
+fn write_upstream(out: &mut impl io::Write, row: &UpstreamRow) -> io::Result<()> {
+    let mode = match row.pool_size {
+        Some(size) => format!("{}({size})", row.mode),
+        None => row.mode.clone(),
+    };
+    for server in &row.servers {
+        writeln!(
+            out,
+            "{:<16} {:<10} {:<24} {:<8} {:>5} {:>9} {:>6}  {}",
+            row.name,
+            mode,
+            server.address,
+            server.health,
+            server.connections,
+            server.in_flight,
+            row.queued,
+            server.last_error.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
 }
 
 /// Reloads and reports.

@@ -54,6 +54,9 @@ enum Command {
     Serve(serve::Args),
     /// Sign plugin components with a key from `qgate keygen`: writes COMPONENT.sig beside each.
     Sign(keys::SignArgs),
+    /// List a running server's upstreams: each replica's health, connections, queries in flight
+    /// and queued, and its last error.
+    Upstreams(ctl::UpstreamsArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Rollback(args) => ctl::rollback(args),
         Command::Serve(args) => serve::run(args),
         Command::Sign(args) => keys::sign(args),
+        Command::Upstreams(args) => ctl::upstreams(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -163,11 +163,14 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             "gateway mode: what the plugins pass goes to the first upstream"
         );
     }
-    let admin_socket = match &host {
-        Some(_) if config.admin.enabled => admin::socket_path(&config)?,
-        _ => None,
+    // The admin socket is there when there is something to ask it about.
+    let wants_admin = (host.is_some() || gateway.is_some()) && config.admin.enabled;
+    let admin_socket = if wants_admin {
+        admin::socket_path(&config)?
+    } else {
+        None
     };
-    if host.is_some() && config.admin.enabled && admin_socket.is_none() {
+    if wants_admin && admin_socket.is_none() {
         info!("no admin socket: the server listens on port 0 and `admin.socket` is not set");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -176,7 +179,6 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         .context("cannot start the async runtime")?;
     let plugins = host.map(|host| Plugins {
         host,
-        admin_socket,
         watch: config.admin.watch,
     });
     let listen = config.server.listen.get();
@@ -184,9 +186,19 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         match plugins {
             Some(plugins) => {
                 let hooks = Arc::clone(&plugins.host);
-                build(listen, options, hooks, Some(plugins), gateway).await
+                build(listen, options, hooks, Some(plugins), gateway, admin_socket).await
             }
-            None => build(listen, options, qgate_hooks::NoHooks, None, gateway).await,
+            None => {
+                build(
+                    listen,
+                    options,
+                    qgate_hooks::NoHooks,
+                    None,
+                    gateway,
+                    admin_socket,
+                )
+                .await
+            }
         }
     });
     // A plugin call past the grace period runs on a thread the runtime would otherwise wait for.
@@ -194,10 +206,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     result
 }
 
-/// The plugin host and how its plugins are replaced while it runs.
+/// The plugin host and whether its files are watched for new versions.
 struct Plugins {
     host: Arc<PluginHost>,
-    admin_socket: Option<PathBuf>,
     watch: bool,
 }
 
@@ -326,17 +337,18 @@ async fn build<H: Hooks>(
     hooks: H,
     plugins: Option<Plugins>,
     gateway: Option<Gateway>,
+    admin_socket: Option<PathBuf>,
 ) -> Result<()> {
     match gateway {
         None => {
             let server = Server::new(options, hooks).await.context("cannot start")?;
-            serve(addr, server, plugins, None).await
+            serve(addr, server, plugins, None, admin_socket).await
         }
         Some(gateway) => {
             let server = Server::with_backend(options, hooks, gateway.clone())
                 .await
                 .context("cannot start")?;
-            serve(addr, server, plugins, Some(gateway)).await
+            serve(addr, server, plugins, Some(gateway), admin_socket).await
         }
     }
 }
@@ -347,17 +359,24 @@ async fn serve<H: Hooks, B: Backend>(
     server: Server<H, B>,
     plugins: Option<Plugins>,
     gateway: Option<Gateway>,
+    admin_socket: Option<PathBuf>,
 ) -> Result<()> {
     let listener = bind(addr).await?;
     // Installed before the address is announced: from then on, a signal is a clean shutdown.
     let shutdown = shutdown_signal()?;
-    let mut admin_socket = None;
-    if let Some(plugins) = &plugins {
-        if let Some(path) = &plugins.admin_socket {
+    let admin_socket = match &admin_socket {
+        Some(path) => {
             let socket = admin::bind(path)?;
             info!(path = %socket.path().display(), "admin socket ready");
-            admin_socket = Some(tokio::spawn(socket.serve(plugins.host.clone())));
+            let admin = admin::Admin {
+                host: plugins.as_ref().map(|plugins| plugins.host.clone()),
+                gateway: gateway.clone(),
+            };
+            Some(tokio::spawn(socket.serve(admin)))
         }
+        None => None,
+    };
+    if let Some(plugins) = &plugins {
         reload_on_hangup(plugins.host.clone())?;
         if plugins.watch {
             watch::start(&plugins.host).context("cannot start the plugin file watch")?;

@@ -255,3 +255,77 @@ fn check_validates_upstreams_and_routes() {
         stderr(&output)
     );
 }
+
+#[test]
+fn upstreams_lists_each_replica_with_its_health() {
+    let rdb = upstream("rdb");
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address");
+    let dir = TempDir::new("gateway-upstreams");
+    let config = dir.write(
+        "qgate.toml",
+        &format!(
+            "[admin]\nsocket = \"admin.sock\"\n\n[[upstream]]\nname = \"rdb\"\nservers = \
+             [\"{}\", \"{down}\"]\nconnect_timeout = \"1s\"\nhealth_interval = \"1s\"\n\n\
+             [[upstream]]\nname = \"hdb\"\nservers = [\"{}\"]\nmode = \"pooled\"\npool_size = 2\n",
+            rdb.addr(),
+            rdb.addr()
+        ),
+    );
+    let config = config.to_str().expect("a UTF-8 path");
+    let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0"]);
+    let json = || {
+        let output = run(&["upstreams", "--json", "--config", config]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        serde_json::from_str::<serde_json::Value>(&stdout(&output)).expect("JSON")
+    };
+    eventually("the first health checks have run", || {
+        json()[0]["servers"]
+            .as_array()
+            .expect("servers")
+            .iter()
+            .all(|server| server["health"] != "unknown")
+    });
+    let rows = json();
+    assert_eq!(rows[0]["name"], "rdb");
+    assert_eq!(rows[0]["mode"], "pinned");
+    assert_eq!(rows[0]["servers"][0]["health"], "up");
+    assert_eq!(rows[0]["servers"][1]["address"], down.to_string());
+    assert_eq!(rows[0]["servers"][1]["health"], "down");
+    let last_error = rows[0]["servers"][1]["last_error"]
+        .as_str()
+        .expect("the down replica's error");
+    assert!(last_error.contains("cannot connect"), "{last_error}");
+    assert_eq!(rows[1]["name"], "hdb");
+    assert_eq!(rows[1]["mode"], "pooled");
+    assert_eq!(rows[1]["pool_size"], 2);
+
+    let mut alice = login(server.addr, "alice:pw");
+    assert_eq!(ask(&mut alice, &call("echo", vec![K::long(1)])), K::long(1));
+    let table = run(&["upstreams", "--config", config]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let table = stdout(&table);
+    let lines = table.lines().collect::<Vec<_>>();
+    assert!(lines[0].starts_with("UPSTREAM"), "{table}");
+    assert_eq!(lines.len(), 4, "a header and one line a replica:\n{table}");
+    assert!(
+        lines[1].contains("rdb") && lines[1].contains(" up ") && lines[1].contains(" 1 "),
+        "the pinned session's connection is counted:\n{table}"
+    );
+    assert!(lines[2].contains(" down "), "{table}");
+    assert!(lines[3].contains("pooled(2)"), "{table}");
+
+    // Plugin commands on a server without plugins say why they cannot.
+    let plugins = run(&["plugins", "--config", config]);
+    assert!(!plugins.status.success());
+    assert!(
+        stderr(&plugins).contains("this server has no plugins"),
+        "{}",
+        stderr(&plugins)
+    );
+    drop(alice);
+    let status = server.terminate();
+    assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
+}
