@@ -32,7 +32,7 @@
 //! off (`plugin.rs`).
 //!
 //! Instances are not per connection: each plugin keeps a small pool of instances that all
-//! connections share, each checked out for one call (ARCHITECTURE.md says why).
+//! connections share, each checked out for one call (`plugin.rs` says why).
 //!
 //! Hot-swap: each chain position holds its current version behind an atomic pointer, which an
 //! event reads once per plugin call. [`PluginHost::reload`] loads a new version from the plugin's

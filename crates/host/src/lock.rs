@@ -5,6 +5,12 @@
 //! one version that may run; a signature (`<file>.sig` beside the component) is an ed25519
 //! signature of the file's bytes by a key the config names. Keys and signatures are base64 text,
 //! one value on one line, as `qgate keygen` and `qgate sign` write them.
+//!
+//! Both are checked on the file's bytes before they are compiled, at start and at every swap: a
+//! pinned plugin must have its pinned digest (locked or not); in a locked deployment an unpinned
+//! one must have a signature by one of the keys. The refusal (`HostError::Refused`) names the
+//! plugin, the file, and the expected and actual digest or the signature's problem and the keys
+//! tried. A rollback loads only versions that passed these checks when they were first loaded.
 
 use std::{fmt, path::Path, str::FromStr};
 

@@ -18,6 +18,19 @@
 //! [`ReadRules::DEFAULT_TIMEOUT`], its thread left behind, and the next read of that path refused
 //! until it returns. A reload waits for the read at most that long, holding only its plugin's
 //! `changes` turn, which calls, statuses and the other plugins never take.
+//!
+//! A version switches in only after its file was read, hashed (sha256, the version's identity),
+//! checked against its pin and the lock, compiled (or taken from the compiled-code cache), and
+//! its first instance made and `init` run: any failure before that leaves the old version
+//! serving. The compile runs on a thread of its own at the lowest scheduling priority
+//! (`SCHED_BATCH`, nice 19), so that it uses the CPU the connection workers leave; `init` runs at
+//! normal priority, because it has a deadline that a starved thread could miss. A version whose
+//! digest is still in the history (a redeploy of an earlier release) reuses its compiled
+//! component. The last [`MAX_PREVIOUS_VERSIONS`] replaced versions are kept for a rollback, which
+//! instantiates one afresh (its `init` runs again). Counters (calls, denies, traps) are per
+//! version, so that a misbehaving new version shows at once. `reload` compares the file with the
+//! version serving; `reload_if_changed` (the file watch, SIGHUP) with the file's digest when it
+//! was last loaded from, so that a rollback holds until the file changes again.
 
 use std::{
     collections::{BTreeMap, VecDeque},
