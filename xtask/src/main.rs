@@ -32,7 +32,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
-  run [ARGS...]                run qgate with config.toml (release build); ARGS go to `qgate serve`
+  run [--gateway] [ARGS...]    run qgate with config.toml (release build); ARGS go to `qgate serve`;
+                               --gateway runs it in front of a second qgate serving demo-api
   test                         run every check in CI's order: fmt, clippy, test, doc, clients
   clients [SUITE...]           run the real-client tests (PyKX, aiokdb, qPython, node-q),
                                installing the clients under target/clients/ first
