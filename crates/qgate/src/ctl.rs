@@ -137,18 +137,28 @@ impl Target {
 pub(crate) fn plugins(args: &PluginsArgs) -> Result<()> {
     let response = args.target.ask(&Request::Plugins)?;
     let rows = check(response.error, response.plugins)?;
-    let mut out = io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-        return Ok(());
-    }
-    writeln!(
-        out,
+    let header = format!(
         "{:<16} {:<12} {:<24} {:>9} {:>10} {:>8} {:>6}",
         "NAME", "VERSION", "LOADED (UTC)", "LOAD ms", "CALLS", "DENIES", "TRAPS"
-    )?;
-    for row in &rows {
-        write_row(&mut out, row)?;
+    );
+    print_rows(&rows, args.json, &header, write_row)
+}
+
+/// Prints `rows` as pretty JSON, or as a table under `header`, each row written by `write`.
+fn print_rows<T: serde::Serialize>(
+    rows: &[T],
+    json: bool,
+    header: &str,
+    write: fn(&mut io::StdoutLock<'static>, &T) -> io::Result<()>,
+) -> Result<()> {
+    let mut out = io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(rows)?)?;
+        return Ok(());
+    }
+    writeln!(out, "{header}")?;
+    for row in rows {
+        write(&mut out, row)?;
     }
     Ok(())
 }
@@ -175,20 +185,11 @@ fn write_row(out: &mut impl io::Write, row: &PluginRow) -> io::Result<()> {
 pub(crate) fn upstreams(args: &UpstreamsArgs) -> Result<()> {
     let response = args.target.ask(&Request::Upstreams)?;
     let rows = check(response.error, response.upstreams)?;
-    let mut out = io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-        return Ok(());
-    }
-    writeln!(
-        out,
+    let header = format!(
         "{:<16} {:<10} {:<24} {:<8} {:>5} {:>9} {:>6}  LAST ERROR",
         "UPSTREAM", "MODE", "SERVER", "HEALTH", "CONNS", "IN FLIGHT", "QUEUED"
-    )?;
-    for row in &rows {
-        write_upstream(&mut out, row)?;
-    }
-    Ok(())
+    );
+    print_rows(&rows, args.json, &header, write_upstream)
 }
 
 fn write_upstream(out: &mut impl io::Write, row: &UpstreamRow) -> io::Result<()> {
