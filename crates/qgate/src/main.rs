@@ -12,6 +12,7 @@ mod gateway;
 mod keys;
 mod logging;
 mod parse;
+mod policy_test;
 mod serve;
 mod watch;
 
@@ -54,6 +55,9 @@ enum Command {
     Serve(serve::Args),
     /// Sign plugin components with a key from `qgate keygen`: writes COMPONENT.sig beside each.
     Sign(keys::SignArgs),
+    /// Run policy tests: each FILE names a plugin chain and lists cases (a session, an event, the
+    /// verdict expected); prints a line for each failing case, and exits 1 if any failed.
+    Test(policy_test::Args),
     /// List a running server's upstreams: each replica's health, connections, queries in flight
     /// and queued, and its last error.
     Upstreams(ctl::UpstreamsArgs),
@@ -62,6 +66,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        // Its exit status has three values (passed, failed, broken file), so it reports itself.
+        Command::Test(args) => return policy_test::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Check(args) => check::run(args),
         Command::Decode(args) => decode::run(args),

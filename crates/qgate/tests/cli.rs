@@ -587,3 +587,7 @@ mod gateway;
 /// A password file that is not a small regular file, and a shutdown while a plugin is stuck.
 #[path = "cli/hardening.rs"]
 mod hardening;
+
+/// `qgate test`: policy tests without a network.
+#[path = "cli/policy_test.rs"]
+mod policy_test;
