@@ -34,7 +34,8 @@ usage: cargo xtask <command> [args]
 commands:
   run [--gateway] [ARGS...]    run qgate with config.toml (release build); ARGS go to `qgate serve`;
                                --gateway runs it in front of a second qgate serving demo-api
-  test                         run every check in CI's order: fmt, clippy, test, doc, clients
+  test                         run every check in CI's order: fmt, clippy, test, policy
+                               tests, bench smoke, doc, clients
   clients [SUITE...]           run the real-client tests (PyKX, aiokdb, qPython, node-q),
                                installing the clients under target/clients/ first
                                (suites: pykx-aiokdb, qpython, node; default all)

@@ -2,8 +2,9 @@
 //!
 //! First the plugins (built for wasm32-wasip2, with their native unit tests and clippy), which the
 //! tests load; then the cargo steps cheapest first, so a formatting slip fails in seconds rather
-//! than after a build: fmt, clippy, test (which includes the tidy test), smoke runs of the
-//! benchmark harness and its hot-swap scenario, doc;
+//! than after a build: fmt, clippy, test (which includes the tidy test), the walkthrough's policy
+//! tests (`qgate test tests/policy/walkthrough.toml`), smoke runs of the benchmark harness and
+//! its hot-swap scenario, doc;
 //! then the real-client tests (`cargo xtask clients`), which install PyKX, qPython, aiokdb and
 //! node-q on first use.
 //! `.ci/run` is this command and nothing else, so CI and a developer run the same thing.
@@ -36,6 +37,20 @@ const STEPS: &[Step] = &[
     },
     Step {
         args: &["test", "--workspace"],
+        env: &[],
+    },
+    // The walkthrough's policy tests, run by `qgate test` as a user runs them: the debug binary
+    // `cargo test` has just built, so nothing is compiled but the plugins it loads.
+    Step {
+        args: &[
+            "run",
+            "--quiet",
+            "-p",
+            "qgate",
+            "--",
+            "test",
+            "tests/policy/walkthrough.toml",
+        ],
         env: &[],
     },
     // A few seconds of the benchmark harness on the floor and qgate, alone, with plugins (built
