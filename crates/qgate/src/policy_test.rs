@@ -190,15 +190,22 @@ impl Expected {
 /// A case, checked and ready to run.
 struct Case {
     name: String,
-    event: Event,
+    event: Action,
     session: Session,
-    password: Option<Vec<u8>>,
-    /// The message of a sync or async case.
-    request: Option<Request>,
     expect: Expected,
     message: Option<String>,
     value: Option<String>,
     value_contains: Option<String>,
+}
+
+/// A case's event, with what it carries.
+enum Action {
+    /// The handshake's password, `None` when it had no `:`.
+    Auth(Option<Vec<u8>>),
+    Open,
+    Sync(Request),
+    Async(Request),
+    Close,
 }
 
 /// What the chain did with a case's event.
@@ -292,11 +299,11 @@ impl Case {
     /// Calls the chain with the case's event.
     async fn run(&self, host: &PluginHost) -> Outcome {
         let session = &self.session;
-        match self.event {
-            Event::Auth => {
+        match &self.event {
+            Action::Auth(password) => {
                 let credentials = Credentials {
                     user: session.user.to_vec(),
-                    password: self.password.clone(),
+                    password: password.clone(),
                 };
                 match host.on_auth(session, &credentials).await {
                     AuthVerdict::Allow(user) => {
@@ -306,20 +313,16 @@ impl Case {
                     AuthVerdict::Pass => Outcome::Pass,
                 }
             }
-            Event::Open => match host.on_open(session).await {
+            Action::Open => match host.on_open(session).await {
                 OpenVerdict::Keep => Outcome::Allow(None),
                 OpenVerdict::Close(reason) => Outcome::Deny(Some(reason)),
             },
-            Event::Close => {
+            Action::Close => {
                 host.on_close(session, &CloseReason::ClientClosed).await;
                 Outcome::Allow(None)
             }
-            Event::Sync | Event::Async => {
-                let Some(request) = &self.request else {
-                    // Checked when the case was read: a message case has a message.
-                    return Outcome::Deny(Some("the case has no message".to_owned()));
-                };
-                let verdict = if self.event == Event::Sync {
+            Action::Sync(request) | Action::Async(request) => {
+                let verdict = if matches!(self.event, Action::Sync(_)) {
                     host.on_sync(session, request).await
                 } else {
                     host.on_async(session, request).await
@@ -506,38 +509,21 @@ fn check_case(index: usize, spec: CaseSpec) -> Result<Case> {
         .filter(|(_, given)| *given)
         .map(|(key, _)| *key)
         .collect();
-    let request = match spec.event {
-        Event::Sync | Event::Async => {
-            let value = match (given.as_slice(), &spec.text, &spec.call, &spec.data) {
-                ([_], Some(text), _, _) => K::string(text),
-                ([_], _, Some(call), _) => read_call(call).context("call")?,
-                ([_], _, _, Some(data)) => read_data(data).context("data")?,
-                ([], ..) => bail!(
-                    "a {} case needs its message: `text`, `call` or `data`",
-                    event_name(spec.event)
-                ),
-                _ => bail!(
-                    "{} are all given; a case sends one message",
-                    given.join(", ")
-                ),
-            };
-            let message_type = if spec.event == Event::Sync {
-                MessageType::Sync
-            } else {
-                MessageType::Async
-            };
-            Some(request(message_type, &value)?)
-        }
-        event => {
-            if let Some(key) = given.first() {
-                bail!(
-                    "{key}: only sync and async cases send a message, this is an {} case",
-                    event_name(event)
-                );
-            }
-            None
-        }
+    let event = match spec.event {
+        Event::Sync => Action::Sync(read_message(&spec, &given, MessageType::Sync)?),
+        Event::Async => Action::Async(read_message(&spec, &given, MessageType::Async)?),
+        Event::Auth => Action::Auth(spec.password.clone().map(String::into_bytes)),
+        Event::Open => Action::Open,
+        Event::Close => Action::Close,
     };
+    if !matches!(spec.event, Event::Sync | Event::Async)
+        && let Some(key) = given.first()
+    {
+        bail!(
+            "{key}: only sync and async cases send a message, this is an {} case",
+            event_name(spec.event)
+        );
+    }
     if spec.password.is_some() && spec.event != Event::Auth {
         bail!("password: only auth cases have one");
     }
@@ -612,15 +598,31 @@ fn check_case(index: usize, spec: CaseSpec) -> Result<Case> {
     }
     Ok(Case {
         name: spec.name,
-        event: spec.event,
+        event,
         session,
-        password: spec.password.map(String::into_bytes),
-        request,
         expect: spec.expect,
         message: spec.message,
         value: spec.value,
         value_contains: spec.value_contains,
     })
+}
+
+/// The message of a sync or async case: its one `text`, `call` or `data`, as a client sends it.
+fn read_message(spec: &CaseSpec, given: &[&str], message_type: MessageType) -> Result<Request> {
+    let value = match (given, &spec.text, &spec.call, &spec.data) {
+        ([_], Some(text), _, _) => K::string(text),
+        ([_], _, Some(call), _) => read_call(call).context("call")?,
+        ([_], _, _, Some(data)) => read_data(data).context("data")?,
+        ([], ..) => bail!(
+            "a {} case needs its message: `text`, `call` or `data`",
+            event_name(spec.event)
+        ),
+        _ => bail!(
+            "{}: a case sends one message; give one of `text`, `call` and `data`",
+            given.join(" and ")
+        ),
+    };
+    request(message_type, &value)
 }
 
 fn event_name(event: Event) -> &'static str {

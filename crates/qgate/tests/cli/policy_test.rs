@@ -165,7 +165,8 @@ fn a_malformed_file_is_an_error_naming_the_key() {
             "two.toml",
             "[[case]]\nname = \"x\"\nevent = \"sync\"\ntext = \"1\"\ncall = \"f[1]\"\n\
              expect = \"deny\"\n",
-            "case[0] \"x\": text, call are all given; a case sends one message",
+            "case[0] \"x\": text and call: a case sends one message; give one of `text`, `call` \
+             and `data`",
         ),
         (
             "call.toml",
