@@ -62,9 +62,9 @@
 //! of the same handle removes it.
 //!
 //! Output: a line for each failing case, naming the file, the case, what was expected and what
-//! came back; then `N passed, M failed`. The exit status is 0 when every case passed, 1 when any
-//! failed, and 2 when a file cannot be read, does not parse, or its chain does not load (the
-//! error names the file and the key).
+//! came back; then `N passed, M failed` (and `, K files not run` when some could not be). The exit
+//! status is 0 when every case passed, 1 when any failed, and 2 when a file cannot be read, does
+//! not parse, or its chain does not load (the error, on stderr, names the file and the key).
 
 use std::{
     collections::HashSet,
@@ -520,8 +520,8 @@ fn check_case(index: usize, spec: CaseSpec) -> Result<Case> {
         && let Some(key) = given.first()
     {
         bail!(
-            "{key}: only sync and async cases send a message, this is an {} case",
-            event_name(spec.event)
+            "{key}: only sync and async cases send a message, this is {} case",
+            an_event(spec.event)
         );
     }
     if spec.password.is_some() && spec.event != Event::Auth {
@@ -542,8 +542,8 @@ fn check_case(index: usize, spec: CaseSpec) -> Result<Case> {
     if !allowed.contains(&spec.expect) {
         let names: Vec<&str> = allowed.iter().map(|expect| expect.name()).collect();
         bail!(
-            "expect: an {} case cannot {}; it can {}",
-            event_name(spec.event),
+            "expect: {} case cannot {}; it can {}",
+            an_event(spec.event),
             spec.expect.name(),
             names.join(", ")
         );
@@ -614,8 +614,8 @@ fn read_message(spec: &CaseSpec, given: &[&str], message_type: MessageType) -> R
         ([_], _, Some(call), _) => read_call(call).context("call")?,
         ([_], _, _, Some(data)) => read_data(data).context("data")?,
         ([], ..) => bail!(
-            "a {} case needs its message: `text`, `call` or `data`",
-            event_name(spec.event)
+            "{} case needs its message: `text`, `call` or `data`",
+            an_event(spec.event)
         ),
         _ => bail!(
             "{}: a case sends one message; give one of `text`, `call` and `data`",
@@ -625,13 +625,14 @@ fn read_message(spec: &CaseSpec, given: &[&str], message_type: MessageType) -> R
     request(message_type, &value)
 }
 
-fn event_name(event: Event) -> &'static str {
+/// The event's name with its article, for messages: "an auth", "a sync".
+fn an_event(event: Event) -> &'static str {
     match event {
-        Event::Auth => "auth",
-        Event::Open => "open",
-        Event::Sync => "sync",
-        Event::Async => "async",
-        Event::Close => "close",
+        Event::Auth => "an auth",
+        Event::Open => "an open",
+        Event::Sync => "a sync",
+        Event::Async => "an async",
+        Event::Close => "a close",
     }
 }
 
@@ -890,6 +891,88 @@ mod tests {
         assert!(data("x").contains("`x` is a name"), "{}", data("x"));
         assert!(data("1+2").contains("is not q data"), "{}", data("1+2"));
         assert!(data("til 3").contains("is not q data"), "{}", data("til 3"));
+    }
+
+    fn case(keys: &str) -> Result<Case> {
+        let file = parse_file(&format!("[[case]]\nname = \"c\"\n{keys}"))?;
+        let spec = file.cases.into_iter().next().expect("one case");
+        check_case(0, spec)
+    }
+
+    fn error(keys: &str) -> String {
+        match case(keys) {
+            Ok(_) => format!("no error for {keys:?}"),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    #[test]
+    fn a_case_makes_its_session() {
+        let made = case(
+            "event = \"sync\"\nuser = \"u\"\npeer = \"[::1]:6000\"\ntls_cn = \"cn\"\n\
+             text = \"x\"\nexpect = \"allow\"",
+        )
+        .expect("a valid case");
+        let session = &made.session;
+        assert_eq!(&*session.user, b"u");
+        assert_eq!(session.handle, Handle(1));
+        assert_eq!(session.peer, "[::1]:6000".parse().expect("an address"));
+        let tls = session.tls.as_ref().expect("a TLS session");
+        let cert = tls.client_cert.as_ref().expect("a client certificate");
+        assert_eq!(cert.subject_cn.as_deref(), Some("cn"));
+
+        let plain = case("event = \"open\"\npeer = \"10.0.0.1\"\nhandle = 9\nexpect = \"deny\"")
+            .expect("a valid case");
+        assert_eq!(plain.session.handle, Handle(9));
+        assert_eq!(
+            plain.session.peer,
+            SocketAddr::new(IpAddr::from([10, 0, 0, 1]), DEFAULT_PEER_PORT)
+        );
+        assert!(plain.session.tls.is_none());
+        let tls = case("event = \"close\"\ntls = true\nexpect = \"allow\"").expect("a valid case");
+        let facts = tls.session.tls.as_ref().expect("a TLS session");
+        assert!(facts.client_cert.is_none());
+    }
+
+    #[test]
+    fn keys_that_do_not_fit_the_case_are_refused() {
+        for (keys, want) in [
+            (
+                "event = \"sync\"\ntext = \"x\"\npassword = \"p\"\nexpect = \"allow\"",
+                "password: only auth cases",
+            ),
+            (
+                "event = \"sync\"\ntext = \"x\"\nexpect = \"deny\"\nvalue = \"1\"",
+                "value: is for",
+            ),
+            (
+                "event = \"sync\"\ntext = \"x\"\nexpect = \"allow\"\nvalue_contains = \"1\"",
+                "value_contains: is for",
+            ),
+            (
+                "event = \"auth\"\nexpect = \"deny\"\nmessage = \"m\"",
+                "message: an auth hook denies without",
+            ),
+            (
+                "event = \"close\"\nexpect = \"deny\"",
+                "expect: a close case cannot deny",
+            ),
+            (
+                "event = \"open\"\ntext = \"x\"\nexpect = \"allow\"",
+                "text: only sync and async cases",
+            ),
+            (
+                "event = \"async\"\nexpect = \"allow\"",
+                "an async case needs its message",
+            ),
+            (
+                "event = \"sync\"\ntext = \"x\"\npeer = \"host:1\"\nexpect = \"allow\"",
+                "peer: \"host:1\" is not IP",
+            ),
+        ] {
+            let got = error(keys);
+            assert!(got.contains(want), "{keys:?}: {got}");
+        }
     }
 
     #[test]

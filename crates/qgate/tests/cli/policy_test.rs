@@ -179,6 +179,12 @@ fn a_malformed_file_is_an_error_naming_the_key() {
             "case[0] \"x\": expect: an open case cannot reply; it can allow, deny",
         ),
         (
+            "twice.toml",
+            "[[case]]\nname = \"x\"\nevent = \"close\"\nexpect = \"allow\"\n\
+             [[case]]\nname = \"x\"\nevent = \"open\"\nexpect = \"allow\"\n",
+            "case[1].name: \"x\" is the name of an earlier case; each case needs its own",
+        ),
+        (
             "none.toml",
             "",
             "no `[[case]]`: a test file with nothing to check would always pass",
