@@ -1,7 +1,7 @@
 //! qgate's plugin host: the only crate that knows wasmtime.
 //!
 //! [`PluginHost`] loads the plugins that [`HostOptions`] lists, WebAssembly components that
-//! implement `wit/plugin.wit` (`qgate:plugin@0.2.0`), and implements [`qgate_hooks::Hooks`] by
+//! implement `wit/plugin.wit` (`qgate:plugin@0.3.0`), and implements [`qgate_hooks::Hooks`] by
 //! running each event through them in order, as `shared/DESIGN.md` describes the chains:
 //!
 //! | event | chain |
@@ -45,6 +45,7 @@
 
 mod bindings;
 mod engine;
+mod facts;
 mod kv;
 mod lock;
 mod offload;
@@ -67,8 +68,9 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 
 use crate::{
     bindings::types,
+    facts::FactsCell,
     plugin::{Counters, Failure, Plugin},
-    state::{HostState, MessageRef},
+    state::{HostState, Lent, MessageRef},
     swap::{Loader, Slot},
 };
 // The public surface: the host, its options and its error, swaps and their outcomes, digests,
@@ -418,7 +420,12 @@ impl PluginHost {
         let started = Instant::now();
         let wit_session = state::session(session);
         let summary = state::summary(request);
-        let (verdict, decided_by) = self.decide_message(&wit_session, &summary, request, sync);
+        let facts = FactsCell::new();
+        let lent = Lent {
+            request,
+            facts: &facts,
+        };
+        let (verdict, decided_by) = self.decide_message(&wit_session, &summary, lent, sync);
         if self.takes(types::Events::OUTCOME) {
             let (decision, reason) = match &verdict {
                 Verdict::Pass => (types::Decision::Passed, None),
@@ -433,7 +440,7 @@ impl PluginHost {
             };
             self.tell_outcome(
                 &wit_session,
-                Some(&summary),
+                Some((&summary, lent)),
                 outcome(event, decision, reason, decided_by, started),
             );
         }
@@ -445,7 +452,7 @@ impl PluginHost {
         &self,
         wit_session: &types::Session,
         summary: &types::Summary,
-        request: &Request,
+        lent: Lent<'_>,
         sync: bool,
     ) -> (Verdict, Option<String>) {
         let event = if sync { "sync" } else { "async" };
@@ -460,7 +467,7 @@ impl PluginHost {
             if !plugin.events.contains(flag) {
                 continue;
             }
-            let result = plugin.call(Some(request), |instance| {
+            let result = plugin.call(Some(lent), |instance| {
                 let message = next_message(instance.store.data_mut());
                 let verdict = if sync {
                     instance.bindings.call_on_sync(
@@ -608,11 +615,12 @@ impl PluginHost {
             .any(|slot| slot.current.load().events.contains(event))
     }
 
-    /// Tells the plugins that take `outcome` what the chain decided; their failures are logged.
+    /// Tells the plugins that take `outcome` what the chain decided, with the message of a sync or
+    /// async event lent again (its facts as the chain left them); their failures are logged.
     fn tell_outcome(
         &self,
         wit_session: &types::Session,
-        summary: Option<&types::Summary>,
+        message: Option<(&types::Summary, Lent<'_>)>,
         outcome: types::Outcome,
     ) {
         for slot in &self.slots {
@@ -620,13 +628,17 @@ impl PluginHost {
             if !plugin.events.contains(types::Events::OUTCOME) {
                 continue;
             }
-            let result = plugin.call(None, |instance| {
-                instance.bindings.call_on_outcome(
+            let result = plugin.call(message.map(|(_, lent)| lent), |instance| {
+                let lent_message = message.map(|_| next_message(instance.store.data_mut()));
+                let result = instance.bindings.call_on_outcome(
                     &mut instance.store,
                     wit_session,
-                    summary,
+                    message.map(|(summary, _)| summary),
+                    lent_message,
                     &outcome,
-                )
+                );
+                instance.store.data_mut().message_rep = 0;
+                result
             });
             if let Err(failure) = result {
                 failed(&plugin, "outcome", &failure);

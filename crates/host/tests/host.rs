@@ -393,3 +393,73 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// Hot-swap, rollback and locked deployments.
 #[path = "host/swap.rs"]
 mod swap;
+
+/// A `facts` fixture: answers with the facts when `reply`, passes otherwise.
+fn facts_spec(name: &str, reply: bool) -> PluginSpec {
+    let mut spec = PluginSpec::new(name, component("facts"));
+    spec.config.insert("reply".into(), reply.into());
+    spec
+}
+
+/// The symbols under `key` in a dictionary of symbol lists, in q syntax.
+fn entry(dict: &K, key: &str) -> String {
+    let K::Dict(dict) = dict else {
+        panic!("not a dictionary: {dict}");
+    };
+    let (K::Vector(keys), K::List(values)) = (&*dict.keys, &*dict.values) else {
+        panic!("not a dictionary of lists: {dict:?}");
+    };
+    let qgate_ipc::VectorData::Symbol(keys) = &keys.data else {
+        panic!("keys are not symbols");
+    };
+    let index = keys
+        .iter()
+        .position(|k| k == key.as_bytes())
+        .unwrap_or_else(|| panic!("no key {key}"));
+    values.items[index].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_plugin_of_a_chain_and_the_outcome_see_one_messages_facts() {
+    // The first asks and passes, the second asks again and answers: one parse serves both.
+    let host = host(vec![facts_spec("first", false), facts_spec("second", true)]);
+    let s = session();
+    let ask = |value: K| {
+        let host = &host;
+        let s = &s;
+        async move {
+            match host.on_sync(s, &request(&value)).await {
+                Verdict::Reply(reply) => reply,
+                other => panic!("no reply: {other:?}"),
+            }
+        }
+    };
+
+    let text = ask(K::string("select from trade where sym=`a; .z.pg:{x}")).await;
+    assert_eq!(entry(&text, "tablesRead"), ",`trade");
+    assert_eq!(entry(&text, "assigned"), ",`.z.pg");
+    assert_eq!(entry(&text, "flags"), "`multi`lambda`assign`assign_z");
+
+    let call = ask(K::list(vec![K::symbol("getTrades"), K::symbol("AAPL")])).await;
+    assert_eq!(entry(&call, "functions"), ",`getTrades");
+    assert_eq!(entry(&call, "flags"), "`symbol$()");
+
+    let eval = ask(K::list(vec![K::symbol("value"), K::string("exit 0")])).await;
+    assert_eq!(entry(&eval, "flags"), ",`eval");
+
+    let unparsed = ask(K::string("k)+/1 2")).await;
+    assert_eq!(entry(&unparsed, "flags"), ",`unparsed");
+
+    // The outcome of the call before `lastOutcome` saw the same facts.
+    let last = ask(K::string("lastOutcome")).await;
+    let last = last.to_string();
+    assert!(
+        last.contains("UNPARSED") || last.contains("unparsed"),
+        "{last}"
+    );
+
+    // Nothing but a string, a list or a symbol has facts.
+    let atom = ask(K::long(3)).await;
+    assert_eq!(entry(&atom, "flags"), "`symbol$()");
+    assert_eq!(entry(&atom, "functions"), "`symbol$()");
+}
