@@ -58,6 +58,20 @@ impl FactsExt for Facts {
     }
 }
 
+/// The shape of a free-text query: its parse tree with literal values replaced by their types
+/// (`qgate_q::shape`), so that the same query with other values has the same shape; `None` when
+/// the text does not parse. The text is parsed here, in the guest.
+///
+/// ```
+/// use qgate_plugin_sdk::facts::shape;
+///
+/// assert_eq!(shape(b"select from t where x>1"), shape(b"select from t where x>99"));
+/// assert_eq!(shape(b"k)1"), None);
+/// ```
+pub fn shape(text: &[u8]) -> Option<String> {
+    qgate_q::parse(text).ok().map(|tree| qgate_q::shape(&tree))
+}
+
 /// Each WIT flag with the parser's.
 const FLAGS: [(QueryFlags, Flags); 10] = [
     (QueryFlags::SYSTEM, Flags::SYSTEM),
