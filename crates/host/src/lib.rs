@@ -77,7 +77,7 @@ use crate::{
 // keys and signatures (and `check_artifact`, below), and the limits it applies.
 pub use crate::{
     engine::{EPOCH_TICK, MAX_INSTANCES_PER_VERSION},
-    kv::{MAX_KV_KEY_BYTES, MAX_KV_TOTAL_BYTES, MAX_KV_VALUE_BYTES},
+    kv::{KV_SAVE_INTERVAL, MAX_KV_KEY_BYTES, MAX_KV_TOTAL_BYTES, MAX_KV_VALUE_BYTES},
     lock::{Digest, LockPolicy, ParseError, PublicKey, SecretKey, signature_path},
     plugin::{MAX_BACKOFF, MIN_BACKOFF, MIN_INIT_BUDGET},
     state::MAX_SUMMARY_TEXT_BYTES,
@@ -143,6 +143,10 @@ pub struct PluginSpec {
     pub routes: Vec<String>,
     /// The largest file that is read as the plugin's component; a larger one is refused.
     pub max_file_bytes: u64,
+    /// Where the plugin's kv store is kept across restarts: loaded at start (a missing file is an
+    /// empty store), written atomically at most every [`KV_SAVE_INTERVAL`] when it changed and
+    /// once more when the host is dropped. `None` keeps the store in memory only.
+    pub kv_file: Option<PathBuf>,
 }
 
 impl PluginSpec {
@@ -173,6 +177,7 @@ impl PluginSpec {
             sha256: None,
             routes: Vec::new(),
             max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
+            kv_file: None,
         }
     }
 }
@@ -234,6 +239,18 @@ pub enum HostError {
         /// Why, with wasmtime's details.
         message: String,
     },
+    /// A plugin's `kv_file` exists but cannot be read as its store: not a regular file, too
+    /// large, slow to read, not a kv file, or holding an entry over the store's limits. Move it
+    /// away to start with an empty store.
+    #[error("failed to load the kv_file of plugin {plugin} from {path:?}: {message}")]
+    KvFile {
+        /// The plugin's name.
+        plugin: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
 /// The plugin host: a chain of plugins behind [`Hooks`], each of which can be swapped for a new
@@ -241,6 +258,8 @@ pub enum HostError {
 pub struct PluginHost {
     slots: Vec<Slot>,
     loader: Loader,
+    /// Writes the stores that have a `kv_file`; dropped (a last write) before the slots.
+    _kv_saver: Option<kv::KvSaver>,
     /// Ticks the engine's epoch until the host is dropped.
     _ticker: engine::EpochTicker,
 }
@@ -294,9 +313,20 @@ impl PluginHost {
         for spec in options.plugins {
             slots.push(Slot::load(&loader, spec)?);
         }
+        let persisted = slots
+            .iter()
+            .filter_map(|slot| {
+                let path = slot.spec.kv_file.clone()?;
+                Some((slot.kv.clone(), path, slot.spec.name.clone()))
+            })
+            .collect();
+        let kv_saver = kv::KvSaver::start(persisted).map_err(|e| HostError::Engine {
+            message: format!("failed to start the kv_file thread: {e}"),
+        })?;
         Ok(Self {
             slots,
             loader,
+            _kv_saver: kv_saver,
             _ticker: ticker,
         })
     }

@@ -463,3 +463,52 @@ async fn every_plugin_of_a_chain_and_the_outcome_see_one_messages_facts() {
     assert_eq!(entry(&atom, "flags"), "`symbol$()");
     assert_eq!(entry(&atom, "functions"), "`symbol$()");
 }
+
+/// The `versioned` fixture's count of async messages on the session's connection.
+async fn count(host: &PluginHost, s: &Session) -> Verdict {
+    host.on_sync(s, &request(&K::string("count"))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_file_keeps_the_store_across_a_restart() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kv-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a test directory");
+    let kv_file = dir.join("policy.kv");
+    let _ = std::fs::remove_file(&kv_file);
+    let versioned = || {
+        let mut spec = PluginSpec::new("policy", component("version-a"));
+        spec.kv_file = Some(kv_file.clone());
+        spec
+    };
+    let s = session();
+    // The first run: three async messages counted in kv, written when the host is dropped.
+    let first = host(vec![versioned()]);
+    for _ in 0..3 {
+        assert_eq!(first.on_async(&s, &request(&call())).await, Verdict::Pass);
+    }
+    assert_eq!(count(&first, &s).await, Verdict::Reply(K::long(3)));
+    drop(first);
+    assert!(
+        kv_file.is_file(),
+        "the store was not written to {kv_file:?}"
+    );
+
+    // The restart goes on from there.
+    let second = host(vec![versioned()]);
+    assert_eq!(count(&second, &s).await, Verdict::Reply(K::long(3)));
+    assert_eq!(second.on_async(&s, &request(&call())).await, Verdict::Pass);
+    drop(second);
+    let third = host(vec![versioned()]);
+    assert_eq!(count(&third, &s).await, Verdict::Reply(K::long(4)));
+    drop(third);
+
+    // A file that is not a store is refused by name, never silently emptied.
+    std::fs::write(&kv_file, b"something else").expect("writable");
+    let error = PluginHost::new(options(vec![versioned()])).expect_err("a bad kv_file refuses");
+    assert!(
+        error.to_string().contains("kv_file of plugin policy"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).expect("removable");
+}
