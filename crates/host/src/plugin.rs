@@ -28,7 +28,6 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use qgate_hooks::Request;
 use wasmtime::{
     Engine, Store, Trap,
     component::{Component, Linker},
@@ -39,7 +38,7 @@ use crate::{
     engine::MAX_INSTANCES_PER_VERSION,
     lock::Digest,
     offload,
-    state::{self, HostState, PluginShared},
+    state::{self, HostState, Lent, PluginShared},
     store::{self, StoreBuilder},
 };
 
@@ -275,17 +274,17 @@ impl Plugin {
         Ok(Instance { store, bindings })
     }
 
-    /// Runs `f` on an instance within the plugin's time budget, with `request` lent to the
+    /// Runs `f` on an instance within the plugin's time budget, with `lent` lent to the
     /// `message` resource for the length of the call. A failed instance is thrown away and
     /// replaced.
     pub(crate) fn call<R: Send>(
         &self,
-        request: Option<&Request>,
+        lent: Option<Lent<'_>>,
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<R> + Send,
     ) -> Result<R, Failure> {
         Counters::count(&self.counters.calls);
-        offload::run_outside_async(self.needs_blocking, || match request {
-            Some(request) => state::with_request(request, || self.call_inner(f)),
+        offload::run_outside_async(self.needs_blocking, || match lent {
+            Some(lent) => state::with_request(lent, || self.call_inner(f)),
             None => self.call_inner(f),
         })
     }
