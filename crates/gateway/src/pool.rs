@@ -331,14 +331,47 @@ fn give_back(service: &Service, mut conn: UpstreamConn) {
 }
 
 /// Forgets a connection that is closed or being closed.
-fn forget(service: &Service, conn: UpstreamConn) {
+///
+/// Its slot is free again. When queries are waiting for a connection, a new one is opened in its
+/// place and handed to the next of them; without this, they would wait out `queue_timeout` for a
+/// connection that is never given back.
+fn forget(service: &Arc<Service>, conn: UpstreamConn) {
     let index = service.replica_index(&conn);
     let pool = service.pool();
     let mut state = pool.lock();
     state.open[index] = state.open[index].saturating_sub(1);
+    let replace = state.waiting.any_waiting();
+    if replace {
+        state.open[index] += 1;
+    }
     drop(state);
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(conn.close());
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // Leases live in tasks, so there is always a runtime; without one, nothing is replaced.
+        if replace {
+            let mut state = pool.lock();
+            state.open[index] = state.open[index].saturating_sub(1);
+        }
+        return;
+    };
+    runtime.spawn(conn.close());
+    if replace {
+        let service = Arc::clone(service);
+        runtime.spawn(async move {
+            let replica = Arc::clone(&service.replicas[index]);
+            match service.connect(&replica, None).await {
+                Ok(conn) => give_back(&service, conn),
+                Err(error) => {
+                    tracing::info!(
+                        upstream = %service.options.name,
+                        server = %replica.address,
+                        %error,
+                        "cannot replace a closed pooled connection; waiting queries wait on"
+                    );
+                    let mut state = service.pool().lock();
+                    state.open[index] = state.open[index].saturating_sub(1);
+                }
+            }
+        });
     }
 }
 
@@ -378,6 +411,13 @@ impl<T: Waiting> FairQueue<T> {
             self.order.push_back(user);
         }
         queue.push_back(waiter);
+    }
+
+    /// Whether any waiter is still waiting.
+    fn any_waiting(&self) -> bool {
+        self.waiters
+            .values()
+            .any(|queue| queue.iter().any(Waiting::waiting))
     }
 
     /// The next waiter that is still waiting, taking turns between users.

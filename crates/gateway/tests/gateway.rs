@@ -497,6 +497,39 @@ async fn a_query_that_waits_past_queue_timeout_is_told_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_waiting_for_a_connection_that_breaks_gets_a_new_one() {
+    let rdb = Upstream::start(UpstreamOptions {
+        serialise: false,
+        ..UpstreamOptions::default()
+    })
+    .unwrap();
+    let mut rdb_service = pooled(service("rdb", &[&rdb]), 1);
+    rdb_service.query_timeout = Some(Duration::from_millis(500));
+    rdb_service.queue_timeout = Duration::from_secs(20);
+    let gateway = gateway(vec![rdb_service]);
+    let mut slow = open(&gateway, "slow").await;
+    let busy =
+        tokio::spawn(
+            async move { ask(&mut slow, None, &call("sleep", vec![K::long(5000)])).await },
+        );
+    eventually("the slow query holds the only connection", || {
+        rdb.stats().busy == 1
+    })
+    .await;
+    // Queued behind the slow query, whose timeout closes the only connection: the waiting query
+    // is answered on a new one at once, not after its queue_timeout.
+    let mut waiting = open(&gateway, "bob").await;
+    let reply = ask(&mut waiting, None, &call("echo", vec![K::long(5)]))
+        .await
+        .unwrap();
+    assert_eq!(reply.reply(), K::long(5));
+    assert!(matches!(
+        bounded(busy).await.unwrap(),
+        Err(ForwardError::Refuse(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_is_reused_only_after_a_gone_clients_reply_is_drained() {
     let rdb = Upstream::start(UpstreamOptions {
         serialise: false,
