@@ -872,7 +872,7 @@ fn forward_failed(error: ForwardError) -> CloseReason {
         ForwardError::Broken(cause) => {
             tracing::warn!(
                 cause = %ClientText(cause.as_bytes()),
-                "the reply was cut off in the middle; closing the client"
+                "the reply was cut off mid-message; closing the client"
             );
             CloseReason::Io(format!("reply cut off: {cause}"))
         }
