@@ -77,6 +77,15 @@ struct Args {
     /// The first wait that failed logins cost later attempts, or 0 to turn the protection off.
     #[arg(long, value_name = "MS")]
     failed_login_delay_ms: Option<u64>,
+    /// The memory budget for messages and replies in flight, in MiB.
+    #[arg(long, value_name = "MIB")]
+    memory_budget_mib: Option<usize>,
+    /// The largest message, after decompression, in MiB.
+    #[arg(long, value_name = "MIB")]
+    max_message_mib: Option<usize>,
+    /// How many times its wire size a compressed message may expand to.
+    #[arg(long, value_name = "N")]
+    max_expansion: Option<usize>,
     /// Stop after this long whatever happens, so that a forgotten server cannot outlive a test run.
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     lifetime_secs: u64,
@@ -167,6 +176,15 @@ fn options(args: &Args) -> ServerOptions {
     }
     if let Some(ms) = args.failed_login_delay_ms {
         options.login_backoff.first_delay = (ms > 0).then(|| Duration::from_millis(ms));
+    }
+    if let Some(mib) = args.memory_budget_mib {
+        options.limits.memory_budget = mib << 20;
+    }
+    if let Some(mib) = args.max_message_mib {
+        options.limits.max_message_bytes = mib << 20;
+    }
+    if let Some(n) = args.max_expansion {
+        options.limits.max_expansion = n;
     }
     options.shutdown_grace = Duration::from_secs(2);
     options
