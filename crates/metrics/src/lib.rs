@@ -22,6 +22,8 @@ use std::{
     time::Duration,
 };
 
+/// The registry [`Metrics::register`] registers in and [`Metrics::render`] renders.
+pub use prometheus_client::registry::Registry;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder},
@@ -33,7 +35,6 @@ use prometheus_client::{
         gauge::{ConstGauge, Gauge},
         info::Info,
     },
-    registry::Registry,
 };
 
 /// The upper bounds of request durations, in seconds: 50 us to 13 s, each four times the last.
