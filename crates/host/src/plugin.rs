@@ -29,6 +29,7 @@ use std::{
 };
 
 use qgate_hooks::Request;
+use qgate_metrics::PluginMetrics;
 use wasmtime::{
     Engine, Store, Trap,
     component::{Component, Linker},
@@ -178,6 +179,8 @@ pub(crate) struct Plugin {
     pub(crate) loaded_at: SystemTime,
     pub(crate) load_time: Duration,
     pub(crate) counters: Counters,
+    /// This version's calls, by result, and their durations.
+    metrics: PluginMetrics,
     pub(crate) fail_open: bool,
     pub(crate) events: bindings::types::Events,
     time_budget: Duration,
@@ -211,6 +214,7 @@ pub(crate) struct LoadOptions {
     pub(crate) fail_open: bool,
     pub(crate) time_budget: Duration,
     pub(crate) memory_limit: usize,
+    pub(crate) metrics: PluginMetrics,
 }
 
 impl Plugin {
@@ -235,6 +239,7 @@ impl Plugin {
             loaded_at: SystemTime::now(),
             load_time: Duration::ZERO,
             counters: Counters::default(),
+            metrics: options.metrics,
             fail_open: options.fail_open,
             events: bindings::types::Events::empty(),
             time_budget: options.time_budget,
@@ -284,10 +289,13 @@ impl Plugin {
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<R> + Send,
     ) -> Result<R, Failure> {
         Counters::count(&self.counters.calls);
-        offload::run_outside_async(self.needs_blocking, || match request {
+        let started = Instant::now();
+        let result = offload::run_outside_async(self.needs_blocking, || match request {
             Some(request) => state::with_request(request, || self.call_inner(f)),
             None => self.call_inner(f),
-        })
+        });
+        self.metrics.call(result.is_ok(), started.elapsed());
+        result
     }
 
     fn call_inner<R>(
