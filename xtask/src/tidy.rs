@@ -89,7 +89,14 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     // tests (a dev-dependency) start test upstreams from `qgate-e2e`.
     (
         "qgate-gateway",
-        &["qgate-ipc", "qgate-hooks", "qgate-files", "qgate-e2e"],
+        &[
+            "qgate-ipc",
+            "qgate-hooks",
+            "qgate-files",
+            "qgate-e2e",
+            // Each replica's query durations and errors, read at each scrape.
+            "qgate-metrics",
+        ],
     ),
     ("qgate-test-support", &["qgate-ipc", "qgate-hooks"]),
     ("qgate-test-plugins", &[]),

@@ -150,6 +150,11 @@ struct HistogramInner {
 }
 
 impl AtomicHistogram {
+    /// A histogram of query durations, with the buckets of `qgate_request_duration_seconds`.
+    pub fn for_queries() -> Self {
+        Self::new(&REQUEST_BUCKETS)
+    }
+
     fn new(bounds: &'static [f64]) -> Self {
         Self {
             inner: Arc::new(HistogramInner {
@@ -457,7 +462,7 @@ impl PluginMetrics {
 }
 
 /// One replica of an upstream, read at scrape time.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct UpstreamServer {
     /// The upstream's name in the config.
     pub upstream: String,
@@ -471,10 +476,12 @@ pub struct UpstreamServer {
     pub in_flight: u64,
     /// Failures seen since start: connects refused, health checks failed, connections lost.
     pub errors: u64,
+    /// The time of each query sent to it, from sent to answered (or failed).
+    pub query_duration: AtomicHistogram,
 }
 
 /// One upstream, read at scrape time.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Upstream {
     /// The upstream's name in the config.
     pub name: String,
@@ -552,6 +559,21 @@ impl<S: UpstreamSource> Collector for Upstreams<S> {
             ];
             ConstCounter::new(server.errors).encode(family.encode_family(&labels)?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "qgate_upstream_query_duration_seconds",
+            "Time from a query sent to the upstream server to its reply read whole, or its failure",
+            None,
+            MetricType::Histogram,
+        )?;
+        for server in servers() {
+            let labels = [
+                ("upstream", server.upstream.as_str()),
+                ("server", server.server.as_str()),
+            ];
+            server
+                .query_duration
+                .encode(family.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }
@@ -626,6 +648,11 @@ mod tests {
                 connections: 2,
                 in_flight: 1,
                 errors: 3,
+                query_duration: {
+                    let histogram = AtomicHistogram::for_queries();
+                    histogram.observe(Duration::from_millis(2));
+                    histogram
+                },
             };
             vec![Upstream {
                 name: "hdb".to_owned(),
@@ -764,6 +791,14 @@ mod tests {
         has(
             &text,
             r#"qgate_upstream_errors_total{upstream="hdb",server="10.0.0.1:5001"} 3"#,
+        );
+        has(
+            &text,
+            r#"qgate_upstream_query_duration_seconds_bucket{le="0.0032",upstream="hdb",server="10.0.0.2:5001"} 1"#,
+        );
+        has(
+            &text,
+            r#"qgate_upstream_query_duration_seconds_count{upstream="hdb",server="10.0.0.2:5001"} 1"#,
         );
     }
 }
