@@ -204,6 +204,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, 
             link,
             signals: self.signals,
             repeats: ConnectionRepeats::default(),
+            async_seen: 0,
             _slots: slots,
             _handle: self.handle,
         })
@@ -407,6 +408,8 @@ struct LoggedIn<H, B: Backend, S> {
     encode: EncodeOptions,
     signals: Signals,
     repeats: ConnectionRepeats,
+    /// Async messages seen, for timing one in [`metrics::ASYNC_SAMPLE`].
+    async_seen: u32,
     /// Held for the life of the connection: it counts against `max_connections` and the user's
     /// limit, and its handle stays taken, until this is dropped.
     _slots: Slots,
@@ -528,8 +531,18 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
                     .await;
             }
         };
-        let started = Instant::now();
         let message_type = frame.header.message_type;
+        // Every sync request is timed, and one async message in `ASYNC_SAMPLE`.
+        let timed = match message_type {
+            MessageType::Sync => true,
+            MessageType::Async => {
+                self.async_seen = self.async_seen.wrapping_add(1);
+                self.async_seen % metrics::ASYNC_SAMPLE == 1
+            }
+            MessageType::Response => false,
+        };
+        let started = timed.then(Instant::now);
+        let elapsed = move || started.map(|started| started.elapsed());
         let (request, charge) = match self.decode(frame).await {
             Decoded::Request(request, charge) => (request, charge),
             Decoded::OverBudget(len, error) => {
@@ -561,9 +574,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
                         result
                     }
                 };
-                self.state
-                    .metrics
-                    .request(Event::Sync, decision, started.elapsed());
+                self.state.metrics.request(Event::Sync, decision, elapsed());
                 result
             }
             MessageType::Async => {
@@ -579,9 +590,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
                     Verdict::Route(_) => Decision::Route,
                 };
                 let record = |state: &ServerState<H, B>| {
-                    state
-                        .metrics
-                        .request(Event::Async, decision, started.elapsed());
+                    state.metrics.request(Event::Async, decision, elapsed());
                 };
                 let route = match verdict {
                     Verdict::Deny(error) => {
