@@ -147,6 +147,9 @@ impl Config {
             }
             for plugin in &mut config.plugins.0 {
                 plugin.path = dir.join(&plugin.path);
+                if let Some(kv_file) = &mut plugin.kv_file {
+                    *kv_file = dir.join(&*kv_file);
+                }
             }
             if let Some(socket) = &mut config.admin.socket {
                 *socket = dir.join(&*socket);
@@ -784,6 +787,14 @@ pub struct Plugin {
     /// is refused (a deny naming the plugin).
     #[serde(default)]
     pub routes: Vec<String>,
+    /// Where the plugin's key-value store is kept across restarts: `kv_file = "state/firewall.kv"`.
+    /// Not set by default: the store lives in memory and survives hot-swaps, not restarts. When
+    /// set, the file is loaded at start (a missing file is an empty store; a file that is not a
+    /// store refuses to start) and written atomically (a temporary file renamed over it, mode
+    /// 0600) at most every 5 s when the store changed, and at shutdown. A relative path is
+    /// resolved against the directory that holds the config file.
+    #[serde(default)]
+    pub kv_file: Option<PathBuf>,
 }
 
 impl Plugin {

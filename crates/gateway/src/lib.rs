@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Upstream connections go connecting → idle → busy → (draining) → closed; each replica is up,
-//! down or not yet tried, and every change of its state is a log line ([`replica`]'s diagram).
+//! down or not yet tried, and every change of its state is a log line (the diagram in `replica.rs`).
 //! Health checks run on connections of their own ([`Gateway::watch`]).
 //!
 //! Timeouts are separate and named: `connect_timeout` (a connection and its login),

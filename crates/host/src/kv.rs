@@ -1,9 +1,25 @@
-//! The key-value store a plugin's instances share, and that outlives its versions.
+//! The key-value store a plugin's instances share, and that outlives its versions; with a
+//! `kv_file`, loaded at start and written back off the hot path (`KvSaver`).
+//!
+//! The file is the entries in key order, each a key and a value with their lengths
+//! (little-endian `u32`s), after an 8-byte magic; it is written to a temporary file (mode 0600)
+//! in the same directory, then renamed over the old one, so a crash leaves the old file or the
+//! new one, never half of either.
 
 use std::{
     collections::BTreeMap,
-    sync::{Mutex, PoisonError},
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
+
+use qgate_files::{FileReader, ReadRules};
 
 /// The longest key, in bytes.
 ///
@@ -23,6 +39,20 @@ pub const MAX_KV_VALUE_BYTES: usize = 1 << 20;
 /// 64 MiB per plugin bounds what a misbehaving plugin can take from the process.
 pub const MAX_KV_TOTAL_BYTES: usize = 64 << 20;
 
+/// How often a changed store is written to its `kv_file`, at most.
+///
+/// A plugin's state (learned firewall shapes, a connection table) changes with traffic; writing
+/// at most every 5 s bounds the disk writes to one file a plugin every 5 s however busy the
+/// server, and loses at most 5 s of changes in a crash (a shutdown writes the last ones).
+pub const KV_SAVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The largest `kv_file` read at start: the store's own cap plus the 8 bytes of length a key and
+/// a value take in the file, for as many entries as could fit, and the magic.
+const MAX_KV_FILE_BYTES: u64 = (MAX_KV_TOTAL_BYTES as u64) * 9 + 8;
+
+/// The first bytes of a `kv_file`.
+const MAGIC: &[u8; 8] = b"qgatekv1";
+
 /// Why a store operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KvError {
@@ -39,6 +69,8 @@ pub(crate) enum KvError {
 pub(crate) struct Kv {
     /// A `std` mutex: every operation is a short, non-async critical section.
     inner: Mutex<KvInner>,
+    /// Whether the store changed since it was last written to its file.
+    dirty: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +105,7 @@ impl Kv {
         }
         inner.bytes = total;
         inner.map.insert(key, value);
+        self.dirty.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -81,10 +114,62 @@ impl Kv {
         match inner.map.remove(key) {
             Some(value) => {
                 inner.bytes -= key.len() + value.len();
+                self.dirty.store(true, Ordering::Relaxed);
                 true
             }
             None => false,
         }
+    }
+
+    /// The store saved in `path`, or an empty one when there is no such file. The file is read
+    /// as an untrusted path (a regular file, at most [`MAX_KV_FILE_BYTES`], within
+    /// `qgate-files`' time limit) and every entry is held to the store's limits.
+    pub(crate) fn load(path: &Path) -> Result<Kv, String> {
+        let bytes = match FileReader::new(path, ReadRules::new(MAX_KV_FILE_BYTES)).read() {
+            Ok(bytes) => bytes,
+            Err(error) if error.is_not_found() => return Ok(Kv::default()),
+            Err(error) => return Err(error.to_string()),
+        };
+        let kv = Kv::default();
+        let mut rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or("not a qgate kv file: it does not start with `qgatekv1`")?;
+        while !rest.is_empty() {
+            let (key, after) = field(rest).ok_or("truncated: an entry's key is cut short")?;
+            let (value, after) = field(after).ok_or("truncated: an entry's value is cut short")?;
+            let key = std::str::from_utf8(key).map_err(|_| "a key is not UTF-8")?;
+            kv.set(key.to_owned(), value.to_vec())
+                .map_err(|e| e.to_string())?;
+            rest = after;
+        }
+        kv.dirty.store(false, Ordering::Relaxed);
+        Ok(kv)
+    }
+
+    /// Writes the store to `path` when it changed since the last write: a copy is taken under
+    /// the lock, and the file is written after it is released.
+    pub(crate) fn save_if_changed(&self, path: &Path) -> io::Result<()> {
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut out = MAGIC.to_vec();
+        {
+            let inner = self.lock();
+            out.reserve(inner.bytes + 8 * inner.map.len());
+            for (key, value) in &inner.map {
+                for field in [key.as_bytes(), value.as_slice()] {
+                    // Keys and values are at most 1 MiB (the limits above), so their lengths fit.
+                    out.extend_from_slice(
+                        &u32::try_from(field.len()).unwrap_or(u32::MAX).to_le_bytes(),
+                    );
+                    out.extend_from_slice(field);
+                }
+            }
+        }
+        write_atomically(path, &out).inspect_err(|_| {
+            // Written next time.
+            self.dirty.store(true, Ordering::Relaxed);
+        })
     }
 
     pub(crate) fn keys(&self, prefix: &str) -> Vec<String> {
@@ -94,6 +179,97 @@ impl Kv {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, _)| k.clone())
             .collect()
+    }
+}
+
+/// A length-prefixed field, and the bytes after it.
+fn field(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// Writes `bytes` to a temporary file beside `path` (mode 0600), syncs it, and renames it over
+/// `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".tmp-{}", std::process::id()));
+    let temp = PathBuf::from(temp);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let result = (|| {
+        let mut file = options.open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Writes the stores that have a `kv_file`, on a thread of its own: every [`KV_SAVE_INTERVAL`]
+/// when they changed, and once more when dropped (at shutdown).
+pub(crate) struct KvSaver {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A store, its file, and the plugin's name for logs.
+pub(crate) type Persisted = (Arc<Kv>, PathBuf, String);
+
+impl KvSaver {
+    /// Starts the thread; `None` when no store has a file.
+    pub(crate) fn start(stores: Vec<Persisted>) -> io::Result<Option<Self>> {
+        if stores.is_empty() {
+            return Ok(None);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("qgate-kv-save".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !flag.load(Ordering::Relaxed) {
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "a dedicated thread, not an async worker"
+                    )]
+                    std::thread::sleep(SAVER_TICK);
+                    if last.elapsed() >= KV_SAVE_INTERVAL {
+                        save_all(&stores);
+                        last = Instant::now();
+                    }
+                }
+                save_all(&stores);
+            })?;
+        Ok(Some(Self {
+            stop,
+            thread: Some(thread),
+        }))
+    }
+}
+
+/// How often the saver thread looks at its stop flag: a shutdown waits at most this long for it.
+const SAVER_TICK: Duration = Duration::from_millis(100);
+
+fn save_all(stores: &[Persisted]) {
+    for (kv, path, plugin) in stores {
+        if let Err(error) = kv.save_if_changed(path) {
+            tracing::warn!(plugin, path = %path.display(), %error, "cannot write the plugin's kv_file; retrying later");
+        }
+    }
+}
+
+impl Drop for KvSaver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -121,5 +297,39 @@ mod tests {
             kv.set("x".into(), vec![0; MAX_KV_VALUE_BYTES + 1]),
             Err(KvError::ValueTooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_saved_store_loads_back_and_bad_files_are_refused() {
+        let dir = std::env::temp_dir().join(format!("qgate-kv-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kv.bin");
+        let kv = Kv::load(&path).unwrap();
+        kv.set("shape/alice/1".into(), b"(?;`t;();0b;())".to_vec())
+            .unwrap();
+        kv.set("empty".into(), Vec::new()).unwrap();
+        kv.save_if_changed(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let back = Kv::load(&path).unwrap();
+        assert_eq!(back.keys(""), ["empty", "shape/alice/1"]);
+        assert_eq!(
+            back.get("shape/alice/1").as_deref(),
+            Some(&b"(?;`t;();0b;())"[..])
+        );
+        assert_eq!(back.lock().bytes, kv.lock().bytes);
+
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(Kv::load(&path).unwrap_err().contains("truncated"));
+        fs::write(&path, b"not kv").unwrap();
+        assert!(Kv::load(&path).unwrap_err().contains("qgatekv1"));
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

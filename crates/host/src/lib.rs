@@ -1,7 +1,7 @@
 //! qgate's plugin host: the only crate that knows wasmtime.
 //!
 //! [`PluginHost`] loads the plugins that [`HostOptions`] lists, WebAssembly components that
-//! implement `wit/plugin.wit` (`qgate:plugin@0.2.0`), and implements [`qgate_hooks::Hooks`] by
+//! implement `wit/plugin.wit` (`qgate:plugin@0.3.0`), and implements [`qgate_hooks::Hooks`] by
 //! running each event through them in order, as `shared/DESIGN.md` describes the chains:
 //!
 //! | event | chain |
@@ -45,6 +45,7 @@
 
 mod bindings;
 mod engine;
+mod facts;
 mod kv;
 mod lock;
 mod offload;
@@ -67,15 +68,16 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 
 use crate::{
     bindings::types,
+    facts::FactsCell,
     plugin::{Counters, Failure, Plugin},
-    state::{HostState, MessageRef},
+    state::{HostState, Lent, MessageRef},
     swap::{Loader, Slot},
 };
 // The public surface: the host, its options and its error, swaps and their outcomes, digests,
 // keys and signatures (and `check_artifact`, below), and the limits it applies.
 pub use crate::{
     engine::{EPOCH_TICK, MAX_INSTANCES_PER_VERSION},
-    kv::{MAX_KV_KEY_BYTES, MAX_KV_TOTAL_BYTES, MAX_KV_VALUE_BYTES},
+    kv::{KV_SAVE_INTERVAL, MAX_KV_KEY_BYTES, MAX_KV_TOTAL_BYTES, MAX_KV_VALUE_BYTES},
     lock::{Digest, LockPolicy, ParseError, PublicKey, SecretKey, signature_path},
     plugin::{MAX_BACKOFF, MIN_BACKOFF, MIN_INIT_BUDGET},
     state::MAX_SUMMARY_TEXT_BYTES,
@@ -144,6 +146,10 @@ pub struct PluginSpec {
     pub routes: Vec<String>,
     /// The largest file that is read as the plugin's component; a larger one is refused.
     pub max_file_bytes: u64,
+    /// Where the plugin's kv store is kept across restarts: loaded at start (a missing file is an
+    /// empty store), written atomically at most every [`KV_SAVE_INTERVAL`] when it changed and
+    /// once more when the host is dropped. `None` keeps the store in memory only.
+    pub kv_file: Option<PathBuf>,
 }
 
 impl PluginSpec {
@@ -174,6 +180,7 @@ impl PluginSpec {
             sha256: None,
             routes: Vec::new(),
             max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
+            kv_file: None,
         }
     }
 }
@@ -235,6 +242,18 @@ pub enum HostError {
         /// Why, with wasmtime's details.
         message: String,
     },
+    /// A plugin's `kv_file` exists but cannot be read as its store: not a regular file, too
+    /// large, slow to read, not a kv file, or holding an entry over the store's limits. Move it
+    /// away to start with an empty store.
+    #[error("failed to load the kv_file of plugin {plugin} from {path:?}: {message}")]
+    KvFile {
+        /// The plugin's name.
+        plugin: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
 /// The plugin host: a chain of plugins behind [`Hooks`], each of which can be swapped for a new
@@ -242,6 +261,8 @@ pub enum HostError {
 pub struct PluginHost {
     slots: Vec<Slot>,
     loader: Loader,
+    /// Writes the stores that have a `kv_file`; dropped (a last write) before the slots.
+    _kv_saver: Option<kv::KvSaver>,
     /// Ticks the engine's epoch until the host is dropped.
     _ticker: engine::EpochTicker,
 }
@@ -296,9 +317,20 @@ impl PluginHost {
         for spec in options.plugins {
             slots.push(Slot::load(&loader, spec)?);
         }
+        let persisted = slots
+            .iter()
+            .filter_map(|slot| {
+                let path = slot.spec.kv_file.clone()?;
+                Some((slot.kv.clone(), path, slot.spec.name.clone()))
+            })
+            .collect();
+        let kv_saver = kv::KvSaver::start(persisted).map_err(|e| HostError::Engine {
+            message: format!("failed to start the kv_file thread: {e}"),
+        })?;
         Ok(Self {
             slots,
             loader,
+            _kv_saver: kv_saver,
             _ticker: ticker,
         })
     }
@@ -422,7 +454,12 @@ impl PluginHost {
         let started = Instant::now();
         let wit_session = state::session(session);
         let summary = state::summary(request);
-        let (verdict, decided_by) = self.decide_message(&wit_session, &summary, request, sync);
+        let facts = FactsCell::new();
+        let lent = Lent {
+            request,
+            facts: &facts,
+        };
+        let (verdict, decided_by) = self.decide_message(&wit_session, &summary, lent, sync);
         if self.takes(types::Events::OUTCOME) {
             let (decision, reason) = match &verdict {
                 Verdict::Pass => (types::Decision::Passed, None),
@@ -437,7 +474,7 @@ impl PluginHost {
             };
             self.tell_outcome(
                 &wit_session,
-                Some(&summary),
+                Some((&summary, lent)),
                 outcome(event, decision, reason, decided_by, started),
             );
         }
@@ -449,7 +486,7 @@ impl PluginHost {
         &self,
         wit_session: &types::Session,
         summary: &types::Summary,
-        request: &Request,
+        lent: Lent<'_>,
         sync: bool,
     ) -> (Verdict, Option<String>) {
         let event = if sync { "sync" } else { "async" };
@@ -464,7 +501,7 @@ impl PluginHost {
             if !plugin.events.contains(flag) {
                 continue;
             }
-            let result = plugin.call(Some(request), |instance| {
+            let result = plugin.call(Some(lent), |instance| {
                 let message = next_message(instance.store.data_mut());
                 let verdict = if sync {
                     instance.bindings.call_on_sync(
@@ -612,11 +649,12 @@ impl PluginHost {
             .any(|slot| slot.current.load().events.contains(event))
     }
 
-    /// Tells the plugins that take `outcome` what the chain decided; their failures are logged.
+    /// Tells the plugins that take `outcome` what the chain decided, with the message of a sync or
+    /// async event lent again (its facts as the chain left them); their failures are logged.
     fn tell_outcome(
         &self,
         wit_session: &types::Session,
-        summary: Option<&types::Summary>,
+        message: Option<(&types::Summary, Lent<'_>)>,
         outcome: types::Outcome,
     ) {
         for slot in &self.slots {
@@ -624,13 +662,17 @@ impl PluginHost {
             if !plugin.events.contains(types::Events::OUTCOME) {
                 continue;
             }
-            let result = plugin.call(None, |instance| {
-                instance.bindings.call_on_outcome(
+            let result = plugin.call(message.map(|(_, lent)| lent), |instance| {
+                let lent_message = message.map(|_| next_message(instance.store.data_mut()));
+                let result = instance.bindings.call_on_outcome(
                     &mut instance.store,
                     wit_session,
-                    summary,
+                    message.map(|(summary, _)| summary),
+                    lent_message,
                     &outcome,
-                )
+                );
+                instance.store.data_mut().message_rep = 0;
+                result
             });
             if let Err(failure) = result {
                 failed(&plugin, "outcome", &failure);

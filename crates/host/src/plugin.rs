@@ -28,7 +28,6 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use qgate_hooks::Request;
 use qgate_metrics::PluginMetrics;
 use wasmtime::{
     Engine, Store, Trap,
@@ -40,7 +39,7 @@ use crate::{
     engine::MAX_INSTANCES_PER_VERSION,
     lock::Digest,
     offload,
-    state::{self, HostState, PluginShared},
+    state::{self, HostState, Lent, PluginShared},
     store::{self, StoreBuilder},
 };
 
@@ -293,18 +292,18 @@ impl Plugin {
         Ok(Instance { store, bindings })
     }
 
-    /// Runs `f` on an instance within the plugin's time budget, with `request` lent to the
+    /// Runs `f` on an instance within the plugin's time budget, with `lent` lent to the
     /// `message` resource for the length of the call. A failed instance is thrown away and
     /// replaced.
     pub(crate) fn call<R: Send>(
         &self,
-        request: Option<&Request>,
+        lent: Option<Lent<'_>>,
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<R> + Send,
     ) -> Result<R, Failure> {
         Counters::count(&self.counters.calls);
         let started = timed().then(Instant::now);
-        let result = offload::run_outside_async(self.needs_blocking, || match request {
-            Some(request) => state::with_request(request, || self.call_inner(f)),
+        let result = offload::run_outside_async(self.needs_blocking, || match lent {
+            Some(lent) => state::with_request(lent, || self.call_inner(f)),
             None => self.call_inner(f),
         });
         self.metrics

@@ -1,5 +1,5 @@
 //! What a store holds (`HostState`), and the host functions a guest imports: `host` (log, config,
-//! kv, clock) and the `message` resource.
+//! kv, clock) and the `message` resource, whose facts are parsed once per chain (`facts.rs`).
 
 use std::{
     collections::BTreeMap,
@@ -17,6 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::{
     bindings::{host, types},
+    facts::{self, FactsCell},
     kv::Kv,
     store::Deadline,
 };
@@ -35,9 +36,21 @@ scoped_tls::scoped_thread_local!(
     static CURRENT_REQUEST: Request
 );
 
-/// Runs `f` with `request` lent to the `message` resource's host functions.
-pub(crate) fn with_request<R>(request: &Request, f: impl FnOnce() -> R) -> R {
-    CURRENT_REQUEST.set(request, f)
+scoped_tls::scoped_thread_local!(
+    /// The facts of the lent request, shared by every call of its chain: lent with it.
+    static CURRENT_FACTS: FactsCell
+);
+
+/// A message lent to the calls of one chain: the request, and its facts once a plugin asked.
+#[derive(Clone, Copy)]
+pub(crate) struct Lent<'a> {
+    pub(crate) request: &'a Request,
+    pub(crate) facts: &'a FactsCell,
+}
+
+/// Runs `f` with `lent` lent to the `message` resource's host functions.
+pub(crate) fn with_request<R>(lent: Lent<'_>, f: impl FnOnce() -> R) -> R {
+    CURRENT_REQUEST.set(lent.request, || CURRENT_FACTS.set(lent.facts, f))
 }
 
 /// The host's side of a `message`: a marker. The bytes stay in the server's [`Request`]; the
@@ -105,6 +118,16 @@ impl HostState {
             wasmtime::bail!("message used outside the call it was passed to");
         }
         Ok(CURRENT_REQUEST.with(f))
+    }
+
+    /// The facts of the request lent to the current call, parsed on the chain's first ask.
+    fn facts(&self, message: &Resource<MessageRef>) -> wasmtime::Result<types::Facts> {
+        self.request(message, |request| {
+            if !CURRENT_FACTS.is_set() {
+                return facts::of_view(request.view());
+            }
+            CURRENT_FACTS.with(|cell| cell.get_or_init(|| facts::of_view(request.view())).clone())
+        })
     }
 }
 
@@ -183,6 +206,10 @@ impl types::HostMessage for HostState {
         self.request(&message, |request| {
             request.view().string().map(<[u8]>::to_vec)
         })
+    }
+
+    fn facts(&mut self, message: Resource<MessageRef>) -> wasmtime::Result<types::Facts> {
+        HostState::facts(self, &message)
     }
 
     fn drop(&mut self, _message: Resource<MessageRef>) -> wasmtime::Result<()> {

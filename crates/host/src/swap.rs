@@ -86,7 +86,7 @@ pub(crate) struct Slot {
     /// The version that new calls go to. Read without a lock on every call; replaced whole.
     pub(crate) current: ArcSwap<Plugin>,
     /// The plugin's store, shared by all its versions.
-    kv: Arc<Kv>,
+    pub(crate) kv: Arc<Kv>,
     /// The plugin's file. One reader for the life of the slot: it remembers a read stuck in the
     /// kernel, so that a stalled mount costs one thread, not one per reload.
     reader: FileReader,
@@ -160,7 +160,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Slot {
     /// Loads the first version of `spec`'s plugin.
     pub(crate) fn load(loader: &Loader, spec: PluginSpec) -> Result<Self, HostError> {
-        let kv = Arc::<Kv>::default();
+        let kv = match &spec.kv_file {
+            Some(path) => Arc::new(Kv::load(path).map_err(|message| HostError::KvFile {
+                plugin: spec.name.clone(),
+                path: path.clone(),
+                message,
+            })?),
+            None => Arc::<Kv>::default(),
+        };
         let reader = reader(&spec);
         let (bytes, digest, started) = read_checked(&loader.policy, &spec, &reader)?;
         // Nothing is serving yet: the first compile runs at normal priority.

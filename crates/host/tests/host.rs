@@ -393,3 +393,122 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// Hot-swap, rollback and locked deployments.
 #[path = "host/swap.rs"]
 mod swap;
+
+/// A `facts` fixture: answers with the facts when `reply`, passes otherwise.
+fn facts_spec(name: &str, reply: bool) -> PluginSpec {
+    let mut spec = PluginSpec::new(name, component("facts"));
+    spec.config.insert("reply".into(), reply.into());
+    spec
+}
+
+/// The symbols under `key` in a dictionary of symbol lists, in q syntax.
+fn entry(dict: &K, key: &str) -> String {
+    let K::Dict(dict) = dict else {
+        panic!("not a dictionary: {dict}");
+    };
+    let (K::Vector(keys), K::List(values)) = (&*dict.keys, &*dict.values) else {
+        panic!("not a dictionary of lists: {dict:?}");
+    };
+    let qgate_ipc::VectorData::Symbol(keys) = &keys.data else {
+        panic!("keys are not symbols");
+    };
+    let index = keys
+        .iter()
+        .position(|k| k == key.as_bytes())
+        .unwrap_or_else(|| panic!("no key {key}"));
+    values.items[index].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_plugin_of_a_chain_and_the_outcome_see_one_messages_facts() {
+    // The first asks and passes, the second asks again and answers: one parse serves both.
+    let host = host(vec![facts_spec("first", false), facts_spec("second", true)]);
+    let s = session();
+    let ask = |value: K| {
+        let host = &host;
+        let s = &s;
+        async move {
+            match host.on_sync(s, &request(&value)).await {
+                Verdict::Reply(reply) => reply,
+                other => panic!("no reply: {other:?}"),
+            }
+        }
+    };
+
+    let text = ask(K::string("select from trade where sym=`a; .z.pg:{x}")).await;
+    assert_eq!(entry(&text, "tablesRead"), ",`trade");
+    assert_eq!(entry(&text, "assigned"), ",`.z.pg");
+    assert_eq!(entry(&text, "flags"), "`multi`lambda`assign`assign_z");
+
+    let call = ask(K::list(vec![K::symbol("getTrades"), K::symbol("AAPL")])).await;
+    assert_eq!(entry(&call, "functions"), ",`getTrades");
+    assert_eq!(entry(&call, "flags"), "`symbol$()");
+
+    let eval = ask(K::list(vec![K::symbol("value"), K::string("exit 0")])).await;
+    assert_eq!(entry(&eval, "flags"), ",`eval");
+
+    let unparsed = ask(K::string("k)+/1 2")).await;
+    assert_eq!(entry(&unparsed, "flags"), ",`unparsed");
+
+    // The outcome of the call before `lastOutcome` saw the same facts.
+    let last = ask(K::string("lastOutcome")).await;
+    let last = last.to_string();
+    assert!(
+        last.contains("UNPARSED") || last.contains("unparsed"),
+        "{last}"
+    );
+
+    // Nothing but a string, a list or a symbol has facts.
+    let atom = ask(K::long(3)).await;
+    assert_eq!(entry(&atom, "flags"), "`symbol$()");
+    assert_eq!(entry(&atom, "functions"), "`symbol$()");
+}
+
+/// The `versioned` fixture's count of async messages on the session's connection.
+async fn count(host: &PluginHost, s: &Session) -> Verdict {
+    host.on_sync(s, &request(&K::string("count"))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_file_keeps_the_store_across_a_restart() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kv-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a test directory");
+    let kv_file = dir.join("policy.kv");
+    let _ = std::fs::remove_file(&kv_file);
+    let versioned = || {
+        let mut spec = PluginSpec::new("policy", component("version-a"));
+        spec.kv_file = Some(kv_file.clone());
+        spec
+    };
+    let s = session();
+    // The first run: three async messages counted in kv, written when the host is dropped.
+    let first = host(vec![versioned()]);
+    for _ in 0..3 {
+        assert_eq!(first.on_async(&s, &request(&call())).await, Verdict::Pass);
+    }
+    assert_eq!(count(&first, &s).await, Verdict::Reply(K::long(3)));
+    drop(first);
+    assert!(
+        kv_file.is_file(),
+        "the store was not written to {kv_file:?}"
+    );
+
+    // The restart goes on from there.
+    let second = host(vec![versioned()]);
+    assert_eq!(count(&second, &s).await, Verdict::Reply(K::long(3)));
+    assert_eq!(second.on_async(&s, &request(&call())).await, Verdict::Pass);
+    drop(second);
+    let third = host(vec![versioned()]);
+    assert_eq!(count(&third, &s).await, Verdict::Reply(K::long(4)));
+    drop(third);
+
+    // A file that is not a store is refused by name, never silently emptied.
+    std::fs::write(&kv_file, b"something else").expect("writable");
+    let error = PluginHost::new(options(vec![versioned()])).expect_err("a bad kv_file refuses");
+    assert!(
+        error.to_string().contains("kv_file of plugin policy"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).expect("removable");
+}

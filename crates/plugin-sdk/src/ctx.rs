@@ -4,14 +4,18 @@
 //! A message stays in the host until the plugin asks for it: [`MessageCtx`] answers the common
 //! questions (is it a call, its head, its text) from the [`Summary`] the host computed in place,
 //! and copies bytes into the guest only for [`MessageCtx::arg`], [`MessageCtx::value`] and
-//! [`MessageCtx::body`].
+//! [`MessageCtx::body`]. Its query facts ([`MessageCtx::facts`]) take one host call, on the first
+//! ask, and the host parses the message once for the whole chain.
+
+use std::cell::OnceCell;
 
 use qgate_ipc::{DecodeError, Endian, K, ValueView};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::bindings::qgate::plugin::types::{
-    Decision, EventKind, Message, Outcome, Session, Summary,
+use crate::{
+    bindings::qgate::plugin::types::{Decision, EventKind, Message, Outcome, Session, Summary},
+    facts::{self, Facts},
 };
 
 /// The longest text the host puts in [`Summary::text`]; longer texts are fetched on demand.
@@ -159,21 +163,66 @@ impl CloseCtx {
 }
 
 /// What [`Plugin::on_outcome`](crate::Plugin::on_outcome) is given.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OutcomeCtx {
+pub struct OutcomeCtx<'a> {
     session: Session,
     summary: Option<Summary>,
+    message: Option<Body<'a>>,
+    facts: OnceCell<Facts>,
     outcome: Outcome,
 }
 
-impl OutcomeCtx {
-    /// A context as the host would pass it; for tests.
+impl std::fmt::Debug for OutcomeCtx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutcomeCtx")
+            .field("session", &self.session)
+            .field("summary", &self.summary)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> OutcomeCtx<'a> {
+    /// A context as the host would pass it for an auth or open event, or for a message whose
+    /// facts are not asked for; for tests.
     pub fn new(session: Session, summary: Option<Summary>, outcome: Outcome) -> Self {
         Self {
             session,
             summary,
+            message: None,
+            facts: OnceCell::new(),
             outcome,
         }
+    }
+
+    /// A context over a message that stays in the host.
+    pub(crate) fn host(
+        session: Session,
+        summary: Option<Summary>,
+        message: Option<&'a Message>,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            message: message.map(Body::Host),
+            ..Self::new(session, summary, outcome)
+        }
+    }
+
+    /// A context for the outcome of `value`, with the summary the host would compute for it;
+    /// for tests.
+    pub fn from_value(session: Session, value: &K, outcome: Outcome) -> OutcomeCtx<'static> {
+        let bytes = encode_or_null(value);
+        OutcomeCtx {
+            summary: Some(summarize(&bytes)),
+            message: Some(Body::Local(bytes)),
+            ..OutcomeCtx::new(session, None, outcome)
+        }
+    }
+
+    /// The query facts of the message, for sync and async events: what the chain's plugins saw,
+    /// parsed at most once for the whole chain.
+    pub fn facts(&self) -> Option<&Facts> {
+        let message = self.message.as_ref()?;
+        Some(self.facts.get_or_init(|| message.facts()))
     }
 
     /// The connection, as the event left it (after auth, with the user an allow set).
@@ -220,6 +269,28 @@ enum Body<'a> {
     Local(Vec<u8>),
 }
 
+impl Body<'_> {
+    /// The message's facts: one host call, or computed here as the host would.
+    fn facts(&self) -> Facts {
+        match self {
+            Body::Host(message) => facts::from_wit(message.facts()),
+            Body::Local(bytes) => facts::of_view(ValueView::trusted(bytes, Endian::Little)),
+        }
+    }
+}
+
+/// The body of `value`; a value that cannot be encoded (a symbol with a NUL) is replaced by the
+/// generic null.
+fn encode_or_null(value: &K) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if qgate_ipc::encode(value, &mut bytes).is_err() {
+        bytes.clear();
+        // Invariant: the generic null always encodes.
+        let _ = qgate_ipc::encode(&K::Null, &mut bytes);
+    }
+    bytes
+}
+
 /// What [`Plugin::on_sync`](crate::Plugin::on_sync) and
 /// [`Plugin::on_async`](crate::Plugin::on_async) are given: the session, the host's summary of
 /// the message, and the message itself, fetched on demand.
@@ -227,6 +298,7 @@ pub struct MessageCtx<'a> {
     session: Session,
     summary: Summary,
     body: Body<'a>,
+    facts: OnceCell<Facts>,
 }
 
 impl std::fmt::Debug for MessageCtx<'_> {
@@ -245,25 +317,34 @@ impl<'a> MessageCtx<'a> {
             session,
             summary,
             body: Body::Host(message),
+            facts: OnceCell::new(),
         }
     }
 
     /// A context over `value`, with the summary the host would compute for it; for tests.
     ///
     /// A value that cannot be encoded (a symbol with a NUL) is replaced by the generic null.
+    /// Its [`facts`](MessageCtx::facts) are computed with `qgate-q`, as the host computes them.
     pub fn from_value(session: Session, value: &K) -> MessageCtx<'static> {
-        let mut bytes = Vec::new();
-        if qgate_ipc::encode(value, &mut bytes).is_err() {
-            bytes.clear();
-            // Invariant: the generic null always encodes.
-            let _ = qgate_ipc::encode(&K::Null, &mut bytes);
-        }
+        let bytes = encode_or_null(value);
         let summary = summarize(&bytes);
         MessageCtx {
             session,
             summary,
             body: Body::Local(bytes),
+            facts: OnceCell::new(),
         }
+    }
+
+    /// What the message reads, writes, calls and assigns, and its flags: a free-text query
+    /// parsed as q, a call list (`` (`fn;args) ``) read as a call of `fn`, nothing for other
+    /// values. The first ask is one host call (the host parses the message once for the whole
+    /// chain); the answer is kept in the context.
+    ///
+    /// Text that does not parse has [`Flags::UNPARSED`](crate::facts::Flags::UNPARSED) and no
+    /// other fact: deny it.
+    pub fn facts(&self) -> &Facts {
+        self.facts.get_or_init(|| self.body.facts())
     }
 
     /// The connection the message came from.
@@ -435,6 +516,35 @@ mod tests {
         let long = MessageCtx::from_value(session(3, "u"), &K::string(&long_text));
         assert_eq!(long.summary().text, None);
         assert_eq!(long.text(), Some(long_text));
+    }
+
+    #[test]
+    fn facts_are_read_once_and_kept() {
+        let ctx = MessageCtx::from_value(session(3, "u"), &K::string("select from trade"));
+        assert_eq!(ctx.facts().tables_read, ["trade"]);
+        assert!(std::ptr::eq(ctx.facts(), ctx.facts()));
+        let call = K::list(vec![K::symbol("getTrades"), K::symbol("AAPL")]);
+        let ctx = MessageCtx::from_value(session(3, "u"), &call);
+        assert_eq!(ctx.facts().functions, ["getTrades"]);
+    }
+
+    #[test]
+    fn an_outcome_has_facts_for_messages_only() {
+        let outcome = Outcome {
+            event: EventKind::Sync,
+            decision: Decision::Passed,
+            reason: None,
+            decided_by: None,
+            latency_ns: 1,
+        };
+        let ctx = OutcomeCtx::from_value(session(3, "u"), &K::string("\\\\"), outcome.clone());
+        assert!(
+            ctx.facts()
+                .is_some_and(|facts| facts.flags.contains(crate::facts::Flags::EXIT))
+        );
+        assert_eq!(ctx.summary().map(|s| s.type_code), Some(10));
+        let ctx = OutcomeCtx::new(session(3, "u"), None, outcome);
+        assert!(ctx.facts().is_none());
     }
 
     #[test]

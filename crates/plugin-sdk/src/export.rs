@@ -86,9 +86,14 @@ impl<P: Plugin> Guest for Glue<P> {
         });
     }
 
-    fn on_outcome(session: Session, summary: Option<Summary>, outcome: Outcome) {
+    fn on_outcome(
+        session: Session,
+        summary: Option<Summary>,
+        message: Option<&Message>,
+        outcome: Outcome,
+    ) {
         with_plugin::<P, _>((), |plugin| {
-            plugin.on_outcome(&OutcomeCtx::new(session, summary, outcome))
+            plugin.on_outcome(&OutcomeCtx::host(session, summary, message, outcome))
         });
     }
 }

@@ -12,6 +12,9 @@
 //!   access to the session and to the message, pulling bytes from the host only when asked;
 //! - typed q values ([`K`], from `qgate-ipc`, the server's own codec) with helpers for calls,
 //!   query text, dictionaries and tables ([`q::KExt`]), and builders for replies ([`reply`]);
+//! - the facts of a query ([`MessageCtx::facts`]: the tables it reads and writes, the functions it
+//!   calls, its flags), parsed once by the host, with the questions a policy asks of them
+//!   ([`facts::FactsExt`]);
 //! - the host's imports as plain functions ([`host`]: log, config, key-value store, clock).
 //!
 //! ```
@@ -56,6 +59,7 @@ pub mod bindings {
 
 mod ctx;
 mod export;
+pub mod facts;
 pub mod host;
 mod plugin;
 pub mod q;
@@ -72,6 +76,8 @@ pub use crate::{
     },
     // What each handler is given.
     ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
+    // What a query reads, writes and calls.
+    facts::{Facts, FactsExt, Flags},
     // The trait a plugin implements.
     plugin::Plugin,
 };

@@ -101,11 +101,11 @@ pub trait Plugin: Sized + 'static {
 
     /// Fires after the whole chain has decided an auth, open, sync or async event, with the
     /// decision, the plugin that made it, the deny message and the time the chain took: what an
-    /// audit trail records. Only with `Events::OUTCOME` in [`Plugin::EVENTS`], which the
-    /// default leaves out.
+    /// audit trail records, and for messages their facts ([`OutcomeCtx::facts`]). Only with
+    /// `Events::OUTCOME` in [`Plugin::EVENTS`], which the default leaves out.
     ///
     /// The default does nothing.
-    fn on_outcome(&self, ctx: &OutcomeCtx) {
+    fn on_outcome(&self, ctx: &OutcomeCtx<'_>) {
         let _ = ctx;
     }
 }

@@ -266,6 +266,7 @@ pub(crate) fn host_options(config: &Config) -> Result<HostOptions> {
             spec.time_budget = plugin.time_budget.get();
             spec.memory_limit_bytes = plugin.memory_limit.get();
             spec.routes = plugin.routes.clone();
+            spec.kv_file = plugin.kv_file.clone();
             spec.max_file_bytes = u64::try_from(plugin.max_file_bytes.get()).unwrap_or(u64::MAX);
             spec.sha256 = plugin
                 .sha256

@@ -1,16 +1,41 @@
-//! `allowlist`: which functions each user may call, with checks on their arguments, and whether
-//! they may send free-text queries.
+//! `allowlist`: which functions each user may call, with checks on their arguments, and which
+//! free-text queries they may send, decided on the query's facts: the tables it reads and writes,
+//! the functions it calls, and its flags.
 //!
 //! A sync or async message is one of:
 //!
 //! - a **call**, a general list whose head is a symbol (`` (`fn;1;2) ``, q's way) or a string
 //!   (`("fn";1;2)`, as PyKX and qPython send calls): it passes when the user may call `fn` and
-//!   the arguments fit `fn`'s rule, and is denied otherwise;
-//! - a **free-text query**, a string (`"select from t"`): it passes when `queries.allow` is true
-//!   or the user is in `queries.users`, and is denied otherwise;
+//!   the arguments fit `fn`'s rule (and, for a user with table rules, when the call's facts are
+//!   allowed too: `` (`value;"...") `` is `eval`, `` (`insert;`t;...) `` writes `t`), and is
+//!   denied otherwise;
+//! - a **free-text query**, a string (`"select from t"`): for a user with table rules, it passes
+//!   when every fact of the query is allowed (below); for any other user it passes when
+//!   `queries.allow` is true or the user is in `queries.users`, and is denied otherwise;
 //! - anything else (a lambda, a bare value): denied.
 //!
 //! A pass hands the message on to the next plugin or the backend; this plugin never answers.
+//!
+//! # Table rules
+//!
+//! A user has table rules when `tables` names them, or a group they are in sets `read`, `write`
+//! or `flags`; the grants of all of them add up.
+//! Their free text passes only when, in the facts the host's q parser found:
+//!
+//! - every table read and every bare variable read (`trade`, `.perm.users`) is in `read`;
+//! - every table written (`update`, `delete`, `insert`, `upsert`, functional `!`) and every global
+//!   assigned is in `write` (an update reads its table as well: grant both);
+//! - every user function called, inside lambdas included, is one the user may call (`users`,
+//!   `groups.*.functions`);
+//! - every flag is granted in `flags`, from `system eval ipc file exit multi lambda assign assign_z`;
+//!   none is granted by default, and `unparsed` (text the parser cannot read with certainty,
+//!   `k)` text included) can never be granted.
+//!
+//! `"*"` in `read` or `write` is every table.
+//! So a leading `;` (`multi`), `exit 0` inside a bracket (`exit`), `0"..."`, `(.)"..."` and
+//! `value "..."` (`eval`), and a `.z.pg` assignment hidden in a `where` clause (`assign_z`) are
+//! denied unless their flag is granted.
+//! For these users `queries` has no say: table rules decide their free text.
 //!
 //! # Config
 //!
@@ -18,10 +43,17 @@
 //! # Functions each user may call; "*" is every function.
 //! users = { alice = ["legalOperation", "echo"], admin = ["*"] }
 //!
-//! # Groups: their members may call their functions too.
+//! # Groups: their members may call their functions too, and have their table rules.
 //! [groups.ops]
 //! members = ["bob", "carol"]
 //! functions = ["legalOperation", "status"]
+//! read = ["trade", "quote"]
+//! write = ["orders"]
+//! flags = ["multi"]
+//!
+//! # Table rules, per user: tables read and written, flags granted. Each key may be left out.
+//! [tables.alice]
+//! read = ["trade"]
 //!
 //! # Argument checks, per function: how many, and the q type of each (names as q says them:
 //! # "long", "float", "symbol", "string", "longs" for a long vector, "list", "dict", "table",
@@ -30,18 +62,21 @@
 //! count = 2
 //! types = ["long", "long"]
 //!
-//! # Free-text queries: denied unless `allow` is true (everyone) or the user is listed.
+//! # Free-text queries of users without table rules: denied unless `allow` is true (everyone)
+//! # or the user is listed.
 //! [queries]
 //! allow = false
 //! users = ["admin"]
 //! ```
 //!
-//! Every key is optional; unknown keys are errors. With no config every call and every query is
-//! denied.
+//! Every key is optional; unknown keys and unknown flags are errors. With no config every call
+//! and every query is denied.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use qgate_plugin_sdk::{Config, Events, MessageCtx, Plugin, Verdict, export_plugin, q::KExt as _};
+use qgate_plugin_sdk::{
+    Config, Events, Facts, Flags, MessageCtx, Plugin, Verdict, export_plugin, q::KExt as _,
+};
 use serde::Deserialize;
 
 /// The plugin's config, as `config.toml` spells it.
@@ -60,6 +95,9 @@ pub struct Policy {
     /// `[queries] allow = bool users = [...]`.
     #[serde(default)]
     pub queries: Queries,
+    /// `[tables.USER] read = [...] write = [...] flags = [...]`.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableRule>,
 }
 
 /// A group of users sharing a list of functions.
@@ -72,6 +110,81 @@ pub struct Group {
     /// The functions they may call; `"*"` is every function.
     #[serde(default)]
     pub functions: BTreeSet<String>,
+    /// Tables and variables they may read (table rules, as in [`TableRule`]).
+    pub read: Option<BTreeSet<String>>,
+    /// Tables they may write and globals they may assign.
+    pub write: Option<BTreeSet<String>>,
+    /// The flags granted to them.
+    pub flags: Option<BTreeSet<String>>,
+}
+
+impl Group {
+    /// The group's table rules.
+    fn rule(&self) -> TableRule {
+        TableRule {
+            read: self.read.clone(),
+            write: self.write.clone(),
+            flags: self.flags.clone(),
+        }
+    }
+}
+
+/// What a user's free text may do: any key set gives the user table rules.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRule {
+    /// Tables and variables that may be read; `"*"` is every one.
+    pub read: Option<BTreeSet<String>>,
+    /// Tables that may be written and globals that may be assigned; `"*"` is every one.
+    pub write: Option<BTreeSet<String>>,
+    /// The flags granted, by name.
+    pub flags: Option<BTreeSet<String>>,
+}
+
+impl TableRule {
+    fn is_set(&self) -> bool {
+        self.read.is_some() || self.write.is_some() || self.flags.is_some()
+    }
+}
+
+/// A user's table rules, summed over `tables` and their groups.
+#[derive(Debug, Default)]
+struct Grants {
+    read: BTreeSet<String>,
+    write: BTreeSet<String>,
+    flags: Flags,
+}
+
+impl Grants {
+    fn add(&mut self, rule: &TableRule) -> Result<(), String> {
+        self.read.extend(rule.read.iter().flatten().cloned());
+        self.write.extend(rule.write.iter().flatten().cloned());
+        for name in rule.flags.iter().flatten() {
+            match Flags::from_name(name) {
+                Some(Flags::UNPARSED) => {
+                    return Err(
+                        "the flag `unparsed` can never be granted: text the parser cannot read \
+                         is always denied"
+                            .to_owned(),
+                    );
+                }
+                Some(flag) => self.flags |= flag,
+                None => {
+                    let known: Vec<&str> = Flags::ALL.iter().map(|(_, name)| *name).collect();
+                    return Err(format!(
+                        "unknown flag `{name}`; the flags are {}",
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `set` grants `name`, or everything.
+fn granted(set: &BTreeSet<String>, name: &str) -> bool {
+    set.contains(name) || set.contains(WILDCARD)
 }
 
 /// The arguments a function must be called with.
@@ -112,33 +225,59 @@ impl Policy {
                 .any(|group| group.members.contains(user) && allows(&group.functions))
     }
 
-    /// Whether `user` may send free-text queries.
+    /// Whether `user` may send free-text queries (for a user without table rules).
     pub fn may_query(&self, user: &str) -> bool {
         self.queries.allow || self.queries.users.contains(user)
     }
 
-    /// The verdict for a message: pass, or deny saying why.
-    pub fn decide(&self, ctx: &MessageCtx<'_>) -> Verdict {
-        let user = ctx.user();
-        if let Some(function) = ctx.head() {
-            if !self.may_call(user, function) {
-                return Verdict::deny(format!("access: {function} is not allowed for {user}"));
+    /// The table rules of every user who has any, checked.
+    fn grants(&self) -> Result<BTreeMap<String, Grants>, String> {
+        let mut all: BTreeMap<String, Grants> = BTreeMap::new();
+        for (user, rule) in &self.tables {
+            all.entry(user.clone())
+                .or_default()
+                .add(rule)
+                .map_err(|e| format!("config: tables.{user}: {e}"))?;
+        }
+        for (name, group) in &self.groups {
+            let rule = group.rule();
+            if !rule.is_set() {
+                continue;
             }
-            return match self.check_args(function, ctx) {
-                Ok(()) => Verdict::Pass,
-                Err(message) => Verdict::deny(format!("{function}: {message}")),
-            };
+            for user in &group.members {
+                all.entry(user.clone())
+                    .or_default()
+                    .add(&rule)
+                    .map_err(|e| format!("config: groups.{name}: {e}"))?;
+            }
         }
-        if ctx.is_query() {
-            return if self.may_query(user) {
-                Verdict::Pass
-            } else {
-                Verdict::deny(format!(
-                    "access: free-text queries are not allowed for {user}"
-                ))
-            };
+        Ok(all)
+    }
+
+    /// Whether `facts` are all allowed for `user` under `grants`: `Err` names the first that is
+    /// not.
+    fn check_facts(&self, user: &str, grants: &Grants, facts: &Facts) -> Result<(), String> {
+        if facts.flags.contains(Flags::UNPARSED) {
+            return Err("access: the query could not be read with certainty (unparsed)".to_owned());
         }
-        Verdict::deny("access: only calls to allowed functions are accepted")
+        let reads = facts.tables_read.iter().chain(&facts.variables);
+        if let Some(table) = reads.into_iter().find(|t| !granted(&grants.read, t)) {
+            return Err(format!("access: {user} may not read {table}"));
+        }
+        let writes = facts.tables_written.iter().chain(&facts.assigned);
+        if let Some(table) = writes.into_iter().find(|t| !granted(&grants.write, t)) {
+            return Err(format!("access: {user} may not write {table}"));
+        }
+        if let Some(function) = facts.functions.iter().find(|f| !self.may_call(user, f)) {
+            return Err(format!("access: {function} is not allowed for {user}"));
+        }
+        if let Some(flag) = Flags::ALL
+            .iter()
+            .find(|(flag, _)| facts.flags.contains(*flag) && !grants.flags.contains(*flag))
+        {
+            return Err(format!("access: {} is not granted to {user}", flag.1));
+        }
+        Ok(())
     }
 
     /// Checks the arguments of a call against the function's rule, fetching only the ones whose
@@ -172,9 +311,43 @@ impl Policy {
     }
 }
 
-/// The plugin.
+/// The plugin: its config, and the table rules compiled from it.
 pub struct Allowlist {
     policy: Policy,
+    grants: BTreeMap<String, Grants>,
+}
+
+impl Allowlist {
+    /// The verdict for a message: pass, or deny saying why.
+    pub fn decide(&self, ctx: &MessageCtx<'_>) -> Verdict {
+        let user = ctx.user();
+        let grants = self.grants.get(user);
+        if let Some(function) = ctx.head() {
+            if !self.policy.may_call(user, function) {
+                return Verdict::deny(format!("access: {function} is not allowed for {user}"));
+            }
+            if let Err(message) = self.policy.check_args(function, ctx) {
+                return Verdict::deny(format!("{function}: {message}"));
+            }
+            return match grants.map(|g| self.policy.check_facts(user, g, ctx.facts())) {
+                Some(Err(message)) => Verdict::deny(message),
+                _ => Verdict::Pass,
+            };
+        }
+        if ctx.is_query() {
+            return match grants {
+                Some(grants) => match self.policy.check_facts(user, grants, ctx.facts()) {
+                    Ok(()) => Verdict::Pass,
+                    Err(message) => Verdict::deny(message),
+                },
+                None if self.policy.may_query(user) => Verdict::Pass,
+                None => Verdict::deny(format!(
+                    "access: free-text queries are not allowed for {user}"
+                )),
+            };
+        }
+        Verdict::deny("access: only calls to allowed functions are accepted")
+    }
 }
 
 impl Plugin for Allowlist {
@@ -192,15 +365,16 @@ impl Plugin for Allowlist {
                 ));
             }
         }
-        Ok(Self { policy })
+        let grants = policy.grants()?;
+        Ok(Self { policy, grants })
     }
 
     fn on_sync(&self, ctx: &MessageCtx<'_>) -> Verdict {
-        self.policy.decide(ctx)
+        self.decide(ctx)
     }
 
     fn on_async(&self, ctx: &MessageCtx<'_>) -> Verdict {
-        self.policy.decide(ctx)
+        self.decide(ctx)
     }
 }
 
@@ -233,6 +407,184 @@ mod tests {
             Verdict::Route(upstream) => format!("route: {upstream}"),
         };
         assert_eq!(actual, expect, "{user} sending {value}");
+    }
+
+    /// Table rules: carol reads trade and writes orders; dave reads trade and, through his
+    /// group, quote, with lambdas granted; carol is also in `queries.users`, which table rules
+    /// override.
+    const TABLES: &str = r#"{
+        "users": {"carol": ["getTrades", "insert", "value"], "dave": ["getTrades"]},
+        "groups": {"quants": {"members": ["dave"], "read": ["quote"], "flags": ["lambda"]}},
+        "tables": {"carol": {"read": ["trade"], "write": ["orders"]}, "dave": {"read": ["trade"]}},
+        "queries": {"users": ["carol"]}
+    }"#;
+
+    fn verdict(config: &str, user: &str, value: &K) -> String {
+        let config = Config::from_json(config).unwrap_or_else(|e| panic!("{e}"));
+        let plugin = Allowlist::init(&config).unwrap_or_else(|e| panic!("{e}"));
+        let ctx = MessageCtx::from_value(session(4, user), value);
+        match plugin.on_sync(&ctx) {
+            Verdict::Pass => "pass".to_owned(),
+            Verdict::Deny(message) => format!("deny: {message}"),
+            Verdict::Reply(_) => "reply".to_owned(),
+            Verdict::Route(upstream) => format!("route: {upstream}"),
+        }
+    }
+
+    /// Checks free text under the table rules.
+    fn text(user: &str, query: &str, expect: &str) {
+        let actual = verdict(TABLES, user, &K::string(query));
+        assert_eq!(actual, expect, "{user} sending {query:?}");
+    }
+
+    #[test]
+    fn free_text_passes_only_when_every_fact_is_allowed() {
+        text("carol", "select from trade where sym=`AAPL", "pass");
+        text("carol", "select max price by sym from trade", "pass");
+        text(
+            "carol",
+            "select from quote",
+            "deny: access: carol may not read quote",
+        );
+        text("carol", "`orders insert (1;`a)", "pass");
+        text("carol", "a:1", "deny: access: carol may not write a");
+        text("carol", "getTrades[`AAPL]", "pass");
+        text(
+            "carol",
+            "secretFn[`AAPL]",
+            "deny: access: secretFn is not allowed for carol",
+        );
+    }
+
+    #[test]
+    fn torq_parity() {
+        // A bare variable needs read access.
+        text("carol", "trade", "pass");
+        text(
+            "carol",
+            ".perm.users",
+            "deny: access: carol may not read .perm.users",
+        );
+        // Functional select, update and delete need read or write on their table.
+        text("carol", "?[trade;();0b;()]", "pass");
+        text(
+            "carol",
+            "?[quote;();0b;()]",
+            "deny: access: carol may not read quote",
+        );
+        text(
+            "carol",
+            "![`trade;();0b;(enlist`x)!enlist 1]",
+            "deny: access: carol may not write trade",
+        );
+        text(
+            "carol",
+            "delete from `trade",
+            "deny: access: carol may not write trade",
+        );
+        // Joins check their table arguments.
+        text(
+            "carol",
+            "trade lj quote",
+            "deny: access: carol may not read quote",
+        );
+        text("dave", "trade lj `sym xkey quote", "pass");
+        // Lambdas are parsed, not tokenised.
+        text(
+            "dave",
+            "{select from secret}[]",
+            "deny: access: dave may not read secret",
+        );
+        text("dave", "{select from quote where sym=x}[`a]", "pass");
+        text(
+            "carol",
+            "{select from trade}[]",
+            "deny: access: lambda is not granted to carol",
+        );
+    }
+
+    #[test]
+    fn the_known_bypasses_are_denied() {
+        for (query, expect) in [
+            // A leading `;`.
+            (
+                ";select from trade",
+                "deny: access: multi is not granted to carol",
+            ),
+            (
+                ";system\"rm -rf /\"",
+                "deny: access: system is not granted to carol",
+            ),
+            // Side effects inside brackets.
+            (
+                "select from trade where sym in `a`b,[system\"ls\"]",
+                "deny: access: system is not granted to carol",
+            ),
+            (
+                "getTrades[`a;exit 0]",
+                "deny: access: exit is not granted to carol",
+            ),
+            // `k)` text.
+            (
+                "k)select from trade",
+                "deny: access: the query could not be read with certainty (unparsed)",
+            ),
+            // Handle 0, `(.)` and `value` on a string.
+            ("0\"exit 0\"", "deny: access: eval is not granted to carol"),
+            (
+                "(.)\"exit 0\"",
+                "deny: access: eval is not granted to carol",
+            ),
+            (
+                "value \"exit 0\"",
+                "deny: access: eval is not granted to carol",
+            ),
+            // A `.z.pg` reassignment hidden in a select.
+            (
+                "select from trade where sym=(.z.pg:{x})",
+                "deny: access: carol may not write .z.pg",
+            ),
+            (
+                "select from trade where {.z.pg::{x};1b}[]",
+                "deny: access: carol may not write .z.pg",
+            ),
+        ] {
+            text("carol", query, expect);
+        }
+    }
+
+    #[test]
+    fn table_rules_override_the_query_switch_and_check_calls_too() {
+        // carol is in `queries.users`, yet her table rules decide.
+        text(
+            "carol",
+            "select from quote",
+            "deny: access: carol may not read quote",
+        );
+        // A call: its function, then its facts.
+        let insert = |table: &str| {
+            call(
+                K::symbol("insert"),
+                vec![K::symbol(table), K::list(vec![K::long(1), K::symbol("a")])],
+            )
+        };
+        assert_eq!(verdict(TABLES, "carol", &insert("orders")), "pass");
+        assert_eq!(
+            verdict(TABLES, "carol", &insert("trade")),
+            "deny: access: carol may not write trade"
+        );
+        let eval = call(K::symbol("value"), vec![K::string("exit 0")]);
+        assert_eq!(
+            verdict(TABLES, "carol", &eval),
+            "deny: access: eval is not granted to carol"
+        );
+        let get = call(K::symbol("getTrades"), vec![K::symbol("AAPL")]);
+        assert_eq!(verdict(TABLES, "dave", &get), "pass");
+        // A user without table rules keeps the switch.
+        assert_eq!(
+            verdict(TABLES, "erin", &K::string("select from trade")),
+            "deny: access: free-text queries are not allowed for erin"
+        );
     }
 
     fn call(head: K, args: Vec<K>) -> K {
@@ -319,6 +671,10 @@ mod tests {
             r#"{"user": {}}"#,
             r#"{"args": {"f": {"count": 1, "types": ["long", "long"]}}}"#,
             r#"{"queries": {"allow": "yes"}}"#,
+            r#"{"tables": {"u": {"flags": ["unparsed"]}}}"#,
+            r#"{"tables": {"u": {"flags": ["sytem"]}}}"#,
+            r#"{"tables": {"u": {"reed": ["t"]}}}"#,
+            r#"{"groups": {"g": {"members": ["u"], "flags": ["unparsed"]}}}"#,
         ] {
             let config = Config::from_json(json).unwrap_or_else(|e| panic!("{e}"));
             assert!(Allowlist::init(&config).is_err(), "{json}");

@@ -135,7 +135,7 @@ impl Plugin for Audit {
         })
     }
 
-    fn on_outcome(&self, ctx: &OutcomeCtx) {
+    fn on_outcome(&self, ctx: &OutcomeCtx<'_>) {
         let now = host::now();
         let session = ctx.session();
         let mut line = base(event_name(ctx.event()), session, now);

@@ -45,10 +45,12 @@ pub struct Rule {
 
 impl Rule {
     fn matches(&self, function: &str) -> bool {
-        self.functions.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => function.starts_with(prefix),
-            None => pattern == function,
-        })
+        self.functions
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => function.starts_with(prefix),
+                None => pattern == function,
+            })
     }
 }
 

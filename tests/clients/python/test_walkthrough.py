@@ -64,6 +64,12 @@ def test_the_readme_session(walkthrough):
 
         assert conn("`a`b!1 2").py() == {"a": 1, "b": 2}
         assert conn("1 2 3").py() == [1, 2, 3]
+
+        # Free text is decided by the allowlist's table rules.
+        with pytest.raises(kx.QError, match="access: admin may not read quote"):
+            conn("select from quote")
+        with pytest.raises(kx.QError, match="access: eval is not granted to admin"):
+            conn('select from trade where 0<count value"exit 0"')
     finally:
         conn.close()
     assert walkthrough.alive(), walkthrough.log()
