@@ -42,7 +42,13 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     // Message types only (the header, `MessageType`, views), never the codec's internals.
     ("qgate-hooks", &["qgate-ipc"]),
     ("qgate-wit", &[]),
-    ("qgate-server", &["qgate-ipc", "qgate-hooks", "qgate-files"]),
+    // Prometheus metrics: prometheus-client only, below the server, the host and the binary that
+    // record into it.
+    ("qgate-metrics", &[]),
+    (
+        "qgate-server",
+        &["qgate-ipc", "qgate-hooks", "qgate-files", "qgate-metrics"],
+    ),
     // The host may read message views to hand a guest the shape of a message cheaply, and
     // parses a message's text once for the facts every plugin reads.
     (
@@ -53,6 +59,8 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "qgate-ipc",
             "qgate-files",
             "qgate-q",
+            // Plugin calls and swaps, counted per plugin version.
+            "qgate-metrics",
         ],
     ),
     // The guest SDK decodes message bodies and encodes replies with the server's own codec, and
@@ -73,13 +81,22 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "qgate-q",
             // Gateway mode: `[[upstream]]` to the gateway's options.
             "qgate-gateway",
+            // The `/metrics` listener, and the upstreams' state read at each scrape.
+            "qgate-metrics",
         ],
     ),
     // qgate in front of kdb+: the server's backend, on the hooks' vocabulary and the codec. Its
     // tests (a dev-dependency) start test upstreams from `qgate-e2e`.
     (
         "qgate-gateway",
-        &["qgate-ipc", "qgate-hooks", "qgate-files", "qgate-e2e"],
+        &[
+            "qgate-ipc",
+            "qgate-hooks",
+            "qgate-files",
+            "qgate-e2e",
+            // Each replica's query durations and errors, read at each scrape.
+            "qgate-metrics",
+        ],
     ),
     ("qgate-test-support", &["qgate-ipc", "qgate-hooks"]),
     ("qgate-test-plugins", &[]),

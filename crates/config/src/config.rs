@@ -47,6 +47,9 @@ pub struct Config {
     /// The kdb+ services qgate stands in front of, the default first: `[[upstream]]`. None by
     /// default (qgate answers with its plugins alone).
     pub upstream: Upstreams,
+    /// Prometheus metrics on an HTTP listener of their own: `[metrics]`. Off when the table is
+    /// absent.
+    pub metrics: Option<Metrics>,
 }
 
 impl Config {
@@ -601,6 +604,20 @@ pub enum LogFormat {
     /// Human-readable lines: `"text"`.
     #[default]
     Text,
+}
+
+/// `[metrics]`: Prometheus metrics, served as OpenMetrics text at `http://LISTEN/metrics`.
+///
+/// The table's presence turns them on; `listen` is then required, since a metrics port open on
+/// every interface by default would show the server's traffic to anyone who can reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Where the metrics listener binds: `listen = "127.0.0.1:9464"` (9464 is the port
+    /// OpenTelemetry's Prometheus exporter uses). Plain HTTP: keep it on loopback or a
+    /// monitoring network.
+    pub listen: Listen,
 }
 
 /// `[admin]`: how a running server's plugins are replaced: the file watch, and the local socket

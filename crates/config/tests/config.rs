@@ -66,6 +66,7 @@ fn reference_config_is_the_walkthrough() {
     assert_eq!(config.tls, defaults.tls);
     assert_eq!(config.admin, defaults.admin);
     assert_eq!(config.lock, defaults.lock);
+    assert_eq!(config.metrics, None, "metrics are off unless asked for");
     assert_eq!(config.auth.password_file, Some(dir.join("passwords.txt")));
     assert!(!config.auth.restricted);
     assert_eq!(
@@ -186,6 +187,8 @@ fn every_key() {
         [lock]
         enabled = true
         keys = ["Pp6cZ0Zy0r2xW5m0dB1Q3o7iN9lQ2T1kY6mVbq8XyZ4="]
+        [metrics]
+        listen = "127.0.0.1:9464"
         [[plugins]]
         name = "policy"
         path = "policy.wasm"
@@ -193,6 +196,10 @@ fn every_key() {
         "#,
     )
     .expect("a valid config");
+    assert_eq!(
+        config.metrics.map(|metrics| metrics.listen.get()),
+        Some("127.0.0.1:9464".parse().expect("an address"))
+    );
     assert_eq!(config.tls.mode, TlsMode::Required);
     assert_eq!(
         config.tls.cert_file.as_deref(),

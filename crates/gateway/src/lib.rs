@@ -38,7 +38,10 @@ mod request;
 mod service;
 mod stream;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+};
 
 use qgate_hooks::{Backend, Credentials as ClientCredentials, Session};
 
@@ -160,6 +163,38 @@ impl Backend for Gateway {
             password: credentials.password.clone(),
         };
         GatewayLink::open(Arc::clone(&self.inner), Arc::clone(&session.user), login).await
+    }
+}
+
+/// The upstreams' metrics, read at each scrape of `/metrics`: the same state as
+/// [`Gateway::status`], with each replica's error count and query durations.
+impl qgate_metrics::UpstreamSource for Gateway {
+    fn upstreams(&self) -> Vec<qgate_metrics::Upstream> {
+        self.inner
+            .services
+            .iter()
+            .map(|service| qgate_metrics::Upstream {
+                name: service.options.name.clone(),
+                queued: if service.is_pooled() {
+                    service.pool().queued.load(Ordering::Acquire) as u64
+                } else {
+                    0
+                },
+                servers: service
+                    .replicas
+                    .iter()
+                    .map(|replica| qgate_metrics::UpstreamServer {
+                        upstream: service.options.name.clone(),
+                        server: replica.address.to_string(),
+                        up: replica.health() == Health::Up,
+                        connections: replica.connections.load(Ordering::Acquire) as u64,
+                        in_flight: replica.in_flight.load(Ordering::Acquire) as u64,
+                        errors: replica.errors.load(Ordering::Relaxed),
+                        query_duration: replica.query_duration.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 }
 

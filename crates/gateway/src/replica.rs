@@ -9,10 +9,15 @@
 //!
 //! Every change of state is one log line naming the service, the replica and the cause.
 
-use std::sync::{
-    Mutex, PoisonError,
-    atomic::{AtomicU8, AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Instant,
 };
+
+use qgate_metrics::AtomicHistogram;
 
 use crate::options::ServerAddress;
 
@@ -60,6 +65,10 @@ pub(crate) struct Replica {
     pub(crate) in_flight: AtomicUsize,
     /// The last error seen, for `qgate upstreams`.
     last_error: Mutex<Option<String>>,
+    /// Errors seen since start, for the metrics.
+    pub(crate) errors: AtomicU64,
+    /// The time of each query sent to it, for the metrics.
+    pub(crate) query_duration: AtomicHistogram,
 }
 
 impl Replica {
@@ -71,6 +80,8 @@ impl Replica {
             connections: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             last_error: Mutex::new(None),
+            errors: AtomicU64::new(0),
+            query_duration: AtomicHistogram::for_queries(),
         }
     }
 
@@ -115,6 +126,7 @@ impl Replica {
     }
 
     pub(crate) fn set_error(&self, error: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
         *self
             .last_error
             .lock()
@@ -151,19 +163,20 @@ impl Drop for ConnectionCount {
     }
 }
 
-/// Counts a query in flight on a replica until dropped.
+/// Counts a query in flight on a replica until dropped, and then records how long it took.
 #[derive(Debug)]
-pub(crate) struct InFlight(std::sync::Arc<Replica>);
+pub(crate) struct InFlight(std::sync::Arc<Replica>, Instant);
 
 impl InFlight {
     pub(crate) fn new(replica: &std::sync::Arc<Replica>) -> Self {
         replica.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self(std::sync::Arc::clone(replica))
+        Self(std::sync::Arc::clone(replica), Instant::now())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.query_duration.observe(self.1.elapsed());
     }
 }

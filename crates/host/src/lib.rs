@@ -103,6 +103,8 @@ pub struct HostOptions {
     pub cache_dir: Option<PathBuf>,
     /// What every version of every plugin must be to load, at start and at each swap.
     pub lock: LockPolicy,
+    /// Where plugin calls and swaps are counted.
+    pub metrics: qgate_metrics::Metrics,
 }
 
 impl HostOptions {
@@ -112,6 +114,7 @@ impl HostOptions {
             plugins,
             cache_dir: None,
             lock: LockPolicy::default(),
+            metrics: qgate_metrics::Metrics::new(),
         }
     }
 }
@@ -308,6 +311,7 @@ impl PluginHost {
             engine,
             linker,
             policy: options.lock,
+            metrics: options.metrics,
         };
         let mut slots = Vec::with_capacity(options.plugins.len());
         for spec in options.plugins {

@@ -28,6 +28,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use qgate_metrics::PluginMetrics;
 use wasmtime::{
     Engine, Store, Trap,
     component::{Component, Linker},
@@ -177,6 +178,8 @@ pub(crate) struct Plugin {
     pub(crate) loaded_at: SystemTime,
     pub(crate) load_time: Duration,
     pub(crate) counters: Counters,
+    /// This version's calls, by result, and their durations.
+    metrics: PluginMetrics,
     pub(crate) fail_open: bool,
     pub(crate) events: bindings::types::Events,
     time_budget: Duration,
@@ -192,6 +195,19 @@ pub(crate) struct Plugin {
     live: AtomicU32,
     /// A `std` mutex: held to read or update two fields, never across a call.
     health: Mutex<Health>,
+}
+
+/// Whether this call is one of the [`qgate_metrics::PLUGIN_SAMPLE`] this thread times: a count
+/// of its own per thread, so that deciding costs no shared write.
+fn timed() -> bool {
+    thread_local! {
+        static CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    CALLS.with(|calls| {
+        let n = calls.get().wrapping_add(1);
+        calls.set(n);
+        n % qgate_metrics::PLUGIN_SAMPLE == 1
+    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -210,6 +226,7 @@ pub(crate) struct LoadOptions {
     pub(crate) fail_open: bool,
     pub(crate) time_budget: Duration,
     pub(crate) memory_limit: usize,
+    pub(crate) metrics: PluginMetrics,
 }
 
 impl Plugin {
@@ -234,6 +251,7 @@ impl Plugin {
             loaded_at: SystemTime::now(),
             load_time: Duration::ZERO,
             counters: Counters::default(),
+            metrics: options.metrics,
             fail_open: options.fail_open,
             events: bindings::types::Events::empty(),
             time_budget: options.time_budget,
@@ -283,10 +301,14 @@ impl Plugin {
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<R> + Send,
     ) -> Result<R, Failure> {
         Counters::count(&self.counters.calls);
-        offload::run_outside_async(self.needs_blocking, || match lent {
+        let started = timed().then(Instant::now);
+        let result = offload::run_outside_async(self.needs_blocking, || match lent {
             Some(lent) => state::with_request(lent, || self.call_inner(f)),
             None => self.call_inner(f),
-        })
+        });
+        self.metrics
+            .call(result.is_ok(), started.map(|started| started.elapsed()));
+        result
     }
 
     fn call_inner<R>(

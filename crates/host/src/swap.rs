@@ -41,6 +41,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use qgate_files::{FileReader, ReadRules};
+use qgate_metrics::Metrics;
 use wasmtime::{
     Engine,
     component::{Component, Linker},
@@ -66,6 +67,8 @@ pub(crate) struct Loader {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     pub(crate) policy: LockPolicy,
+    /// Where calls (per version) and swaps are counted.
+    pub(crate) metrics: Metrics,
 }
 
 /// A version that was replaced and may be rolled back to.
@@ -194,6 +197,26 @@ impl Slot {
         loader: &Loader,
         since_file_load: bool,
     ) -> Result<SwapOutcome, HostError> {
+        let outcome = self.reload_uncounted(loader, since_file_load);
+        self.count(loader, &outcome);
+        outcome
+    }
+
+    /// Counts a swap, or a failed attempt at one; an unchanged file is neither.
+    fn count(&self, loader: &Loader, outcome: &Result<SwapOutcome, HostError>) {
+        match outcome {
+            Ok(SwapOutcome::Swapped { .. }) => loader.metrics.plugin_swap(&self.spec.name, true),
+            Err(_) => loader.metrics.plugin_swap(&self.spec.name, false),
+            Ok(_) => {}
+        }
+    }
+
+    /// [`Slot::reload`], uncounted.
+    fn reload_uncounted(
+        &self,
+        loader: &Loader,
+        since_file_load: bool,
+    ) -> Result<SwapOutcome, HostError> {
         let _turn = lock(&self.changes);
         let (bytes, digest, started) = read_checked(&loader.policy, &self.spec, &self.reader)?;
         let current = self.current.load_full();
@@ -234,6 +257,13 @@ impl Slot {
     /// Switches back to the version that the current one replaced. The current version is
     /// dropped from the history: a `reload` brings the file's version back.
     pub(crate) fn rollback(&self, loader: &Loader) -> Result<SwapOutcome, HostError> {
+        let outcome = self.rollback_uncounted(loader);
+        self.count(loader, &outcome);
+        outcome
+    }
+
+    /// [`Slot::rollback`], uncounted.
+    fn rollback_uncounted(&self, loader: &Loader) -> Result<SwapOutcome, HostError> {
         let _turn = lock(&self.changes);
         let Some(previous) = lock(&self.history).pop_back() else {
             return Err(HostError::NoPreviousVersion {
@@ -439,6 +469,7 @@ fn load_component(
             fail_open: spec.fail_open,
             time_budget: spec.time_budget,
             memory_limit: spec.memory_limit_bytes,
+            metrics: loader.metrics.plugin(&spec.name, &digest.short()),
         },
     )
     .map_err(|e| HostError::Load {

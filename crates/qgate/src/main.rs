@@ -11,6 +11,7 @@ mod decode;
 mod gateway;
 mod keys;
 mod logging;
+mod metrics;
 mod parse;
 mod policy_test;
 mod serve;

@@ -23,8 +23,9 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use qgate_config::{Config, Listen, LogFormat, ResolvedClientAuth, TlsMode, Upstreams};
 use qgate_gateway::Gateway;
-use qgate_hooks::{Backend, Hooks};
+use qgate_hooks::{Backend, Hooks, NoBackend};
 use qgate_host::{HostOptions, LockPolicy, PluginHost, PluginSpec};
+use qgate_metrics::{Metrics, Registry};
 use qgate_server::{
     ClientAuth, LoginBackoff, PasswordFile, Server, ServerLimits, ServerOptions, TlsOptions,
     UserFrom,
@@ -35,7 +36,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::{admin, gateway::gateway_options, logging, watch};
+use crate::{admin, gateway::gateway_options, logging, metrics, watch};
 
 /// How long the process waits, once the server has stopped, for work still running on its threads
 /// (a plugin call past the grace period, a reload compiling) before it exits regardless.
@@ -132,6 +133,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         None => info!("no config file: using the built-in defaults"),
     }
     let options = server_options(&config, |name| std::env::var(name).ok())?;
+    // Without `[metrics]` the counts are kept (a few atomic adds) and never read.
+    let mut registry = Registry::default();
+    let metrics = match config.metrics {
+        Some(_) => Metrics::register(&mut registry, env!("CARGO_PKG_VERSION")),
+        None => Metrics::new(),
+    };
     // Checked before the port is bound: a bad certificate or key never leaves a port half-served.
     if let Some(tls) = &options.tls {
         tls.check()
@@ -142,7 +149,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         info!("no plugins configured: queries get an error, as nothing answers them");
         None
     } else {
-        let host = PluginHost::new(host_options(&config)?)
+        let mut options = host_options(&config)?;
+        options.metrics = metrics.clone();
+        let host = PluginHost::new(options)
             .context("cannot start: a plugin in `[[plugins]]` failed to load")?;
         info!(
             plugins = ?host.plugin_names().collect::<Vec<_>>(),
@@ -162,7 +171,14 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             upstreams = ?gateway.upstream_names().collect::<Vec<_>>(),
             "gateway mode: what the plugins pass goes to the first upstream"
         );
+        if config.metrics.is_some() {
+            Metrics::register_upstreams(&mut registry, gateway.clone());
+        }
     }
+    let endpoint = config.metrics.map(|table| MetricsEndpoint {
+        addr: table.listen.get(),
+        registry: Arc::new(registry),
+    });
     // The admin socket is there when there is something to ask it about.
     let wants_admin = (host.is_some() || gateway.is_some()) && config.admin.enabled;
     let admin_socket = if wants_admin {
@@ -181,29 +197,45 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         host,
         watch: config.admin.watch,
     });
-    let listen = config.server.listen.get();
+    let parts = Parts {
+        addr: config.server.listen.get(),
+        options,
+        plugins,
+        gateway,
+        admin_socket,
+        metrics,
+        endpoint,
+    };
     let result = runtime.block_on(async move {
-        match plugins {
+        match &parts.plugins {
             Some(plugins) => {
                 let hooks = Arc::clone(&plugins.host);
-                build(listen, options, hooks, Some(plugins), gateway, admin_socket).await
+                build(parts, hooks).await
             }
-            None => {
-                build(
-                    listen,
-                    options,
-                    qgate_hooks::NoHooks,
-                    None,
-                    gateway,
-                    admin_socket,
-                )
-                .await
-            }
+            None => build(parts, qgate_hooks::NoHooks).await,
         }
     });
     // A plugin call past the grace period runs on a thread the runtime would otherwise wait for.
     runtime.shutdown_timeout(EXIT_WAIT);
     result
+}
+
+/// What `serve` runs: the q port's address and options, the plugins, the gateway, the admin
+/// socket and the metrics.
+struct Parts {
+    addr: SocketAddr,
+    options: ServerOptions,
+    plugins: Option<Plugins>,
+    gateway: Option<Gateway>,
+    admin_socket: Option<PathBuf>,
+    metrics: Metrics,
+    endpoint: Option<MetricsEndpoint>,
+}
+
+/// Where `/metrics` is served, and what.
+struct MetricsEndpoint {
+    addr: SocketAddr,
+    registry: Arc<Registry>,
 }
 
 /// The plugin host and whether its files are watched for new versions.
@@ -332,37 +364,49 @@ pub(crate) fn server_options(
 ///
 /// Built before the port is bound: a password file or a TLS file that cannot be used never
 /// leaves a port half-served, and the cause is said once.
-async fn build<H: Hooks>(
-    addr: SocketAddr,
-    options: ServerOptions,
-    hooks: H,
-    plugins: Option<Plugins>,
-    gateway: Option<Gateway>,
-    admin_socket: Option<PathBuf>,
-) -> Result<()> {
-    match gateway {
+async fn build<H: Hooks>(parts: Parts, hooks: H) -> Result<()> {
+    let options = parts.options.clone();
+    let metrics = parts.metrics.clone();
+    match parts.gateway.clone() {
         None => {
-            let server = Server::new(options, hooks).await.context("cannot start")?;
-            serve(addr, server, plugins, None, admin_socket).await
-        }
-        Some(gateway) => {
-            let server = Server::with_backend(options, hooks, gateway.clone())
+            let server = Server::with_metrics(options, hooks, NoBackend, metrics)
                 .await
                 .context("cannot start")?;
-            serve(addr, server, plugins, Some(gateway), admin_socket).await
+            serve(server, parts).await
+        }
+        Some(gateway) => {
+            let server = Server::with_metrics(options, hooks, gateway, metrics)
+                .await
+                .context("cannot start")?;
+            serve(server, parts).await
         }
     }
 }
 
 /// Binds, announces the address, and runs the server until SIGINT or SIGTERM.
-async fn serve<H: Hooks, B: Backend>(
-    addr: SocketAddr,
-    server: Server<H, B>,
-    plugins: Option<Plugins>,
-    gateway: Option<Gateway>,
-    admin_socket: Option<PathBuf>,
-) -> Result<()> {
+async fn serve<H: Hooks, B: Backend>(server: Server<H, B>, parts: Parts) -> Result<()> {
+    let Parts {
+        addr,
+        plugins,
+        gateway,
+        admin_socket,
+        endpoint,
+        ..
+    } = parts;
     let listener = bind(addr).await?;
+    // Bound before the address is announced: a metrics address that cannot be used stops the
+    // start, and whoever reads the announcement may scrape at once.
+    let metrics_task = match endpoint {
+        Some(endpoint) => {
+            let listener = metrics::bind(endpoint.addr).await?;
+            let addr = listener
+                .local_addr()
+                .context("cannot read the metrics listener's address")?;
+            info!(%addr, "metrics at http://{addr}/metrics");
+            Some(tokio::spawn(metrics::serve(listener, endpoint.registry)))
+        }
+        None => None,
+    };
     // Installed before the address is announced: from then on, a signal is a clean shutdown.
     let shutdown = shutdown_signal()?;
     let admin_socket = match &admin_socket {
@@ -394,6 +438,9 @@ async fn serve<H: Hooks, B: Backend>(
     server.serve(listener, shutdown).await;
     if let Some(health) = health {
         health.abort();
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
     }
     if let Some(task) = admin_socket {
         // Dropping the task drops the socket, which removes its file.

@@ -584,6 +584,10 @@ mod swap;
 #[path = "cli/gateway.rs"]
 mod gateway;
 
+/// `[metrics]`: `/metrics` scraped around a client's logins and queries.
+#[path = "cli/metrics.rs"]
+mod metrics;
+
 /// A password file that is not a small regular file, and a shutdown while a plugin is stuck.
 #[path = "cli/hardening.rs"]
 mod hardening;

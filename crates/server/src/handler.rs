@@ -19,6 +19,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
+    time::Instant,
 };
 
 use qgate_hooks::{
@@ -29,6 +30,7 @@ use qgate_ipc::{
     Close, EncodeOptions, K, Locality, Message, MessageType, encode_message_with, handshake,
     message_len,
 };
+use qgate_metrics::{self as metrics, Decision, Event, Metrics};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::{OwnedSemaphorePermit, Semaphore},
@@ -70,6 +72,8 @@ pub(crate) struct ServerState<H, B> {
     pub(crate) logged_in: Arc<Semaphore>,
     /// Whether a verified client certificate names the user (`UserFrom::None` without TLS).
     pub(crate) user_from: UserFrom,
+    /// Connections, logins and messages are counted here.
+    pub(crate) metrics: Metrics,
 }
 
 /// The span every log line of one connection is in.
@@ -145,6 +149,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, 
     /// in `span`.
     pub(crate) async fn run(self, span: tracing::Span) {
         async move {
+            let _open = self.state.metrics.connection_opened();
             let signals = self.signals.clone();
             // Until the client has its capability byte nothing is in flight: a shutdown closes
             // the socket at once, and the client reports 'access as for a refusal.
@@ -170,7 +175,11 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, 
         let handshake = self.read_handshake().await?;
         let mut login = self.identify(handshake)?;
         self.authenticate(&mut login).await?;
-        let slots = self.claim_slots(&login.session)?;
+        let Some(slots) = self.claim_slots(&login.session) else {
+            self.state.metrics.login(metrics::Login::OverLimit);
+            return None;
+        };
+        self.state.metrics.login(metrics::Login::Accepted);
         // The backend's side of the session opens before the client's does: in pinned gateway
         // mode its upstream connection is made now, and the client's open completes after it.
         let link = self
@@ -195,6 +204,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, 
             link,
             signals: self.signals,
             repeats: ConnectionRepeats::default(),
+            async_seen: 0,
             _slots: slots,
             _handle: self.handle,
         })
@@ -275,11 +285,15 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, 
     /// refuses never reaches the hook); all of it after the wait that earlier failures from this
     /// address or for this user cost, which is the same whatever the outcome.
     async fn authenticate(&self, login: &mut Login) -> Option<()> {
-        let attempt = self.wait_turn(&login.credentials.user).await?;
+        let Some(attempt) = self.wait_turn(&login.credentials.user).await else {
+            self.state.metrics.login(metrics::Login::Throttled);
+            return None;
+        };
         let Some(check) = self.check_credentials(login).await else {
             attempt.succeeded();
             return Some(());
         };
+        self.state.metrics.login(metrics::Login::Denied);
         let failure = attempt.failed();
         if let Some(left_out) = failure.log {
             tracing::info!(
@@ -394,6 +408,8 @@ struct LoggedIn<H, B: Backend, S> {
     encode: EncodeOptions,
     signals: Signals,
     repeats: ConnectionRepeats,
+    /// Async messages seen, for timing one in [`metrics::ASYNC_SAMPLE`].
+    async_seen: u32,
     /// Held for the life of the connection: it counts against `max_connections` and the user's
     /// limit, and its handle stays taken, until this is dropped.
     _slots: Slots,
@@ -516,6 +532,17 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
             }
         };
         let message_type = frame.header.message_type;
+        // Every sync request is timed, and one async message in `ASYNC_SAMPLE`.
+        let timed = match message_type {
+            MessageType::Sync => true,
+            MessageType::Async => {
+                self.async_seen = self.async_seen.wrapping_add(1);
+                self.async_seen % metrics::ASYNC_SAMPLE == 1
+            }
+            MessageType::Response => false,
+        };
+        let started = timed.then(Instant::now);
+        let elapsed = move || started.map(|started| started.elapsed());
         let (request, charge) = match self.decode(frame).await {
             Decoded::Request(request, charge) => (request, charge),
             Decoded::OverBudget(len, error) => {
@@ -524,27 +551,50 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
             Decoded::Close(reason) => return Err(reason),
         };
         match request.message_type() {
-            MessageType::Sync => match self.answer(&request).await {
-                Answer::Value(response) => {
-                    // The request's memory goes back before the reply's is taken.
-                    self.done_with(request, charge);
-                    let outgoing = self.encode(response).await?;
-                    self.send(outgoing).await
-                }
-                Answer::Forward(route) => {
-                    let result = self.forward(route.as_deref(), &request).await;
-                    self.done_with(request, charge);
-                    result
-                }
-            },
+            MessageType::Sync => {
+                let answer = self.answer(&request).await;
+                let decision = match &answer {
+                    Answer::Value(Ok(_)) => Decision::Reply,
+                    Answer::Value(Err(_)) => Decision::Deny,
+                    Answer::Forward(None) => Decision::Pass,
+                    Answer::Forward(Some(_)) => Decision::Route,
+                };
+                let result = match answer {
+                    Answer::Value(response) => {
+                        // The request's memory goes back before the reply's is taken.
+                        self.done_with(request, charge);
+                        match self.encode(response).await {
+                            Ok(outgoing) => self.send(outgoing).await,
+                            Err(reason) => Err(reason),
+                        }
+                    }
+                    Answer::Forward(route) => {
+                        let result = self.forward(route.as_deref(), &request).await;
+                        self.done_with(request, charge);
+                        result
+                    }
+                };
+                self.state.metrics.request(Event::Sync, decision, elapsed());
+                result
+            }
             MessageType::Async => {
                 let verdict = if self.restricted(&request) {
                     Verdict::Deny("access".to_owned())
                 } else {
                     self.state.hooks.on_async(&self.session, &request).await
                 };
+                let decision = match &verdict {
+                    Verdict::Reply(_) => Decision::Reply,
+                    Verdict::Deny(_) => Decision::Deny,
+                    Verdict::Pass => Decision::Pass,
+                    Verdict::Route(_) => Decision::Route,
+                };
+                let record = |state: &ServerState<H, B>| {
+                    state.metrics.request(Event::Async, decision, elapsed());
+                };
                 let route = match verdict {
                     Verdict::Deny(error) => {
+                        record(&self.state);
                         self.done_with(request, charge);
                         if let Some(left_out) = self.repeats.async_denied.note() {
                             // As q prints an async error on its console and sends nothing back.
@@ -558,6 +608,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
                     }
                     // A plugin took it: nothing goes further.
                     Verdict::Reply(_) => {
+                        record(&self.state);
                         self.done_with(request, charge);
                         return Ok(());
                     }
@@ -565,6 +616,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
                     Verdict::Route(route) => Some(route),
                 };
                 let result = self.link.send_async(route.as_deref(), &request).await;
+                record(&self.state);
                 self.done_with(request, charge);
                 match result {
                     Ok(()) => Ok(()),

@@ -36,6 +36,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use qgate_hooks::{Backend, Hooks, NoBackend, TlsFacts};
+use qgate_metrics::Metrics;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -127,6 +128,21 @@ impl<H: Hooks, B: Backend> Server<H, B> {
         hooks: H,
         backend: B,
     ) -> anyhow::Result<Self> {
+        Server::with_metrics(options, hooks, backend, Metrics::new()).await
+    }
+
+    /// [`Server::with_backend`], counting connections, logins and messages, and the TLS
+    /// certificate's expiry, into `metrics`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::new`].
+    pub async fn with_metrics(
+        options: ServerOptions,
+        hooks: H,
+        backend: B,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
         let limits = options.limits;
         limits.check()?;
         let mut background = Vec::new();
@@ -146,7 +162,7 @@ impl<H: Hooks, B: Backend> Server<H, B> {
         };
         let tls = match &options.tls {
             Some(tls_options) => {
-                let tls = Arc::new(Tls::load(tls_options)?);
+                let tls = Arc::new(Tls::load(tls_options, metrics.clone())?);
                 tracing::info!(
                     mode = ?tls_options.mode,
                     cert_file = %tls_options.cert_file.display(),
@@ -172,6 +188,7 @@ impl<H: Hooks, B: Backend> Server<H, B> {
             buffers,
             user_from: tls.as_ref().map_or(UserFrom::None, |tls| tls.user_from),
             limits,
+            metrics,
         });
         Ok(Self {
             admission: Arc::new(Admission::new(&state.limits)),

@@ -144,7 +144,7 @@ impl TlsOptions {
     /// As [`crate::run`] for TLS: a file that cannot be read or parsed, a key that does not match
     /// the certificate or that others may read, a CA bundle without a usable certificate.
     pub fn check(&self) -> anyhow::Result<()> {
-        crate::tls::Tls::load(self).map(drop)
+        crate::tls::Tls::load(self, qgate_metrics::Metrics::new()).map(drop)
     }
 
     /// TLS with `cert_file` and `key_file`, without client authentication.

@@ -35,6 +35,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use arc_swap::ArcSwap;
 use qgate_hooks::{CertIdentity, TlsFacts};
+use qgate_metrics::Metrics;
 use rustls::{
     RootCertStore, ServerConfig,
     crypto::CryptoProvider,
@@ -150,6 +151,8 @@ pub(crate) struct Tls {
     /// The files' stamps taken just before the first load: a change after them is reloaded.
     loaded: [Option<Stamp>; 2],
     reload_interval: Duration,
+    /// Where the served certificate's expiry goes, at each load.
+    metrics: Metrics,
 }
 
 impl fmt::Debug for Tls {
@@ -170,14 +173,15 @@ impl Tls {
     ///
     /// If a file cannot be read, holds no certificate or key, or the key does not match the
     /// certificate; if others may read the key; if the CA bundle has no usable certificate.
-    pub(crate) fn load(options: &TlsOptions) -> anyhow::Result<Self> {
+    pub(crate) fn load(options: &TlsOptions, metrics: Metrics) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let files = KeyPairFiles {
             cert: options.cert_file.clone(),
             key: options.key_file.clone(),
         };
         let loaded = files.stamps();
-        let key = files.load(&provider)?;
+        let (key, not_after) = files.load(&provider)?;
+        metrics.tls_certificate_expiry(not_after);
         let resolver = Arc::new(Resolver {
             current: ArcSwap::from_pointee(key),
         });
@@ -210,6 +214,7 @@ impl Tls {
             files,
             loaded,
             reload_interval: options.reload_interval,
+            metrics,
         })
     }
 
@@ -241,8 +246,9 @@ impl Tls {
             seen = stamps;
             match loaded {
                 None => {}
-                Some(Ok(key)) => {
+                Some(Ok((key, not_after))) => {
                     self.resolver.current.store(Arc::new(key));
+                    self.metrics.tls_certificate_expiry(not_after);
                     tracing::info!(
                         cert_file = %self.files.cert.display(),
                         key_file = %self.files.key.display(),
@@ -271,8 +277,9 @@ struct KeyPairFiles {
 }
 
 impl KeyPairFiles {
-    /// Reads, checks and pairs the certificate chain and the key.
-    fn load(&self, provider: &CryptoProvider) -> anyhow::Result<CertifiedKey> {
+    /// Reads, checks and pairs the certificate chain and the key; with when the leaf expires, in
+    /// Unix seconds (0 when it cannot be parsed).
+    fn load(&self, provider: &CryptoProvider) -> anyhow::Result<(CertifiedKey, i64)> {
         check_key_permissions(&self.key)?;
         let chain = load_certificates(&self.cert)?;
         let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|error| {
@@ -290,10 +297,11 @@ impl KeyPairFiles {
                 self.cert.display()
             )
         })?;
+        let not_after = leaf.as_ref().map_or(0, |leaf| leaf.not_after);
         if let Some(leaf) = leaf {
             self.warn_on_validity(&leaf);
         }
-        Ok(key)
+        Ok((key, not_after))
     }
 
     /// Logs a served certificate that is not yet valid, expired, or about to expire: clients

@@ -615,6 +615,58 @@ async fn deny_and_pass_become_q_errors() {
 }
 
 #[tokio::test]
+async fn logins_and_messages_are_counted() {
+    init_logging();
+    let mut registry = qgate_metrics::Registry::default();
+    let metrics = qgate_metrics::Metrics::register(&mut registry, "test");
+    let server = qgate_server::Server::with_metrics(
+        ServerOptions::default(),
+        Arc::new(FakeHooks::default()),
+        qgate_hooks::NoBackend,
+        metrics,
+    )
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    expect_refused(addr, "deny:pw").await;
+    let mut client = Client::open(addr, "u").await;
+    assert_eq!(client.sync(&K::string("deny")).await, error("nope"));
+    let _ = client.sync(&K::string("pass")).await;
+    assert_eq!(client.sync(&K::long(3)).await, K::long(3));
+    client.send(MessageType::Async, &K::string("deny")).await;
+    // A sync after the async: its answer means the async was handled.
+    assert_eq!(client.sync(&K::long(4)).await, K::long(4));
+    let text = qgate_metrics::Metrics::render(&registry).unwrap();
+    for line in [
+        "qgate_connections_total 2",
+        "qgate_connections_open 1",
+        r#"qgate_logins_total{result="accepted"} 1"#,
+        r#"qgate_logins_total{result="denied"} 1"#,
+        r#"qgate_requests_total{event="sync",decision="deny"} 1"#,
+        r#"qgate_requests_total{event="sync",decision="pass"} 1"#,
+        r#"qgate_requests_total{event="sync",decision="reply"} 2"#,
+        r#"qgate_requests_total{event="async",decision="deny"} 1"#,
+        r#"qgate_request_duration_seconds_count{event="sync"} 4"#,
+        r#"qgate_request_duration_seconds_bucket{le="+Inf",event="sync"} 4"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    drop(client);
+    let _ = stop.send(());
+    tokio::time::timeout(SOON, task).await.unwrap().unwrap();
+    let text = qgate_metrics::Metrics::render(&registry).unwrap();
+    assert!(
+        text.lines().any(|l| l == "qgate_connections_open 0"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_reply_the_client_cannot_take_becomes_a_q_error() {
     let server = Server::default().await;
     // Capability 0: no timestamps. The echo of one cannot be sent, so the client gets 'type.

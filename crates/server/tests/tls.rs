@@ -820,3 +820,50 @@ async fn a_stalled_tls_handshake_is_cut_at_the_handshake_timeout() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_served_certificate_expiry_is_a_metric_set_at_each_load() {
+    init_logging();
+    let pki = Pki::new("expiry");
+    let write_expiring = |year: i32| {
+        let (leaf, key) = pki.intermediate.leaf(
+            "server",
+            &["localhost"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            |params| params.not_after = rcgen::date_time_ymd(year, 1, 1),
+        );
+        write_key(&pki.path("server.key"), &key);
+        fs::write(
+            pki.path("server.pem"),
+            format!("{leaf}{}", pki.intermediate.pem),
+        )
+        .unwrap();
+    };
+    write_expiring(2040);
+    let mut registry = qgate_metrics::Registry::default();
+    let metrics = qgate_metrics::Metrics::register(&mut registry, "test");
+    let mut options = ServerOptions::default();
+    options.tls = Some(pki.options(TlsMode::Required));
+    // Built, not serving: the certificate is loaded, and watched, from here on.
+    let _server =
+        qgate_server::Server::with_metrics(options, Whoami, qgate_hooks::NoBackend, metrics)
+            .await
+            .unwrap();
+    let expiry = || {
+        let text = qgate_metrics::Metrics::render(&registry).unwrap();
+        text.lines().find_map(|line| {
+            line.strip_prefix("qgate_tls_certificate_expiry_timestamp_seconds ")
+                .map(str::to_owned)
+        })
+    };
+    // 2040-01-01T00:00:00Z.
+    assert_eq!(expiry().as_deref(), Some("2208988800"));
+    // A renewed certificate is reloaded, and its expiry with it.
+    write_expiring(2041);
+    eventually("the renewed certificate's expiry is the metric", || {
+        let now = expiry();
+        // 2041-01-01T00:00:00Z.
+        async move { now.as_deref() == Some("2240611200") }
+    })
+    .await;
+}

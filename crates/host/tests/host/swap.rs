@@ -104,6 +104,54 @@ async fn a_reload_switches_to_the_new_version_and_counts_per_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_swaps_are_counted_per_version_in_the_metrics() {
+    let dir = scratch("metrics");
+    let path = dir.join("policy.wasm");
+    deploy(&path, &bytes("version-a"));
+    let mut registry = qgate_metrics::Registry::default();
+    let mut host_options = options(vec![PluginSpec::new("policy", &path)]);
+    host_options.metrics = qgate_metrics::Metrics::register(&mut registry, "test");
+    let host = PluginHost::new(host_options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(version(&host).await, answer("a"));
+    deploy(&path, &bytes("version-b"));
+    host.reload("policy").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(version(&host).await, answer("b"));
+    assert_eq!(version(&host).await, answer("b"));
+    deploy(&path, b"not a component");
+    host.reload("policy").expect_err("garbage loaded");
+
+    let a = Digest::of(&bytes("version-a")).short();
+    let b = Digest::of(&bytes("version-b")).short();
+    let text = qgate_metrics::Metrics::render(&registry).expect("renders");
+    for line in [
+        // `init` and `events` run outside calls: only the queries count.
+        format!(r#"qgate_plugin_calls_total{{plugin="policy",version="{a}",result="ok"}} 1"#),
+        format!(r#"qgate_plugin_calls_total{{plugin="policy",version="{b}",result="ok"}} 2"#),
+        format!(r#"qgate_plugin_calls_total{{plugin="policy",version="{b}",result="failed"}} 0"#),
+        r#"qgate_plugin_swaps_total{plugin="policy",result="ok"} 1"#.to_owned(),
+        r#"qgate_plugin_swaps_total{plugin="policy",result="failed"} 1"#.to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    // One call in `PLUGIN_SAMPLE` per thread is timed: at most the two calls, in buckets.
+    let timed = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&format!(
+                r#"qgate_plugin_call_duration_seconds_count{{plugin="policy",version="{b}"}} "#
+            ))
+        })
+        .and_then(|count| count.parse::<u64>().ok());
+    assert!(timed.is_some_and(|timed| timed <= 2), "{text}");
+    assert!(
+        text.contains(&format!(
+            r#"qgate_plugin_call_duration_seconds_bucket{{le="+Inf",plugin="policy",version="{b}"}}"#
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_state_survives_a_swap() {
     // `conns` keeps a row per open connection in kv; a new build of it sees the same rows.
     let dir = scratch("kv");

@@ -13,7 +13,7 @@ use qgate_ipc::{K, Limits, Message, MessageType, encode_message};
 use super::{PATIENCE, Server, TempDir, component_path, run, stderr, stdout};
 
 /// A logged-in raw q client.
-fn login(addr: SocketAddr, credentials: &str) -> TcpStream {
+pub(crate) fn login(addr: SocketAddr, credentials: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).expect("the server accepts");
     stream
         .set_read_timeout(Some(PATIENCE))
@@ -27,7 +27,7 @@ fn login(addr: SocketAddr, credentials: &str) -> TcpStream {
 }
 
 /// A sync request and its answer, decoded.
-fn ask(stream: &mut TcpStream, value: &K) -> K {
+pub(crate) fn ask(stream: &mut TcpStream, value: &K) -> K {
     let message = encode_message(MessageType::Sync, value).expect("a message");
     stream.write_all(&message).expect("sent");
     let mut frame = vec![0_u8; 8];
@@ -40,11 +40,11 @@ fn ask(stream: &mut TcpStream, value: &K) -> K {
     qgate_ipc::decode(message.body(), message.header.endian).expect("a q value")
 }
 
-fn call(name: &str, args: Vec<K>) -> K {
+pub(crate) fn call(name: &str, args: Vec<K>) -> K {
     K::list(std::iter::once(K::symbol(name)).chain(args).collect())
 }
 
-fn upstream(name: &str) -> Upstream {
+pub(crate) fn upstream(name: &str) -> Upstream {
     Upstream::start(UpstreamOptions {
         name: name.into(),
         ..UpstreamOptions::default()
@@ -97,7 +97,7 @@ fn serve_upstream_forwards_to_one_kdb_pinned() {
 }
 
 /// Waits until `check` holds, polling; fails after [`PATIENCE`].
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + PATIENCE;
     while !check() {
         assert!(std::time::Instant::now() < deadline, "never: {what}");
