@@ -58,10 +58,15 @@ fn start(dir: &TempDir, extra: &str) -> (Server, PathBuf, String) {
         deploy(&wasm, &component("version-a"));
     }
     let socket = dir.0.join("admin.sock");
+    // One compiled-code cache for every test: each version is compiled once a run, since a
+    // reload compiles at the lowest priority and a debug build of a component takes seconds of
+    // whatever CPU the other tests leave.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
     let config = dir.write(
         "qgate.toml",
         &format!(
-            "[admin]\nsocket = \"admin.sock\"\n{extra}\n[[plugins]]\nname = \"policy\"\n\
+            "[server]\nplugin_cache_dir = {cache:?}\n\
+             [admin]\nsocket = \"admin.sock\"\n{extra}\n[[plugins]]\nname = \"policy\"\n\
              path = \"policy.wasm\"\n"
         ),
     );
@@ -88,12 +93,17 @@ fn serving(config: &str) -> String {
         .to_owned()
 }
 
+/// How long a test waits for a swap: a reload compiles at the lowest scheduling priority, so
+/// while the other tests keep every core busy it waits for what they leave. Only a failing test
+/// waits this long.
+const SWAP_PATIENCE: Duration = Duration::from_secs(180);
+
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + SWAP_PATIENCE;
     while !check() {
         assert!(
             Instant::now() < deadline,
-            "{what} did not happen within {PATIENCE:?}"
+            "{what} did not happen within {SWAP_PATIENCE:?}"
         );
         #[expect(
             clippy::disallowed_methods,
