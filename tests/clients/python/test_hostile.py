@@ -394,6 +394,22 @@ async def send_and_read_nothing(server, count):
     return conns
 
 
+def probe_growth_mib(server):
+    """The probe: CLIENTS clients send EXPANDING and read nothing back; then how far the server's
+    resident peak rose, in MiB."""
+
+    async def attack():
+        conns = await send_and_read_nothing(server, CLIENTS)
+        # Long enough for every message to be handled or refused, in a debug build too.
+        await asyncio.sleep(20)
+        for conn in conns:
+            conn.close()
+
+    before = rss_peak_kib(server)
+    run(attack(), timeout=300)
+    return (rss_peak_kib(server) - before) / 1024
+
+
 def test_expanding_queries_never_read_keep_the_server_within_its_memory_budget(tmp_path_factory):
     # The issue's probe against the server alone (`qgate-echo`: the real server, with hooks that
     # answer each query with itself in Rust): 30 clients each send a 138 KB query that expands to
@@ -408,17 +424,8 @@ def test_expanding_queries_never_read_keep_the_server_within_its_memory_budget(t
         startup_timeout=300.0,
     )
 
-    async def attack():
-        conns = await send_and_read_nothing(server, CLIENTS)
-        # Long enough for every message to be handled or refused, in a debug build too.
-        await asyncio.sleep(20)
-        for conn in conns:
-            conn.close()
-
     try:
-        before = rss_peak_kib(server)
-        run(attack(), timeout=300)
-        grown_mib = (rss_peak_kib(server) - before) / 1024
+        grown_mib = probe_growth_mib(server)
         print(f"server alone: resident memory peaked {grown_mib:.0f} MiB higher")
         # The budget bounds the bytes the server holds for messages and replies. The resident
         # peak is higher than that: beside each admitted message the echo hooks hold the decoded
@@ -443,17 +450,8 @@ def test_expanding_queries_that_are_never_read_stay_within_the_memory_budget(tmp
         f'memory_budget = "{budget_mib}MiB"\nmax_message_bytes = "64MiB"\nmax_expansion = 128',
     )
 
-    async def attack():
-        conns = await send_and_read_nothing(server, CLIENTS)
-        # Long enough for every message to be handled or refused, in a debug build too.
-        await asyncio.sleep(20)
-        for conn in conns:
-            conn.close()
-
     try:
-        before = rss_peak_kib(server)
-        run(attack(), timeout=300)
-        grown_mib = (rss_peak_kib(server) - before) / 1024
+        grown_mib = probe_growth_mib(server)
         # The budget bounds the messages and replies the server holds; the plugin's instances
         # (each capped at its memory_limit, one per call running at once, and calls that leave
         # their worker let more run at once) and the reply a call in progress has decoded come on
