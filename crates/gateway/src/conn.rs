@@ -1,10 +1,13 @@
 //! One connection to one upstream replica: the handshake, then whole frames read without losing a
 //! byte to cancellation, and requests written.
 //!
-//! Reads go through a small read-ahead buffer filled with `read_buf`, which keeps whatever a
-//! cancelled read had already received: the server waits for an upstream's pushes beside the
-//! client's next message and drops that wait when the client's comes first, so every read here
-//! must be cancel-safe.
+//! Reads go through a read-ahead buffer that keeps whatever a cancelled read had already received:
+//! the server waits for an upstream's pushes beside the client's next message and drops that wait
+//! when the client's comes first, so every read here must be cancel-safe.
+//!
+//! The buffer exists only while it holds bytes. A read into an empty one goes through a buffer on
+//! the stack and keeps what arrived, so a connection that waits for its next message (every idle
+//! pinned client's does, for pushes) holds no heap memory for it.
 
 use std::{io, sync::Arc, time::Duration};
 
@@ -21,12 +24,8 @@ use crate::{
 const CAPABILITY: u8 = 3;
 
 /// How much is read from the socket at a time while looking for a header or a small frame.
-/// Small replies arrive whole in one read.
+/// Small replies arrive whole in one read, and so does a burst of a few hundred small pushes.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
-
-/// The read-ahead buffer kept between messages: a connection that read a large frame gives the
-/// memory back, so an idle pinned client costs a small buffer, not its largest reply.
-const IDLE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The header limit used to read upstream frames: the wire format's own, since the reply limit is
 /// checked by the caller with its own error.
@@ -232,6 +231,35 @@ impl UpstreamConn {
         Ok(())
     }
 
+    /// Appends to `out` the whole frames already read ahead, back to back, while each passes
+    /// `take` and `out` stays within `max` bytes; stops at the first that does not, or that has not
+    /// fully arrived. Never waits: a burst of pushes read in one go leaves in one write.
+    pub(crate) fn take_buffered(
+        &mut self,
+        out: &mut Vec<u8>,
+        max: usize,
+        take: impl Fn(&Header) -> bool,
+    ) {
+        let mut taken = 0;
+        loop {
+            let unread = self.unread().get(taken..).unwrap_or_default();
+            // A frame that does not parse is left for the next read to report.
+            let Ok(Some(header)) = Header::parse(unread, &FRAME_LIMITS) else {
+                break;
+            };
+            let len = header.len();
+            if !take(&header) || out.len() + len > max {
+                break;
+            }
+            let Some(frame) = unread.get(..len) else {
+                break;
+            };
+            out.extend_from_slice(frame);
+            taken += len;
+        }
+        self.consume(taken);
+    }
+
     /// Whatever the upstream sent that is already buffered or readable without waiting: pushes
     /// that arrived on an idle pooled connection. Returns the whole frames found, dropping none of
     /// a partial one.
@@ -279,9 +307,10 @@ impl UpstreamConn {
         let _ = tokio::time::timeout(Duration::from_millis(100), self.stream.shutdown()).await;
     }
 
-    /// Gives back a large read-ahead buffer once it is empty.
+    /// Gives back the read-ahead buffer once everything in it has been read: the next read goes
+    /// through the stack until something arrives.
     pub(crate) fn shrink(&mut self) {
-        if self.unread().is_empty() && self.buffer.capacity() > IDLE_BUFFER_BYTES {
+        if self.unread().is_empty() && self.buffer.capacity() > 0 {
             self.buffer = Vec::new();
             self.start = 0;
         }
@@ -310,14 +339,140 @@ impl UpstreamConn {
     /// buffer.
     async fn fill_to(&mut self, n: usize) -> Result<(), UpstreamError> {
         while self.unread().len() < n {
-            self.compact();
-            let want = (n - self.buffer.len()).max(READ_CHUNK_BYTES);
-            self.buffer.reserve(want);
-            let read = self.stream.read_buf(&mut self.buffer).await?;
+            let read = if self.buffer.capacity() == 0 {
+                self.read_through_stack().await?
+            } else {
+                self.compact();
+                let want = (n - self.buffer.len()).max(READ_CHUNK_BYTES);
+                self.buffer.reserve(want);
+                self.stream.read_buf(&mut self.buffer).await?
+            };
             if read == 0 {
                 return Err(UpstreamError::Closed);
             }
         }
         Ok(())
+    }
+
+    /// One read into a buffer on the stack, whose bytes then go to the read-ahead buffer (allocated
+    /// to fit): waiting costs no heap memory. Cancel-safe: nothing is taken from the socket until
+    /// the read completes.
+    async fn read_through_stack(&mut self) -> io::Result<usize> {
+        use std::mem::MaybeUninit;
+        use tokio::io::{AsyncRead, ReadBuf};
+        std::future::poll_fn(|context| {
+            let mut space = [MaybeUninit::<u8>::uninit(); READ_CHUNK_BYTES];
+            let mut read = ReadBuf::uninit(&mut space);
+            std::task::ready!(std::pin::Pin::new(&mut self.stream).poll_read(context, &mut read))?;
+            self.buffer.extend_from_slice(read.filled());
+            std::task::Poll::Ready(Ok(read.filled().len()))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use qgate_ipc::MessageType;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::options::ServerAddress;
+
+    /// A connection to a socket of the test's own, past the handshake, and that socket.
+    async fn pair() -> (UpstreamConn, tokio::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let replica = Arc::new(Replica::new(
+            "test",
+            ServerAddress {
+                host: "127.0.0.1".to_owned(),
+                port,
+            },
+        ));
+        let login = Login {
+            user: b"qgate".to_vec(),
+            password: None,
+        };
+        let accept = async {
+            let (mut peer, _) = listener.accept().await.unwrap();
+            let mut handshake = [0u8; 7];
+            peer.read_exact(&mut handshake).await.unwrap();
+            peer.write_all(&[CAPABILITY]).await.unwrap();
+            peer
+        };
+        let (conn, peer) = tokio::join!(
+            UpstreamConn::connect(replica, None, &login, Duration::from_secs(10), false),
+            accept
+        );
+        (conn.unwrap(), peer)
+    }
+
+    /// A frame of `body_len` bytes of body.
+    fn frame(message_type: MessageType, body_len: usize) -> Vec<u8> {
+        let len = HEADER_LEN + body_len;
+        let mut frame = Header::little(message_type, len as u32).to_bytes().to_vec();
+        frame.resize(len, 7);
+        frame
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_pushes_is_taken_whole_frames_only() {
+        let (mut conn, mut peer) = pair().await;
+        let first = frame(MessageType::Async, 20);
+        let second = frame(MessageType::Async, 30);
+        let reply = frame(MessageType::Response, 10);
+        let mut sent = [first.clone(), second.clone(), reply.clone()].concat();
+        // Half of one more push: not taken until it has all arrived.
+        let last = frame(MessageType::Async, 40);
+        sent.extend_from_slice(&last[..25]);
+        peer.write_all(&sent).await.unwrap();
+        conn.fill_to(sent.len()).await.unwrap();
+
+        let mut out = conn.read_frame().await.unwrap();
+        conn.take_buffered(&mut out, 1 << 20, |h| h.message_type == MessageType::Async);
+        assert_eq!(
+            out,
+            [first.clone(), second.clone()].concat(),
+            "stops at the response"
+        );
+        assert_eq!(conn.read_frame().await.unwrap(), reply);
+
+        let mut out = Vec::new();
+        conn.take_buffered(&mut out, 1 << 20, |_| true);
+        assert!(out.is_empty(), "half a frame is left for the next read");
+        peer.write_all(&last[25..]).await.unwrap();
+        assert_eq!(conn.read_frame().await.unwrap(), last);
+    }
+
+    #[tokio::test]
+    async fn a_batch_stays_within_its_bound() {
+        let (mut conn, mut peer) = pair().await;
+        let push = frame(MessageType::Async, 100);
+        let sent = push.repeat(5);
+        peer.write_all(&sent).await.unwrap();
+        conn.fill_to(sent.len()).await.unwrap();
+        let mut out = conn.read_frame().await.unwrap();
+        conn.take_buffered(&mut out, 3 * push.len(), |_| true);
+        assert_eq!(out.len(), 3 * push.len());
+        let mut rest = Vec::new();
+        conn.take_buffered(&mut rest, 1 << 20, |_| true);
+        assert_eq!(rest.len(), 2 * push.len(), "nothing lost between batches");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_holds_no_read_buffer() {
+        let (mut conn, mut peer) = pair().await;
+        // A wait for the next frame that is given up, as the server's does when the client speaks
+        // first.
+        let waited = tokio::time::timeout(Duration::from_millis(20), conn.peek_header()).await;
+        assert!(waited.is_err());
+        assert_eq!(conn.buffer.capacity(), 0, "waiting allocates nothing");
+
+        let reply = frame(MessageType::Response, 50_000);
+        peer.write_all(&reply).await.unwrap();
+        assert_eq!(conn.read_frame().await.unwrap(), reply);
+        conn.shrink();
+        assert_eq!(conn.buffer.capacity(), 0, "the buffer goes once it is read");
     }
 }

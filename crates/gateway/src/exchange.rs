@@ -22,7 +22,10 @@ use qgate_hooks::Downstream;
 use qgate_ipc::{Endian, HEADER_LEN, MessageType};
 use tokio::time::Instant;
 
-use crate::conn::{Pending, UpstreamConn, UpstreamError};
+use crate::{
+    conn::{Pending, UpstreamConn, UpstreamError},
+    link::PUSH_BATCH_BYTES,
+};
 
 /// The largest reply read whole before it is written to the client.
 ///
@@ -117,9 +120,14 @@ pub(crate) async fn exchange<D: Downstream>(
                         .map_err(ExchangeError::Upstream)?;
                     continue;
                 }
-                let push = within(deadline, conn.read_frame())
+                let mut push = within(deadline, conn.read_frame())
                     .await?
                     .map_err(ExchangeError::Upstream)?;
+                // The pushes right behind it, already read, go out in the same write.
+                conn.take_buffered(&mut push, PUSH_BATCH_BYTES, |next| {
+                    next.message_type == MessageType::Async
+                        && next.len() as u64 <= limits.max_reply_bytes
+                });
                 match pushes {
                     Pushes::Forward => client
                         .write(&push)

@@ -289,12 +289,12 @@ impl Link for GatewayLink {
 
     async fn push(&mut self) -> Result<Push, LinkClosed> {
         loop {
-            let (index, frame) = next_frame(&mut self.pins, &self.inner.services).await;
+            let (index, frames) = next_frame(&mut self.pins, &self.inner.services).await;
             let service = &self.inner.services[index];
-            match frame {
-                Ok(Some(frame)) => {
+            match frames {
+                Ok(Some(frames)) => {
                     return Ok(Push {
-                        frame,
+                        frames,
                         from: service.options.name.clone(),
                     });
                 }
@@ -314,6 +314,10 @@ impl Link for GatewayLink {
         }
     }
 }
+
+/// The most bytes of pushes handed to the client in one write: a burst read in one go, and a
+/// bound on what one write holds.
+pub(crate) const PUSH_BATCH_BYTES: usize = 256 * 1024;
 
 /// The next frame any pinned connection receives unasked, with its service's index: `Ok(None)`
 /// for one that was read and dropped (a stray response, a push over the limit). Cancel-safe, as
@@ -349,8 +353,8 @@ async fn next_frame(
     }
 }
 
-/// The next frame `conn` receives between requests; one over `limit` bytes is read and dropped.
-/// Cancel-safe.
+/// The next frame `conn` receives between requests, with those right behind it that are already
+/// read; one over `limit` bytes is read and dropped. Cancel-safe.
 async fn unasked(conn: &mut UpstreamConn, limit: u64) -> Result<Option<Vec<u8>>, UpstreamError> {
     let header = conn.peek_header().await?;
     if header.len() as u64 > limit {
@@ -364,9 +368,9 @@ async fn unasked(conn: &mut UpstreamConn, limit: u64) -> Result<Option<Vec<u8>>,
         conn.discard(header.len()).await?;
         return Ok(None);
     }
-    let frame = conn.read_frame().await?;
-    conn.shrink();
+    let mut frames = conn.read_frame().await?;
     if header.message_type == MessageType::Response {
+        conn.shrink();
         tracing::warn!(
             upstream = %conn.replica.service,
             server = %conn.replica.address,
@@ -374,7 +378,12 @@ async fn unasked(conn: &mut UpstreamConn, limit: u64) -> Result<Option<Vec<u8>>,
         );
         return Ok(None);
     }
-    Ok(Some(frame))
+    // The rest of a burst that arrived with it goes out in the same write.
+    conn.take_buffered(&mut frames, PUSH_BATCH_BYTES, |next| {
+        next.message_type != MessageType::Response && next.len() as u64 <= limit
+    });
+    conn.shrink();
+    Ok(Some(frames))
 }
 
 fn too_large(described: &str, size: u64, limit: u64) -> ForwardError {

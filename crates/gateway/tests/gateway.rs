@@ -299,14 +299,23 @@ async fn a_subscriber_receives_publications_in_order() {
     .reply();
     assert_eq!(sent, K::long(20));
     let mut last_seq = None;
-    for _ in 0..20 {
+    let mut frames = Vec::new();
+    while frames.len() < 20 {
         let push = bounded(subscriber.push()).await.unwrap();
         assert_eq!(push.from, "tp");
-        let header = Header::parse(&push.frame, &Limits::default())
-            .unwrap()
-            .unwrap();
+        // A push holds one or more whole frames, back to back.
+        let mut rest = &push.frames[..];
+        while !rest.is_empty() {
+            let header = Header::parse(rest, &Limits::default()).unwrap().unwrap();
+            frames.push(rest[..header.len()].to_vec());
+            rest = &rest[header.len()..];
+        }
+    }
+    assert_eq!(frames.len(), 20, "no more than the 20 publications");
+    for frame in &frames {
+        let header = Header::parse(frame, &Limits::default()).unwrap().unwrap();
         assert_eq!(header.message_type, MessageType::Async);
-        let value = qgate_ipc::decode(&push.frame[HEADER_LEN..], header.endian).unwrap();
+        let value = qgate_ipc::decode(&frame[HEADER_LEN..], header.endian).unwrap();
         let K::List(list) = &value else {
             panic!("not (`upd;t;data): {value}");
         };

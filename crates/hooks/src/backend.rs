@@ -89,7 +89,8 @@ pub trait Link: Send + Sync + 'static {
         async { Ok(false) }
     }
 
-    /// The next message the backend sends the client unasked, a whole frame as it came.
+    /// The next messages the backend sends the client unasked: whole frames as they came, as many
+    /// as are ready (at least one).
     ///
     /// Waits forever when nothing can come. It must be cancel-safe: the server polls it beside
     /// the client's next message and drops it when the client's comes first, and nothing read may
@@ -116,11 +117,15 @@ pub trait Downstream: Send {
     fn gone(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// A message a backend sends a client unasked: a whole frame, header included, as it came.
+/// What a backend sends a client unasked: one or more whole frames, headers included, back to back
+/// and as they came.
+///
+/// A backend that has several messages ready hands them over together, so that a publisher's burst
+/// reaches the client in one write instead of one write a message.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Push {
-    /// The frame.
-    pub frame: Vec<u8>,
+    /// The frames, in the order they came.
+    pub frames: Vec<u8>,
     /// The service it came from, for logs.
     pub from: String,
 }
@@ -128,7 +133,7 @@ pub struct Push {
 impl fmt::Debug for Push {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Push")
-            .field("bytes", &self.frame.len())
+            .field("bytes", &self.frames.len())
             .field("from", &self.from)
             .finish()
     }

@@ -470,7 +470,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
             let incoming = match self.next(draining.as_mut()).await {
                 Next::Message(incoming) => incoming,
                 Next::Push(push) => {
-                    if let Err(error) = self.connection.write_message(&push.frame).await {
+                    if let Err(error) = self.connection.write_message(&push.frames).await {
                         return write_failed(error);
                     }
                     continue;
