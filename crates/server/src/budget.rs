@@ -7,7 +7,12 @@
 //! - a received message's buffer, charged as its body arrives (a client that claims 256 MiB and
 //!   sends ten bytes has ten bytes charged, not 256 MiB), then the uncompressed copy of a
 //!   compressed one, charged before it is allocated;
-//! - a reply, charged at its encoded length before it is encoded, until it is written.
+//! - a request's answer, from the moment the request's bytes go back for reuse until the answer
+//!   is encoded: the request's charge pays for it (most answers are about the size of what was
+//!   asked; an echo is exactly that);
+//! - a reply, charged at its encoded length before it is encoded, until it is written; the charge
+//!   grows from the request's, so that a client waiting for its reply's bytes holds its answer
+//!   counted, never beside the budget.
 //!
 //! Messages and replies under [`CHARGED_MIN_BYTES`] are not counted: each connection holds at
 //! most one of each at a time, and counting them would cost every small query two semaphore

@@ -561,9 +561,12 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
                 };
                 let result = match answer {
                     Answer::Value(response) => {
-                        // The request's memory goes back before the reply's is taken.
-                        self.done_with(request, charge);
-                        match self.encode(response).await {
+                        // The request's bytes go back for reuse, but not its charge: that now
+                        // pays for the answer, in memory until it is encoded, and the reply's
+                        // charge grows from it. Given back first, a client waiting for its
+                        // reply's charge would hold its answer uncounted.
+                        let carried = self.keep_charge(request, charge);
+                        match self.encode(response, carried).await {
                             Ok(outgoing) => self.send(outgoing).await,
                             Err(reason) => Err(reason),
                         }
@@ -718,7 +721,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
             "qgate: a message of {len} bytes was refused: the server's memory budget \
              (limits.memory_budget) is spent; try again"
         );
-        let outgoing = self.encode(Err(text)).await?;
+        let outgoing = self.encode(Err(text), self.state.budget.empty()).await?;
         self.send(outgoing).await
     }
 
@@ -798,16 +801,30 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
 
     /// Gives a handled request's buffer back for reuse, and its memory back to the budget.
     fn done_with(&self, request: Request, charge: Charge) {
+        drop(self.keep_charge(request, charge));
+    }
+
+    /// Gives a handled request's buffer back for reuse, and returns its charge to pay for what
+    /// the request's answer holds.
+    fn keep_charge(&self, request: Request, charge: Charge) -> Charge {
         self.state.buffers.put(request.into_message().into_bytes());
-        drop(charge);
+        charge
     }
 
     /// Encodes a response, the value or a q error (`-128` and the text), charged to the memory
     /// budget before it is allocated.
     ///
+    /// `carried` is the request's charge, which paid for the value until now: the reply's charge
+    /// grows from it, waiting only for what the reply needs beyond it. Once encoded, the value is
+    /// dropped and the charge is cut to the encoded bytes.
+    ///
     /// A value that cannot be sent becomes the q error that says why ('type, 'limit); a reply
     /// the budget cannot hold becomes a q error naming the budget.
-    async fn encode(&self, response: Result<K, String>) -> Result<Outgoing, CloseReason> {
+    async fn encode(
+        &self,
+        response: Result<K, String>,
+        carried: Charge,
+    ) -> Result<Outgoing, CloseReason> {
         let value = match response {
             Ok(value) => value,
             Err(text) => return self.encode_error(&text),
@@ -820,7 +837,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
                 return self.encode_error(q_error);
             }
         };
-        let mut charge = self.state.budget.empty();
+        let mut charge = carried;
         if len >= CHARGED_MIN_BYTES {
             // A reply compressed for a remote peer needs its plain and its compressed form at
             // once, the second at most half the first.
@@ -828,8 +845,10 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
                 Locality::Remote => len + len / 2,
                 Locality::Local => len,
             };
-            charge = match self.state.budget.charge(peak).await {
-                Ok(charge) => charge,
+            let more = peak.saturating_sub(charge.bytes());
+            let deadline = tokio::time::Instant::now() + MemoryBudget::WAIT;
+            match charge.grow(more, deadline).await {
+                Ok(()) => {}
                 Err(error) => {
                     tracing::warn!(
                         limit = "memory_budget",
@@ -844,9 +863,16 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H,
                 }
             };
         }
-        match encode_message_with(MessageType::Response, &value, &self.encode) {
+        let encoded = encode_message_with(MessageType::Response, &value, &self.encode);
+        drop(value);
+        match encoded {
             Ok(bytes) => {
-                charge.shrink_to(bytes.capacity());
+                let held = if len >= CHARGED_MIN_BYTES {
+                    bytes.capacity()
+                } else {
+                    0
+                };
+                charge.shrink_to(held);
                 Ok(Outgoing {
                     bytes,
                     _charge: charge,

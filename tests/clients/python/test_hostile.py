@@ -427,14 +427,15 @@ def test_expanding_queries_never_read_keep_the_server_within_its_memory_budget(t
     try:
         grown_mib = probe_growth_mib(server)
         print(f"server alone: resident memory peaked {grown_mib:.0f} MiB higher")
-        # The budget bounds the bytes the server holds for messages and replies. The resident
-        # peak is higher than that: beside each admitted message the echo hooks hold the decoded
-        # value they answer with, large buffers are kept for reuse (up to max_message_bytes),
-        # and freed 16.8 MB blocks are not all given back by the allocator; measured at 548 MiB
-        # above the start here (1.3 GB and rising before the budget). The goal is the budget
-        # plus the hooks' own copies; what stands between is not profiled yet. This bound
-        # catches a return of the unbounded growth.
-        assert grown_mib < 4 * budget_mib + 128, f"resident memory peaked {grown_mib:.0f} MiB higher"
+        # The budget bounds the bytes the server holds for messages, their answers and replies
+        # (1.3 GB and rising before it). Beside it, large buffers are kept for reuse (at most
+        # max_message_bytes, 64 MiB here), and glibc keeps some freed 16.8 MB blocks in its
+        # arenas: measured at 259 to 307 MiB above the start, and at 197 MiB (the budget, the
+        # kept buffers and 5 MiB) with GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576, which
+        # makes glibc give large blocks back at once. Before answers were charged, clients
+        # waiting for their reply's charge held their answers beside the budget: 532 MiB.
+        bound_mib = 2 * budget_mib + 64 + 128
+        assert grown_mib < bound_mib, f"resident memory peaked {grown_mib:.0f} MiB higher"
         assert server.alive()
     finally:
         server.stop()
@@ -452,11 +453,13 @@ def test_expanding_queries_that_are_never_read_stay_within_the_memory_budget(tmp
 
     try:
         grown_mib = probe_growth_mib(server)
-        # The budget bounds the messages and replies the server holds; the plugin's instances
-        # (each capped at its memory_limit, one per call running at once, and calls that leave
-        # their worker let more run at once) and the reply a call in progress has decoded come on
-        # top of it, as does what the allocator keeps (see the test above). Measured at 442 MiB
-        # above the start; this bound catches a return of the unbounded growth.
+        # The budget bounds the messages, answers and replies the server holds. The plugin's
+        # instances come on top of it: each call running holds its own copy of the message and
+        # of its reply in the instance's memory (capped at memory_limit), and calls that leave
+        # their worker let more run at once; an instance that grew past 16 MiB is dropped after
+        # its call rather than kept. With the allocator's share (see the test above), measured
+        # at 469 to 475 MiB above the start (363 MiB with glibc giving large blocks back at
+        # once); this bound catches a return of the unbounded growth.
         print(f"echo plugin: resident memory peaked {grown_mib:.0f} MiB higher")
         assert grown_mib < 4 * budget_mib + 128, f"resident memory peaked {grown_mib:.0f} MiB higher"
         assert server.alive()
