@@ -81,7 +81,7 @@ pub use crate::{
     lock::{Digest, LockPolicy, ParseError, PublicKey, SecretKey, signature_path},
     plugin::{MAX_BACKOFF, MIN_BACKOFF, MIN_INIT_BUDGET},
     state::MAX_SUMMARY_TEXT_BYTES,
-    store::{MIN_WALL_CLOCK_CEILING, WALL_CLOCK_CEILING_FACTOR},
+    store::{KEEP_INSTANCE_MEMORY_BYTES, MIN_WALL_CLOCK_CEILING, WALL_CLOCK_CEILING_FACTOR},
     swap::{MAX_PREVIOUS_VERSIONS, PluginStatus, SwapOutcome},
 };
 

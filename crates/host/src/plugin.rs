@@ -40,7 +40,7 @@ use crate::{
     lock::Digest,
     offload,
     state::{self, HostState, Lent, PluginShared},
-    store::{self, StoreBuilder},
+    store::{self, KEEP_INSTANCE_MEMORY_BYTES, StoreBuilder},
 };
 
 /// The budget for instantiating a plugin and running its `init`, when its per-call budget is
@@ -319,7 +319,13 @@ impl Plugin {
         store::set_deadline(&mut instance.store, self.time_budget);
         match offload::contain(|| f(&mut instance)) {
             Ok(value) => {
-                lock(&self.idle).push(instance);
+                if instance.store.data().limits.memory_bytes() > KEEP_INSTANCE_MEMORY_BYTES {
+                    // Its memory never shrinks: dropped, it gives the pages back.
+                    drop(instance);
+                    self.live.fetch_sub(1, Ordering::Relaxed);
+                } else {
+                    lock(&self.idle).push(instance);
+                }
                 Ok(value)
             }
             Err(error) => {

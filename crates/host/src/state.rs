@@ -9,17 +9,14 @@ use std::{
 
 use qgate_hooks::{Request, Session};
 use qgate_ipc::{Endian, ValueView};
-use wasmtime::{
-    StoreLimits,
-    component::{Resource, ResourceTable},
-};
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::{
     bindings::{host, types},
     facts::{self, FactsCell},
     kv::Kv,
-    store::Deadline,
+    store::{Deadline, GuestLimits},
 };
 
 /// The longest string text that a `summary` (WIT) carries in `text`; longer texts are fetched with
@@ -76,7 +73,7 @@ pub(crate) struct PluginShared {
 /// The data of one store (one instance).
 pub(crate) struct HostState {
     pub(crate) shared: Arc<PluginShared>,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: GuestLimits,
     /// The `rep` of the message lent to the call in progress; 0 between calls.
     pub(crate) message_rep: u32,
     /// When the call in progress must stop (`store::set_deadline`).
@@ -91,7 +88,7 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(shared: Arc<PluginShared>, limits: StoreLimits) -> Self {
+    pub(crate) fn new(shared: Arc<PluginShared>, limits: GuestLimits) -> Self {
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)

@@ -26,7 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 
 use crate::{
     offload,
@@ -60,6 +60,75 @@ fn wall_clock_ceiling(budget: Duration) -> Duration {
         .max(MIN_WALL_CLOCK_CEILING)
 }
 
+/// The most linear memory an instance may have grown to and still be kept for the next call.
+///
+/// A guest's linear memory never shrinks: an instance that once held a 50 MB message keeps those
+/// pages for as long as it lives, and a version keeps as many idle instances as it ever had calls
+/// at once. So one that grew past this is dropped after its call (the pooling allocator gives its
+/// pages back to the system) and the next call makes a fresh one. 16 MiB is far above what a call
+/// on an ordinary query needs (a plugin instance starts at about 1 MiB), so only calls that carried
+/// large messages pay the new instance, a few tens of microseconds beside copying megabytes.
+pub const KEEP_INSTANCE_MEMORY_BYTES: usize = 16 << 20;
+
+/// A store's resource limits ([`StoreLimits`], the instance's memory cap), and the size its linear
+/// memory has grown to.
+pub(crate) struct GuestLimits {
+    limits: StoreLimits,
+    /// The largest size any memory of the instance has been allowed to grow to, in bytes.
+    memory_bytes: usize,
+}
+
+impl GuestLimits {
+    /// The largest size the instance's memory has grown to.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes = self.memory_bytes.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
 /// Makes the stores of one plugin version: each with the version's memory cap, and with the
 /// epoch callback that enforces deadlines.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +156,10 @@ impl StoreBuilder {
             // seeing `memory.grow` fail and aborting with a less helpful one.
             .trap_on_grow_failure(true)
             .build();
+        let limits = GuestLimits {
+            limits,
+            memory_bytes: 0,
+        };
         let mut store = Store::new(engine, HostState::new(shared, limits));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|mut store| Ok(offload::on_epoch(store.data_mut())));

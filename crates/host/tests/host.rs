@@ -110,6 +110,34 @@ async fn echo_answers_with_the_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_that_grew_large_are_not_kept_and_not_counted() {
+    // Each echo of a message this large grows its instance past KEEP_INSTANCE_MEMORY_BYTES, so
+    // the instance is dropped after the call. More such calls than a version may have instances
+    // alive: were a dropped instance still counted, the calls past the limit would find the
+    // plugin busy.
+    let mut echo = spec("echo");
+    // Copying megabytes in and out of the guest takes longer than a query's default budget.
+    echo.time_budget = std::time::Duration::from_secs(2);
+    let host = host(vec![echo]);
+    let s = session();
+    // Echo copies the message's body into the guest and replies with that copy.
+    let large = K::string("x".repeat(qgate_host::KEEP_INSTANCE_MEMORY_BYTES + (1 << 20)));
+    let calls = qgate_host::MAX_INSTANCES_PER_VERSION as usize + 4;
+    for call in 0..calls {
+        let verdict = host.on_sync(&s, &request(&large)).await;
+        assert!(
+            verdict == Verdict::Reply(large.clone()),
+            "call {call} of {calls}: {verdict:?}"
+        );
+    }
+    // A small call after them is served as ever.
+    assert_eq!(
+        host.on_sync(&s, &request(&call())).await,
+        Verdict::Reply(call())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_plugin_that_does_not_pass_decides() {
     let s = session();
     let echo_first = host(vec![spec("echo"), spec("bad-reply")]);
