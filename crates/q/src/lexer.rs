@@ -10,6 +10,8 @@
 //! q text is bytes, not UTF-8: a byte outside ASCII is an error token unless it is inside a string
 //! or a comment.
 
+use crate::keyword::{Keyword, pack};
+
 /// What a token is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TokenKind {
@@ -89,18 +91,34 @@ pub(crate) enum Word {
 }
 
 impl Word {
-    fn of(name: &[u8]) -> Word {
-        match name {
-            b"by" => Word::By,
-            b"from" => Word::From,
-            b"where" => Word::Where,
-            b"distinct" => Word::Distinct,
-            b"select" => Word::Select,
-            b"exec" => Word::Exec,
-            b"update" => Word::Update,
-            b"delete" => Word::Delete,
-            _ => Word::Other,
+    /// The qSQL word and the keyword a name spells, if any: one packing of its bytes serves
+    /// both.
+    fn classify(name: &[u8]) -> (Word, Option<Keyword>) {
+        // Every word and keyword starts with a lowercase letter and has at most 16 bytes.
+        if name.len() > 16 || !name.first().is_some_and(u8::is_ascii_lowercase) {
+            return (Word::Other, None);
         }
+        const BY: u128 = pack(b"by");
+        const FROM: u128 = pack(b"from");
+        const WHERE: u128 = pack(b"where");
+        const DISTINCT: u128 = pack(b"distinct");
+        const SELECT: u128 = pack(b"select");
+        const EXEC: u128 = pack(b"exec");
+        const UPDATE: u128 = pack(b"update");
+        const DELETE: u128 = pack(b"delete");
+        let key = pack(name);
+        let word = match key {
+            BY => Word::By,
+            FROM => Word::From,
+            WHERE => Word::Where,
+            DISTINCT => Word::Distinct,
+            SELECT => Word::Select,
+            EXEC => Word::Exec,
+            UPDATE => Word::Update,
+            DELETE => Word::Delete,
+            _ => Word::Other,
+        };
+        (word, Keyword::lookup_packed(key))
     }
 }
 
@@ -111,6 +129,8 @@ pub(crate) struct Token {
     pub(crate) kind: TokenKind,
     /// For a name, whether it is a word of qSQL.
     pub(crate) word: Word,
+    /// For a name, the keyword it spells.
+    pub(crate) keyword: Option<Keyword>,
     /// Byte offset of its first byte.
     pub(crate) start: u32,
     /// Byte offset just past its last byte.
@@ -206,16 +226,17 @@ impl Lexer<'_> {
     }
 
     fn push(&mut self, kind: TokenKind, start: usize) {
-        let word = if kind == TokenKind::Name {
-            Word::of(&self.src[start..self.pos])
+        let (word, keyword) = if kind == TokenKind::Name {
+            Word::classify(&self.src[start..self.pos])
         } else {
-            Word::Other
+            (Word::Other, None)
         };
         // Invariant: the input is at most MAX_INPUT_BYTES (1 MiB), far below u32::MAX.
         let (start, end) = (start as u32, self.pos as u32);
         self.tokens.push(Token {
             kind,
             word,
+            keyword,
             start,
             end,
             spaced: self.spaced,

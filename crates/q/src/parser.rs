@@ -15,7 +15,7 @@
 use crate::{
     MAX_DEPTH,
     error::{ParseError, ParseErrorKind, quote},
-    keyword::Keyword,
+    keyword::{Keyword, kw},
     lexer::{LexError, Token, TokenKind, Word, tokenize_into},
     literal::{self, Lit},
     tree::{Atom, Data, NodeId, Range, Slot, Span, Tree, Type},
@@ -365,11 +365,8 @@ impl<'s> Parser<'s, '_> {
         Ok(self.push_slot(Data::Dict(keys, values), height, offset))
     }
 
-    fn keyword(&mut self, name: &str, offset: u32) -> NodeId {
-        match Keyword::lookup(name.as_bytes()) {
-            Some(keyword) => self.leaf(Data::Keyword(keyword), offset),
-            None => self.leaf(Data::Null, offset),
-        }
+    fn keyword(&mut self, keyword: Keyword, offset: u32) -> NodeId {
+        self.leaf(Data::Keyword(keyword), offset)
     }
 
     fn name_node(&mut self, span: Span, offset: u32) -> NodeId {
@@ -649,9 +646,8 @@ impl<'s> Parser<'s, '_> {
                 ) {
                     return Ok(noun(self.qsql()?));
                 }
-                let word = self.text(token);
                 self.pos += 1;
-                match Keyword::lookup(word) {
+                match token.keyword {
                     Some(keyword) => {
                         let node = self.leaf(Data::Keyword(keyword), offset);
                         if keyword.is_infix() {
@@ -804,7 +800,7 @@ impl<'s> Parser<'s, '_> {
             return Ok(noun(table));
         }
         let mark = self.scratch.len();
-        let enlist = self.keyword("enlist", open);
+        let enlist = self.keyword(kw::ENLIST, open);
         self.scratch.push(enlist);
         let separators = self.items(TokenKind::RParen, ')', open, Ctx::default())?;
         let term = if separators == 0 {
@@ -863,7 +859,7 @@ impl<'s> Parser<'s, '_> {
             self.quote(names, open)?
         };
         let mark = self.scratch.len();
-        let enlist = self.keyword("enlist", open);
+        let enlist = self.keyword(kw::ENLIST, open);
         self.scratch.push(enlist);
         for &(_, expr) in columns {
             self.scratch.push(expr);
@@ -871,7 +867,7 @@ impl<'s> Parser<'s, '_> {
         let exprs = self.list_from(mark, open)?;
         let bang = self.leaf(Data::Prim("!"), open);
         let dict = self.list(&[bang, names, exprs], open)?;
-        let flip = self.keyword("flip", open);
+        let flip = self.keyword(kw::FLIP, open);
         self.list(&[flip, dict], open)
     }
 

@@ -239,6 +239,22 @@ impl Tree {
         }
     }
 
+    /// Empties the tree and makes `src` its source, keeping the vectors' memory.
+    pub(crate) fn reset(&mut self, src: &[u8]) {
+        self.slots.clear();
+        self.kids.clear();
+        self.text.clear();
+        self.text.extend_from_slice(src);
+        self.root = NodeId(0);
+    }
+
+    /// Whether the tree's vectors hold more than `nodes` nodes or `bytes` bytes of text.
+    pub(crate) fn holds_more_than(&self, nodes: usize, bytes: usize) -> bool {
+        self.slots.capacity() > nodes
+            || self.kids.capacity() > nodes
+            || self.text.capacity() > bytes
+    }
+
     /// The value q's `parse` returns.
     pub fn root(&self) -> Node<'_> {
         self.node(self.root)
