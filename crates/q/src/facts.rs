@@ -13,7 +13,7 @@ use std::fmt;
 use crate::{
     keyword::{Keyword, kw},
     parser::parse_into,
-    tree::{Atom, Data, Node, NodeId, NodeKind, Slot, Tree, Type},
+    tree::{Atom, Data, Node, NodeId, NodeKind, Slot, Tree, Type, name_str},
 };
 
 /// What a policy reads from a query.
@@ -504,44 +504,34 @@ impl<'t> Walker<'t> {
         push_unique(&mut self.facts.assigned, &name);
     }
 
+    // The walk matches on the stored data rather than on `Node::kind`, which checks every
+    // name's UTF-8 whether or not the name counts.
     fn walk(&mut self, node: Node<'t>, mode: Mode) {
-        if let Data::Name(span) = node.data() {
-            // A column in a phrase counts for nothing, unless it spells a keyword: decided on
-            // the bytes, before the name's UTF-8 check.
-            if mode == Mode::Phrase && !node.tree.bytes(span).starts_with(b".q.") {
-                return;
-            }
-        }
-        match node.kind() {
-            NodeKind::Null
-            | NodeKind::Char(_)
-            | NodeKind::String(_)
-            | NodeKind::Atom(_)
-            | NodeKind::Primitive(_) => {}
-            NodeKind::Name(name) => {
+        let tree = node.tree;
+        match node.data() {
+            Data::Null | Data::Char(_) | Data::Str(_) | Data::Atom(_) | Data::Prim(_) => {}
+            Data::Name(span) => {
+                // A column in a phrase counts for nothing, unless it spells a keyword.
+                let bytes = tree.bytes(span);
+                if mode == Mode::Phrase && !bytes.starts_with(b".q.") {
+                    return;
+                }
+                let name = name_str(bytes);
                 if let Some(keyword) = dotq_keyword(name) {
                     self.bare_keyword(keyword);
                 } else if mode != Mode::Phrase {
                     self.variable(name);
                 }
             }
-            NodeKind::Keyword(keyword) => self.bare_keyword(keyword),
-            NodeKind::Lambda => self.lambda(node),
-            NodeKind::Dict => {
-                if let Some((_, values)) = node.dict() {
-                    self.walk(values, mode);
-                }
-            }
-            NodeKind::System(text) => self.system(text),
-            NodeKind::Vector(Type::Symbol) if node.len() >= 2 => self.apply(node, mode),
-            NodeKind::Vector(_) => {}
-            NodeKind::List => match node.len() {
+            Data::Keyword(keyword) => self.bare_keyword(keyword),
+            Data::Lambda { .. } => self.lambda(node),
+            Data::Dict(_, values) => self.walk(tree.node(values), mode),
+            Data::System(span) => self.system(tree.bytes(span)),
+            Data::Vector(Type::Symbol, range) if range.len >= 2 => self.apply(node, mode),
+            Data::Vector(..) => {}
+            Data::List(range) => match range.len {
                 0 => {}
-                1 => {
-                    if let Some(item) = node.item(0) {
-                        self.quoted(item);
-                    }
-                }
+                1 => self.quoted(tree.node(tree.range(range)[0])),
                 _ => self.apply(node, mode),
             },
         }
@@ -549,9 +539,9 @@ impl<'t> Walker<'t> {
 
     /// A quoted constant: data, but a lambda inside it can still be applied.
     fn quoted(&mut self, node: Node<'t>) {
-        match node.kind() {
-            NodeKind::Lambda => self.lambda(node),
-            NodeKind::List => {
+        match node.data() {
+            Data::Lambda { .. } => self.lambda(node),
+            Data::List(_) => {
                 for item in node.items() {
                     self.quoted(item);
                 }
@@ -628,25 +618,28 @@ impl<'t> Walker<'t> {
             tree: node.tree,
             ids: rest,
         };
-        match head.kind() {
-            NodeKind::Char(b';') => {
+        match head.data() {
+            Data::Char(b';') => {
                 self.flag(Flags::MULTI);
                 self.walk_all(args, mode);
             }
-            NodeKind::Char(_) | NodeKind::String(_) => {
+            Data::Char(_) | Data::Str(_) => {
                 // A string applied: `"k" "..."` evaluates text.
                 self.flag(Flags::EVAL);
                 self.walk_all(args, mode);
             }
-            NodeKind::Name(name) => match dotq_keyword(name) {
-                // `.q.value "..."` is `value "..."`.
-                Some(keyword) => self.keyword(keyword, args, mode),
-                None => {
-                    self.function(name);
-                    self.walk_all(args, mode);
+            Data::Name(span) => {
+                let name = name_str(node.tree.bytes(span));
+                match dotq_keyword(name) {
+                    // `.q.value "..."` is `value "..."`.
+                    Some(keyword) => self.keyword(keyword, args, mode),
+                    None => {
+                        self.function(name);
+                        self.walk_all(args, mode);
+                    }
                 }
-            },
-            NodeKind::Atom(_) if integral(head).is_some() => {
+            }
+            Data::Atom(_) if integral(head).is_some() => {
                 // A handle applied: 0 is this process (`value`), others are connections.
                 if integral(head) == Some(0) {
                     self.flag(Flags::EVAL);
@@ -655,8 +648,8 @@ impl<'t> Walker<'t> {
                 }
                 self.walk_all(args, mode);
             }
-            NodeKind::Keyword(keyword) => self.keyword(keyword, args, mode),
-            NodeKind::Primitive(p) => self.primitive(p, args, mode),
+            Data::Keyword(keyword) => self.keyword(keyword, args, mode),
+            Data::Prim(p) => self.primitive(p, args, mode),
             _ => {
                 if quoted_symbol(head).is_some_and(|n| n.starts_with(':')) {
                     // `` `:host:port "..." ``: a one-shot message to another process.
@@ -973,8 +966,8 @@ impl<'t> Walker<'t> {
         // The constraints: a template's are quoted parse trees; a functional query's are an
         // expression building them.
         match c.unquote() {
-            Some(constraints) => match constraints.kind() {
-                NodeKind::List | NodeKind::Vector(_) => {
+            Some(constraints) => match constraints.data() {
+                Data::List(_) | Data::Vector(..) => {
                     for constraint in constraints.items() {
                         self.walk(constraint, Mode::Phrase);
                     }
@@ -984,13 +977,9 @@ impl<'t> Walker<'t> {
             None => self.walk(c, Mode::Data),
         }
         for part in [b, a] {
-            match part.kind() {
-                NodeKind::Dict => {
-                    if let Some((_, values)) = part.dict() {
-                        self.phrase_values(values);
-                    }
-                }
-                NodeKind::Atom(_) => {}
+            match part.data() {
+                Data::Dict(_, values) => self.phrase_values(part.tree.node(values)),
+                Data::Atom(_) => {}
                 _ if part.is_quote() => {
                     if let Some(item) = part.unquote() {
                         self.phrase_values_of(item);
@@ -1010,8 +999,8 @@ impl<'t> Walker<'t> {
 
     /// The values of a phrase dictionary: a list of column expressions.
     fn phrase_values(&mut self, values: Node<'t>) {
-        match values.kind() {
-            NodeKind::List | NodeKind::Vector(_) => {
+        match values.data() {
+            Data::List(_) | Data::Vector(..) => {
                 for value in values.items() {
                     self.walk(value, Mode::Phrase);
                 }
@@ -1022,7 +1011,7 @@ impl<'t> Walker<'t> {
 
     /// One quoted column expression, or a quoted list of column names.
     fn phrase_values_of(&mut self, item: Node<'t>) {
-        if matches!(item.kind(), NodeKind::Vector(Type::Symbol)) {
+        if matches!(item.data(), Data::Vector(Type::Symbol, _)) {
             return;
         }
         self.walk(item, Mode::Phrase);

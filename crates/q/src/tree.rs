@@ -491,7 +491,10 @@ impl<'t> Node<'t> {
 
     /// Whether this is the one-item list q uses to quote a constant (`` ,`a ``, `,(...)`).
     pub fn is_quote(&self) -> bool {
-        matches!(self.kind(), NodeKind::List | NodeKind::Vector(_)) && self.len() == 1
+        matches!(
+            self.data(),
+            Data::List(Range { len: 1, .. }) | Data::Vector(_, Range { len: 1, .. })
+        )
     }
 
     /// The value under a quote: the item of a one-item list.
