@@ -577,8 +577,14 @@ fn date_of(y: i64, m: i64, d: i64) -> Option<i32> {
     if !(1..=12).contains(&m) || d < 1 {
         return None;
     }
-    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    if d > days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1) {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days_in_month = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if d > days_in_month {
         return None;
     }
     i32::try_from(days_from_civil(y, m, d) - EPOCH_2000).ok()
@@ -973,6 +979,21 @@ mod tests {
     }
 
     #[test]
+    fn a_day_exists_when_the_calendar_has_it() {
+        // The month lengths, against the day counts between first days of months.
+        for y in (1596..=2404).chain([1, 9999]) {
+            for m in 1..=12 {
+                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+                let length = days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1);
+                for d in 0..=32 {
+                    let exists = (1..=length).contains(&d);
+                    assert_eq!(date_of(y, m, d).is_some(), exists, "{y}.{m}.{d}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn dates_read_alike_by_either_path() {
         // `read` has a short path for `YYYY.MM.DD`; `temporal` reads the same text the long way.
         for text in [
@@ -986,6 +1007,11 @@ mod tests {
             "2023.04.31",
             "0001.01.01",
             "9999.12.31",
+            "1900.02.29",
+            "2000.02.29",
+            "2100.02.29",
+            "2024.04.30",
+            "2024.12.32",
         ] {
             let long = temporal(text).map(|atom| Lit::One(atom, Origin::Typed));
             assert_eq!(read(text.as_bytes()), long, "{text}");

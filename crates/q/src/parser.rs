@@ -1474,7 +1474,11 @@ impl<'s> Parser<'s, '_> {
 fn add_kids(kids: &mut Vec<NodeId>, items: &[NodeId]) -> Range {
     // Invariant: as for node ids, far below u32::MAX.
     let start = kids.len() as u32;
-    kids.extend_from_slice(items);
+    // Item by item: a list has a handful of items, fewer than a call to `memcpy` costs.
+    kids.reserve(items.len());
+    for &item in items {
+        kids.push(item);
+    }
     Range {
         start,
         len: items.len() as u32,
