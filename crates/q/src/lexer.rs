@@ -177,6 +177,7 @@ pub(crate) fn tokenize_into(src: &[u8], tokens: &mut Vec<Token>) {
         tokens: std::mem::take(tokens),
         depth: 0,
         spaced: true,
+        line_start: true,
     };
     lexer.run();
     while lexer
@@ -197,6 +198,8 @@ struct Lexer<'s> {
     depth: usize,
     /// Whether whitespace, a comment or a line start precedes the next token.
     spaced: bool,
+    /// Whether `pos` is at the start of a line.
+    line_start: bool,
 }
 
 /// Which bytes may continue a name, by byte: one load instead of four comparisons, in the
@@ -275,11 +278,6 @@ impl Lexer<'_> {
         self.spaced = false;
     }
 
-    /// Whether `pos` is at the start of a line.
-    fn at_line_start(&self) -> bool {
-        self.pos == 0 || self.src[self.pos - 1] == b'\n'
-    }
-
     /// Whether the line starting at `pos` holds `byte` alone (trailing blanks allowed).
     fn line_is_only(&self, byte: u8) -> bool {
         if self.peek(0) != Some(byte) {
@@ -319,7 +317,11 @@ impl Lexer<'_> {
     fn run(&mut self) {
         while let Some(b) = self.peek(0) {
             let start = self.pos;
-            if self.at_line_start() && self.depth == 0 {
+            // The start of a line: the start of the text, or right after a line break, which only
+            // the line break's own step consumes (strings, comments and commands stop before one).
+            let line_start = std::mem::replace(&mut self.line_start, false);
+            debug_assert_eq!(line_start, start == 0 || self.src[start - 1] == b'\n');
+            if line_start && self.depth == 0 {
                 // A block comment: a line holding only `/`, up to a line holding only `\`.
                 if self.line_is_only(b'/') {
                     self.block_comment();
@@ -345,6 +347,7 @@ impl Lexer<'_> {
             match b {
                 b'\n' => {
                     self.pos += 1;
+                    self.line_start = true;
                     // A line break separates statements at the top level, unless the next line
                     // is indented (a continuation) or empty.
                     let next = self.peek(0);
