@@ -334,45 +334,15 @@ impl<'s> Parser<'s, '_> {
     /// A list of the scratch items from `mark` on (which are removed), collapsed to a vector
     /// when they are atoms of one type, as q's lists are.
     fn list_from(&mut self, mark: usize, offset: u32) -> PResult<NodeId> {
-        let height = self.height_over(&self.scratch[mark..], offset)?;
-        let items = &self.scratch[mark..];
-        let slots = &self.tree.slots;
-        let ty_of = |id: &NodeId| match slots[id.0 as usize].data {
-            Data::Name(_) => Some(Type::Symbol),
-            Data::Char(_) => Some(Type::Char),
-            Data::Atom(atom) => Some(atom.ty()),
-            _ => None,
-        };
-        let uniform = match items.first().and_then(ty_of) {
-            Some(ty) if items.iter().all(|id| ty_of(id) == Some(ty)) => Some(ty),
-            _ => None,
-        };
-        let data = match uniform {
-            Some(Type::Char) => {
-                let chars: Vec<u8> = items
-                    .iter()
-                    .map(|id| match slots[id.0 as usize].data {
-                        Data::Char(c) => c,
-                        _ => b' ',
-                    })
-                    .collect();
-                Data::Str(self.tree.add_text(&chars))
-            }
-            Some(ty) => {
-                let range = add_kids(&mut self.tree.kids, items);
-                Data::Vector(ty, range)
-            }
-            None => Data::List(add_kids(&mut self.tree.kids, items)),
-        };
+        let list = build_list(self.tree, &self.scratch[mark..], offset);
         self.scratch.truncate(mark);
-        Ok(self.push_slot(data, height, offset))
+        list.ok_or_else(|| self.error(ParseErrorKind::TooDeep { max: MAX_DEPTH }, offset))
     }
 
     /// A list of the given items.
     fn list(&mut self, items: &[NodeId], offset: u32) -> PResult<NodeId> {
-        let mark = self.scratch.len();
-        self.scratch.extend_from_slice(items);
-        self.list_from(mark, offset)
+        build_list(self.tree, items, offset)
+            .ok_or_else(|| self.error(ParseErrorKind::TooDeep { max: MAX_DEPTH }, offset))
     }
 
     /// `x` quoted: the one-item list `,x`.
@@ -1469,6 +1439,55 @@ impl<'s> Parser<'s, '_> {
         let values = self.list_from(mark, offset)?;
         self.dict(keys, values, offset)
     }
+}
+
+/// A list of `items` pushed on `tree`, collapsed to a vector when they are atoms of one type,
+/// as q's lists are; `None` when it would stand taller than [`MAX_DEPTH`].
+///
+/// A function of the tree alone, so that the items may be the parser's scratch stack or a slice
+/// of its own, without copying them from one to the other.
+fn build_list(tree: &mut Tree, items: &[NodeId], offset: u32) -> Option<NodeId> {
+    let slots = &tree.slots;
+    let max = items
+        .iter()
+        .map(|&id| slots[id.0 as usize].height)
+        .max()
+        .unwrap_or(0);
+    if usize::from(max) >= MAX_DEPTH {
+        return None;
+    }
+    let ty_of = |id: &NodeId| match slots[id.0 as usize].data {
+        Data::Name(_) => Some(Type::Symbol),
+        Data::Char(_) => Some(Type::Char),
+        Data::Atom(atom) => Some(atom.ty()),
+        _ => None,
+    };
+    let uniform = match items.first().and_then(ty_of) {
+        Some(ty) if items.iter().all(|id| ty_of(id) == Some(ty)) => Some(ty),
+        _ => None,
+    };
+    let data = match uniform {
+        Some(Type::Char) => {
+            let chars: Vec<u8> = items
+                .iter()
+                .map(|id| match slots[id.0 as usize].data {
+                    Data::Char(c) => c,
+                    _ => b' ',
+                })
+                .collect();
+            Data::Str(tree.add_text(&chars))
+        }
+        Some(ty) => Data::Vector(ty, add_kids(&mut tree.kids, items)),
+        None => Data::List(add_kids(&mut tree.kids, items)),
+    };
+    // Invariant: as for any node id, far below u32::MAX.
+    let id = NodeId(tree.slots.len() as u32);
+    tree.slots.push(Slot {
+        data,
+        height: max + 1,
+        offset,
+    });
+    Some(id)
 }
 
 fn add_kids(kids: &mut Vec<NodeId>, items: &[NodeId]) -> Range {
