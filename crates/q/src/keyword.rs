@@ -220,7 +220,8 @@ const MAX_LEN: usize = 10;
 /// A name of at most 16 bytes as one integer, its bytes little-endian and zero-padded, so that
 /// comparing two names is comparing two integers.
 ///
-/// Names hold no zero byte, so two names of different lengths never pack to the same integer.
+/// A name the lexer reads holds no zero byte, so two of different lengths never pack to the
+/// same integer; [`Keyword::lookup`] refuses other bytes before packing.
 pub(crate) const fn pack(name: &[u8]) -> u128 {
     // Two 64-bit halves: shifting a u128 by a variable amount costs several instructions.
     let (mut low, mut high) = (0u64, 0u64);
@@ -281,9 +282,15 @@ impl Keyword {
     /// The keyword called `name`, if there is one.
     pub fn lookup(name: &[u8]) -> Option<Keyword> {
         // Every keyword is 2 to 10 lowercase ASCII letters and digits starting with a letter,
-        // which many names (`trade`, `.z.pg`, `Price`) are not.
+        // which many names (`trade`, `.z.pg`, `Price`) are not. Checking every byte also keeps
+        // out a zero byte, which packs as padding would (a call list's symbol may hold one).
         let first = *name.first()?;
-        if !(2..=MAX_LEN).contains(&name.len()) || !first.is_ascii_lowercase() {
+        if !(2..=MAX_LEN).contains(&name.len())
+            || !first.is_ascii_lowercase()
+            || !name
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             return None;
         }
         Keyword::lookup_packed(pack(name))
@@ -413,6 +420,8 @@ mod tests {
         check("", None);
         check("zzz", None);
         check("Count", None);
+        check("in\0", None);
+        check("count\0\0", None);
         check(".q.count", None);
         for entry in TABLE {
             check(entry.name, Some(entry.display));

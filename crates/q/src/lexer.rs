@@ -680,6 +680,7 @@ mod tests {
             ("counts", Word::Other, None),
             ("coun", Word::Other, None),
             ("trade", Word::Other, None),
+            ("abcdefghijklmnop", Word::Other, None),
             ("abcdefghijklmnopq", Word::Other, None),
         ] {
             for text in [format!("{name} 0123456789abcdef"), format!("x {name}")] {
