@@ -11,9 +11,9 @@
 use std::fmt;
 
 use crate::{
-    keyword::Keyword,
+    keyword::{Keyword, kw},
     parser::parse_into,
-    tree::{Atom, Data, Node, NodeId, NodeKind, Slot, Tree, Type},
+    tree::{Atom, Data, Node, NodeId, NodeKind, Slot, Tree, Type, name_str},
 };
 
 /// What a policy reads from a query.
@@ -185,10 +185,24 @@ impl Facts {
 
     /// Parses `text` and gives its facts; a parse error gives [`Facts::unparsed`].
     pub fn of_text(text: &[u8]) -> Facts {
-        match crate::parse(text) {
-            Ok(tree) => Facts::of_tree(&tree),
-            Err(_) => Facts::unparsed(),
+        if text.len() > crate::MAX_INPUT_BYTES {
+            return Facts::unparsed();
         }
+        // The tree is needed only until its facts are read, so a thread parses into the same
+        // one each time, cleared rather than freed.
+        let mut tree = KEPT_TREE.take().unwrap_or_else(|| Tree::with_source(b""));
+        tree.reset(text);
+        let (root, errors) = parse_into(&mut tree, text, 0);
+        tree.root = root;
+        let facts = if errors.is_empty() {
+            Facts::of_tree(&tree)
+        } else {
+            Facts::unparsed()
+        };
+        if !tree.holds_more_than(MAX_KEPT_NODES, 2 * MAX_KEPT_NODES) {
+            KEPT_TREE.set(Some(tree));
+        }
+        facts
     }
 
     /// The facts of a parse tree.
@@ -246,6 +260,18 @@ impl Facts {
         builder.tree.root = root;
         Facts::of_tree(&builder.tree)
     }
+}
+
+/// The most nodes a thread keeps a tree's memory for between calls of [`Facts::of_text`].
+///
+/// Keeping the tree saves its three allocations and frees per query, a tenth of a short query's
+/// parse. A query of a few KiB has a few thousand nodes; a tree that grew past this (a long
+/// generated text) is freed instead, so an idle thread holds at most about a MiB for it.
+const MAX_KEPT_NODES: usize = 16 * 1024;
+
+thread_local! {
+    /// The tree [`Facts::of_text`] parses into, between calls on this thread.
+    static KEPT_TREE: std::cell::Cell<Option<Tree>> = const { std::cell::Cell::new(None) };
 }
 
 /// Builds the tree of a call list.
@@ -399,8 +425,9 @@ fn push_unique(list: &mut Vec<String>, name: &str) {
 
 /// The name in a quoted symbol `` ,`t ``.
 fn quoted_symbol<'t>(node: Node<'t>) -> Option<&'t str> {
-    match node.kind() {
-        NodeKind::Vector(Type::Symbol) if node.len() == 1 => node.item(0)?.name(),
+    // On the stored data, so that a node that is not one costs no name's UTF-8 check.
+    match node.data() {
+        Data::Vector(Type::Symbol, range) if range.len == 1 => node.item(0)?.name(),
         _ => None,
     }
 }
@@ -413,10 +440,10 @@ fn is_file_symbol(name: &str) -> bool {
 
 /// The long value of an integral atom.
 fn integral(node: Node<'_>) -> Option<i64> {
-    match node.kind() {
-        NodeKind::Atom(Atom::Long(v)) => Some(v),
-        NodeKind::Atom(Atom::Int(v)) => Some(i64::from(v)),
-        NodeKind::Atom(Atom::Short(v)) => Some(i64::from(v)),
+    match node.data() {
+        Data::Atom(Atom::Long(v)) => Some(v),
+        Data::Atom(Atom::Int(v)) => Some(i64::from(v)),
+        Data::Atom(Atom::Short(v)) => Some(i64::from(v)),
         _ => None,
     }
 }
@@ -477,37 +504,34 @@ impl<'t> Walker<'t> {
         push_unique(&mut self.facts.assigned, &name);
     }
 
+    // The walk matches on the stored data rather than on `Node::kind`, which checks every
+    // name's UTF-8 whether or not the name counts.
     fn walk(&mut self, node: Node<'t>, mode: Mode) {
-        match node.kind() {
-            NodeKind::Null
-            | NodeKind::Char(_)
-            | NodeKind::String(_)
-            | NodeKind::Atom(_)
-            | NodeKind::Primitive(_) => {}
-            NodeKind::Name(name) => {
+        let tree = node.tree;
+        match node.data() {
+            Data::Null | Data::Char(_) | Data::Str(_) | Data::Atom(_) | Data::Prim(_) => {}
+            Data::Name(span) => {
+                // A column in a phrase counts for nothing, unless it spells a keyword.
+                let bytes = tree.bytes(span);
+                if mode == Mode::Phrase && !bytes.starts_with(b".q.") {
+                    return;
+                }
+                let name = name_str(bytes);
                 if let Some(keyword) = dotq_keyword(name) {
                     self.bare_keyword(keyword);
                 } else if mode != Mode::Phrase {
                     self.variable(name);
                 }
             }
-            NodeKind::Keyword(keyword) => self.bare_keyword(keyword),
-            NodeKind::Lambda => self.lambda(node),
-            NodeKind::Dict => {
-                if let Some((_, values)) = node.dict() {
-                    self.walk(values, mode);
-                }
-            }
-            NodeKind::System(text) => self.system(text),
-            NodeKind::Vector(Type::Symbol) if node.len() >= 2 => self.apply(node, mode),
-            NodeKind::Vector(_) => {}
-            NodeKind::List => match node.len() {
+            Data::Keyword(keyword) => self.bare_keyword(keyword),
+            Data::Lambda { .. } => self.lambda(node),
+            Data::Dict(_, values) => self.walk(tree.node(values), mode),
+            Data::System(span) => self.system(tree.bytes(span)),
+            Data::Vector(Type::Symbol, range) if range.len >= 2 => self.apply(node, mode),
+            Data::Vector(..) => {}
+            Data::List(range) => match range.len {
                 0 => {}
-                1 => {
-                    if let Some(item) = node.item(0) {
-                        self.quoted(item);
-                    }
-                }
+                1 => self.quoted(tree.node(tree.range(range)[0])),
                 _ => self.apply(node, mode),
             },
         }
@@ -515,9 +539,9 @@ impl<'t> Walker<'t> {
 
     /// A quoted constant: data, but a lambda inside it can still be applied.
     fn quoted(&mut self, node: Node<'t>) {
-        match node.kind() {
-            NodeKind::Lambda => self.lambda(node),
-            NodeKind::List => {
+        match node.data() {
+            Data::Lambda { .. } => self.lambda(node),
+            Data::List(_) => {
                 for item in node.items() {
                     self.quoted(item);
                 }
@@ -528,15 +552,22 @@ impl<'t> Walker<'t> {
 
     /// A keyword used as a value, not applied here: it may be applied to anything later.
     fn bare_keyword(&mut self, keyword: Keyword) {
-        match keyword.name() {
-            "value" | "get" | "eval" | "reval" | "set" | "insert" | "upsert" => {
+        match keyword {
+            kw::VALUE | kw::GET | kw::EVAL | kw::REVAL | kw::SET | kw::INSERT | kw::UPSERT => {
                 self.flag(Flags::EVAL);
             }
-            "system" | "setenv" => self.flag(Flags::SYSTEM),
-            "exit" => self.flag(Flags::EXIT),
-            "hopen" | "hclose" => self.flag(Flags::IPC),
-            "read0" | "read1" | "hdel" | "hcount" | "save" | "load" | "rsave" | "rload"
-            | "dsave" => self.flag(Flags::FILE),
+            kw::SYSTEM | kw::SETENV => self.flag(Flags::SYSTEM),
+            kw::EXIT => self.flag(Flags::EXIT),
+            kw::HOPEN | kw::HCLOSE => self.flag(Flags::IPC),
+            kw::READ0
+            | kw::READ1
+            | kw::HDEL
+            | kw::HCOUNT
+            | kw::SAVE
+            | kw::LOAD
+            | kw::RSAVE
+            | kw::RLOAD
+            | kw::DSAVE => self.flag(Flags::FILE),
             _ => {}
         }
     }
@@ -587,25 +618,28 @@ impl<'t> Walker<'t> {
             tree: node.tree,
             ids: rest,
         };
-        match head.kind() {
-            NodeKind::Char(b';') => {
+        match head.data() {
+            Data::Char(b';') => {
                 self.flag(Flags::MULTI);
                 self.walk_all(args, mode);
             }
-            NodeKind::Char(_) | NodeKind::String(_) => {
+            Data::Char(_) | Data::Str(_) => {
                 // A string applied: `"k" "..."` evaluates text.
                 self.flag(Flags::EVAL);
                 self.walk_all(args, mode);
             }
-            NodeKind::Name(name) => match dotq_keyword(name) {
-                // `.q.value "..."` is `value "..."`.
-                Some(keyword) => self.keyword(keyword, args, mode),
-                None => {
-                    self.function(name);
-                    self.walk_all(args, mode);
+            Data::Name(span) => {
+                let name = name_str(node.tree.bytes(span));
+                match dotq_keyword(name) {
+                    // `.q.value "..."` is `value "..."`.
+                    Some(keyword) => self.keyword(keyword, args, mode),
+                    None => {
+                        self.function(name);
+                        self.walk_all(args, mode);
+                    }
                 }
-            },
-            NodeKind::Atom(_) if integral(head).is_some() => {
+            }
+            Data::Atom(_) if integral(head).is_some() => {
                 // A handle applied: 0 is this process (`value`), others are connections.
                 if integral(head) == Some(0) {
                     self.flag(Flags::EVAL);
@@ -614,8 +648,8 @@ impl<'t> Walker<'t> {
                 }
                 self.walk_all(args, mode);
             }
-            NodeKind::Keyword(keyword) => self.keyword(keyword, args, mode),
-            NodeKind::Primitive(p) => self.primitive(p, args, mode),
+            Data::Keyword(keyword) => self.keyword(keyword, args, mode),
+            Data::Prim(p) => self.primitive(p, args, mode),
             _ => {
                 if quoted_symbol(head).is_some_and(|n| n.starts_with(':')) {
                     // `` `:host:port "..." ``: a one-shot message to another process.
@@ -671,9 +705,9 @@ impl<'t> Walker<'t> {
     fn keyword(&mut self, keyword: Keyword, args: Args<'t>, mode: Mode) {
         let first = args.first();
         let first_symbol = first.and_then(quoted_symbol);
-        match keyword.name() {
-            "value" | "get" | "eval" | "reval" => {
-                let file = matches!(keyword.name(), "value" | "get")
+        match keyword {
+            kw::VALUE | kw::GET | kw::EVAL | kw::REVAL => {
+                let file = matches!(keyword, kw::VALUE | kw::GET)
                     && args.len() == 1
                     && first_symbol.is_some_and(is_file_symbol);
                 if file {
@@ -694,14 +728,21 @@ impl<'t> Walker<'t> {
                 }
                 return;
             }
-            "system" | "setenv" => self.flag(Flags::SYSTEM),
-            "exit" => self.flag(Flags::EXIT),
-            "hopen" => self.open(first),
-            "hclose" => self.flag(Flags::IPC),
-            "read0" | "read1" | "hdel" | "hcount" | "save" | "load" | "rsave" | "rload"
-            | "dsave" => self.flag(Flags::FILE),
-            "key" if first_symbol.is_some_and(is_file_symbol) => self.flag(Flags::FILE),
-            "set" => {
+            kw::SYSTEM | kw::SETENV => self.flag(Flags::SYSTEM),
+            kw::EXIT => self.flag(Flags::EXIT),
+            kw::HOPEN => self.open(first),
+            kw::HCLOSE => self.flag(Flags::IPC),
+            kw::READ0
+            | kw::READ1
+            | kw::HDEL
+            | kw::HCOUNT
+            | kw::SAVE
+            | kw::LOAD
+            | kw::RSAVE
+            | kw::RLOAD
+            | kw::DSAVE => self.flag(Flags::FILE),
+            kw::KEY if first_symbol.is_some_and(is_file_symbol) => self.flag(Flags::FILE),
+            kw::SET => {
                 match first_symbol {
                     Some(name) if is_file_symbol(name) => self.flag(Flags::FILE),
                     Some(name) => self.assigned(name),
@@ -717,7 +758,7 @@ impl<'t> Walker<'t> {
                 self.walk_all(args.from(1), mode);
                 return;
             }
-            "insert" | "upsert" => {
+            kw::INSERT | kw::UPSERT => {
                 if let Some(first) = first {
                     match first_symbol {
                         Some(name) => {
@@ -732,13 +773,13 @@ impl<'t> Walker<'t> {
                 self.walk_all(args.from(1), mode);
                 return;
             }
-            "lj" | "ljf" | "ij" | "ijf" | "uj" | "ujf" | "pj" => {
+            kw::LJ | kw::LJF | kw::IJ | kw::IJF | kw::UJ | kw::UJF | kw::PJ => {
                 for (i, arg) in args.iter().enumerate() {
                     self.table(arg, i == 0, mode);
                 }
                 return;
             }
-            "aj" | "aj0" | "ajf" | "ajf0" | "ej" => {
+            kw::AJ | kw::AJ0 | kw::AJF | kw::AJF0 | kw::EJ => {
                 for (i, arg) in args.iter().enumerate() {
                     if i == 1 || i == 2 {
                         self.table(arg, false, mode);
@@ -748,7 +789,7 @@ impl<'t> Walker<'t> {
                 }
                 return;
             }
-            "wj" | "wj1" => {
+            kw::WJ | kw::WJ1 => {
                 for (i, arg) in args.iter().enumerate() {
                     match i {
                         2 => self.table(arg, false, mode),
@@ -764,14 +805,14 @@ impl<'t> Walker<'t> {
                 }
                 return;
             }
-            "fby" => {
+            kw::FBY => {
                 if let Some(items) = first.and_then(enlist_items)
                     && let Some(name) = items.first().and_then(Node::name)
                 {
                     self.function(name);
                 }
             }
-            "each" | "peach" | "over" | "scan" | "prior" => {
+            kw::EACH | kw::PEACH | kw::OVER | kw::SCAN | kw::PRIOR => {
                 if let Some(name) = first.and_then(|f| f.name()) {
                     self.function(name);
                 } else if let Some(name) = first_symbol {
@@ -780,7 +821,7 @@ impl<'t> Walker<'t> {
                 }
             }
             // `(f;x)` written as data: a parse tree applying `f`, with at least one argument.
-            "enlist" if mode == Mode::Data && args.len() >= 2 => {
+            kw::ENLIST if mode == Mode::Data && args.len() >= 2 => {
                 if let Some(name) = first.and_then(|f| f.name()) {
                     self.function(name);
                 } else if let Some(name) = first_symbol {
@@ -900,7 +941,7 @@ impl<'t> Walker<'t> {
                     }
                     return;
                 }
-                if matches!(head.kind(), NodeKind::Keyword(k) if k.name() == "enlist") {
+                if matches!(head.kind(), NodeKind::Keyword(k) if k == kw::ENLIST) {
                     // `(a;b):v`, a pattern.
                     for item in items {
                         self.assign_target(item, global, mode);
@@ -925,8 +966,8 @@ impl<'t> Walker<'t> {
         // The constraints: a template's are quoted parse trees; a functional query's are an
         // expression building them.
         match c.unquote() {
-            Some(constraints) => match constraints.kind() {
-                NodeKind::List | NodeKind::Vector(_) => {
+            Some(constraints) => match constraints.data() {
+                Data::List(_) | Data::Vector(..) => {
                     for constraint in constraints.items() {
                         self.walk(constraint, Mode::Phrase);
                     }
@@ -936,13 +977,9 @@ impl<'t> Walker<'t> {
             None => self.walk(c, Mode::Data),
         }
         for part in [b, a] {
-            match part.kind() {
-                NodeKind::Dict => {
-                    if let Some((_, values)) = part.dict() {
-                        self.phrase_values(values);
-                    }
-                }
-                NodeKind::Atom(_) => {}
+            match part.data() {
+                Data::Dict(_, values) => self.phrase_values(part.tree.node(values)),
+                Data::Atom(_) => {}
                 _ if part.is_quote() => {
                     if let Some(item) = part.unquote() {
                         self.phrase_values_of(item);
@@ -962,8 +999,8 @@ impl<'t> Walker<'t> {
 
     /// The values of a phrase dictionary: a list of column expressions.
     fn phrase_values(&mut self, values: Node<'t>) {
-        match values.kind() {
-            NodeKind::List | NodeKind::Vector(_) => {
+        match values.data() {
+            Data::List(_) | Data::Vector(..) => {
                 for value in values.items() {
                     self.walk(value, Mode::Phrase);
                 }
@@ -974,7 +1011,7 @@ impl<'t> Walker<'t> {
 
     /// One quoted column expression, or a quoted list of column names.
     fn phrase_values_of(&mut self, item: Node<'t>) {
-        if matches!(item.kind(), NodeKind::Vector(Type::Symbol)) {
+        if matches!(item.data(), Data::Vector(Type::Symbol, _)) {
             return;
         }
         self.walk(item, Mode::Phrase);
@@ -1033,7 +1070,7 @@ fn enlist_items(node: Node<'_>) -> Option<Vec<Node<'_>>> {
     }
     let mut items = node.items();
     match items.next()?.kind() {
-        NodeKind::Keyword(k) if k.name() == "enlist" => Some(items.collect()),
+        NodeKind::Keyword(k) if k == kw::ENLIST => Some(items.collect()),
         _ => None,
     }
 }
@@ -1043,7 +1080,7 @@ fn is_neg_applied(node: Node<'_>) -> bool {
     matches!(node.kind(), NodeKind::List)
         && node.len() == 2
         && node.item(0).is_some_and(|head| match head.kind() {
-            NodeKind::Keyword(k) => k.name() == "neg",
+            NodeKind::Keyword(k) => k == kw::NEG,
             NodeKind::Primitive(p) => p == "-:",
             _ => false,
         })
@@ -1237,6 +1274,29 @@ mod tests {
         check("value\"exit 0\"", "- | - | - | - | eval");
         check("{`a set 1}[`]", "- | - | - | a | lambda,assign");
         check("exec f from t", "t | - | - | - | -");
+    }
+
+    #[test]
+    fn the_kept_tree_carries_nothing_over() {
+        // `of_text` parses into a tree kept between calls: each call must see only its own text,
+        // after a longer text, a broken one and one with made-up column names.
+        let texts = [
+            "select a, a from t where b in `x`y",
+            "f[",
+            "{g x}",
+            "select from u",
+            "\\d .ns\na:1",
+            "h \"x\"",
+        ];
+        for _ in 0..2 {
+            for text in texts {
+                let fresh = match crate::parse(text.as_bytes()) {
+                    Ok(tree) => Facts::of_tree(&tree),
+                    Err(_) => Facts::unparsed(),
+                };
+                assert_eq!(Facts::of_text(text.as_bytes()), fresh, "{text:?}");
+            }
+        }
     }
 
     #[track_caller]

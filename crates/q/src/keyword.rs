@@ -29,13 +29,13 @@ const fn kw(name: &'static str, display: &'static str, infix: bool) -> Entry {
     }
 }
 
-/// Every keyword, sorted by name (a test checks the order, since lookup is a binary search).
+/// Every keyword, sorted by name (a test checks the order, which keeps the list readable).
 ///
 /// The second column is the value `parse` shows: unary forms and k lambdas from q-parse.md §6
 /// and the conformance file, the name itself for the rest.
 /// The third says whether the keyword takes its left argument infix, like an operator (`x in y`,
 /// `f each x`); the others are applied prefix or with brackets.
-static TABLE: &[Entry] = &[
+const TABLE: &[Entry] = &[
     kw("abs", "abs", false),
     kw("acos", "acos", false),
     kw("aj", "aj", false),
@@ -211,22 +211,119 @@ static TABLE: &[Entry] = &[
     kw("xrank", "xrank", true),
 ];
 
+/// The number of keywords.
+const COUNT: usize = TABLE.len();
+
+/// The longest keyword, in bytes (`reciprocal`).
+const MAX_LEN: usize = 10;
+
+/// A name of at most 16 bytes as one integer, its bytes little-endian and zero-padded, so that
+/// comparing two names is comparing two integers.
+///
+/// A name the lexer reads holds no zero byte, so two of different lengths never pack to the
+/// same integer; [`Keyword::lookup`] refuses other bytes before packing.
+pub(crate) const fn pack(name: &[u8]) -> u128 {
+    // Two 64-bit halves: shifting a u128 by a variable amount costs several instructions.
+    let (mut low, mut high) = (0u64, 0u64);
+    let mut i = 0;
+    while i < name.len() && i < 8 {
+        low |= (name[i] as u64) << (8 * i);
+        i += 1;
+    }
+    while i < name.len() && i < 16 {
+        high |= (name[i] as u64) << (8 * (i - 8));
+        i += 1;
+    }
+    (low as u128) | ((high as u128) << 64)
+}
+
+/// The slots of the lookup table: a power of two, about three times the number of keywords, so
+/// that a probe rarely looks past its first slot.
+const SLOTS: usize = 512;
+
+/// The slot where probing for `key` starts.
+const fn home(key: u128) -> usize {
+    let folded = (key as u64) ^ ((key >> 64) as u64);
+    // Fibonacci hashing: the top bits of the product mix every byte of the name.
+    (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+/// Every keyword's name, packed.
+const KEYS: [u128; COUNT] = {
+    let mut keys = [0u128; COUNT];
+    let mut i = 0;
+    while i < COUNT {
+        let name = TABLE[i].name.as_bytes();
+        assert!(name.len() <= MAX_LEN, "a keyword longer than MAX_LEN");
+        keys[i] = pack(name);
+        i += 1;
+    }
+    keys
+};
+
+/// An open-addressing table from a packed name's [`home`] slot to its index in [`TABLE`] plus
+/// one (0 for an empty slot), built at compile time.
+const INDEX: [u8; SLOTS] = {
+    assert!(COUNT < 255, "keyword indices must fit a byte");
+    let mut index = [0u8; SLOTS];
+    let mut i = 0;
+    while i < COUNT {
+        let mut slot = home(KEYS[i]);
+        while index[slot] != 0 {
+            slot = (slot + 1) % SLOTS;
+        }
+        index[slot] = (i + 1) as u8;
+        i += 1;
+    }
+    index
+};
+
 impl Keyword {
     /// The keyword called `name`, if there is one.
     pub fn lookup(name: &[u8]) -> Option<Keyword> {
         // Every keyword is 2 to 10 lowercase ASCII letters and digits starting with a letter,
-        // which most names (`trade`, `.z.pg`, `Price`) are not; the rest are looked up among the
-        // keywords with their first letter, comparing lengths before bytes.
+        // which many names (`trade`, `.z.pg`, `Price`) are not. Checking every byte also keeps
+        // out a zero byte, which packs as padding would (a call list's symbol may hold one).
         let first = *name.first()?;
-        if !(2..=10).contains(&name.len()) || !first.is_ascii_lowercase() {
+        if !(2..=MAX_LEN).contains(&name.len())
+            || !first.is_ascii_lowercase()
+            || !name
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             return None;
         }
-        let (start, end) = bucket(first);
-        TABLE[start..end]
-            .iter()
-            .position(|entry| entry.name.len() == name.len() && entry.name.as_bytes() == name)
-            // Invariant: the table has fewer than 256 entries.
-            .map(|i| Keyword((start + i) as u8))
+        Keyword::lookup_packed(pack(name))
+    }
+
+    /// The keyword whose name packs to `key` (see [`pack`]).
+    pub(crate) fn lookup_packed(key: u128) -> Option<Keyword> {
+        let mut slot = home(key);
+        loop {
+            let entry = INDEX[slot];
+            if entry == 0 {
+                return None;
+            }
+            let i = usize::from(entry - 1);
+            if KEYS[i] == key {
+                // Invariant: the table has fewer than 255 entries (checked where INDEX is built).
+                return Some(Keyword(i as u8));
+            }
+            slot = (slot + 1) % SLOTS;
+        }
+    }
+
+    /// The keyword called `name`, at compile time: a name not in the table fails the build.
+    pub(crate) const fn named(name: &str) -> Keyword {
+        let key = pack(name.as_bytes());
+        let mut i = 0;
+        while i < COUNT {
+            if KEYS[i] == key {
+                return Keyword(i as u8);
+            }
+            i += 1;
+        }
+        panic!("not a keyword")
     }
 
     fn entry(self) -> &'static Entry {
@@ -250,27 +347,31 @@ impl Keyword {
 
     /// Whether the keyword is a control word (`if`, `do`, `while`), which is not a function.
     pub fn is_control(self) -> bool {
-        matches!(self.name(), "if" | "do" | "while")
+        matches!(self, kw::IF | kw::DO | kw::WHILE)
     }
 }
 
-/// The range of [`TABLE`] whose names start with `letter` (the table is sorted).
-fn bucket(letter: u8) -> (usize, usize) {
-    static BUCKETS: std::sync::OnceLock<[(u8, u8); 26]> = std::sync::OnceLock::new();
-    let buckets = BUCKETS.get_or_init(|| {
-        let mut buckets = [(0u8, 0u8); 26];
-        for (i, entry) in TABLE.iter().enumerate() {
-            let slot = &mut buckets[usize::from(entry.name.as_bytes()[0] - b'a')];
-            // Invariant: the table has fewer than 256 entries.
-            if slot.1 == 0 {
-                slot.0 = i as u8;
-            }
-            slot.1 = i as u8 + 1;
-        }
-        buckets
-    });
-    let (start, end) = buckets[usize::from(letter - b'a')];
-    (usize::from(start), usize::from(end))
+/// The keywords the parser and the facts name, as constants to match on.
+pub(crate) mod kw {
+    use super::Keyword;
+
+    macro_rules! keywords {
+        ($($constant:ident = $name:literal,)*) => {
+            $(pub(crate) const $constant: Keyword = Keyword::named($name);)*
+        };
+    }
+
+    keywords! {
+        AJ = "aj", AJ0 = "aj0", AJF = "ajf", AJF0 = "ajf0", DO = "do", DSAVE = "dsave",
+        EACH = "each", EJ = "ej", ENLIST = "enlist", EVAL = "eval", EXIT = "exit", FBY = "fby",
+        FLIP = "flip", GET = "get", HCLOSE = "hclose", HCOUNT = "hcount", HDEL = "hdel",
+        HOPEN = "hopen", IF = "if", IJ = "ij", IJF = "ijf", INSERT = "insert", KEY = "key",
+        LJ = "lj", LJF = "ljf", LOAD = "load", NEG = "neg", OVER = "over", PEACH = "peach",
+        PJ = "pj", PRIOR = "prior", READ0 = "read0", READ1 = "read1", REVAL = "reval",
+        RLOAD = "rload", RSAVE = "rsave", SAVE = "save", SCAN = "scan", SET = "set",
+        SETENV = "setenv", SYSTEM = "system", UJ = "uj", UJF = "ujf", UPSERT = "upsert",
+        VALUE = "value", WHILE = "while", WJ = "wj", WJ1 = "wj1",
+    }
 }
 
 impl fmt::Debug for Keyword {
@@ -290,7 +391,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_is_sorted_for_the_binary_search() {
+    fn the_table_is_sorted() {
         for pair in TABLE.windows(2) {
             assert!(
                 pair[0].name < pair[1].name,
@@ -319,6 +420,8 @@ mod tests {
         check("", None);
         check("zzz", None);
         check("Count", None);
+        check("in\0", None);
+        check("count\0\0", None);
         check(".q.count", None);
         for entry in TABLE {
             check(entry.name, Some(entry.display));

@@ -52,6 +52,23 @@ pub(crate) fn read(text: &[u8]) -> Option<Lit> {
         };
         return Some(Lit::One(Atom::Long(value), Origin::Plain));
     }
+    // The other common case: a date, `YYYY.MM.DD`.
+    if let [y0, y1, y2, y3, b'.', m0, m1, b'.', d0, d1] = *text {
+        let digits = [y0, y1, y2, y3, m0, m1, d0, d1];
+        if digits.iter().all(u8::is_ascii_digit) {
+            let number = |ds: &[u8]| {
+                ds.iter()
+                    .fold(0i64, |acc, &d| acc * 10 + i64::from(d - b'0'))
+            };
+            let atom = date_of(
+                number(&digits[..4]),
+                number(&digits[4..6]),
+                number(&digits[6..]),
+            )
+            .map(Atom::Date)?;
+            return Some(Lit::One(atom, Origin::Typed));
+        }
+    }
     let text = std::str::from_utf8(text).ok()?;
     if let Some(lit) = special(text) {
         return Some(lit);
@@ -552,12 +569,22 @@ fn date(text: &str) -> Option<i32> {
     {
         return None;
     }
-    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    date_of(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
+}
+
+/// Year, month and day as days since 2000.01.01, if the day exists.
+fn date_of(y: i64, m: i64, d: i64) -> Option<i32> {
     if !(1..=12).contains(&m) || d < 1 {
         return None;
     }
-    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    if d > days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1) {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days_in_month = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if d > days_in_month {
         return None;
     }
     i32::try_from(days_from_civil(y, m, d) - EPOCH_2000).ok()
@@ -949,6 +976,46 @@ mod tests {
         check(0.000_01, "1e-05");
         check(-2.5, "-2.5");
         check(440.1234, "440.1234");
+    }
+
+    #[test]
+    fn a_day_exists_when_the_calendar_has_it() {
+        // The month lengths, against the day counts between first days of months.
+        for y in (1596..=2404).chain([1, 9999]) {
+            for m in 1..=12 {
+                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+                let length = days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1);
+                for d in 0..=32 {
+                    let exists = (1..=length).contains(&d);
+                    assert_eq!(date_of(y, m, d).is_some(), exists, "{y}.{m}.{d}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dates_read_alike_by_either_path() {
+        // `read` has a short path for `YYYY.MM.DD`; `temporal` reads the same text the long way.
+        for text in [
+            "2024.01.02",
+            "2000.01.01",
+            "1999.12.31",
+            "2024.02.29",
+            "2023.02.29",
+            "2023.13.01",
+            "2023.00.10",
+            "2023.04.31",
+            "0001.01.01",
+            "9999.12.31",
+            "1900.02.29",
+            "2000.02.29",
+            "2100.02.29",
+            "2024.04.30",
+            "2024.12.32",
+        ] {
+            let long = temporal(text).map(|atom| Lit::One(atom, Origin::Typed));
+            assert_eq!(read(text.as_bytes()), long, "{text}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use crate::{
     MAX_DEPTH,
     error::{ParseError, ParseErrorKind, quote},
-    keyword::Keyword,
+    keyword::{Keyword, kw},
     lexer::{LexError, Token, TokenKind, Word, tokenize_into},
     literal::{self, Lit},
     tree::{Atom, Data, NodeId, Range, Slot, Span, Tree, Type},
@@ -51,6 +51,16 @@ struct Term {
     /// An operator in parentheses (`(+)`), which applied prefix becomes its unary form.
     parened_glyph: bool,
     offset: u32,
+}
+
+/// One column of a qSQL phrase, on the parser's column stack.
+#[derive(Clone, Copy)]
+struct Column {
+    /// Its name: given (`a:expr`), or made up by [`Parser::name_columns`].
+    name: Span,
+    expr: NodeId,
+    /// Whether q makes the name up (`select f x`), rather than the text giving it.
+    made_up: bool,
 }
 
 /// The operator glyphs without a colon: the ones whose unary form is `glyph:`.
@@ -141,6 +151,7 @@ pub(crate) fn parse_into(tree: &mut Tree, src: &[u8], base: u32) -> (NodeId, Vec
         scratch: std::mem::take(&mut buffers.scratch),
         terms: std::mem::take(&mut buffers.terms),
         ops: std::mem::take(&mut buffers.ops),
+        columns: std::mem::take(&mut buffers.columns),
         nesting: 0,
         errors: Vec::new(),
     };
@@ -153,7 +164,7 @@ pub(crate) fn parse_into(tree: &mut Tree, src: &[u8], base: u32) -> (NodeId, Vec
 
 /// The most tokens a thread keeps buffers for between parses.
 ///
-/// A parse needs a token buffer and three small stacks; keeping them saves four allocations a
+/// A parse needs a token buffer and four small stacks; keeping them saves five allocations a
 /// query, which is a fifth of a short query's parse. Buffers that grew past this (a long text)
 /// are freed instead, so an idle thread holds at most a few hundred KiB for the parser.
 const MAX_KEPT_TOKENS: usize = 16 * 1024;
@@ -165,6 +176,7 @@ struct Buffers {
     scratch: Vec<NodeId>,
     terms: Vec<Term>,
     ops: Vec<(Term, Option<Term>)>,
+    columns: Vec<Column>,
 }
 
 impl Buffers {
@@ -175,20 +187,26 @@ impl Buffers {
             mut scratch,
             mut terms,
             mut ops,
+            mut columns,
             ..
         } = parser;
-        if toks.capacity() > MAX_KEPT_TOKENS || scratch.capacity() > MAX_KEPT_TOKENS {
+        if toks.capacity() > MAX_KEPT_TOKENS
+            || scratch.capacity() > MAX_KEPT_TOKENS
+            || columns.capacity() > MAX_KEPT_TOKENS
+        {
             return;
         }
         toks.clear();
         scratch.clear();
         terms.clear();
         ops.clear();
+        columns.clear();
         *self = Buffers {
             tokens: toks,
             scratch,
             terms,
             ops,
+            columns,
         };
     }
 }
@@ -210,6 +228,8 @@ struct Parser<'s, 't> {
     terms: Vec<Term>,
     /// Applications pending while an expression folds (see [`Parser::fold`]).
     ops: Vec<(Term, Option<Term>)>,
+    /// The columns of the qSQL phrases being read, as a stack shared by every level.
+    columns: Vec<Column>,
     /// How deeply brackets, parentheses, braces and qSQL templates nest right now.
     nesting: usize,
     errors: Vec<ParseError>,
@@ -314,45 +334,15 @@ impl<'s> Parser<'s, '_> {
     /// A list of the scratch items from `mark` on (which are removed), collapsed to a vector
     /// when they are atoms of one type, as q's lists are.
     fn list_from(&mut self, mark: usize, offset: u32) -> PResult<NodeId> {
-        let height = self.height_over(&self.scratch[mark..], offset)?;
-        let items = &self.scratch[mark..];
-        let slots = &self.tree.slots;
-        let ty_of = |id: &NodeId| match slots[id.0 as usize].data {
-            Data::Name(_) => Some(Type::Symbol),
-            Data::Char(_) => Some(Type::Char),
-            Data::Atom(atom) => Some(atom.ty()),
-            _ => None,
-        };
-        let uniform = match items.first().and_then(ty_of) {
-            Some(ty) if items.iter().all(|id| ty_of(id) == Some(ty)) => Some(ty),
-            _ => None,
-        };
-        let data = match uniform {
-            Some(Type::Char) => {
-                let chars: Vec<u8> = items
-                    .iter()
-                    .map(|id| match slots[id.0 as usize].data {
-                        Data::Char(c) => c,
-                        _ => b' ',
-                    })
-                    .collect();
-                Data::Str(self.tree.add_text(&chars))
-            }
-            Some(ty) => {
-                let range = add_kids(&mut self.tree.kids, items);
-                Data::Vector(ty, range)
-            }
-            None => Data::List(add_kids(&mut self.tree.kids, items)),
-        };
+        let list = build_list(self.tree, &self.scratch[mark..], offset);
         self.scratch.truncate(mark);
-        Ok(self.push_slot(data, height, offset))
+        list.ok_or_else(|| self.error(ParseErrorKind::TooDeep { max: MAX_DEPTH }, offset))
     }
 
     /// A list of the given items.
     fn list(&mut self, items: &[NodeId], offset: u32) -> PResult<NodeId> {
-        let mark = self.scratch.len();
-        self.scratch.extend_from_slice(items);
-        self.list_from(mark, offset)
+        build_list(self.tree, items, offset)
+            .ok_or_else(|| self.error(ParseErrorKind::TooDeep { max: MAX_DEPTH }, offset))
     }
 
     /// `x` quoted: the one-item list `,x`.
@@ -365,11 +355,8 @@ impl<'s> Parser<'s, '_> {
         Ok(self.push_slot(Data::Dict(keys, values), height, offset))
     }
 
-    fn keyword(&mut self, name: &str, offset: u32) -> NodeId {
-        match Keyword::lookup(name.as_bytes()) {
-            Some(keyword) => self.leaf(Data::Keyword(keyword), offset),
-            None => self.leaf(Data::Null, offset),
-        }
+    fn keyword(&mut self, keyword: Keyword, offset: u32) -> NodeId {
+        self.leaf(Data::Keyword(keyword), offset)
     }
 
     fn name_node(&mut self, span: Span, offset: u32) -> NodeId {
@@ -428,6 +415,7 @@ impl<'s> Parser<'s, '_> {
                     self.nesting = 0;
                     self.terms.clear();
                     self.ops.clear();
+                    self.columns.clear();
                     self.scratch.truncate(statement_mark);
                     self.recover();
                     let null = self.leaf(Data::Null, 0);
@@ -649,9 +637,8 @@ impl<'s> Parser<'s, '_> {
                 ) {
                     return Ok(noun(self.qsql()?));
                 }
-                let word = self.text(token);
                 self.pos += 1;
-                match Keyword::lookup(word) {
+                match token.keyword {
                     Some(keyword) => {
                         let node = self.leaf(Data::Keyword(keyword), offset);
                         if keyword.is_infix() {
@@ -804,7 +791,7 @@ impl<'s> Parser<'s, '_> {
             return Ok(noun(table));
         }
         let mark = self.scratch.len();
-        let enlist = self.keyword("enlist", open);
+        let enlist = self.keyword(kw::ENLIST, open);
         self.scratch.push(enlist);
         let separators = self.items(TokenKind::RParen, ')', open, Ctx::default())?;
         let term = if separators == 0 {
@@ -863,7 +850,7 @@ impl<'s> Parser<'s, '_> {
             self.quote(names, open)?
         };
         let mark = self.scratch.len();
-        let enlist = self.keyword("enlist", open);
+        let enlist = self.keyword(kw::ENLIST, open);
         self.scratch.push(enlist);
         for &(_, expr) in columns {
             self.scratch.push(expr);
@@ -871,7 +858,7 @@ impl<'s> Parser<'s, '_> {
         let exprs = self.list_from(mark, open)?;
         let bang = self.leaf(Data::Prim("!"), open);
         let dict = self.list(&[bang, names, exprs], open)?;
-        let flip = self.keyword("flip", open);
+        let flip = self.keyword(kw::FLIP, open);
         self.list(&[flip, dict], open)
     }
 
@@ -1259,18 +1246,20 @@ impl<'s> Parser<'s, '_> {
             distinct = true;
         }
 
-        let cols = if self.next_is(Word::By) || self.next_is(Word::From) {
-            Vec::new()
-        } else {
-            self.phrase(STOP_BY | STOP_FROM, offset)?
-        };
-        let mut by = Vec::new();
+        // The phrases' columns go on the column stack, one run each: the select phrase from
+        // `cols` to `by`, the by phrase from `by` to `wheres`, the constraints after.
+        let cols = self.columns.len();
+        if !self.next_is(Word::By) && !self.next_is(Word::From) {
+            self.phrase(STOP_BY | STOP_FROM, offset)?;
+        }
+        let by = self.columns.len();
         let mut has_by = false;
         if self.next_is(Word::By) {
             self.pos += 1;
             has_by = true;
-            by = self.phrase(STOP_FROM, offset)?;
+            self.phrase(STOP_FROM, offset)?;
         }
+        let wheres = self.columns.len();
         if !self.next_is(Word::From) {
             let at = self.peek().map_or(self.end_offset(), |t| t.start);
             return Err(self.error(ParseErrorKind::MissingFrom { template }, at));
@@ -1283,40 +1272,49 @@ impl<'s> Parser<'s, '_> {
                 ..Ctx::default()
             })?
             .ok_or_else(|| self.error(ParseErrorKind::MissingTable, table_at))?;
-        let mut constraints = Vec::new();
         if self.next_is(Word::Where) {
             self.pos += 1;
-            for (_, expr) in self.phrase(0, offset)? {
-                constraints.push(expr);
-            }
+            self.phrase(0, offset)?;
         }
+        let end = self.columns.len();
 
         // Names: unnamed columns are named, duplicates within a phrase get suffixes, and a name
         // used both as a column and as a group is an error in a select.
-        let cols = self.name_columns(cols);
-        let by = self.name_columns(by);
+        self.name_columns(cols, by);
+        self.name_columns(by, wheres);
         if select
-            && let Some((name, _, _)) = cols.iter().find(|(name, _, _)| {
-                by.iter()
-                    .any(|(group, _, _)| self.tree.bytes(*group) == self.tree.bytes(*name))
+            && let Some(column) = self.columns[cols..by].iter().find(|column| {
+                self.columns[by..wheres]
+                    .iter()
+                    .any(|group| self.tree.bytes(group.name) == self.tree.bytes(column.name))
             })
         {
-            let name = String::from_utf8_lossy(self.tree.bytes(*name)).into_owned();
+            let name = String::from_utf8_lossy(self.tree.bytes(column.name)).into_owned();
             return Err(self.error(ParseErrorKind::DupNames { name }, offset));
         }
+        // A one-column exec phrase that q named itself gives the column's value, not a
+        // dictionary.
+        let lone = |parser: &Self, start: usize, end: usize| match &parser.columns[start..end] {
+            [column] if column.made_up => Some(column.expr),
+            _ => None,
+        };
 
         let head = self.leaf(Data::Prim(if select || exec { "?" } else { "!" }), offset);
-        let c = if constraints.is_empty() {
+        let c = if wheres == end {
             self.list(&[], offset)?
         } else {
-            let list = self.list(&constraints, offset)?;
+            let mark = self.scratch.len();
+            for i in wheres..end {
+                let expr = self.columns[i].expr;
+                self.scratch.push(expr);
+            }
+            let list = self.list_from(mark, offset)?;
             self.quote(list, offset)?
         };
         let b = if has_by {
-            if exec && by.len() == 1 && by[0].2 {
-                self.quote(by[0].1, offset)?
-            } else {
-                self.named_dict(&by, offset)?
+            match lone(self, by, wheres) {
+                Some(expr) if exec => self.quote(expr, offset)?,
+                _ => self.named_dict(by, wheres, offset)?,
             }
         } else if exec && !distinct {
             self.list(&[], offset)?
@@ -1324,11 +1322,12 @@ impl<'s> Parser<'s, '_> {
             self.leaf(Data::Atom(Atom::Boolean(distinct)), offset)
         };
         let a = if delete {
-            if cols.is_empty() {
+            if cols == by {
                 self.leaf(Data::Vector(Type::Symbol, Range::default()), offset)
             } else {
                 let mark = self.scratch.len();
-                for &(_, expr, _) in &cols {
+                for i in cols..by {
+                    let expr = self.columns[i].expr;
                     if !matches!(self.tree.slots[expr.0 as usize].data, Data::Name(_)) {
                         let at = self.tree.slots[expr.0 as usize].offset;
                         self.scratch.truncate(mark);
@@ -1344,13 +1343,15 @@ impl<'s> Parser<'s, '_> {
                 let names = self.list_from(mark, offset)?;
                 self.quote(names, offset)?
             }
-        } else if cols.is_empty() {
+        } else if cols == by {
             self.list(&[], offset)?
-        } else if exec && cols.len() == 1 && cols[0].2 {
-            self.quote(cols[0].1, offset)?
         } else {
-            self.named_dict(&cols, offset)?
+            match lone(self, cols, by) {
+                Some(expr) if exec => self.quote(expr, offset)?,
+                _ => self.named_dict(cols, by, offset)?,
+            }
         };
+        self.columns.truncate(cols);
         let mark = self.scratch.len();
         self.scratch.extend_from_slice(&[head, table, c, b, a]);
         if limit.is_some() || order.is_some() {
@@ -1369,62 +1370,70 @@ impl<'s> Parser<'s, '_> {
         Ok(node)
     }
 
-    /// A comma-separated qSQL phrase: `(name, expr)` pairs, the name `None` when unnamed.
-    fn phrase(&mut self, stop: u8, offset: u32) -> PResult<Vec<(Option<Span>, NodeId)>> {
+    /// A comma-separated qSQL phrase, its columns pushed on the column stack.
+    fn phrase(&mut self, stop: u8, offset: u32) -> PResult<()> {
         let ctx = Ctx {
             stop_comma: true,
             stop,
             bare_unary: false,
         };
-        let mut items = Vec::new();
         loop {
-            items.push(self.subphrase(ctx, offset)?);
+            let (name, expr) = self.subphrase(ctx, offset)?;
+            self.columns.push(Column {
+                name: name.unwrap_or_default(),
+                expr,
+                made_up: name.is_none(),
+            });
             match self.peek() {
                 Some(t) if t.kind == TokenKind::Glyph && self.text(t) == b"," => self.pos += 1,
-                _ => return Ok(items),
+                _ => return Ok(()),
             }
         }
     }
 
-    /// Gives every column its name: its own, or the one q makes up; repeats get `1`, `2`...
-    /// The flag says whether the name was made up.
-    fn name_columns(&mut self, items: Vec<(Option<Span>, NodeId)>) -> Vec<(Span, NodeId, bool)> {
-        let mut out: Vec<(Span, NodeId, bool)> = Vec::with_capacity(items.len());
-        for (name, expr) in items {
-            let made_up = name.is_none();
-            let mut name = match name {
-                Some(name) => name,
-                None => self.column_name(expr),
+    /// Gives every column from `start` to `end` its name: its own, or the one q makes up;
+    /// repeats get `1`, `2`...
+    fn name_columns(&mut self, start: usize, end: usize) {
+        for i in start..end {
+            let column = self.columns[i];
+            let mut name = if column.made_up {
+                self.column_name(column.expr)
+            } else {
+                column.name
             };
-            let taken = |out: &[(Span, NodeId, bool)], tree: &Tree, name: &[u8]| {
-                out.iter().any(|(other, _, _)| tree.bytes(*other) == name)
+            let taken = |parser: &Self, name: &[u8]| {
+                parser.columns[start..i]
+                    .iter()
+                    .any(|other| parser.tree.bytes(other.name) == name)
             };
-            if taken(&out, &*self.tree, self.tree.bytes(name)) {
+            if taken(self, self.tree.bytes(name)) {
                 let base = self.tree.bytes(name).to_vec();
                 for n in 1.. {
                     let mut candidate = base.clone();
                     candidate.extend_from_slice(n.to_string().as_bytes());
-                    if !taken(&out, &*self.tree, &candidate) {
+                    if !taken(self, &candidate) {
                         name = self.tree.add_text(&candidate);
                         break;
                     }
                 }
             }
-            out.push((name, expr, made_up));
+            self.columns[i].name = name;
         }
-        out
     }
 
-    /// `names!exprs`, the dictionary of a select or by phrase.
-    fn named_dict(&mut self, columns: &[(Span, NodeId, bool)], offset: u32) -> PResult<NodeId> {
+    /// `names!exprs`, the dictionary of the select or by phrase from `start` to `end` on the
+    /// column stack.
+    fn named_dict(&mut self, start: usize, end: usize, offset: u32) -> PResult<NodeId> {
         let mark = self.scratch.len();
-        for &(name, _, _) in columns {
+        for i in start..end {
+            let name = self.columns[i].name;
             let node = self.name_node(name, offset);
             self.scratch.push(node);
         }
         let keys = self.list_from(mark, offset)?;
         let mark = self.scratch.len();
-        for &(_, expr, _) in columns {
+        for i in start..end {
+            let expr = self.columns[i].expr;
             self.scratch.push(expr);
         }
         let values = self.list_from(mark, offset)?;
@@ -1432,10 +1441,63 @@ impl<'s> Parser<'s, '_> {
     }
 }
 
+/// A list of `items` pushed on `tree`, collapsed to a vector when they are atoms of one type,
+/// as q's lists are; `None` when it would stand taller than [`MAX_DEPTH`].
+///
+/// A function of the tree alone, so that the items may be the parser's scratch stack or a slice
+/// of its own, without copying them from one to the other.
+fn build_list(tree: &mut Tree, items: &[NodeId], offset: u32) -> Option<NodeId> {
+    let slots = &tree.slots;
+    let max = items
+        .iter()
+        .map(|&id| slots[id.0 as usize].height)
+        .max()
+        .unwrap_or(0);
+    if usize::from(max) >= MAX_DEPTH {
+        return None;
+    }
+    let ty_of = |id: &NodeId| match slots[id.0 as usize].data {
+        Data::Name(_) => Some(Type::Symbol),
+        Data::Char(_) => Some(Type::Char),
+        Data::Atom(atom) => Some(atom.ty()),
+        _ => None,
+    };
+    let uniform = match items.first().and_then(ty_of) {
+        Some(ty) if items.iter().all(|id| ty_of(id) == Some(ty)) => Some(ty),
+        _ => None,
+    };
+    let data = match uniform {
+        Some(Type::Char) => {
+            let chars: Vec<u8> = items
+                .iter()
+                .map(|id| match slots[id.0 as usize].data {
+                    Data::Char(c) => c,
+                    _ => b' ',
+                })
+                .collect();
+            Data::Str(tree.add_text(&chars))
+        }
+        Some(ty) => Data::Vector(ty, add_kids(&mut tree.kids, items)),
+        None => Data::List(add_kids(&mut tree.kids, items)),
+    };
+    // Invariant: as for any node id, far below u32::MAX.
+    let id = NodeId(tree.slots.len() as u32);
+    tree.slots.push(Slot {
+        data,
+        height: max + 1,
+        offset,
+    });
+    Some(id)
+}
+
 fn add_kids(kids: &mut Vec<NodeId>, items: &[NodeId]) -> Range {
     // Invariant: as for node ids, far below u32::MAX.
     let start = kids.len() as u32;
-    kids.extend_from_slice(items);
+    // Item by item: a list has a handful of items, fewer than a call to `memcpy` costs.
+    kids.reserve(items.len());
+    for &item in items {
+        kids.push(item);
+    }
     Range {
         start,
         len: items.len() as u32,

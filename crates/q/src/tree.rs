@@ -239,6 +239,22 @@ impl Tree {
         }
     }
 
+    /// Empties the tree and makes `src` its source, keeping the vectors' memory.
+    pub(crate) fn reset(&mut self, src: &[u8]) {
+        self.slots.clear();
+        self.kids.clear();
+        self.text.clear();
+        self.text.extend_from_slice(src);
+        self.root = NodeId(0);
+    }
+
+    /// Whether the tree's vectors hold more than `nodes` nodes or `bytes` bytes of text.
+    pub(crate) fn holds_more_than(&self, nodes: usize, bytes: usize) -> bool {
+        self.slots.capacity() > nodes
+            || self.kids.capacity() > nodes
+            || self.text.capacity() > bytes
+    }
+
     /// The value q's `parse` returns.
     pub fn root(&self) -> Node<'_> {
         self.node(self.root)
@@ -475,7 +491,10 @@ impl<'t> Node<'t> {
 
     /// Whether this is the one-item list q uses to quote a constant (`` ,`a ``, `,(...)`).
     pub fn is_quote(&self) -> bool {
-        matches!(self.kind(), NodeKind::List | NodeKind::Vector(_)) && self.len() == 1
+        matches!(
+            self.data(),
+            Data::List(Range { len: 1, .. }) | Data::Vector(_, Range { len: 1, .. })
+        )
     }
 
     /// The value under a quote: the item of a one-item list.
