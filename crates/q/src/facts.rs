@@ -450,6 +450,12 @@ fn integral(node: Node<'_>) -> Option<i64> {
 
 impl<'t> Walker<'t> {
     fn finish(mut self) -> Facts {
+        // Something the walk could not read with certainty (an internal function no source
+        // describes, say) makes the whole text unreadable: nothing else is reported beside it, so
+        // no policy grants part of a text it cannot read.
+        if self.facts.flags.contains(Flags::UNPARSED) {
+            return Facts::unparsed();
+        }
         if !self.facts.assigned.is_empty() {
             self.facts.flags |= Flags::ASSIGN;
         }
@@ -1227,6 +1233,10 @@ mod tests {
         check("(.)\"a:1\"", "- | - | - | - | eval");
         check("-6!x", "- | - | - | - | eval");
         check("-999!x", "- | - | - | - | unparsed");
+        // Found by the `q_parse` fuzz target: an unknown internal function beside other facts
+        // (here `multi`) leaves only `unparsed`.
+        check("-777!1:;t:1", "- | - | - | - | unparsed");
+        check("f[x];-999!trade", "- | - | - | - | unparsed");
         check("0N!x", "- | - | - | - | -");
         check("f ::", "- | - | f | - | -");
         check("hclose h", "- | - | - | - | ipc");
