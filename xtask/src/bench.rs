@@ -99,6 +99,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         .with_context(|| format!("failed to write {}", path.display()))?;
     eprintln!("==> wrote {}", path.display());
     parser(quick, report_only)?;
+    chain(quick, report_only)?;
     if report_only {
         return Ok(());
     }
@@ -199,6 +200,105 @@ fn parser_table(rows: &[(&str, &str, Option<f64>, f64)]) -> String {
         ));
     }
     out
+}
+
+/// The markers around the chain's section of BENCHMARKS.md.
+const CHAIN_BEGIN: &str = "<!-- chain:begin -->";
+const CHAIN_END: &str = "<!-- chain:end -->";
+
+/// The project's target for what the allowlist deciding on a query's facts adds to the
+/// walkthrough chain's handling of it, in nanoseconds.
+const CHAIN_FACTS_TARGET_NS: f64 = 3_000.0;
+
+/// Runs the chain benchmark (`crates/host/benches/chain.rs`, unless `report_only`) and writes its
+/// section of BENCHMARKS.md: the chain on a free-text select passed whole, the same with the
+/// allowlist deciding on its facts, and the difference against its target.
+fn chain(quick: bool, report_only: bool) -> Result<()> {
+    let mut what = String::from("cargo bench -p qgate-host --bench chain");
+    if quick {
+        what.push_str(" -- --quick");
+    }
+    let started = if report_only {
+        SystemTime::UNIX_EPOCH
+    } else {
+        // The benchmark loads the components `cargo xtask plugins` builds.
+        crate::plugins::run(&[])?;
+        let started = SystemTime::now();
+        let mut command = cargo();
+        command.args(["bench", "-p", "qgate-host", "--bench", "chain"]);
+        if quick {
+            command.args(["--", "--quick"]);
+        }
+        eprintln!("==> {what}");
+        run_command(&what, &mut command)?;
+        started
+    };
+    let criterion = target_dir().join("criterion").join("chain");
+    let read = |name: &str| -> Result<f64> {
+        let estimates = criterion.join(name).join("new/estimates.json");
+        let fresh = fs::metadata(&estimates)
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified >= started);
+        if !fresh {
+            bail!(
+                "no fresh result at {} (run `cargo xtask bench` first)",
+                estimates.display()
+            );
+        }
+        let text = fs::read_to_string(&estimates)
+            .with_context(|| format!("failed to read {}", estimates.display()))?;
+        median(&text).with_context(|| format!("no median in {}", estimates.display()))
+    };
+    let table = chain_table(
+        read("text_whole")?,
+        read("text_facts")?,
+        read("facts_added")?,
+    );
+    println!("{table}");
+    let section = format!(
+        "{CHAIN_BEGIN}\n\n{}\n{table}\n{CHAIN_END}",
+        context(if report_only {
+            "cargo xtask bench"
+        } else {
+            &what
+        })
+    );
+    let path = project_root().join("BENCHMARKS.md");
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    fs::write(
+        &path,
+        replace_marked(
+            &old,
+            &section,
+            CHAIN_BEGIN,
+            CHAIN_END,
+            "## Free text through the chain",
+        ),
+    )
+    .with_context(|| format!("failed to write {}", path.display()))?;
+    eprintln!("==> wrote {}", path.display());
+    Ok(())
+}
+
+/// The chain's table, in markdown: the two medians, and the difference measured in pairs with its
+/// verdict.
+fn chain_table(whole_ns: f64, facts_ns: f64, added: f64) -> String {
+    let verdict = if added <= CHAIN_FACTS_TARGET_NS {
+        format!("≤ {}: met", duration(CHAIN_FACTS_TARGET_NS))
+    } else {
+        format!("≤ {}: **missed**", duration(CHAIN_FACTS_TARGET_NS))
+    };
+    format!(
+        "| benchmark | what | median | target |\n|---|---|--:|---|\n\
+         | chain/text_whole | the walkthrough's chain on a 100-character select, the allowlist \
+         passing free text whole | {} | — |\n\
+         | chain/text_facts | the same, the allowlist deciding on the select's facts | {} | — |\n\
+         | chain/facts_added | text_facts − text_whole, measured in pairs of calls | {} | \
+         {verdict} |\n",
+        duration(whole_ns),
+        duration(facts_ns),
+        duration(added)
+    )
 }
 
 /// Runs the server harness (`bench/`, `qgate-bench`) after the codec benchmarks: qgate against
@@ -536,6 +636,20 @@ mod tests {
         assert_eq!(
             replace_marked(&doc, "new", PARSER_BEGIN, PARSER_END, "## q parser"),
             "# B\n\nnew\n"
+        );
+    }
+
+    #[test]
+    fn chain_verdicts() {
+        let met = chain_table(15_000.0, 17_400.0, 2_500.0);
+        assert!(
+            met.contains("measured in pairs of calls | 2.50 µs | ≤ 3.00 µs: met |"),
+            "{met}"
+        );
+        let missed = chain_table(15_000.0, 19_000.0, 4_000.0);
+        assert!(
+            missed.contains("4.00 µs | ≤ 3.00 µs: **missed** |"),
+            "{missed}"
         );
     }
 
