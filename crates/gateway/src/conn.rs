@@ -316,11 +316,20 @@ impl UpstreamConn {
         }
     }
 
-    fn unread(&self) -> &[u8] {
+    /// The TCP socket, when the connection is plain TCP: for splicing a reply's body straight to
+    /// the client. Only once [`UpstreamConn::unread`] is empty are the socket's next bytes the
+    /// stream's next bytes.
+    pub(crate) fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        self.stream.tcp()
+    }
+
+    /// The bytes read ahead and not yet consumed.
+    pub(crate) fn unread(&self) -> &[u8] {
         self.buffer.get(self.start..).unwrap_or_default()
     }
 
-    fn consume(&mut self, n: usize) {
+    /// Marks `n` bytes of [`UpstreamConn::unread`] as read.
+    pub(crate) fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start >= self.buffer.len() {
             self.buffer.clear();

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use crate::{
     conn::{Pending, UpstreamConn, UpstreamError},
     link::PUSH_BATCH_BYTES,
+    splice,
 };
 
 /// The largest reply read whole before it is written to the client.
@@ -206,6 +207,12 @@ async fn relay_reply<D: Downstream>(
             .await
             .map_err(|e| ExchangeError::ClientGone(Some(e)));
     }
+    if conn.tcp().is_some() && client.socket().is_some() {
+        // Without a pipe (out of file descriptors), the reply goes through user space.
+        if let Ok(pipe) = splice::Pipe::new() {
+            return splice_reply(conn, client, len, read_limit, &pipe).await;
+        }
+    }
     let mut left = len;
     let mut chunk = Vec::with_capacity(STREAM_CHUNK_BYTES);
     let mut written = false;
@@ -221,6 +228,10 @@ async fn relay_reply<D: Downstream>(
             Ok(read) => read,
             Err(ExchangeError::Upstream(error)) if written => {
                 return Err(ExchangeError::UpstreamMidReply(error));
+            }
+            // Part of the reply is out: a q error cannot follow it, the client is cut off.
+            Err(ExchangeError::Timeout(after)) if written => {
+                return Err(ExchangeError::UpstreamMidReply(stalled(after)));
             }
             Err(error) => return Err(error),
         };
@@ -238,6 +249,94 @@ async fn relay_reply<D: Downstream>(
     }
     conn.shrink();
     Ok(())
+}
+
+/// Relays the body of a large reply whose header is buffered on `conn` from the upstream's socket
+/// to the client's through `pipe`, without copying it through user space: both sockets are plain
+/// TCP. What was read ahead (the header at least) goes first, through the client's ordinary write.
+///
+/// The limits are the streaming path's: each read from the upstream within `read_limit`, each
+/// write to the client within its write timeout. Once the header is out, any failure cuts the
+/// client off.
+async fn splice_reply<D: Downstream>(
+    conn: &mut UpstreamConn,
+    client: &mut D,
+    len: usize,
+    read_limit: Option<Duration>,
+    pipe: &splice::Pipe,
+) -> Result<(), ExchangeError> {
+    let ahead = conn.unread().len().min(len);
+    client
+        .write(conn.unread().get(..ahead).unwrap_or_default())
+        .await
+        .map_err(|e| ExchangeError::ClientGone(Some(e)))?;
+    conn.consume(ahead);
+    conn.shrink();
+    let mut left = len - ahead;
+    let write_timeout = client.write_timeout();
+    let mut failure = None;
+    // Invariant: the caller checked that both are plain TCP, and nothing changes them meanwhile.
+    if let (Some(source), Some(sink)) = (conn.tcp(), client.socket()) {
+        let mut in_pipe = 0;
+        while left > 0 || in_pipe > 0 {
+            if in_pipe == 0 {
+                let fill = splice::fill(source, pipe, left.min(pipe.capacity));
+                let read = match read_limit {
+                    None => fill.await,
+                    Some(after) => match tokio::time::timeout(after, fill).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            failure = Some(ExchangeError::UpstreamMidReply(stalled(after)));
+                            break;
+                        }
+                    },
+                };
+                match read {
+                    Ok(0) => {
+                        failure = Some(ExchangeError::UpstreamMidReply(UpstreamError::Closed));
+                        break;
+                    }
+                    Ok(read) => {
+                        left -= read;
+                        in_pipe += read;
+                    }
+                    Err(error) => {
+                        failure = Some(ExchangeError::UpstreamMidReply(error.into()));
+                        break;
+                    }
+                }
+            }
+            match tokio::time::timeout(write_timeout, splice::drain(sink, pipe, in_pipe)).await {
+                Ok(Ok(written)) => in_pipe -= written,
+                Ok(Err(error)) => {
+                    failure = Some(ExchangeError::ClientGone(Some(error)));
+                    break;
+                }
+                Err(_) => {
+                    failure = Some(ExchangeError::ClientGone(Some(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the client read nothing for {write_timeout:?} (write_timeout)"),
+                    ))));
+                    break;
+                }
+            }
+        }
+    }
+    conn.pending = if left == 0 {
+        Pending::None
+    } else {
+        Pending::Body(left)
+    };
+    failure.map_or(Ok(()), Err)
+}
+
+/// An upstream that stopped sending in the middle of a reply, as the error that cuts the client
+/// off.
+fn stalled(after: Duration) -> UpstreamError {
+    UpstreamError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("sent nothing for {after:?} in the middle of a reply (query_timeout)"),
+    ))
 }
 
 /// Reads and drops whatever `conn` still owes for a request (its pushes included), so that the

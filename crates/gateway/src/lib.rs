@@ -36,6 +36,7 @@ mod pool;
 mod replica;
 mod request;
 mod service;
+mod splice;
 mod stream;
 
 use std::{

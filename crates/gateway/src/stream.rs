@@ -129,6 +129,16 @@ pub(crate) async fn open(address: &ServerAddress, tls: Option<&TlsClient>) -> io
     Ok(Stream::Tls(Box::new(stream)))
 }
 
+impl Stream {
+    /// The TCP socket itself, when the upstream's bytes come on it as they are (not over TLS).
+    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Self::Plain(stream) => Some(stream),
+            Self::Tls(_) => None,
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -53,6 +53,10 @@ impl Downstream for Collect {
             std::future::pending::<()>().await;
         }
     }
+
+    fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
 }
 
 impl Collect {

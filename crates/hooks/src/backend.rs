@@ -115,6 +115,17 @@ pub trait Downstream: Send {
     /// Resolves when the client has closed its side of the connection; pending while it is there.
     /// Cancel-safe: bytes the client sends meanwhile are kept for its next message.
     fn gone(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// The client's socket, for a backend that moves a large reply to it without copying the
+    /// bytes through user space (`splice`): `Some` when the client speaks plain TCP and nothing
+    /// of an earlier write waits in user space, `None` over TLS, whose bytes are encrypted here.
+    /// A backend writing through it keeps to [`Downstream::write_timeout`] for each write.
+    fn socket(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+
+    /// How long one write to the client may wait for it to read.
+    fn write_timeout(&self) -> std::time::Duration;
 }
 
 /// What a backend sends a client unasked: one or more whole frames, headers included, back to back

@@ -150,6 +150,24 @@ impl Timeouts {
     }
 }
 
+/// A client's byte stream: plain TCP, or TLS over it.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP socket itself, when the client's bytes go on it as they are (not over TLS).
+    fn tcp(&self) -> Option<&tokio::net::TcpStream>;
+}
+
+impl ClientStream for tokio::net::TcpStream {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self)
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+}
+
 /// One client's stream, with what has been read from it but not yet used.
 #[derive(Debug)]
 pub(crate) struct Connection<S> {
@@ -195,6 +213,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             pool,
             budget,
         }
+    }
+
+    /// The stream, for writing to it directly: every write of this connection is flushed
+    /// before the call that made it returns, so nothing is waiting in user space.
+    pub(crate) fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// How long one write may wait for the peer to read.
+    pub(crate) fn write_timeout(&self) -> Duration {
+        self.timeouts.write
     }
 
     /// Reads the handshake: the bytes up to the first NUL.

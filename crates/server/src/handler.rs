@@ -31,17 +31,14 @@ use qgate_ipc::{
     message_len,
 };
 use qgate_metrics::{self as metrics, Decision, Event, Metrics};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    sync::{OwnedSemaphorePermit, Semaphore},
-};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument as _, field};
 
 use crate::{
     admission::HandshakeSlot,
     budget::{CHARGED_MIN_BYTES, Charge, MemoryBudget},
     buffers::BufferPool,
-    connection::{Connection, ConnectionError, Frame, Incoming},
+    connection::{ClientStream, Connection, ConnectionError, Frame, Incoming},
     context,
     logging::{ClientText, Repeats},
     options::{ServerLimits, UserFrom},
@@ -117,7 +114,7 @@ struct Slots {
     _user: UserGuard,
 }
 
-impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> Handler<H, B, S> {
+impl<H: Hooks, B: Backend, S: ClientStream> Handler<H, B, S> {
     /// A handler for a freshly accepted stream, holding its handshake slot.
     pub(crate) fn new(
         state: Arc<ServerState<H, B>>,
@@ -440,7 +437,7 @@ struct Outgoing {
     _charge: Charge,
 }
 
-impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send> LoggedIn<H, B, S> {
+impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
     /// Runs the open hook and the message loop, then closes and runs the close hook, exactly
     /// once, whichever side closed.
     async fn run(mut self) {
@@ -930,7 +927,7 @@ struct ToClient<'a, S> {
     connection: &'a mut Connection<S>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Downstream for ToClient<'_, S> {
+impl<S: ClientStream> Downstream for ToClient<'_, S> {
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.connection
             .write_message(bytes)
@@ -940,6 +937,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Downstream for ToClient<'_, S> {
 
     async fn gone(&mut self) {
         self.connection.peer_closed().await;
+    }
+
+    fn socket(&self) -> Option<&tokio::net::TcpStream> {
+        self.connection.stream().tcp()
+    }
+
+    fn write_timeout(&self) -> std::time::Duration {
+        self.connection.write_timeout()
     }
 }
 

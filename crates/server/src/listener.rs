@@ -38,7 +38,6 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use qgate_hooks::{Backend, Hooks, NoBackend, TlsFacts};
 use qgate_metrics::Metrics;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
@@ -48,6 +47,7 @@ use crate::{
     admission::{Admission, HandshakeSlot},
     budget::MemoryBudget,
     buffers::{BufferPool, POOLED_IDLE},
+    connection::ClientStream,
     handler::{self, Handler, ServerState},
     logging::Repeats,
     options::{ServerOptions, TlsMode, UserFrom},
@@ -406,7 +406,7 @@ impl<H: Hooks, B: Backend> Accepted<H, B> {
 impl<H: Hooks, B: Backend> Parts<H, B> {
     /// Hands `stream` to a handler and runs it in `span`: the one place a handler is made, for a
     /// plain stream and a TLS one alike (two instances of the same code, no dynamic dispatch).
-    async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    async fn handle<S: ClientStream>(
         self,
         stream: S,
         tls: Option<Arc<TlsFacts>>,
