@@ -10,9 +10,8 @@ mod strategy;
 
 use proptest::{collection::vec, prelude::*, test_runner::Config};
 use qgate_ipc::{
-    Atom, EncodeOptions, Endian, Function, Header, K, Limits, Locality, Message, MessageType,
-    ValueView, VectorData, compress, decode, decompress, encode, encode_message,
-    encode_message_with, validate,
+    EncodeOptions, Endian, Header, K, Limits, Locality, Message, MessageType, ValueView, compress,
+    decode, decompress, encode, encode_message, encode_message_with, validate,
 };
 
 fn config(cases: u32) -> Config {
@@ -26,102 +25,6 @@ fn encoded(value: &K) -> Vec<u8> {
     let mut out = Vec::new();
     encode(value, &mut out).unwrap();
     out
-}
-
-/// A big-endian encoder written from the spec, independent of the crate's (which only writes
-/// little-endian), to check that the decoder reads every count and number in a big-endian body.
-fn encode_big(value: &K, out: &mut Vec<u8>) {
-    fn count(n: usize, out: &mut Vec<u8>) {
-        out.extend_from_slice(&i32::try_from(n).unwrap().to_be_bytes());
-    }
-    fn name(text: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(text);
-        out.push(0);
-    }
-    fn all(items: &[K], out: &mut Vec<u8>) {
-        for item in items {
-            encode_big(item, out);
-        }
-    }
-    out.push(value.type_code() as u8);
-    match value {
-        K::Atom(atom) => match atom {
-            Atom::Boolean(b) => out.push(u8::from(*b)),
-            Atom::Guid(g) => out.extend_from_slice(g),
-            Atom::Byte(x) | Atom::Char(x) => out.push(*x),
-            Atom::Short(x) => out.extend_from_slice(&x.to_be_bytes()),
-            Atom::Int(x)
-            | Atom::Month(x)
-            | Atom::Date(x)
-            | Atom::Minute(x)
-            | Atom::Second(x)
-            | Atom::Time(x) => out.extend_from_slice(&x.to_be_bytes()),
-            Atom::Long(x) | Atom::Timestamp(x) | Atom::Timespan(x) => {
-                out.extend_from_slice(&x.to_be_bytes());
-            }
-            Atom::Real(x) => out.extend_from_slice(&x.to_be_bytes()),
-            Atom::Float(x) | Atom::Datetime(x) => out.extend_from_slice(&x.to_be_bytes()),
-            Atom::Symbol(s) => name(s, out),
-        },
-        K::Vector(v) => {
-            out.push(v.attr as u8);
-            count(v.len(), out);
-            match &v.data {
-                VectorData::Boolean(x) => out.extend(x.iter().map(|&b| u8::from(b))),
-                VectorData::Guid(x) => out.extend_from_slice(x.as_flattened()),
-                VectorData::Byte(x) | VectorData::Char(x) => out.extend_from_slice(x),
-                VectorData::Symbol(s) => out.extend_from_slice(s.as_wire()),
-                VectorData::Short(x) => out.extend(x.iter().flat_map(|n| n.to_be_bytes())),
-                VectorData::Int(x)
-                | VectorData::Month(x)
-                | VectorData::Date(x)
-                | VectorData::Minute(x)
-                | VectorData::Second(x)
-                | VectorData::Time(x) => out.extend(x.iter().flat_map(|n| n.to_be_bytes())),
-                VectorData::Long(x) | VectorData::Timestamp(x) | VectorData::Timespan(x) => {
-                    out.extend(x.iter().flat_map(|n| n.to_be_bytes()));
-                }
-                VectorData::Real(x) => out.extend(x.iter().flat_map(|n| n.to_be_bytes())),
-                VectorData::Float(x) | VectorData::Datetime(x) => {
-                    out.extend(x.iter().flat_map(|n| n.to_be_bytes()));
-                }
-            }
-        }
-        K::List(list) => {
-            out.push(list.attr as u8);
-            count(list.items.len(), out);
-            all(&list.items, out);
-        }
-        K::Dict(dict) => {
-            encode_big(&dict.keys, out);
-            encode_big(&dict.values, out);
-        }
-        K::Table(table) => {
-            out.push(table.attr as u8);
-            out.push(99);
-            encode_big(&table.columns, out);
-            encode_big(&table.values, out);
-        }
-        K::Function(f) => match f {
-            Function::Lambda { context, source } => {
-                name(context, out);
-                encode_big(source, out);
-            }
-            Function::Unary(i) | Function::Binary(i) | Function::Ternary(i) => out.push(*i),
-            Function::Projection(items) | Function::Composition(items) => {
-                count(items.len(), out);
-                all(items, out);
-            }
-            Function::Each(f)
-            | Function::Over(f)
-            | Function::Scan(f)
-            | Function::EachPrior(f)
-            | Function::EachRight(f)
-            | Function::EachLeft(f) => encode_big(f, out),
-        },
-        K::Null => out.push(0),
-        K::Error(text) => name(text, out),
-    }
 }
 
 /// Decodes arbitrary bytes in one byte order and checks what must hold whatever they are: no
@@ -185,7 +88,7 @@ proptest! {
     #[test]
     fn big_endian_bodies_decode_the_same(value in strategy::value()) {
         let mut big = Vec::new();
-        encode_big(&value, &mut big);
+        strategy::encode_big(&value, &mut big);
         prop_assert!(validate(&big, Endian::Big).is_ok());
         prop_assert!(ValueView::new(&big, Endian::Big).is_ok());
         let decoded = decode(&big, Endian::Big).unwrap();
@@ -198,7 +101,7 @@ proptest! {
     fn big_endian_numbers(data in strategy::fixed_vector_data(64), attr in strategy::attr(), atom in strategy::atom()) {
         for value in [K::Vector(qgate_ipc::Vector { attr, data }), K::Atom(atom)] {
             let mut big = Vec::new();
-            encode_big(&value, &mut big);
+            strategy::encode_big(&value, &mut big);
             let decoded = decode(&big, Endian::Big).unwrap();
             prop_assert_eq!(encoded(&decoded), encoded(&value));
         }
