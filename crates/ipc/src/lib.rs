@@ -31,6 +31,8 @@ mod encode;
 mod error;
 mod frame;
 pub mod handshake;
+// Table surgery on the bytes of replies and publications, for entitlement filtering.
+pub mod table;
 pub mod temporal;
 mod value;
 mod view;
