@@ -178,6 +178,11 @@ def test_the_conns_table_keeps_its_rows_across_a_swap(tmp_path):
             )
             writers.append(writer)
         try:
+            # A connection's open hook runs before its first message is handled, but not
+            # necessarily before another connection's: a query on each makes sure that every
+            # connection is in the table before it is read.
+            for writer in writers:
+                await writer.sync_req(cv("conns"))
             before = b9(await writers[0].sync_req(cv("conns")))
             first = digest()
             staging = tmp_path / "conns.staging"
