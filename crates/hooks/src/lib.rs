@@ -15,6 +15,11 @@
 //! | `.z.pg` | [`Hooks::on_sync`] | for each sync message, in order |
 //! | `.z.ps` | [`Hooks::on_async`] | for each async message, in order |
 //! | `.z.pc` | [`Hooks::on_close`] | once, after the connection has closed |
+//!
+//! In gateway mode two more events look at what comes back from the [`Backend`] before the
+//! client gets it, for the hooks that say so in [`Hooks::outbound`]: [`Hooks::on_response`] for
+//! each reply to a sync request, and [`Hooks::on_publication`] for each message the backend
+//! pushes to the client unasked.
 
 #![warn(missing_docs)]
 
@@ -218,6 +223,66 @@ pub enum Verdict {
     Route(String),
 }
 
+/// Which messages on their way back to a client the hooks look at ([`Hooks::outbound`]).
+///
+/// When neither is asked for, the backend's replies and pushes go to the client as the bytes they
+/// came as, without being held whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outbound {
+    /// Replies to sync requests ([`Hooks::on_response`]).
+    pub responses: bool,
+    /// Messages pushed unasked ([`Hooks::on_publication`]).
+    pub publications: bool,
+}
+
+/// A message body that is one well-formed little-endian value: what replaces a reply or a
+/// publication.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Body(Vec<u8>);
+
+impl Body {
+    /// Checks that `bytes` is one well-formed little-endian value, as a received message is
+    /// checked.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] when it is not.
+    pub fn new(bytes: Vec<u8>) -> Result<Self, DecodeError> {
+        qgate_ipc::validate(&bytes, Endian::Little)?;
+        Ok(Self(bytes))
+    }
+
+    /// The encoded value.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The encoded value, given back.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Body")
+            .field("bytes", &self.0.len())
+            .finish()
+    }
+}
+
+/// The verdict of [`Hooks::on_response`] and [`Hooks::on_publication`]: what reaches the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataVerdict {
+    /// Send it as it came.
+    Pass,
+    /// Send this value instead.
+    Replace(Body),
+    /// Refuse it: a reply becomes this q error (without the `'`); a publication is dropped and
+    /// logged.
+    Deny(String),
+}
+
 /// Why a connection closed, given to [`Hooks::on_close`] and logged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -299,6 +364,38 @@ pub trait Hooks: Send + Sync + 'static {
         let _ = (session, reason);
         async {}
     }
+
+    /// Which messages from the backend these hooks look at before the client gets them, asked
+    /// before each reply and each push (so that hooks that change while the server runs are
+    /// heeded at once). The default is none: replies and pushes are forwarded as they come.
+    fn outbound(&self) -> Outbound {
+        Outbound::default()
+    }
+
+    /// The reply the backend sent to `request` (a sync request the hooks passed or routed), whole
+    /// and validated, before the client gets it; only when [`Hooks::outbound`] asks for
+    /// responses. The default passes.
+    fn on_response(
+        &self,
+        session: &Session,
+        request: &Request,
+        response: &Request,
+    ) -> impl Future<Output = DataVerdict> + Send {
+        let _ = (session, request, response);
+        async { DataVerdict::Pass }
+    }
+
+    /// An async message the backend pushes to the client unasked (a publication), validated,
+    /// before the client gets it; only when [`Hooks::outbound`] asks for publications. The
+    /// default passes.
+    fn on_publication(
+        &self,
+        session: &Session,
+        message: &Request,
+    ) -> impl Future<Output = DataVerdict> + Send {
+        let _ = (session, message);
+        async { DataVerdict::Pass }
+    }
 }
 
 /// Hooks that pass everything: the server's built-in behaviour alone.
@@ -338,5 +435,26 @@ impl<H: Hooks> Hooks for Arc<H> {
 
     fn on_close(&self, session: &Session, reason: &CloseReason) -> impl Future<Output = ()> + Send {
         (**self).on_close(session, reason)
+    }
+
+    fn outbound(&self) -> Outbound {
+        (**self).outbound()
+    }
+
+    fn on_response(
+        &self,
+        session: &Session,
+        request: &Request,
+        response: &Request,
+    ) -> impl Future<Output = DataVerdict> + Send {
+        (**self).on_response(session, request, response)
+    }
+
+    fn on_publication(
+        &self,
+        session: &Session,
+        message: &Request,
+    ) -> impl Future<Output = DataVerdict> + Send {
+        (**self).on_publication(session, message)
     }
 }

@@ -23,8 +23,8 @@ use std::{
 };
 
 use qgate_hooks::{
-    AuthVerdict, Backend, CloseReason, Credentials, Downstream, ForwardError, Hooks, Link,
-    OpenVerdict, Push, Request, Session, TlsFacts, Verdict,
+    AuthVerdict, Backend, CloseReason, Credentials, DataVerdict, Downstream, ForwardError, Hooks,
+    Link, OpenVerdict, Push, Request, Session, TlsFacts, Verdict,
 };
 use qgate_ipc::{
     Close, EncodeOptions, K, Locality, Message, MessageType, encode_message_with, handshake,
@@ -42,6 +42,7 @@ use crate::{
     context,
     logging::{ClientText, Repeats},
     options::{ServerLimits, UserFrom},
+    outbound::{self, Capture},
     password::PasswordStore,
     registry::{HandleGuard, Registry, UserGuard},
     shutdown::Signals,
@@ -392,6 +393,7 @@ struct ConnectionRepeats {
     async_denied: Repeats,
     error_responses: Repeats,
     stray_responses: Repeats,
+    publications_dropped: Repeats,
 }
 
 /// A connection past its handshake and authentication, whose client has its capability byte.
@@ -467,8 +469,8 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
             let incoming = match self.next(draining.as_mut()).await {
                 Next::Message(incoming) => incoming,
                 Next::Push(push) => {
-                    if let Err(error) = self.connection.write_message(&push.frames).await {
-                        return write_failed(error);
+                    if let Err(reason) = self.relay(&push.frames, &push.from).await {
+                        return reason;
                     }
                     continue;
                 }
@@ -742,6 +744,9 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
     /// Hands a sync request to the backend, which writes the reply (and anything it pushes
     /// before it) to the client, each write within the write timeout.
     async fn forward(&mut self, route: Option<&str>, request: &Request) -> Result<(), CloseReason> {
+        if self.state.hooks.outbound().responses {
+            return self.forward_watched(route, request).await;
+        }
         let mut client = ToClient {
             connection: &mut self.connection,
         };
@@ -757,6 +762,198 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                 Err(forward_failed(ForwardError::Close(error)))
             }
             Err(error) => Err(forward_failed(error)),
+        }
+    }
+
+    /// [`LoggedIn::forward`] when the hooks look at replies: the backend's writes are captured,
+    /// what it pushed before the reply is relayed (through `on_publication` when the hooks look
+    /// at those too), and the reply goes through `on_response` before the client gets it.
+    ///
+    /// Nothing has reached the client when the backend fails, so a reply cut off or one the
+    /// memory budget cannot hold becomes a q error rather than a cut connection.
+    async fn forward_watched(
+        &mut self,
+        route: Option<&str>,
+        request: &Request,
+    ) -> Result<(), CloseReason> {
+        let mut capture = Capture::new(&mut self.connection, &self.state.budget);
+        let result = self.link.sync(route, request, &mut capture).await;
+        let over_budget = capture.over_budget.take();
+        let (bytes, _charge) = capture.into_parts();
+        let mut frames: Vec<_> = outbound::frames(&bytes).collect();
+        let reply = match result {
+            Ok(()) => frames.pop(),
+            Err(_) => None,
+        };
+        // What came before the reply, in order; a frame that cannot be read ends it (the reply
+        // after it is then one too).
+        for frame in frames {
+            match frame {
+                Ok(frame) => self.relay(frame.bytes, "the backend").await?,
+                Err(why) => self.publication_dropped("the backend", &why),
+            }
+        }
+        if let Some(exhausted) = over_budget {
+            tracing::warn!(
+                limit = "memory_budget",
+                error = %exhausted,
+                "reply refused: the server's memory budget is spent"
+            );
+            let outgoing = self.encode_error(
+                "qgate: the reply was dropped: the server's memory budget \
+                 (limits.memory_budget) cannot hold it while plugins look at it; try again",
+            )?;
+            return self.send(outgoing).await;
+        }
+        match result {
+            Ok(()) => {}
+            Err(ForwardError::Broken(cause)) => {
+                // Nothing of the reply reached the client: it gets an error, not a cut stream.
+                let outgoing = self.encode_error(&format!("reply cut off: {cause}"))?;
+                return self.send(outgoing).await;
+            }
+            Err(ForwardError::Refuse(error)) => {
+                let outgoing = self.encode_error(&error)?;
+                return self.send(outgoing).await;
+            }
+            Err(ForwardError::Close(error)) => {
+                let outgoing = self.encode_error(&error)?;
+                self.send(outgoing).await?;
+                return Err(forward_failed(ForwardError::Close(error)));
+            }
+            Err(error) => return Err(forward_failed(error)),
+        }
+        let frame = match reply {
+            Some(Ok(frame)) if frame.header.message_type == MessageType::Response => frame,
+            Some(Err(why)) => return self.malformed_reply(&why).await,
+            _ => {
+                return self
+                    .malformed_reply("the backend's last message is not a reply")
+                    .await;
+            }
+        };
+        let (response, _charge) = match outbound::open_frame(&frame, &self.state.budget).await {
+            Ok(opened) => opened,
+            Err(why) => return self.malformed_reply(&why).await,
+        };
+        match self
+            .state
+            .hooks
+            .on_response(&self.session, request, &response)
+            .await
+        {
+            DataVerdict::Pass => self
+                .connection
+                .write_message(frame.bytes)
+                .await
+                .map_err(write_failed),
+            DataVerdict::Replace(body) => {
+                drop(response);
+                let framed = outbound::frame_body(
+                    MessageType::Response,
+                    &body,
+                    self.encode.locality,
+                    self.encode.capability,
+                );
+                match framed {
+                    Ok(framed) => self
+                        .connection
+                        .write_message(&framed)
+                        .await
+                        .map_err(write_failed),
+                    Err(error) => {
+                        let outgoing = self.encode_error(&format!("qgate: {error}"))?;
+                        self.send(outgoing).await
+                    }
+                }
+            }
+            DataVerdict::Deny(error) => {
+                let outgoing = self.encode_error(&error)?;
+                self.send(outgoing).await
+            }
+        }
+    }
+
+    /// A reply from the backend that cannot be read: the client gets a q error saying so, and the
+    /// log the cause.
+    async fn malformed_reply(&mut self, why: &str) -> Result<(), CloseReason> {
+        tracing::warn!(cause = %ClientText(why.as_bytes()), "the backend's reply cannot be read");
+        let outgoing = self.encode_error(&format!(
+            "qgate: the upstream's reply cannot be read: {why}"
+        ))?;
+        self.send(outgoing).await
+    }
+
+    /// Writes to the client what the backend pushed it unasked: as it came, or, when the hooks
+    /// look at publications, each async message through `on_publication` (a sync request from the
+    /// backend goes as it came: the client answers it, and holding it back would leave the
+    /// backend waiting).
+    async fn relay(&mut self, frames: &[u8], from: &str) -> Result<(), CloseReason> {
+        if !self.state.hooks.outbound().publications {
+            return self
+                .connection
+                .write_message(frames)
+                .await
+                .map_err(write_failed);
+        }
+        let mut out = Vec::with_capacity(frames.len());
+        for frame in outbound::frames(frames) {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(why) => {
+                    tracing::warn!(
+                        from = %ClientText(from.as_bytes()),
+                        cause = %ClientText(why.as_bytes()),
+                        "a pushed message cannot be read; dropped"
+                    );
+                    break;
+                }
+            };
+            if frame.header.message_type != MessageType::Async {
+                out.extend_from_slice(frame.bytes);
+                continue;
+            }
+            let verdict = match outbound::open_frame(&frame, &self.state.budget).await {
+                Ok((message, _charge)) => {
+                    self.state
+                        .hooks
+                        .on_publication(&self.session, &message)
+                        .await
+                }
+                Err(why) => DataVerdict::Deny(why),
+            };
+            match verdict {
+                DataVerdict::Pass => out.extend_from_slice(frame.bytes),
+                DataVerdict::Replace(body) => match outbound::frame_body(
+                    MessageType::Async,
+                    &body,
+                    self.encode.locality,
+                    self.encode.capability,
+                ) {
+                    Ok(framed) => out.extend_from_slice(&framed),
+                    Err(why) => self.publication_dropped(from, &why),
+                },
+                DataVerdict::Deny(why) => self.publication_dropped(from, &why),
+            }
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.connection
+            .write_message(&out)
+            .await
+            .map_err(write_failed)
+    }
+
+    /// Logs a publication that did not reach the client, within the log's limits.
+    fn publication_dropped(&mut self, from: &str, why: &str) {
+        if let Some(left_out) = self.repeats.publications_dropped.note() {
+            tracing::info!(
+                from = %ClientText(from.as_bytes()),
+                cause = %ClientText(why.as_bytes()),
+                left_out,
+                "publication not sent to the client; dropped"
+            );
         }
     }
 
@@ -913,6 +1110,10 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
             ("async messages refused", repeats.async_denied.unreported()),
             ("error responses", repeats.error_responses.unreported()),
             ("stray responses", repeats.stray_responses.unreported()),
+            (
+                "publications dropped",
+                repeats.publications_dropped.unreported(),
+            ),
         ] {
             if count > 0 {
                 tracing::info!(event, count, "repeated events left out of the log");

@@ -36,6 +36,7 @@ mod handler;
 mod listener;
 mod logging;
 mod options;
+mod outbound;
 mod password;
 mod registry;
 mod shutdown;
