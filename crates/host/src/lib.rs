@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 mod bindings;
+mod data;
 mod engine;
 mod facts;
 mod kv;
@@ -61,7 +62,8 @@ use std::{
 };
 
 use qgate_hooks::{
-    AuthVerdict, CloseReason, Credentials, Hooks, OpenVerdict, Request, Session, Verdict,
+    AuthVerdict, Body, CloseReason, Credentials, DataVerdict, Hooks, OpenVerdict, Outbound,
+    Request, Session, Verdict,
 };
 use qgate_ipc::{DecodeOptions, Endian};
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -449,16 +451,36 @@ fn next_message(state: &mut HostState) -> Resource<MessageRef> {
     Resource::new_borrow(state.message_rep)
 }
 
+/// The rep for the reply lent beside the request of an `on-response` call: the one after the
+/// request's, never 0.
+fn next_reply(state: &mut HostState) -> Resource<MessageRef> {
+    state.reply_rep = state.message_rep.wrapping_add(1).max(1);
+    Resource::new_borrow(state.reply_rep)
+}
+
+/// What an upstream sent, on its way through the data chain: as it came, or as a plugin left it.
+enum Current<'a> {
+    Original(&'a Request),
+    /// A plugin's replacement or edit, and the message made of it for the plugins after it.
+    Changed(Body, Request),
+}
+
+impl Current<'_> {
+    fn message(&self) -> &Request {
+        match self {
+            Current::Original(message) => message,
+            Current::Changed(_, message) => message,
+        }
+    }
+}
+
 impl PluginHost {
     fn message_chain(&self, session: &Session, request: &Request, sync: bool) -> Verdict {
         let started = Instant::now();
         let wit_session = state::session(session);
         let summary = state::summary(request);
         let facts = FactsCell::new();
-        let lent = Lent {
-            request,
-            facts: &facts,
-        };
+        let lent = Lent::request(request, &facts);
         let (verdict, decided_by) = self.decide_message(&wit_session, &summary, lent, sync);
         if self.takes(types::Events::OUTCOME) {
             let (decision, reason) = match &verdict {
@@ -642,6 +664,126 @@ impl PluginHost {
         (verdict, decided_by)
     }
 
+    /// The data chain: `on-response` for a reply to `request`, or `on-publication` when there is
+    /// no request. Each plugin that takes the event sees what the ones before it let through; a
+    /// failure denies (passes, for a plugin configured `fail_open`).
+    fn data_chain(
+        &self,
+        session: &Session,
+        request: Option<&Request>,
+        message: &Request,
+    ) -> DataVerdict {
+        let (flag, event, message_type) = match request {
+            Some(_) => (
+                types::Events::RESPONSE,
+                "response",
+                qgate_ipc::MessageType::Response,
+            ),
+            None => (
+                types::Events::PUBLICATION,
+                "publication",
+                qgate_ipc::MessageType::Async,
+            ),
+        };
+        let wit_session = state::session(session);
+        let request_summary = request.map(state::summary);
+        let facts = FactsCell::new();
+        let mut current = Current::Original(message);
+        for slot in &self.slots {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(flag) {
+                continue;
+            }
+            let summary = data::summary(current.message());
+            let lent = match request {
+                Some(request) => Lent {
+                    request,
+                    facts: &facts,
+                    reply: Some(current.message()),
+                },
+                None => Lent::request(current.message(), &facts),
+            };
+            let result = plugin.call(Some(lent), |instance| {
+                let first = next_message(instance.store.data_mut());
+                let verdict = match &request_summary {
+                    Some(request_summary) => {
+                        let reply = next_reply(instance.store.data_mut());
+                        instance.bindings.call_on_response(
+                            &mut instance.store,
+                            &wit_session,
+                            request_summary,
+                            first,
+                            &summary,
+                            reply,
+                        )
+                    }
+                    None => instance.bindings.call_on_publication(
+                        &mut instance.store,
+                        &wit_session,
+                        &summary,
+                        first,
+                    ),
+                };
+                let state = instance.store.data_mut();
+                state.message_rep = 0;
+                state.reply_rep = 0;
+                verdict
+            });
+            let verdict = match result {
+                Ok(verdict) => verdict,
+                Err(failure) if failed(&plugin, event, &failure) => continue,
+                Err(_) => {
+                    Counters::count(&plugin.counters.denies);
+                    return DataVerdict::Deny(format!("plugin {} failed", plugin.shared.name));
+                }
+            };
+            let changed = match verdict {
+                types::DataVerdict::Pass => continue,
+                types::DataVerdict::Deny(message) => {
+                    Counters::count(&plugin.counters.denies);
+                    return DataVerdict::Deny(message);
+                }
+                types::DataVerdict::Replace(bytes) => {
+                    Body::new(bytes).map_err(|error| format!("a malformed value ({error})"))
+                }
+                types::DataVerdict::Edit(edits) => match data::edit(current.message(), &edits) {
+                    Ok(None) => continue,
+                    Ok(Some(body)) => Ok(body),
+                    Err(error) => Err(format!("an edit that cannot be applied ({error})")),
+                },
+            };
+            let body = match changed {
+                Ok(body) => body,
+                Err(what) => {
+                    Counters::count(&plugin.counters.denies);
+                    tracing::warn!(
+                        plugin = &*plugin.shared.name,
+                        version = plugin.shared.version,
+                        event,
+                        "plugin returned {what}; denied"
+                    );
+                    return DataVerdict::Deny(format!(
+                        "plugin {} returned {what}",
+                        plugin.shared.name
+                    ));
+                }
+            };
+            match data::message(message_type, &body) {
+                Ok(message) => current = Current::Changed(body, message),
+                Err(error) => {
+                    return DataVerdict::Deny(format!(
+                        "plugin {} returned a value that cannot be sent: {error}",
+                        plugin.shared.name
+                    ));
+                }
+            }
+        }
+        match current {
+            Current::Original(_) => DataVerdict::Pass,
+            Current::Changed(body, _) => DataVerdict::Replace(body),
+        }
+    }
+
     /// Whether any plugin takes `event`.
     fn takes(&self, event: types::Events) -> bool {
         self.slots
@@ -771,6 +913,29 @@ impl Hooks for PluginHost {
 
     async fn on_async(&self, session: &Session, request: &Request) -> Verdict {
         self.message_chain(session, request, false)
+    }
+
+    fn outbound(&self) -> Outbound {
+        let mut outbound = Outbound::default();
+        for slot in &self.slots {
+            let events = slot.current.load().events;
+            outbound.responses |= events.contains(types::Events::RESPONSE);
+            outbound.publications |= events.contains(types::Events::PUBLICATION);
+        }
+        outbound
+    }
+
+    async fn on_response(
+        &self,
+        session: &Session,
+        request: &Request,
+        response: &Request,
+    ) -> DataVerdict {
+        self.data_chain(session, Some(request), response)
+    }
+
+    async fn on_publication(&self, session: &Session, message: &Request) -> DataVerdict {
+        self.data_chain(session, None, message)
     }
 
     async fn on_close(&self, session: &Session, reason: &CloseReason) {

@@ -38,16 +38,39 @@ scoped_tls::scoped_thread_local!(
     static CURRENT_FACTS: FactsCell
 );
 
-/// A message lent to the calls of one chain: the request, and its facts once a plugin asked.
+scoped_tls::scoped_thread_local!(
+    /// The reply an `on-response` call is about, lent beside the request it answers.
+    static CURRENT_REPLY: Request
+);
+
+/// A message lent to the calls of one chain: the request, and its facts once a plugin asked; for
+/// `on-response`, the reply too.
 #[derive(Clone, Copy)]
 pub(crate) struct Lent<'a> {
     pub(crate) request: &'a Request,
     pub(crate) facts: &'a FactsCell,
+    pub(crate) reply: Option<&'a Request>,
+}
+
+impl<'a> Lent<'a> {
+    /// A request and its facts.
+    pub(crate) fn request(request: &'a Request, facts: &'a FactsCell) -> Self {
+        Self {
+            request,
+            facts,
+            reply: None,
+        }
+    }
 }
 
 /// Runs `f` with `lent` lent to the `message` resource's host functions.
 pub(crate) fn with_request<R>(lent: Lent<'_>, f: impl FnOnce() -> R) -> R {
-    CURRENT_REQUEST.set(lent.request, || CURRENT_FACTS.set(lent.facts, f))
+    CURRENT_REQUEST.set(lent.request, || {
+        CURRENT_FACTS.set(lent.facts, || match lent.reply {
+            Some(reply) => CURRENT_REPLY.set(reply, f),
+            None => f(),
+        })
+    })
 }
 
 /// The host's side of a `message`: a marker. The bytes stay in the server's [`Request`]; the
@@ -76,6 +99,8 @@ pub(crate) struct HostState {
     pub(crate) limits: GuestLimits,
     /// The `rep` of the message lent to the call in progress; 0 between calls.
     pub(crate) message_rep: u32,
+    /// The `rep` of the reply lent to an `on-response` call in progress; 0 otherwise.
+    pub(crate) reply_rep: u32,
     /// When the call in progress must stop (`store::set_deadline`).
     pub(crate) deadline: Deadline,
     /// Whether the call in progress has left the async worker it started on (see
@@ -98,6 +123,7 @@ impl HostState {
             shared,
             limits,
             message_rep: 0,
+            reply_rep: 0,
             deadline: Deadline::past(),
             off_async: false,
             wasi,
@@ -105,22 +131,29 @@ impl HostState {
         }
     }
 
-    /// The request lent to the current call, if `message` is the handle given to it.
+    /// The message lent to the current call that `message` is the handle of: the request, or
+    /// the reply of an `on-response` call.
     fn request<R>(
         &self,
         message: &Resource<MessageRef>,
         f: impl FnOnce(&Request) -> R,
     ) -> wasmtime::Result<R> {
-        if self.message_rep == 0 || message.rep() != self.message_rep || !CURRENT_REQUEST.is_set() {
-            wasmtime::bail!("message used outside the call it was passed to");
+        let rep = message.rep();
+        if rep != 0 && rep == self.message_rep && CURRENT_REQUEST.is_set() {
+            return Ok(CURRENT_REQUEST.with(f));
         }
-        Ok(CURRENT_REQUEST.with(f))
+        if rep != 0 && rep == self.reply_rep && CURRENT_REPLY.is_set() {
+            return Ok(CURRENT_REPLY.with(f));
+        }
+        wasmtime::bail!("message used outside the call it was passed to")
     }
 
-    /// The facts of the request lent to the current call, parsed on the chain's first ask.
+    /// The facts of the message lent to the current call, parsed on the chain's first ask (a
+    /// reply's, on each ask).
     fn facts(&self, message: &Resource<MessageRef>) -> wasmtime::Result<types::Facts> {
+        let is_request = message.rep() == self.message_rep;
         self.request(message, |request| {
-            if !CURRENT_FACTS.is_set() {
+            if !is_request || !CURRENT_FACTS.is_set() {
                 return facts::of_view(request.view());
             }
             CURRENT_FACTS.with(|cell| cell.get_or_init(|| facts::of_view(request.view())).clone())
@@ -209,6 +242,17 @@ impl types::HostMessage for HostState {
         HostState::facts(self, &message)
     }
 
+    fn column(
+        &mut self,
+        message: Resource<MessageRef>,
+        table: u32,
+        name: String,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.request(&message, |request| {
+            crate::data::column(request, table, name.as_bytes())
+        })?
+    }
+
     fn drop(&mut self, _message: Resource<MessageRef>) -> wasmtime::Result<()> {
         // Messages are only ever lent (`borrow<message>`), so there is nothing to free.
         Ok(())
@@ -217,7 +261,7 @@ impl types::HostMessage for HostState {
 
 /// A value's bytes as a little-endian body: a copy of the bytes when they already are, a
 /// re-encoding when the client sent big-endian.
-fn little_endian(view: ValueView<'_>) -> wasmtime::Result<Vec<u8>> {
+pub(crate) fn little_endian(view: ValueView<'_>) -> wasmtime::Result<Vec<u8>> {
     match view.endian() {
         Endian::Little => Ok(view.as_bytes().to_vec()),
         Endian::Big => {

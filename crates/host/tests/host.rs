@@ -422,6 +422,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[path = "host/swap.rs"]
 mod swap;
 
+#[path = "host/data.rs"]
+mod data;
+
 /// A `facts` fixture: answers with the facts when `reply`, passes otherwise.
 fn facts_spec(name: &str, reply: bool) -> PluginSpec {
     let mut spec = PluginSpec::new(name, component("facts"));

@@ -281,7 +281,7 @@ impl Body<'_> {
 
 /// The body of `value`; a value that cannot be encoded (a symbol with a NUL) is replaced by the
 /// generic null.
-fn encode_or_null(value: &K) -> Vec<u8> {
+pub(crate) fn encode_or_null(value: &K) -> Vec<u8> {
     let mut bytes = Vec::new();
     if qgate_ipc::encode(value, &mut bytes).is_err() {
         bytes.clear();

@@ -8,9 +8,10 @@
 use std::{any::Any, cell::RefCell, marker::PhantomData, rc::Rc};
 
 use crate::{
-    AuthVerdict, Events, Outcome, Plugin, Session, Summary, Verdict,
+    AuthVerdict, DataSummary, DataVerdict, Events, Outcome, Plugin, Session, Summary, Verdict,
     bindings::{Guest, qgate::plugin::types::Message},
     ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
+    data::DataCtx,
     host,
 };
 
@@ -96,6 +97,29 @@ impl<P: Plugin> Guest for Glue<P> {
             plugin.on_outcome(&OutcomeCtx::host(session, summary, message, outcome))
         });
     }
+
+    fn on_response(
+        session: Session,
+        request_summary: Summary,
+        request: &Message,
+        summary: DataSummary,
+        reply: &Message,
+    ) -> DataVerdict {
+        with_plugin::<P, _>(DataVerdict::Deny(NOT_INITIALIZED.to_owned()), |plugin| {
+            plugin.on_response(&DataCtx::host(
+                session,
+                Some((request_summary, request)),
+                summary,
+                reply,
+            ))
+        })
+    }
+
+    fn on_publication(session: Session, summary: DataSummary, message: &Message) -> DataVerdict {
+        with_plugin::<P, _>(DataVerdict::Deny(NOT_INITIALIZED.to_owned()), |plugin| {
+            plugin.on_publication(&DataCtx::host(session, None, summary, message))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -126,7 +150,13 @@ mod tests {
         assert_eq!(testing::logs().len(), 1);
 
         assert_eq!(G::init(String::new()), Ok(()));
-        assert_eq!(G::events(), Events::all().difference(Events::OUTCOME));
+        assert_eq!(
+            G::events(),
+            Events::all()
+                .difference(Events::OUTCOME)
+                .difference(Events::RESPONSE)
+                .difference(Events::PUBLICATION)
+        );
         assert_eq!(
             G::on_auth(session(1, "u"), Some(b"pw".to_vec())),
             AuthVerdict::Pass

@@ -15,6 +15,8 @@
 //! - the facts of a query ([`MessageCtx::facts`]: the tables it reads and writes, the functions it
 //!   calls, its flags), parsed once by the host, with the questions a policy asks of them
 //!   ([`facts::FactsExt`]);
+//! - in gateway mode, replies and publications on their way to the client ([`DataCtx`]), and the
+//!   table tools that filter their rows and columns ([`data`]);
 //! - the host's imports as plain functions ([`host`]: log, config, key-value store, clock).
 //!
 //! ```
@@ -58,6 +60,7 @@ pub mod bindings {
 }
 
 mod ctx;
+pub mod data;
 mod export;
 pub mod facts;
 pub mod host;
@@ -71,11 +74,12 @@ pub mod testing;
 pub use crate::{
     // The WIT types every call carries, as generated (plain structs and enums).
     bindings::qgate::plugin::types::{
-        AuthVerdict, CertIdentity, Decision, EventKind, Events, Outcome, Session, Summary,
-        TlsFacts, Verdict,
+        AuthVerdict, CertIdentity, ColumnMask, DataSummary, DataVerdict, Decision, EventKind,
+        Events, Outcome, Session, Summary, TableEdit, TableSummary, TlsFacts, Verdict,
     },
     // What each handler is given.
     ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
+    data::DataCtx,
     // What a query reads, writes and calls.
     facts::{Facts, FactsExt, Flags},
     // The trait a plugin implements.

@@ -1,8 +1,9 @@
 //! The [`Plugin`] trait: the callbacks a plugin implements, each with a permissive default.
 
 use crate::{
-    AuthVerdict, Events, Verdict,
+    AuthVerdict, DataVerdict, Events, Verdict,
     ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
+    data::DataCtx,
 };
 
 /// A qgate plugin: one value per loaded instance, created by [`Plugin::init`] from the plugin's
@@ -22,11 +23,17 @@ use crate::{
 pub trait Plugin: Sized + 'static {
     /// The events the host calls this plugin for; the host never calls it for the others.
     ///
-    /// The default is every event but `OUTCOME`, which is always correct: a handler you did
-    /// not override passes. Narrowing it (`Events::SYNC.union(Events::CLOSE)`) saves a call into
-    /// the plugin for each event it ignores. A handler you override but leave out of `EVENTS` is
-    /// never called: a plugin that implements [`Plugin::on_outcome`] adds `Events::OUTCOME`.
-    const EVENTS: Events = Events::all().difference(Events::OUTCOME);
+    /// The default is every event but `OUTCOME`, `RESPONSE` and `PUBLICATION`, which is always
+    /// correct: a handler you did not override passes. Narrowing it
+    /// (`Events::SYNC.union(Events::CLOSE)`) saves a call into the plugin for each event it
+    /// ignores. A handler you override but leave out of `EVENTS` is never called: a plugin that
+    /// implements [`Plugin::on_outcome`] adds `Events::OUTCOME`, one that implements
+    /// [`Plugin::on_response`] adds `Events::RESPONSE` (taking it makes the host hold each reply
+    /// whole before the client gets it, so it is never on by default).
+    const EVENTS: Events = Events::all()
+        .difference(Events::OUTCOME)
+        .difference(Events::RESPONSE)
+        .difference(Events::PUBLICATION);
 
     /// Called in every new instance of the plugin, with its table from `config.toml`: the host
     /// keeps a small pool of interchangeable instances and makes a new one when all are busy or
@@ -107,5 +114,29 @@ pub trait Plugin: Sized + 'static {
     /// The default does nothing.
     fn on_outcome(&self, ctx: &OutcomeCtx<'_>) {
         let _ = ctx;
+    }
+
+    /// In gateway mode, the reply an upstream sent to a sync request the chain passed, before
+    /// the client gets it: [`DataVerdict::Pass`] sends it as it came, [`DataVerdict::Edit`] has
+    /// the host filter its tables' rows and columns (build one with
+    /// [`data::EditBuilder`](crate::data::EditBuilder)), [`DataVerdict::Replace`] sends another
+    /// value, [`DataVerdict::Deny`] sends a q error instead. Only with `Events::RESPONSE` in
+    /// [`Plugin::EVENTS`].
+    ///
+    /// The default passes.
+    fn on_response(&self, ctx: &DataCtx<'_>) -> DataVerdict {
+        let _ = ctx;
+        DataVerdict::Pass
+    }
+
+    /// In gateway mode, an async message an upstream sends the client unasked (a tickerplant's
+    /// `(`upd;`trade;rows)`), before the client gets it; verdicts as for
+    /// [`Plugin::on_response`], except that a deny drops the message (the host logs it). Only
+    /// with `Events::PUBLICATION` in [`Plugin::EVENTS`].
+    ///
+    /// The default passes.
+    fn on_publication(&self, ctx: &DataCtx<'_>) -> DataVerdict {
+        let _ = ctx;
+        DataVerdict::Pass
     }
 }
