@@ -606,13 +606,23 @@ const NAMES_BLOCK_BYTES: usize = 4096;
 /// Validating a symbol vector only needs where it ends. Counting NULs a block at a time runs at
 /// memory speed, where finding each NUL in turn costs a call per name (a million short names
 /// took most of the time of validating a 100 MB table).
+/// The NUL bytes in `bytes`, counted in runs of 240 bytes into a byte-wide sum each, which the
+/// compiler turns into 16-byte compares and subtractions: several times faster than a sum of one
+/// `usize` per byte on a symbol column of millions of names.
+pub(crate) fn count_nuls(bytes: &[u8]) -> usize {
+    bytes
+        .chunks(240)
+        .map(|run| usize::from(run.iter().fold(0u8, |n, &b| n + u8::from(b == 0))))
+        .sum()
+}
+
 fn names_len(bytes: &[u8], count: usize) -> Option<usize> {
     let mut left = count;
     if left == 0 {
         return Some(0);
     }
     for (i, block) in bytes.chunks(NAMES_BLOCK_BYTES).enumerate() {
-        let nuls = block.iter().map(|&b| usize::from(b == 0)).sum::<usize>();
+        let nuls = count_nuls(block);
         if nuls >= left {
             let last = memchr::memchr_iter(0, block).nth(left - 1)?;
             return Some(i * NAMES_BLOCK_BYTES + last + 1);
@@ -631,6 +641,18 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
             .collect()
+    }
+
+    #[test]
+    fn count_nuls_counts_every_nul_across_runs() {
+        // Runs of 240 bytes, all NUL or none, and lengths around a run's edges.
+        for len in [0, 1, 239, 240, 241, 480, 1000, 5000] {
+            let zeros = vec![0u8; len];
+            assert_eq!(count_nuls(&zeros), len);
+            let mixed: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
+            let naive = mixed.iter().filter(|&&b| b == 0).count();
+            assert_eq!(count_nuls(&mixed), naive, "{len}");
+        }
     }
 
     #[test]

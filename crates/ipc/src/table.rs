@@ -422,7 +422,7 @@ fn names_extent(bytes: &[u8], count: usize) -> Option<usize> {
     }
     let mut left = count;
     for (i, block) in bytes.chunks(NAMES_BLOCK_BYTES).enumerate() {
-        let nuls = block.iter().map(|&b| usize::from(b == 0)).sum::<usize>();
+        let nuls = crate::decode::count_nuls(block);
         if nuls >= left {
             let last = memchr::memchr_iter(0, block).nth(left - 1)?;
             return Some(i * NAMES_BLOCK_BYTES + last + 1);
@@ -1637,6 +1637,30 @@ impl<'n> Answers<'n> {
             }
         }
         keep(name)
+    }
+}
+
+/// A predicate on symbol names asked once per distinct name, its answers remembered by name: on a
+/// column of millions of rows and a few hundred distinct names, the predicate (a set lookup, say)
+/// runs a few hundred times and each row costs a hash of its name's first bytes.
+/// [`RowSelection::from_symbols`] uses it; code that reads names another way can too.
+pub struct NameAnswers<'n, F> {
+    answers: Answers<'n>,
+    keep: F,
+}
+
+impl<'n, F: FnMut(&[u8]) -> bool> NameAnswers<'n, F> {
+    /// Answers of `keep`, which must depend on the name alone.
+    pub fn new(keep: F) -> Self {
+        Self {
+            answers: Answers::new(),
+            keep,
+        }
+    }
+
+    /// `keep(name)`, asked only the first time `name` is seen (nearly always).
+    pub fn get(&mut self, name: &'n [u8]) -> bool {
+        self.answers.get(name, &mut self.keep)
     }
 }
 
