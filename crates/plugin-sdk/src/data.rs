@@ -234,7 +234,7 @@ impl Rows {
     /// The rows whose value in a column (given in row order) satisfies `keep`.
     pub fn matching<'v>(
         values: impl IntoIterator<Item = &'v [u8]>,
-        mut keep: impl FnMut(&[u8]) -> bool,
+        mut keep: impl FnMut(&'v [u8]) -> bool,
     ) -> Self {
         let mut bits = Vec::new();
         let mut rows = 0;
@@ -258,9 +258,13 @@ impl Rows {
     /// The rows of a symbol column (a message body, as [`DataCtx::column_bytes`] gives it) whose
     /// symbol satisfies `keep`, read without decoding the column; `None` when the body is not a
     /// symbol vector.
+    ///
+    /// `keep` is asked once per distinct symbol, not once per row ([`table::NameAnswers`]), so it
+    /// must depend on the symbol alone.
     pub fn of_symbols(column: &[u8], keep: impl FnMut(&[u8]) -> bool) -> Option<Self> {
         let view = ValueView::new(column, Endian::Little).ok()?;
-        Some(Self::matching(view.symbols()?, keep))
+        let mut answers = table::NameAnswers::new(keep);
+        Some(Self::matching(view.symbols()?, |name| answers.get(name)))
     }
 
     /// How many rows the selection is over.
