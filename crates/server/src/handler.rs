@@ -776,7 +776,11 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
         route: Option<&str>,
         request: &Request,
     ) -> Result<(), CloseReason> {
-        let mut capture = Capture::new(&mut self.connection, &self.state.budget);
+        let mut capture = Capture::new(
+            &mut self.connection,
+            &self.state.budget,
+            &self.state.buffers,
+        );
         let result = self.link.sync(route, request, &mut capture).await;
         let over_budget = capture.over_budget.take();
         let (bytes, _charge) = capture.into_parts();
@@ -793,7 +797,10 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                 Err(why) => self.publication_dropped("the backend", &why),
             }
         }
+        // Where the reply is, so that its bytes can be handed on without a copy.
+        let reply = reply.map(|frame| frame.map(|frame| (frame.header, frame.start)));
         if let Some(exhausted) = over_budget {
+            self.state.buffers.put(bytes);
             tracing::warn!(
                 limit = "memory_budget",
                 error = %exhausted,
@@ -823,8 +830,10 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
             }
             Err(error) => return Err(forward_failed(error)),
         }
-        let frame = match reply {
-            Some(Ok(frame)) if frame.header.message_type == MessageType::Response => frame,
+        let (header, start) = match reply {
+            Some(Ok((header, start))) if header.message_type == MessageType::Response => {
+                (header, start)
+            }
             Some(Err(why)) => return self.malformed_reply(&why).await,
             _ => {
                 return self
@@ -832,23 +841,38 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                     .await;
             }
         };
-        let (response, _charge) = match outbound::open_frame(&frame, &self.state.budget).await {
+        // A compressed reply passes as it came: its frame is kept for that.
+        let compressed = header
+            .compressed
+            .then(|| bytes.get(start..).unwrap_or_default().to_vec());
+        let opened = outbound::open_reply(
+            bytes,
+            header,
+            start,
+            &self.state.budget,
+            &self.state.buffers,
+        )
+        .await;
+        let (response, _charge) = match opened {
             Ok(opened) => opened,
             Err(why) => return self.malformed_reply(&why).await,
         };
-        match self
+        let verdict = self
             .state
             .hooks
             .on_response(&self.session, request, &response)
-            .await
-        {
-            DataVerdict::Pass => self
-                .connection
-                .write_message(frame.bytes)
-                .await
-                .map_err(write_failed),
+            .await;
+        let sent = match verdict {
+            DataVerdict::Pass => {
+                let frame = compressed
+                    .as_deref()
+                    .unwrap_or_else(|| response.message().as_bytes());
+                self.connection
+                    .write_message(frame)
+                    .await
+                    .map_err(write_failed)
+            }
             DataVerdict::Replace(body) => {
-                drop(response);
                 let framed = outbound::frame_body(
                     MessageType::Response,
                     &body,
@@ -871,7 +895,9 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                 let outgoing = self.encode_error(&error)?;
                 self.send(outgoing).await
             }
-        }
+        };
+        self.state.buffers.put(response.into_message().into_bytes());
+        sent
     }
 
     /// A reply from the backend that cannot be read: the client gets a q error saying so, and the

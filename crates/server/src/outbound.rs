@@ -18,6 +18,7 @@ use qgate_ipc::{HEADER_LEN, Header, Limits, Locality, Message, MessageType, comp
 
 use crate::{
     budget::{BudgetExhausted, CHARGED_MIN_BYTES, Charge, MemoryBudget},
+    buffers::{BufferPool, POOLED_MIN_BYTES},
     connection::{ClientStream, Connection},
 };
 
@@ -29,8 +30,12 @@ const MAX_FRAME_BYTES: usize = u32::MAX as usize;
 /// The client's side of a forwarded request whose reply the hooks look at: what the backend
 /// writes is kept, whole frames back to back, charged to the memory budget as it grows, and
 /// written to the client only once the hooks have seen it.
+///
+/// A large reply goes into a buffer from the server's pool, so that a run of large replies does
+/// not pay for fresh memory each time (see `buffers.rs`).
 pub(crate) struct Capture<'a, S> {
     connection: &'a mut Connection<S>,
+    pool: &'a BufferPool,
     bytes: Vec<u8>,
     charge: Charge,
     /// Where the next frame whose header has not been read starts.
@@ -41,9 +46,14 @@ pub(crate) struct Capture<'a, S> {
 }
 
 impl<'a, S: ClientStream> Capture<'a, S> {
-    pub(crate) fn new(connection: &'a mut Connection<S>, budget: &MemoryBudget) -> Self {
+    pub(crate) fn new(
+        connection: &'a mut Connection<S>,
+        budget: &MemoryBudget,
+        pool: &'a BufferPool,
+    ) -> Self {
         Self {
             connection,
+            pool,
             bytes: Vec::new(),
             charge: budget.empty(),
             scan: 0,
@@ -78,6 +88,17 @@ impl<'a, S: ClientStream> Capture<'a, S> {
             let more_charge = target.saturating_sub(self.charge.bytes());
             let deadline = tokio::time::Instant::now() + MemoryBudget::WAIT;
             self.charge.grow(more_charge, deadline).await?;
+        }
+        if target >= POOLED_MIN_BYTES {
+            // A kept buffer, when there is one larger than this: the bytes so far (a header, a
+            // few pushes) move into it.
+            let mut pooled = self.pool.take(target);
+            if pooled.capacity() > self.bytes.capacity() {
+                pooled.extend_from_slice(&self.bytes);
+                self.pool.put(std::mem::replace(&mut self.bytes, pooled));
+            } else {
+                self.pool.put(pooled);
+            }
         }
         self.bytes.reserve_exact(target - self.bytes.len());
         Ok(())
@@ -131,6 +152,8 @@ fn frame_len(bytes: &[u8]) -> Option<usize> {
 pub(crate) struct Frame<'a> {
     pub(crate) header: Header,
     pub(crate) bytes: &'a [u8],
+    /// Where it starts in what was captured.
+    pub(crate) start: usize,
 }
 
 /// The whole frames in `bytes`, in order; a malformed header or a partial frame at the end ends
@@ -146,12 +169,13 @@ pub(crate) fn frames(bytes: &[u8]) -> impl Iterator<Item = Result<Frame<'_>, Str
         let rest = &bytes[at..];
         let item = match Header::parse(rest, &limits) {
             Ok(Some(header)) if header.len() <= rest.len() => {
-                let frame = &rest[..header.len()];
-                at += header.len();
-                Ok(Frame {
+                let frame = Frame {
                     header,
-                    bytes: frame,
-                })
+                    bytes: &rest[..header.len()],
+                    start: at,
+                };
+                at += header.len();
+                Ok(frame)
             }
             Ok(_) => Err(format!(
                 "the backend's message is cut off after {} bytes",
@@ -194,6 +218,37 @@ pub(crate) async fn open_frame(
     let request = Request::new(message)
         .map_err(|error| format!("the backend's message is malformed: {error}"))?;
     Ok((request, charge))
+}
+
+/// The reply that ends what a [`Capture`] holds (`header`, from `start` to the end of `bytes`), as
+/// a validated message, as [`open_frame`] makes it, but without a copy when it can: an
+/// uncompressed reply that is all of the capture becomes the message in its own buffer. Otherwise
+/// the capture's buffer goes back to `pool` once the message is made.
+pub(crate) async fn open_reply(
+    bytes: Vec<u8>,
+    header: Header,
+    start: usize,
+    budget: &MemoryBudget,
+    pool: &BufferPool,
+) -> Result<(Request, Charge), String> {
+    if start == 0 && !header.compressed && header.len() == bytes.len() {
+        // The capture's charge already pays for these bytes.
+        let message = Message::from_parsed(header, bytes, &Limits::new(MAX_FRAME_BYTES))
+            .map_err(|error| format!("the backend's message does not decompress: {error}"))?;
+        let request = Request::new(message)
+            .map_err(|error| format!("the backend's message is malformed: {error}"))?;
+        return Ok((request, budget.empty()));
+    }
+    let frame = Frame {
+        header,
+        bytes: bytes
+            .get(start..start.saturating_add(header.len()))
+            .ok_or("the backend's message is cut off")?,
+        start,
+    };
+    let opened = open_frame(&frame, budget).await;
+    pool.put(bytes);
+    opened
 }
 
 /// A replacement value framed as a message of `message_type`, compressed when q would send it
