@@ -15,6 +15,8 @@
 //! | `` (`reply;n) `` | a byte vector of `n` bytes, `i mod 256`: its 14-byte prefix, then constant 64 KiB chunks, so it is never built whole |
 //! | `` (`publish;n) `` | `n` async `` (`upd;`trade;t) `` messages, `t` a one-row trade table ([`push_message`]), then `(::)` |
 //! | `` (`subscribe;n) `` | `(::)`, then the same `n` messages, as a tickerplant answers `.u.sub` and then publishes to an idle subscriber |
+//! | `` (`table;n) `` | an `n`-row table of time, sym, price, size and cond ([`trade_table`]), its rows cycling through ten symbols ([`SYMS`]), built once per `n` and then written from memory |
+//! | `` (`ticks;n) `` | `n` async `` (`upd;`trade;t) `` messages, `t` a ten-row [`trade_table`] (a row per symbol), then `(::)` |
 //!
 //! Recognising them costs the other frames one comparison of lengths: only a sync frame whose
 //! body is as long as one of these calls is compared with it.
@@ -22,7 +24,11 @@
 //! It prints `floor listening on ADDR` once bound and stops when its stdin closes, so a harness
 //! that dies cannot leak it.
 
-use std::{io::Read as _, net::SocketAddr, sync::OnceLock};
+use std::{
+    io::Read as _,
+    net::SocketAddr,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use anyhow::{Context as _, Result};
 use qgate_ipc::{K, MessageType, VectorData};
@@ -47,9 +53,18 @@ const REPLY_CHUNK: usize = 64 * 1024;
 /// 2 GiB that q's message header can describe without the large-message format.
 const MAX_REPLY_BYTES: i64 = 1 << 30;
 
-/// The largest `n` of `(`publish;n)` and `(`subscribe;n)`: 100 million pushes, a hundred times the scenario's, so that
+/// The largest `n` of `(`publish;n)`, `(`subscribe;n)` and `(`ticks;n)`: 100 million pushes, a hundred times the scenario's, so that
 /// a mistyped count ends within a minute or so instead of never.
 const MAX_PUBLISH: i64 = 100_000_000;
+
+/// The largest `n` of `(`table;n)`: 10 million rows (about 300 MB), ten times the scenario's.
+const MAX_TABLE_ROWS: i64 = 10_000_000;
+
+/// The symbols of [`trade_table`]'s rows, in turn: ten, so that one of them is a tenth of the
+/// rows, and a user entitled to one sees 10 % of a reply.
+pub(crate) const SYMS: [&str; 10] = [
+    "AAPL", "MSFT", "GOOG", "AMZN", "META", "NVDA", "TSLA", "IBM", "ORCL", "INTC",
+];
 
 /// How many pushes of a `(`publish;n)` go out in one write: about 64 KiB of them, as a
 /// tickerplant's socket buffer would take them.
@@ -148,13 +163,15 @@ fn call_head(name: &str) -> Vec<u8> {
 type Head = (Vec<u8>, fn(i64) -> Call);
 
 /// The heads of the floor's calls.
-fn heads() -> &'static [Head; 3] {
-    static HEADS: OnceLock<[Head; 3]> = OnceLock::new();
+fn heads() -> &'static [Head; 5] {
+    static HEADS: OnceLock<[Head; 5]> = OnceLock::new();
     HEADS.get_or_init(|| {
         [
             (call_head("reply"), Call::Reply),
             (call_head("publish"), Call::Publish),
             (call_head("subscribe"), Call::Subscribe),
+            (call_head("table"), Call::Table),
+            (call_head("ticks"), Call::Ticks),
         ]
     })
 }
@@ -175,16 +192,99 @@ pub(crate) fn push_message() -> Result<Vec<u8>> {
     Ok(qgate_ipc::encode_message(MessageType::Async, &call)?)
 }
 
-/// [`push_message`], repeated to fill about [`PUSH_BATCH_BYTES`]: what one write of a
-/// publication sends.
+/// A trade table of `rows` rows: time, sym (cycling through [`SYMS`]), price, size and cond (a
+/// char), as an RDB's `trade` holds them.
+pub(crate) fn trade_table(rows: usize) -> K {
+    let mut syms = qgate_ipc::Symbols::new();
+    for i in 0..rows {
+        // Invariant: the symbols hold no NUL.
+        let _ = syms.push(SYMS[i % SYMS.len()].as_bytes());
+    }
+    K::table(
+        ["time", "sym", "price", "size", "cond"],
+        vec![
+            K::vector(VectorData::Timestamp(
+                (0..rows as i64).map(|i| 800_000_000_000_000 + i).collect(),
+            )),
+            K::vector(VectorData::Symbol(syms)),
+            K::vector(VectorData::Float(
+                (0..rows).map(|i| 100.0 + (i % 1000) as f64 / 8.0).collect(),
+            )),
+            K::vector(VectorData::Long(
+                (0..rows as i64).map(|i| 100 * (1 + i % 9)).collect(),
+            )),
+            K::vector(VectorData::Char((0..rows).map(|i| b"ABC"[i % 3]).collect())),
+        ],
+    )
+}
+
+/// The size of the response to `(`table;n)`, header included, without building it: the
+/// header, the table's and its dict's type bytes, the column names, and five vectors.
+pub(crate) fn table_reply_len(rows: usize) -> usize {
+    const NAMES: usize = 6 + "time sym price size cond ".len();
+    const VECTOR: usize = 6;
+    let syms: usize = SYMS
+        .iter()
+        .enumerate()
+        .map(|(at, sym)| {
+            (sym.len() + 1) * (rows / SYMS.len() + usize::from(at < rows % SYMS.len()))
+        })
+        .sum();
+    8 + 3 + NAMES + VECTOR + 5 * VECTOR + 8 * rows + syms + 8 * rows + 8 * rows + rows
+}
+
+/// The push of the ticks scenario: an async `` (`upd;`trade;t) ``, `t` a ten-row
+/// [`trade_table`], one row per symbol, as a tickerplant publishes a batch.
+pub(crate) fn tick_message() -> Result<Vec<u8>> {
+    let call = K::list(vec![
+        K::symbol("upd"),
+        K::symbol("trade"),
+        trade_table(SYMS.len()),
+    ]);
+    Ok(qgate_ipc::encode_message(MessageType::Async, &call)?)
+}
+
+/// `push`, repeated to fill about [`PUSH_BATCH_BYTES`]: what one write of a publication sends,
+/// and how many pushes that is.
+fn batch_of(push: &[u8]) -> (Vec<u8>, usize) {
+    let count = (PUSH_BATCH_BYTES / push.len().max(1)).max(1);
+    (push.repeat(count), count)
+}
+
+/// A batch of [`push_message`]s.
 fn push_batch() -> &'static (Vec<u8>, usize) {
     static BATCH: OnceLock<(Vec<u8>, usize)> = OnceLock::new();
-    BATCH.get_or_init(|| {
-        // Invariant: the push is a fixed small value, which always encodes.
-        let push = push_message().unwrap_or_default();
-        let count = (PUSH_BATCH_BYTES / push.len().max(1)).max(1);
-        (push.repeat(count), count)
-    })
+    // Invariant: the push is a fixed small value, which always encodes.
+    BATCH.get_or_init(|| batch_of(&push_message().unwrap_or_default()))
+}
+
+/// A batch of [`tick_message`]s.
+fn tick_batch() -> &'static (Vec<u8>, usize) {
+    static BATCH: OnceLock<(Vec<u8>, usize)> = OnceLock::new();
+    // Invariant: the tick is a fixed small value, which always encodes.
+    BATCH.get_or_init(|| batch_of(&tick_message().unwrap_or_default()))
+}
+
+/// The response to `(`table;n)`, built the first time each `n` is asked for and kept: the two
+/// sizes a run asks for (its warm-up's and its own) stay in memory, so that what is measured
+/// is the writing, not the building. A third size evicts the others.
+fn table_reply(rows: usize) -> Arc<Vec<u8>> {
+    static BUILT: Mutex<Vec<(usize, Arc<Vec<u8>>)>> = Mutex::new(Vec::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, reply)) = built.iter().find(|(n, _)| *n == rows) {
+        return Arc::clone(reply);
+    }
+    let reply = Arc::new(
+        qgate_ipc::encode_message(MessageType::Response, &trade_table(rows))
+            .unwrap_or_else(|_| range_error().to_vec()),
+    );
+    if built.len() >= 2 {
+        built.clear();
+    }
+    built.push((rows, Arc::clone(&reply)));
+    reply
 }
 
 /// What a sync frame asks of the floor.
@@ -198,6 +298,10 @@ enum Call {
     Publish(i64),
     /// `` (`subscribe;n) ``.
     Subscribe(i64),
+    /// `` (`table;n) ``.
+    Table(i64),
+    /// `` (`ticks;n) ``.
+    Ticks(i64),
 }
 
 /// Reads a sync frame's body: one of the floor's calls, or anything else.
@@ -250,11 +354,26 @@ async fn write_reply(stream: &mut TcpStream, n: i64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes `(`publish;n)`'s answer (`n` pushes in batches, then `(::)`), or with `reply_first`
-/// `(`subscribe;n)`'s (`(::)`, then the pushes).
+/// Writes `(`table;n)`'s answer.
+async fn write_table(stream: &mut TcpStream, n: i64) -> std::io::Result<()> {
+    let Ok(rows) = usize::try_from(n) else {
+        return stream.write_all(range_error()).await;
+    };
+    if n > MAX_TABLE_ROWS {
+        return stream.write_all(range_error()).await;
+    }
+    let reply = tokio::task::spawn_blocking(move || table_reply(rows))
+        .await
+        .map_err(std::io::Error::other)?;
+    stream.write_all(&reply).await
+}
+
+/// Writes `(`publish;n)`'s or `(`ticks;n)`'s answer (`n` pushes from `batch` in batches, then
+/// `(::)`), or with `reply_first` `(`subscribe;n)`'s (`(::)`, then the pushes).
 async fn write_publications(
     stream: &mut TcpStream,
     n: i64,
+    batch: &(Vec<u8>, usize),
     reply_first: bool,
 ) -> std::io::Result<()> {
     let Ok(mut left) = usize::try_from(n) else {
@@ -266,7 +385,7 @@ async fn write_publications(
     if reply_first {
         stream.write_all(response()).await?;
     }
-    let (batch, per_batch) = push_batch();
+    let (batch, per_batch) = batch;
     let push_len = batch.len() / per_batch;
     while left > 0 {
         let pushes = left.min(*per_batch);
@@ -376,7 +495,11 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
         match asked {
             Call::Other if sync => out.extend_from_slice(response()),
             Call::Other => {}
-            Call::Reply(n) | Call::Publish(n) | Call::Subscribe(n) => {
+            Call::Reply(n)
+            | Call::Publish(n)
+            | Call::Subscribe(n)
+            | Call::Table(n)
+            | Call::Ticks(n) => {
                 // Earlier responses first, in order.
                 if !out.is_empty() {
                     stream.write_all(&out).await?;
@@ -384,8 +507,16 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
                 }
                 match asked {
                     Call::Reply(_) => write_reply(&mut stream, n).await?,
-                    Call::Publish(_) => write_publications(&mut stream, n, false).await?,
-                    _ => write_publications(&mut stream, n, true).await?,
+                    Call::Publish(_) => {
+                        write_publications(&mut stream, n, push_batch(), false).await?;
+                    }
+                    Call::Subscribe(_) => {
+                        write_publications(&mut stream, n, push_batch(), true).await?;
+                    }
+                    Call::Ticks(_) => {
+                        write_publications(&mut stream, n, tick_batch(), false).await?;
+                    }
+                    _ => write_table(&mut stream, n).await?,
                 }
             }
         }
@@ -506,7 +637,7 @@ mod tests {
         assert_eq!(&reply[10 + 8..10 + 14], &[4, 0, 44, 1, 0, 0]);
         assert!(reply[24..].iter().enumerate().all(|(i, &b)| b == i as u8));
         // Counts out of range get q's `'range`.
-        for name in ["reply", "publish", "subscribe"] {
+        for name in ["reply", "publish", "subscribe", "table", "ticks"] {
             for n in [-1, i64::MAX] {
                 let call = K::list(vec![K::symbol(name), K::long(n)]);
                 let message = qgate_ipc::encode_message(MessageType::Sync, &call).expect("encodes");
@@ -514,6 +645,52 @@ mod tests {
                 assert_eq!(client.last_response_text(), "'range", "{name} {n}");
             }
         }
+    }
+
+    #[test]
+    fn the_table_reply_is_as_long_as_said() {
+        for rows in [0, 1, 9, 10, 11, 1234] {
+            let reply = qgate_ipc::encode_message(MessageType::Response, &trade_table(rows))
+                .expect("encodes");
+            assert_eq!(table_reply_len(rows), reply.len(), "{rows} rows");
+        }
+    }
+
+    #[test]
+    fn answers_tables_and_ticks_as_the_load_generator_expects() {
+        use crate::loadgen::{self, Endpoint, Sees};
+        let (_runtime, addr) = floor();
+        let endpoint = Endpoint::plain(addr);
+        let timeout = std::time::Duration::from_secs(20);
+        for rows in [0, 1, 25, 10_000] {
+            let message = loadgen::table_message(rows).expect("encodes");
+            loadgen::table(&endpoint, &message, rows, Sees::Everything, 0, timeout)
+                .expect("the table");
+            // The floor sends every row, so a client entitled to one symbol sees too many.
+            if rows > 1 {
+                let err = loadgen::table(&endpoint, &message, rows, Sees::Only("AAPL"), 0, timeout)
+                    .expect_err("more rows than one symbol's");
+                assert!(err.to_string().contains("rows"), "{err:#}");
+            }
+        }
+        let (_, per_batch) = tick_batch();
+        for n in [0, 1, 2 * per_batch + 1] {
+            let message = loadgen::ticks_message(n).expect("encodes");
+            loadgen::ticks(&endpoint, &message, n, Sees::Everything, timeout).expect("the ticks");
+        }
+        let message = loadgen::ticks_message(3).expect("encodes");
+        loadgen::ticks(&endpoint, &message, 3, Sees::Only("IBM"), timeout)
+            .expect_err("ten rows, not one");
+    }
+
+    #[test]
+    fn a_symbol_is_a_tenth_of_the_rows() {
+        use crate::loadgen::Sees;
+        assert_eq!(Sees::Only("AAPL").rows(1_000_000), 100_000);
+        assert_eq!(Sees::Only("AAPL").rows(11), 2);
+        assert_eq!(Sees::Only("MSFT").rows(11), 1);
+        assert_eq!(Sees::Only("XXX").rows(11), 0);
+        assert_eq!(Sees::Everything.rows(11), 11);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use qgate_ipc::{Atom, HEADER_LEN, Header, K, Limits, MessageType, VectorData};
+use qgate_ipc::{Atom, HEADER_LEN, Header, K, Limits, List, MessageType, Vector, VectorData};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -168,6 +168,219 @@ pub(crate) fn publish_message(n: usize, order: Order) -> Result<Vec<u8>> {
     };
     let call = K::list(vec![K::symbol(name), K::long(i64::try_from(n)?)]);
     Ok(qgate_ipc::encode_message(MessageType::Sync, &call)?)
+}
+
+/// The sync call `` (`table;n) ``: the floor answers it with an `n`-row trade table
+/// ([`crate::floor::trade_table`]).
+pub(crate) fn table_message(rows: usize) -> Result<Vec<u8>> {
+    let call = K::list(vec![K::symbol("table"), K::long(i64::try_from(rows)?)]);
+    Ok(qgate_ipc::encode_message(MessageType::Sync, &call)?)
+}
+
+/// The sync call `` (`ticks;n) ``: the floor answers it with `n` async pushes of a ten-row trade
+/// table ([`crate::floor::tick_message`]), then `(::)`.
+pub(crate) fn ticks_message(n: usize) -> Result<Vec<u8>> {
+    let call = K::list(vec![K::symbol("ticks"), K::long(i64::try_from(n)?)]);
+    Ok(qgate_ipc::encode_message(MessageType::Sync, &call)?)
+}
+
+/// What the harness's user may see of the floor's trade tables, as the target's entitlements
+/// plugin is configured: every row, or only the rows of one symbol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sees {
+    Everything,
+    Only(&'static str),
+}
+
+impl Sees {
+    /// How many rows of an `n`-row [`crate::floor::trade_table`] the user sees.
+    pub(crate) fn rows(self, n: usize) -> usize {
+        use crate::floor::SYMS;
+        match self {
+            Self::Everything => n,
+            Self::Only(sym) => SYMS
+                .iter()
+                .position(|&s| s == sym)
+                .map_or(0, |at| n / SYMS.len() + usize::from(at < n % SYMS.len())),
+        }
+    }
+
+    /// Checks that `value` is the part of an `n`-row trade table the user sees: its five
+    /// columns, as many rows as [`Self::rows`] says, and no symbol they may not see.
+    pub(crate) fn check(self, value: &K, n: usize) -> Result<()> {
+        let K::Table(table) = value else {
+            bail!("expected a table, got `{}`", short_text(value));
+        };
+        let names: Vec<&[u8]> = table
+            .column_names()
+            .map(|names| names.iter().collect())
+            .unwrap_or_default();
+        let want: [&[u8]; 5] = [b"time", b"sym", b"price", b"size", b"cond"];
+        if names != want {
+            bail!(
+                "expected the columns time, sym, price, size and cond, got `{}`",
+                short_text(value)
+            );
+        }
+        let rows = table.row_count();
+        if rows != self.rows(n) {
+            bail!("expected {} rows of the {n}, got {rows}", self.rows(n));
+        }
+        if let Self::Only(sym) = self {
+            let Some(K::Vector(Vector {
+                data: VectorData::Symbol(syms),
+                ..
+            })) = table.column(b"sym")
+            else {
+                bail!("the sym column is not a symbol vector");
+            };
+            if let Some(other) = syms.iter().find(|s| *s != sym.as_bytes()) {
+                bail!(
+                    "a row of `{}` came through, but the user sees only `{sym}`",
+                    String::from_utf8_lossy(other)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A value in q syntax, shortened, for an error.
+fn short_text(value: &K) -> String {
+    value.to_string().chars().take(80).collect()
+}
+
+/// One sync `` (`table;n) `` on a fresh connection, its reply read whole: millions of the
+/// table's rows per second (the rows the upstream sent, whatever the user sees of them), from the
+/// first byte of the request written to the last byte of the reply read.
+///
+/// The reply is read into a buffer of `capacity` bytes, written before the clock starts so that
+/// the client's page faults are not what is measured; once the clock has stopped, it is decoded
+/// and checked against what `sees` allows.
+pub(crate) fn table(
+    endpoint: &Endpoint,
+    message: &[u8],
+    n: usize,
+    sees: Sees,
+    capacity: usize,
+    io_timeout: Duration,
+) -> Result<f64> {
+    let mut client = Client::connect(endpoint, io_timeout)?;
+    let mut body = vec![0_u8; capacity];
+    let start = Instant::now();
+    client.send(message)?;
+    let mut head = [0_u8; HEADER_LEN];
+    client
+        .reader
+        .read_exact(&mut head)
+        .context("the server closed the connection or timed out instead of answering")?;
+    let header = Header::parse(&head, &Limits::new(RESPONSE_LIMIT))?.context("short header")?;
+    if header.message_type != MessageType::Response || header.compressed {
+        bail!(
+            "expected an uncompressed response, got {:?} (compressed: {})",
+            header.message_type,
+            header.compressed
+        );
+    }
+    if header.body_len() > body.len() {
+        body.resize(header.body_len(), 0);
+    }
+    let body = &mut body[..header.body_len()];
+    client
+        .reader
+        .read_exact(body)
+        .context("the server closed the connection in the middle of the reply")?;
+    let secs = start.elapsed().as_secs_f64();
+    let value = qgate_ipc::decode(body, qgate_ipc::Endian::Little)?;
+    if let K::Error(text) = &value {
+        bail!(
+            "the server answered with the error '{}",
+            String::from_utf8_lossy(text)
+        );
+    }
+    sees.check(&value, n)?;
+    Ok(n as f64 / 1e6 / secs)
+}
+
+/// One sync `` (`ticks;n) `` on a fresh connection: the `n` pushes, then the response. The first
+/// push is decoded and checked to be `` (`upd;`trade;t) `` with the rows of `t` that `sees`
+/// allows; every other must be the same bytes. Pushes per second, from the first byte of the
+/// request written to the response read.
+pub(crate) fn ticks(
+    endpoint: &Endpoint,
+    message: &[u8],
+    n: usize,
+    sees: Sees,
+    io_timeout: Duration,
+) -> Result<f64> {
+    /// The largest push read: a ten-row table is a few hundred bytes.
+    const MAX_PUSH: usize = 64 * 1024;
+    let mut client = Client::connect(endpoint, io_timeout)?;
+    let start = Instant::now();
+    client.send(message)?;
+    let mut received = 0;
+    let mut first: Option<Vec<u8>> = None;
+    let mut frame = Vec::with_capacity(1024);
+    loop {
+        let reader = &mut client.reader;
+        let mut head = [0_u8; HEADER_LEN];
+        reader.read_exact(&mut head).with_context(|| {
+            format!("the server closed the connection or timed out after {received} of {n} pushes")
+        })?;
+        let header = Header::parse(&head, &Limits::new(RESPONSE_LIMIT))?.context("short header")?;
+        if header.body_len() > MAX_PUSH {
+            bail!(
+                "expected a push or the response, got a message of {} bytes",
+                header.len()
+            );
+        }
+        frame.resize(header.body_len(), 0);
+        reader
+            .read_exact(&mut frame)
+            .context("the server closed the connection in the middle of a message")?;
+        match header.message_type {
+            MessageType::Async => {
+                match &first {
+                    Some(first) if *first != frame => {
+                        bail!("push {received} differs from the first");
+                    }
+                    Some(_) => {}
+                    None => {
+                        let value = qgate_ipc::decode(&frame, qgate_ipc::Endian::Little)?;
+                        let K::List(List { items, .. }) = &value else {
+                            bail!("expected (`upd;`trade;t), got `{}`", short_text(&value));
+                        };
+                        let [K::Atom(Atom::Symbol(upd)), K::Atom(Atom::Symbol(trade)), t] =
+                            items.as_slice()
+                        else {
+                            bail!("expected (`upd;`trade;t), got `{}`", short_text(&value));
+                        };
+                        if upd != b"upd" || trade != b"trade" {
+                            bail!("expected (`upd;`trade;t), got `{}`", short_text(&value));
+                        }
+                        sees.check(t, crate::floor::SYMS.len())?;
+                        first = Some(frame.clone());
+                    }
+                }
+                received += 1;
+            }
+            MessageType::Response => {
+                if frame.first() == Some(&0x80) {
+                    let text = String::from_utf8_lossy(&frame[1..]);
+                    bail!(
+                        "the server answered with the error '{}",
+                        text.trim_end_matches('\0')
+                    );
+                }
+                if received != n {
+                    bail!("the response arrived after {received} pushes, not {n}");
+                }
+                break;
+            }
+            MessageType::Sync => bail!("expected a push or the response, got a sync message"),
+        }
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Opens a connection and completes the handshake; returns the stream after the server's byte.

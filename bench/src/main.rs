@@ -40,7 +40,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    loadgen::Order,
+    loadgen::{Order, Sees},
     report::{Better, Goal, GoalOutcome, Metric, Ratios, Record, Results, TargetInfo},
     targets::{Env, Kind, Running, Spec},
 };
@@ -59,12 +59,12 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-tls,gateway,gateway-pooled,aiokdb,\
-                         haproxy,haproxy-tls"
+        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-tls,gateway,gateway-pooled,\
+                         gateway-entitled,gateway-filtered,aiokdb,haproxy,haproxy-tls"
     )]
     targets: Vec<String>,
     /// Only these scenarios, comma-separated (ping, ingest, conc64, connect, insert, reply,
-    /// publish, idle): for profiling one of them. The default runs all.
+    /// publish, idle, table, ticks): for profiling one of them. The default runs all.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Repetitions of each scenario, instead of the mode's number.
@@ -221,6 +221,11 @@ struct Plan {
     reply_reps: usize,
     /// The pushes of one repetition of the publication scenario.
     publish_count: usize,
+    /// The rows of the table scenario's reply.
+    table_rows: usize,
+    table_reps: usize,
+    /// The pushes of one repetition of the ticks scenario.
+    ticks_count: usize,
     idle_count: usize,
     idle_reps: usize,
     /// How long servers get to settle before their memory is read.
@@ -252,6 +257,9 @@ impl Plan {
             reply_bytes: 100_000_000,
             reply_reps: 7,
             publish_count: 1_000_000,
+            table_rows: 1_000_000,
+            table_reps: 9,
+            ticks_count: 200_000,
             idle_count: 10_000,
             idle_reps: 3,
             settle: Duration::from_secs(1),
@@ -273,6 +281,8 @@ impl Plan {
             insert_reps: 2,
             reply_reps: 2,
             publish_count: 300_000,
+            table_reps: 3,
+            ticks_count: 50_000,
             idle_count: 2_000,
             idle_reps: 1,
             settle: Duration::from_millis(300),
@@ -298,6 +308,9 @@ impl Plan {
             reply_bytes: 2_000_000,
             reply_reps: 1,
             publish_count: 2_000,
+            table_rows: 20_000,
+            table_reps: 1,
+            ticks_count: 2_000,
             idle_count: 200,
             idle_reps: 1,
             settle: Duration::from_millis(100),
@@ -374,6 +387,28 @@ impl Plan {
                 floor::push_message().map_or(0, |m| m.len())
             ),
             format!(
+                "table: one sync `` (`table;n) `` on a fresh connection, which the floor answers \
+                 with an n = {}-row table of time, sym, price, size and cond ({:.1} MB, sym \
+                 cycling through ten symbols; built once, then written from memory); the client \
+                 reads it whole into a buffer written beforehand, then decodes it and checks its \
+                 rows against the user's entitlement; millions of the table's rows per second \
+                 from the request's first byte to the reply's last; {} repetitions; on the floor \
+                 and the pinned gateway without and with the entitlements plugin",
+                self.table_rows,
+                floor::table_reply_len(self.table_rows) as f64 / 1e6,
+                self.table_reps
+            ),
+            format!(
+                "ticks: one sync `` (`ticks;n) `` on a fresh connection, which the floor answers \
+                 with n = {} async `` (`upd;`trade;t) `` pushes ({} bytes each, t a ten-row trade \
+                 table, a row per symbol) and then `(::)`; the client decodes the first push and \
+                 checks its rows against the user's entitlement, and checks every other to be the \
+                 same bytes; pushes per second from the request's first byte to the response; on \
+                 the same targets as table",
+                self.ticks_count,
+                floor::tick_message().map_or(0, |m| m.len())
+            ),
+            format!(
                 "idle: {} idle authenticated connections on a freshly started target; (VmRSS \
                  after - VmRSS before) / connections, from /proc/PID/status, {} repetitions; for \
                  a proxy in front of a floor (haproxy, gateway, gateway-pooled) the proxy's own \
@@ -395,11 +430,15 @@ enum Scenario {
     Insert,
     Reply,
     Publish,
+    /// A large table reply, through entitlements (issue 15).
+    Table,
+    /// Publications through entitlements (issue 15).
+    Ticks,
     Idle,
 }
 
 impl Scenario {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 10] = [
         Self::Ping,
         Self::Ingest,
         Self::Concurrent,
@@ -407,6 +446,8 @@ impl Scenario {
         Self::Insert,
         Self::Reply,
         Self::Publish,
+        Self::Table,
+        Self::Ticks,
         Self::Idle,
     ];
 
@@ -418,12 +459,13 @@ impl Scenario {
     /// What the scenario measures, in the order its run returns the values, with the issues'
     /// goals: the server's own (qgate with no plugins), the plugin chain's (qgate-chain), and
     /// the gateway's (issue 20: against the floor and against HAProxy's hop over the same kind of
-    /// floor).
+    /// floor), and the entitlements plugin's (issue 15: against the gateway without it).
     fn metrics(self) -> &'static [Metric] {
         use Goal::{
-            HaproxyRatioAtLeast, HaproxyRatioAtMost, RatioAtLeast, RatioAtMost, ValueAtMost,
+            GatewayRatioAtLeast, HaproxyRatioAtLeast, HaproxyRatioAtMost, RatioAtLeast,
+            RatioAtMost, ValueAtMost,
         };
-        use Kind::{Gateway, GatewayPooled, Qgate, QgateChain};
+        use Kind::{Gateway, GatewayEntitled, GatewayFiltered, GatewayPooled, Qgate, QgateChain};
         const PING: [Metric; 2] = [
             Metric {
                 scenario: "ping",
@@ -516,6 +558,23 @@ impl Scenario {
                 goals: &[(Gateway, RatioAtLeast(0.5))],
             },
         ];
+        const TABLE: [Metric; 1] = [Metric {
+            scenario: "table",
+            name: "1M-row table reply",
+            unit: "Mrow/s",
+            better: Better::Higher,
+            goals: &[
+                (GatewayEntitled, GatewayRatioAtLeast(0.9)),
+                (GatewayFiltered, GatewayRatioAtLeast(0.5)),
+            ],
+        }];
+        const TICKS: [Metric; 1] = [Metric {
+            scenario: "ticks",
+            name: "publications",
+            unit: "msg/s",
+            better: Better::Higher,
+            goals: &[(GatewayFiltered, GatewayRatioAtLeast(0.3))],
+        }];
         const IDLE: [Metric; 1] = [Metric {
             scenario: "idle",
             name: "memory per idle connection",
@@ -535,13 +594,29 @@ impl Scenario {
             Self::Insert => &INSERT,
             Self::Reply => &REPLY,
             Self::Publish => &PUBLISH,
+            Self::Table => &TABLE,
+            Self::Ticks => &TICKS,
             Self::Idle => &IDLE,
         }
     }
 
     /// Why the scenario is not run on a target, when it is not.
     fn not_measured(self, kind: Kind) -> Option<&'static str> {
+        let entitlements = matches!(self, Self::Table | Self::Ticks);
         match self {
+            _ if entitlements
+                && !matches!(
+                    kind,
+                    Kind::Floor | Kind::Gateway | Kind::GatewayEntitled | Kind::GatewayFiltered
+                ) =>
+            {
+                Some(
+                    "an entitlements scenario: run on the pinned gateway with and without the plugin",
+                )
+            }
+            _ if !entitlements && kind.entitlement().is_some() => {
+                Some("runs the entitlements scenarios (table, ticks) only")
+            }
             Self::Concurrent | Self::Idle if kind.is_tls() => Some("not measured over TLS"),
             Self::Reply | Self::Publish if !kind.answers_as_floor() => {
                 Some("answers from itself, with no floor behind it to ask")
@@ -592,6 +667,12 @@ struct Messages {
     publish_small: [Vec<u8>; 2],
     /// The push the floor sends for each publication.
     push: Vec<u8>,
+    /// `` (`table;n) ``, full size and warm-up size.
+    table: Vec<u8>,
+    table_small: Vec<u8>,
+    /// `` (`ticks;n) ``, full size and warm-up size.
+    ticks: Vec<u8>,
+    ticks_small: Vec<u8>,
 }
 
 /// Raises the open-files limit so that 10 000 idle connections fit, in this process and in the
@@ -654,6 +735,7 @@ fn bench(cli: &Cli) -> Result<bool> {
         plan.reps = reps.max(1);
         plan.insert_reps = reps.max(1);
         plan.reply_reps = reps.max(1);
+        plan.table_reps = reps.max(1);
         plan.idle_reps = reps.max(1);
     }
     let mut kinds = vec![Kind::Floor];
@@ -705,6 +787,10 @@ fn bench(cli: &Cli) -> Result<bool> {
             loadgen::publish_message(publish_small(&plan), Order::PushesFirst)?,
         ],
         push: floor::push_message()?,
+        table: loadgen::table_message(plan.table_rows)?,
+        table_small: loadgen::table_message(table_small(&plan))?,
+        ticks: loadgen::ticks_message(plan.ticks_count)?,
+        ticks_small: loadgen::ticks_message(ticks_small(&plan))?,
     };
 
     // Prepare and start every target.
@@ -768,7 +854,7 @@ fn bench(cli: &Cli) -> Result<bool> {
             .with_context(|| {
                 format!(
                     "unknown scenario `{name}` (known: ping, ingest, conc64, connect, insert, \
-                     reply, publish, idle)"
+                     reply, publish, table, ticks, idle)"
                 )
             })?;
         scenarios.push(scenario);
@@ -936,6 +1022,31 @@ fn run_once(
             }
             rates
         }
+        Scenario::Table => {
+            let (message, n) = if warm_up {
+                (&messages.table_small, table_small(plan))
+            } else {
+                (&messages.table, plan.table_rows)
+            };
+            let sees = target.kind.entitlement().unwrap_or(Sees::Everything);
+            vec![loadgen::table(
+                &endpoint,
+                message,
+                n,
+                sees,
+                floor::table_reply_len(plan.table_rows),
+                timeout,
+            )?]
+        }
+        Scenario::Ticks => {
+            let (message, n) = if warm_up {
+                (&messages.ticks_small, ticks_small(plan))
+            } else {
+                (&messages.ticks, plan.ticks_count)
+            };
+            let sees = target.kind.entitlement().unwrap_or(Sees::Everything);
+            vec![loadgen::ticks(&endpoint, message, n, sees, timeout)?]
+        }
         Scenario::Idle => {
             let pids = running.memory_pids();
             let per_connection = loadgen::idle_memory(
@@ -973,6 +1084,16 @@ fn publish_small(plan: &Plan) -> usize {
     (plan.publish_count / 10).max(1)
 }
 
+/// The rows of the table scenario's warm-up: a tenth.
+fn table_small(plan: &Plan) -> usize {
+    (plan.table_rows / 10).max(1)
+}
+
+/// The pushes of the ticks scenario's warm-up: a tenth.
+fn ticks_small(plan: &Plan) -> usize {
+    (plan.ticks_count / 10).max(1)
+}
+
 /// Runs one scenario on every target: warm-up, interleaved repetitions, medians, ratios.
 fn run_scenario(
     scenario: Scenario,
@@ -985,6 +1106,7 @@ fn run_scenario(
     let reps = match scenario {
         Scenario::Insert => plan.insert_reps,
         Scenario::Reply => plan.reply_reps,
+        Scenario::Table => plan.table_reps,
         Scenario::Idle => plan.idle_reps,
         _ => plan.reps,
     };
@@ -1095,6 +1217,10 @@ fn run_scenario(
         .iter()
         .position(|target| target.kind == Kind::Haproxy)
         .filter(|&h| errors[h].is_none());
+    let gateway = targets
+        .iter()
+        .position(|target| target.kind == Kind::Gateway)
+        .filter(|&g| errors[g].is_none());
     for (m, metric) in metrics.iter().enumerate() {
         let floor_ok = errors[0].is_none();
         for (i, target) in targets.iter().enumerate() {
@@ -1134,6 +1260,9 @@ fn run_scenario(
                 haproxy: haproxy
                     .filter(|_| target.kind.is_gateway() && value.is_some())
                     .map(paired),
+                gateway: gateway
+                    .filter(|_| target.kind.entitlement().is_some() && value.is_some())
+                    .map(paired),
             };
             let goals = metric
                 .goals
@@ -1142,12 +1271,13 @@ fn run_scenario(
                 .map(|&(_, goal)| GoalOutcome {
                     goal: goal.text(metric.unit),
                     met: goal.met(value, ratios),
-                    ratio: matches!(
-                        goal,
-                        Goal::HaproxyRatioAtMost(_) | Goal::HaproxyRatioAtLeast(_)
-                    )
-                    .then_some(ratios.haproxy)
-                    .flatten(),
+                    ratio: match goal {
+                        Goal::HaproxyRatioAtMost(_) | Goal::HaproxyRatioAtLeast(_) => {
+                            ratios.haproxy
+                        }
+                        Goal::GatewayRatioAtLeast(_) => ratios.gateway,
+                        _ => None,
+                    },
                 })
                 .collect();
             records.push(Record {
@@ -1159,6 +1289,7 @@ fn run_scenario(
                 value,
                 ratio_to_floor: ratios.floor,
                 ratio_to_haproxy: ratios.haproxy,
+                ratio_to_gateway: ratios.gateway,
                 samples: samples[i][m].clone(),
                 status,
                 note,

@@ -36,6 +36,9 @@ pub(crate) enum Goal {
     HaproxyRatioAtMost(f64),
     /// The ratio to HAProxy's value is at least this.
     HaproxyRatioAtLeast(f64),
+    /// The ratio to the pinned gateway's value without plugins (the same reply forwarded
+    /// unfiltered) is at least this.
+    GatewayRatioAtLeast(f64),
 }
 
 impl Goal {
@@ -47,6 +50,7 @@ impl Goal {
             Self::ValueAtMost(v) => format!("≤ {v} {unit}"),
             Self::HaproxyRatioAtMost(r) => format!("≤ {r:.2}× haproxy"),
             Self::HaproxyRatioAtLeast(r) => format!("≥ {r:.2}× haproxy"),
+            Self::GatewayRatioAtLeast(r) => format!("≥ {r:.2}× gateway"),
         }
     }
 
@@ -56,6 +60,7 @@ impl Goal {
             Self::RatioAtMost(_) | Self::RatioAtLeast(_) => ratios.floor,
             Self::ValueAtMost(_) => value,
             Self::HaproxyRatioAtMost(_) | Self::HaproxyRatioAtLeast(_) => ratios.haproxy,
+            Self::GatewayRatioAtLeast(_) => ratios.gateway,
         }
     }
 
@@ -64,7 +69,9 @@ impl Goal {
         let x = self.measured(value, ratios)?;
         Some(match self {
             Self::RatioAtMost(r) | Self::HaproxyRatioAtMost(r) | Self::ValueAtMost(r) => x <= r,
-            Self::RatioAtLeast(r) | Self::HaproxyRatioAtLeast(r) => x >= r,
+            Self::RatioAtLeast(r) | Self::HaproxyRatioAtLeast(r) | Self::GatewayRatioAtLeast(r) => {
+                x >= r
+            }
         })
     }
 }
@@ -76,6 +83,8 @@ pub(crate) struct Ratios {
     pub(crate) floor: Option<f64>,
     /// To HAProxy, for the targets compared with it.
     pub(crate) haproxy: Option<f64>,
+    /// To the pinned gateway without plugins, for the entitlements targets.
+    pub(crate) gateway: Option<f64>,
 }
 
 /// What a scenario measures.
@@ -122,6 +131,9 @@ pub(crate) struct Record {
     /// The same with HAProxy's value as the baseline, for the gateway targets: the cost of their
     /// hop against HAProxy's over the same kind of floor.
     pub(crate) ratio_to_haproxy: Option<f64>,
+    /// The same with the pinned gateway's value as the baseline, for the entitlements targets:
+    /// what the plugin costs against the same reply forwarded unfiltered.
+    pub(crate) ratio_to_gateway: Option<f64>,
     /// Each repetition's value, in order.
     pub(crate) samples: Vec<f64>,
     /// `measured`, `skipped` or `failed`.
@@ -477,6 +489,7 @@ mod tests {
         let ratios = Ratios {
             floor: Some(2.0),
             haproxy: Some(0.4),
+            gateway: None,
         };
         assert_eq!(Goal::RatioAtMost(2.2).met(None, ratios), Some(true));
         assert_eq!(Goal::RatioAtLeast(2.5).met(None, ratios), Some(false));
@@ -491,6 +504,7 @@ mod tests {
         let alone = Ratios {
             floor: Some(2.0),
             haproxy: None,
+            gateway: None,
         };
         assert_eq!(Goal::HaproxyRatioAtMost(0.5).met(None, alone), None);
         assert_eq!(

@@ -60,6 +60,12 @@ pub(crate) enum Kind {
     /// qgate with no plugins in front of a floor, pooled: [`GATEWAY_POOL_SIZE`] shared
     /// connections.
     GatewayPooled,
+    /// The pinned gateway with the `entitlements` plugin, the harness's user entitled to every
+    /// symbol: the plugin reads each reply's summary and passes it.
+    GatewayEntitled,
+    /// The pinned gateway with the `entitlements` plugin, the harness's user entitled to one
+    /// symbol of the floor's ten ([`ENTITLED_SYM`]): a tenth of each table's rows go through.
+    GatewayFiltered,
     /// aiokdb's Python server.
     Aiokdb,
     /// HAProxy (TCP mode) in front of a floor.
@@ -70,7 +76,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every target.
-    pub(crate) const ALL: [Self; 10] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::Floor,
         Self::Qgate,
         Self::QgateEcho,
@@ -78,6 +84,8 @@ impl Kind {
         Self::QgateTls,
         Self::Gateway,
         Self::GatewayPooled,
+        Self::GatewayEntitled,
+        Self::GatewayFiltered,
         Self::Aiokdb,
         Self::Haproxy,
         Self::HaproxyTls,
@@ -98,6 +106,8 @@ impl Kind {
             Self::QgateTls => "qgate-tls",
             Self::Gateway => "gateway",
             Self::GatewayPooled => "gateway-pooled",
+            Self::GatewayEntitled => "gateway-entitled",
+            Self::GatewayFiltered => "gateway-filtered",
             Self::Aiokdb => "aiokdb",
             Self::Haproxy => "haproxy",
             Self::HaproxyTls => "haproxy-tls",
@@ -128,6 +138,15 @@ impl Kind {
                 "qgate serve with one [[upstream]] of mode \"pooled\", no plugins, in front of a \
                  floor of its own: every client shares 16 floor connections"
             }
+            Self::GatewayEntitled => {
+                "the pinned gateway with the entitlements plugin (column sym), the user entitled \
+                 to every symbol: each reply and publication is summarised for the plugin, which \
+                 passes it"
+            }
+            Self::GatewayFiltered => {
+                "the pinned gateway with the entitlements plugin (column sym), the user entitled \
+                 to AAPL alone: each table is cut to the rows of one symbol in ten"
+            }
             Self::Aiokdb => "aiokdb's asyncio server (Python), answering (::)",
             Self::Haproxy => "HAProxy in TCP mode in front of a floor",
             Self::HaproxyTls => "HAProxy terminating TLS (OpenSSL) in front of a floor",
@@ -146,6 +165,8 @@ impl Kind {
                 | Self::QgateTls
                 | Self::Gateway
                 | Self::GatewayPooled
+                | Self::GatewayEntitled
+                | Self::GatewayFiltered
         )
     }
 
@@ -154,14 +175,37 @@ impl Kind {
     pub(crate) fn answers_as_floor(self) -> bool {
         matches!(
             self,
-            Self::Floor | Self::Gateway | Self::GatewayPooled | Self::Haproxy | Self::HaproxyTls
+            Self::Floor
+                | Self::Gateway
+                | Self::GatewayPooled
+                | Self::GatewayEntitled
+                | Self::GatewayFiltered
+                | Self::Haproxy
+                | Self::HaproxyTls
         )
     }
 
     /// Whether a client connection takes two descriptors in the target's process, one to the
     /// client and one to its floor: HAProxy's, and the pinned gateway's.
     pub(crate) fn two_descriptors_per_client(self) -> bool {
-        matches!(self, Self::Gateway | Self::Haproxy | Self::HaproxyTls)
+        matches!(
+            self,
+            Self::Gateway
+                | Self::GatewayEntitled
+                | Self::GatewayFiltered
+                | Self::Haproxy
+                | Self::HaproxyTls
+        )
+    }
+
+    /// Whether the target filters replies by entitlement, and what the harness's user sees.
+    pub(crate) fn entitlement(self) -> Option<crate::loadgen::Sees> {
+        use crate::loadgen::Sees;
+        match self {
+            Self::GatewayEntitled => Some(Sees::Everything),
+            Self::GatewayFiltered => Some(Sees::Only(ENTITLED_SYM)),
+            _ => None,
+        }
     }
 
     /// Whether the target is a proxy hop in front of a floor, compared with HAProxy's hop.
@@ -223,6 +267,8 @@ pub(crate) enum Spec {
         logs: PathBuf,
         /// `None` for the pinned target (`--upstream`), the pool's size for the pooled one.
         pool_size: Option<usize>,
+        /// The `[server]` and `[[plugins]]` tables, if any.
+        plugins: String,
     },
     /// The aiokdb script.
     Aiokdb {
@@ -288,7 +334,12 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
                 ca,
             }
         }
-        Kind::Gateway | Kind::GatewayPooled => {
+        Kind::Gateway | Kind::GatewayPooled | Kind::GatewayEntitled | Kind::GatewayFiltered => {
+            let plugins = match kind {
+                Kind::GatewayEntitled => plugins_config(env, &entitlements_plugin("*"))?,
+                Kind::GatewayFiltered => plugins_config(env, &entitlements_plugin(ENTITLED_SYM))?,
+                _ => String::new(),
+            };
             let passwords = env.work.join("passwords.txt");
             std::fs::write(&passwords, "bench:bench\n")?;
             Spec::Gateway {
@@ -299,6 +350,7 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
                 passwords,
                 logs,
                 pool_size: (kind == Kind::GatewayPooled).then_some(GATEWAY_POOL_SIZE),
+                plugins,
             }
         }
         Kind::Aiokdb => Spec::Aiokdb {
@@ -427,6 +479,22 @@ name = \"demo-api\"
 path = \"{plugins}/demo_api.wasm\"
 ";
 
+/// The symbol the `gateway-filtered` target's user is entitled to: one of the floor's ten.
+pub(crate) const ENTITLED_SYM: &str = "AAPL";
+
+/// The `entitlements` plugin, keyed on `sym`, with the harness's user entitled to `allow` (a
+/// symbol, or `*` for all).
+fn entitlements_plugin(allow: &str) -> String {
+    format!(
+        "
+[[plugins]]
+name = \"entitlements\"
+path = \"{{plugins}}/entitlements.wasm\"
+config = {{ column = \"sym\", users = {{ bench = {{ allow = [\"{allow}\"] }} }} }}
+"
+    )
+}
+
 /// The `[[plugins]]` tables of `template`, pointing at the components `cargo xtask plugins`
 /// builds, with a compilation cache under the harness's directory so that restarts do not
 /// compile again.
@@ -437,8 +505,13 @@ fn plugins_config(env: &Env, template: &str) -> Result<String> {
         .join("target")
         .join("wasm32-wasip2")
         .join("release");
-    for name in ["echo", "conns", "audit", "allowlist", "demo_api"] {
-        let path = dir.join(format!("{name}.wasm"));
+    // Every component the template names must have been built.
+    for name in template
+        .split("{plugins}/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+    {
+        let path = dir.join(name);
         if !path.is_file() {
             bail!("{} is missing: run `cargo xtask plugins`", path.display());
         }
@@ -752,6 +825,7 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
             passwords,
             logs,
             pool_size,
+            plugins,
         } => {
             let (floor, floor_addr) = spawn_announcing(
                 "floor",
@@ -763,12 +837,15 @@ pub(crate) fn start(spec: &Spec) -> Result<Running> {
             command.arg("serve").arg("--config").arg(&config);
             match pool_size {
                 None => {
-                    std::fs::write(&config, QGATE_CONFIG)?;
+                    std::fs::write(&config, format!("{QGATE_CONFIG}{plugins}"))?;
                     command.arg("--upstream").arg(floor_addr.to_string());
                 }
                 Some(size) => std::fs::write(
                     &config,
-                    format!("{QGATE_CONFIG}{}", pooled_upstream(floor_addr, *size)),
+                    format!(
+                        "{QGATE_CONFIG}{plugins}{}",
+                        pooled_upstream(floor_addr, *size)
+                    ),
                 )?,
             }
             command.args(["-p", "127.0.0.1:0", "-U"]).arg(passwords);

@@ -55,7 +55,8 @@ const STEPS: &[Step] = &[
     },
     // A few seconds of the benchmark harness on the floor and qgate, alone, with plugins (built
     // by the plugins step above), over TLS and as a gateway in front of a floor, pinned and
-    // pooled: checks that every scenario still produces a number, not what the numbers are
+    // pooled, and pinned with the entitlements plugin passing and filtering: checks that every
+    // scenario still produces a number, not what the numbers are
     // (`cargo xtask bench` measures).
     Step {
         args: &[
@@ -66,7 +67,8 @@ const STEPS: &[Step] = &[
             "--",
             "--smoke",
             "--targets",
-            "floor,qgate,qgate-echo,qgate-chain,qgate-tls,gateway,gateway-pooled",
+            "floor,qgate,qgate-echo,qgate-chain,qgate-tls,gateway,gateway-pooled,gateway-entitled,\
+             gateway-filtered",
         ],
         env: &[],
     },
