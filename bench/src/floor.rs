@@ -16,7 +16,7 @@
 //! | `` (`publish;n) `` | `n` async `` (`upd;`trade;t) `` messages, `t` a one-row trade table ([`push_message`]), then `(::)` |
 //! | `` (`subscribe;n) `` | `(::)`, then the same `n` messages, as a tickerplant answers `.u.sub` and then publishes to an idle subscriber |
 //! | `` (`table;n) `` | an `n`-row table of time, sym, price, size and cond ([`trade_table`]), its rows cycling through ten symbols ([`SYMS`]), built once per `n` and then written from memory |
-//! | `` (`ticks;n) `` | `n` async `` (`upd;`trade;t) `` messages, `t` a ten-row [`trade_table`] (a row per symbol), then `(::)` |
+//! | `` (`ticks;n) `` | `(::)`, then `n` async `` (`upd;`trade;t) `` messages, `t` a ten-row [`trade_table`] (a row per symbol), as a tickerplant publishes batches to a subscriber |
 //!
 //! Recognising them costs the other frames one comparison of lengths: only a sync frame whose
 //! body is as long as one of these calls is compared with it.
@@ -368,8 +368,8 @@ async fn write_table(stream: &mut TcpStream, n: i64) -> std::io::Result<()> {
     stream.write_all(&reply).await
 }
 
-/// Writes `(`publish;n)`'s or `(`ticks;n)`'s answer (`n` pushes from `batch` in batches, then
-/// `(::)`), or with `reply_first` `(`subscribe;n)`'s (`(::)`, then the pushes).
+/// Writes `(`publish;n)`'s answer (`n` pushes from `batch` in batches, then `(::)`), or with
+/// `reply_first` `(`subscribe;n)`'s and `(`ticks;n)`'s (`(::)`, then the pushes).
 async fn write_publications(
     stream: &mut TcpStream,
     n: i64,
@@ -514,7 +514,7 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
                         write_publications(&mut stream, n, push_batch(), true).await?;
                     }
                     Call::Ticks(_) => {
-                        write_publications(&mut stream, n, tick_batch(), false).await?;
+                        write_publications(&mut stream, n, tick_batch(), true).await?;
                     }
                     _ => write_table(&mut stream, n).await?,
                 }

@@ -387,7 +387,9 @@ impl Plan {
                 floor::push_message().map_or(0, |m| m.len())
             ),
             format!(
-                "table: one sync `` (`table;n) `` on a fresh connection, which the floor answers \
+                "table: on a fresh connection, one sync `` (`table;10) ``, unmeasured (a plugin \
+                 may decide once per connection, on its first reply), then one sync \
+                 `` (`table;n) ``, which the floor answers \
                  with an n = {}-row table of time, sym, price, size and cond ({:.1} MB, sym \
                  cycling through ten symbols; built once, then written from memory); the client \
                  reads it whole into a buffer written beforehand, then decodes it and checks its \
@@ -400,11 +402,12 @@ impl Plan {
             ),
             format!(
                 "ticks: one sync `` (`ticks;n) `` on a fresh connection, which the floor answers \
-                 with n = {} async `` (`upd;`trade;t) `` pushes ({} bytes each, t a ten-row trade \
-                 table, a row per symbol) and then `(::)`; the client decodes the first push and \
-                 checks its rows against the user's entitlement, and checks every other to be the \
-                 same bytes; pushes per second from the request's first byte to the response; on \
-                 the same targets as table",
+                 with `(::)` and then n = {} async `` (`upd;`trade;t) `` pushes ({} bytes each, t \
+                 a ten-row trade table, a row per symbol), as a tickerplant publishes to a \
+                 subscriber; the client decodes the first push and checks its rows against the \
+                 user's entitlement, and checks every other to be the same bytes; pushes per \
+                 second from the request's first byte to the last push; on the same targets as \
+                 table",
                 self.ticks_count,
                 floor::tick_message().map_or(0, |m| m.len())
             ),
