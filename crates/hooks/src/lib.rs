@@ -365,10 +365,12 @@ pub trait Hooks: Send + Sync + 'static {
         async {}
     }
 
-    /// Which messages from the backend these hooks look at before the client gets them, asked
-    /// before each reply and each push (so that hooks that change while the server runs are
-    /// heeded at once). The default is none: replies and pushes are forwarded as they come.
-    fn outbound(&self) -> Outbound {
+    /// Which messages from the backend these hooks look at on `session`'s connection before the
+    /// client gets them, asked before each reply and each push (so that hooks that change while
+    /// the server runs, or that have said they pass everything on this connection, are heeded at
+    /// once). The default is none: replies and pushes are forwarded as they come.
+    fn outbound(&self, session: &Session) -> Outbound {
+        let _ = session;
         Outbound::default()
     }
 
@@ -437,8 +439,8 @@ impl<H: Hooks> Hooks for Arc<H> {
         (**self).on_close(session, reason)
     }
 
-    fn outbound(&self) -> Outbound {
-        (**self).outbound()
+    fn outbound(&self, session: &Session) -> Outbound {
+        (**self).outbound(session)
     }
 
     fn on_response(

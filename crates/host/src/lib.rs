@@ -51,6 +51,7 @@ mod kv;
 mod lock;
 mod offload;
 mod plugin;
+mod standing;
 mod state;
 mod store;
 mod swap;
@@ -58,6 +59,7 @@ mod wasi;
 
 use std::{
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -265,6 +267,8 @@ pub struct PluginHost {
     loader: Loader,
     /// Writes the stores that have a `kv_file`; dropped (a last write) before the slots.
     _kv_saver: Option<kv::KvSaver>,
+    /// The `pass-always` and `filter-always` verdicts standing for each connection.
+    standing: standing::Standings,
     /// Ticks the engine's epoch until the host is dropped.
     _ticker: engine::EpochTicker,
 }
@@ -333,6 +337,7 @@ impl PluginHost {
             slots,
             loader,
             _kv_saver: kv_saver,
+            standing: standing::Standings::default(),
             _ticker: ticker,
         })
     }
@@ -459,19 +464,20 @@ fn next_reply(state: &mut HostState) -> Resource<MessageRef> {
 }
 
 /// What an upstream sent, on its way through the data chain: as it came, or as a plugin left it.
-enum Current<'a> {
-    Original(&'a Request),
-    /// A plugin's replacement or edit, and the message made of it for the plugins after it.
-    Changed(Body, Request),
+/// What asking a plugin about a reply or a publication came to.
+enum Asked {
+    /// Its verdict.
+    Verdict(types::DataVerdict),
+    /// It failed and is configured `fail_open`: the next plugin decides.
+    Skip,
+    /// It failed: the data is denied.
+    Fail,
 }
 
-impl Current<'_> {
-    fn message(&self) -> &Request {
-        match self {
-            Current::Original(message) => message,
-            Current::Changed(_, message) => message,
-        }
-    }
+enum Current<'a> {
+    Original(&'a Request),
+    /// A plugin's replacement or edit, and the message made of it once a later plugin needs one.
+    Changed(Body, Option<Request>),
 }
 
 impl PluginHost {
@@ -685,72 +691,126 @@ impl PluginHost {
                 qgate_ipc::MessageType::Async,
             ),
         };
-        let wit_session = state::session(session);
-        let request_summary = request.map(state::summary);
+        // Made on the first call: a chain of standing rules calls no plugin.
+        let mut wit_session = None;
+        let mut request_summary = None;
         let facts = FactsCell::new();
         let mut current = Current::Original(message);
-        for slot in &self.slots {
-            let plugin = slot.current.load();
+        let publication = request.is_none();
+        for (index, slot) in self.slots.iter().enumerate() {
+            let plugin = slot.current.load_full();
             if !plugin.events.contains(flag) {
                 continue;
             }
-            let summary = data::summary(current.message());
-            let lent = match request {
-                Some(request) => Lent {
-                    request,
-                    facts: &facts,
-                    reply: Some(current.message()),
-                },
-                None => Lent::request(current.message(), &facts),
-            };
-            let result = plugin.call(Some(lent), |instance| {
-                let first = next_message(instance.store.data_mut());
-                let verdict = match &request_summary {
-                    Some(request_summary) => {
-                        let reply = next_reply(instance.store.data_mut());
-                        instance.bindings.call_on_response(
-                            &mut instance.store,
-                            &wit_session,
-                            request_summary,
-                            first,
-                            &summary,
-                            reply,
-                        )
+            // A changed value becomes a message only here, for a plugin that will read it: the
+            // last plugin's change is sent as its body, without this copy.
+            if let Current::Changed(body, message @ None) = &mut current {
+                match data::message(message_type, body) {
+                    Ok(made) => *message = Some(made),
+                    Err(error) => {
+                        return DataVerdict::Deny(format!(
+                            "a plugin before {} returned a value that cannot be sent: {error}",
+                            plugin.shared.name
+                        ));
                     }
-                    None => instance.bindings.call_on_publication(
-                        &mut instance.store,
-                        &wit_session,
-                        &summary,
-                        first,
-                    ),
-                };
-                let state = instance.store.data_mut();
-                state.message_rep = 0;
-                state.reply_rep = 0;
-                verdict
-            });
-            let verdict = match result {
-                Ok(verdict) => verdict,
-                Err(failure) if failed(&plugin, event, &failure) => continue,
-                Err(_) => {
-                    Counters::count(&plugin.counters.denies);
-                    return DataVerdict::Deny(format!("plugin {} failed", plugin.shared.name));
                 }
+            }
+            let current_message = match &current {
+                Current::Original(message) => *message,
+                Current::Changed(_, Some(message)) => message,
+                // Invariant: a changed value was made a message just above.
+                Current::Changed(_, None) => continue,
             };
-            let changed = match verdict {
-                types::DataVerdict::Pass => continue,
-                types::DataVerdict::Deny(message) => {
-                    Counters::count(&plugin.counters.denies);
-                    return DataVerdict::Deny(message);
-                }
-                types::DataVerdict::Replace(bytes) => {
-                    Body::new(bytes).map_err(|error| format!("a malformed value ({error})"))
-                }
-                types::DataVerdict::Edit(edits) => match data::edit(current.message(), &edits) {
-                    Ok(None) => continue,
-                    Ok(Some(body)) => Ok(body),
-                    Err(error) => Err(format!("an edit that cannot be applied ({error})")),
+            let standing = self
+                .standing
+                .get(session.handle, index, publication, &plugin);
+            let changed = match standing {
+                Some(standing::Rule::Pass) => continue,
+                Some(standing::Rule::Filter(filter)) => match filter.apply(current_message) {
+                    standing::Applied::Pass => continue,
+                    standing::Applied::Changed(body) => Ok(body),
+                    standing::Applied::Drop(why) => {
+                        Counters::count(&plugin.counters.denies);
+                        return DataVerdict::Deny(format!("plugin {}: {why}", plugin.shared.name));
+                    }
                 },
+                None => {
+                    let wit_session = wit_session.get_or_insert_with(|| state::session(session));
+                    if request_summary.is_none() {
+                        request_summary = request.map(state::summary);
+                    }
+                    match self.ask_data(
+                        &plugin,
+                        wit_session,
+                        request,
+                        request_summary.as_ref(),
+                        current_message,
+                        &facts,
+                        event,
+                    ) {
+                        Asked::Verdict(verdict) => match verdict {
+                            types::DataVerdict::Pass => continue,
+                            types::DataVerdict::Deny(message) => {
+                                Counters::count(&plugin.counters.denies);
+                                return DataVerdict::Deny(message);
+                            }
+                            types::DataVerdict::Replace(bytes) => Body::new(bytes)
+                                .map_err(|error| format!("a malformed value ({error})")),
+                            types::DataVerdict::Edit(edits) => {
+                                match data::edit(current_message, &edits) {
+                                    Ok(None) => continue,
+                                    Ok(Some(body)) => Ok(body),
+                                    Err(error) => {
+                                        Err(format!("an edit that cannot be applied ({error})"))
+                                    }
+                                }
+                            }
+                            types::DataVerdict::PassAlways => {
+                                self.standing.set(
+                                    session.handle,
+                                    index,
+                                    publication,
+                                    &plugin,
+                                    standing::Rule::Pass,
+                                );
+                                continue;
+                            }
+                            types::DataVerdict::FilterAlways(filter) if publication => {
+                                let filter = Arc::new(standing::Filter::new(filter));
+                                self.standing.set(
+                                    session.handle,
+                                    index,
+                                    publication,
+                                    &plugin,
+                                    standing::Rule::Filter(Arc::clone(&filter)),
+                                );
+                                match filter.apply(current_message) {
+                                    standing::Applied::Pass => continue,
+                                    standing::Applied::Changed(body) => Ok(body),
+                                    standing::Applied::Drop(why) => {
+                                        Counters::count(&plugin.counters.denies);
+                                        return DataVerdict::Deny(format!(
+                                            "plugin {}: {why}",
+                                            plugin.shared.name
+                                        ));
+                                    }
+                                }
+                            }
+                            types::DataVerdict::FilterAlways(_) => {
+                                Err("filter-always, which is for publications, for a reply"
+                                    .to_owned())
+                            }
+                        },
+                        Asked::Skip => continue,
+                        Asked::Fail => {
+                            Counters::count(&plugin.counters.denies);
+                            return DataVerdict::Deny(format!(
+                                "plugin {} failed",
+                                plugin.shared.name
+                            ));
+                        }
+                    }
+                }
             };
             let body = match changed {
                 Ok(body) => body,
@@ -768,19 +828,68 @@ impl PluginHost {
                     ));
                 }
             };
-            match data::message(message_type, &body) {
-                Ok(message) => current = Current::Changed(body, message),
-                Err(error) => {
-                    return DataVerdict::Deny(format!(
-                        "plugin {} returned a value that cannot be sent: {error}",
-                        plugin.shared.name
-                    ));
-                }
-            }
+            current = Current::Changed(body, None);
         }
         match current {
             Current::Original(_) => DataVerdict::Pass,
             Current::Changed(body, _) => DataVerdict::Replace(body),
+        }
+    }
+
+    /// Calls `plugin`'s `on-response` (with `request`) or `on-publication` for `message`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one data event, lent for the call"
+    )]
+    fn ask_data(
+        &self,
+        plugin: &Plugin,
+        wit_session: &types::Session,
+        request: Option<&Request>,
+        request_summary: Option<&types::Summary>,
+        message: &Request,
+        facts: &FactsCell,
+        event: &str,
+    ) -> Asked {
+        let summary = data::summary(message);
+        let lent = match request {
+            Some(request) => Lent {
+                request,
+                facts,
+                reply: Some(message),
+            },
+            None => Lent::request(message, facts),
+        };
+        let result = plugin.call(Some(lent), |instance| {
+            let first = next_message(instance.store.data_mut());
+            let verdict = match request_summary {
+                Some(request_summary) => {
+                    let reply = next_reply(instance.store.data_mut());
+                    instance.bindings.call_on_response(
+                        &mut instance.store,
+                        wit_session,
+                        request_summary,
+                        first,
+                        &summary,
+                        reply,
+                    )
+                }
+                None => instance.bindings.call_on_publication(
+                    &mut instance.store,
+                    wit_session,
+                    &summary,
+                    first,
+                ),
+            };
+            let state = instance.store.data_mut();
+            state.message_rep = 0;
+            state.reply_rep = 0;
+            verdict
+        });
+        match result {
+            Ok(verdict) => Asked::Verdict(verdict),
+            Err(failure) if failed(plugin, event, &failure) => Asked::Skip,
+            Err(_) => Asked::Fail,
         }
     }
 
@@ -915,12 +1024,21 @@ impl Hooks for PluginHost {
         self.message_chain(session, request, false)
     }
 
-    fn outbound(&self) -> Outbound {
+    fn outbound(&self, session: &Session) -> Outbound {
         let mut outbound = Outbound::default();
-        for slot in &self.slots {
-            let events = slot.current.load().events;
-            outbound.responses |= events.contains(types::Events::RESPONSE);
-            outbound.publications |= events.contains(types::Events::PUBLICATION);
+        for (index, slot) in self.slots.iter().enumerate() {
+            let plugin = slot.current.load_full();
+            // A plugin that said `pass-always` on this connection no longer looks.
+            let looks = |flag, publication| {
+                plugin.events.contains(flag)
+                    && !matches!(
+                        self.standing
+                            .get(session.handle, index, publication, &plugin),
+                        Some(standing::Rule::Pass)
+                    )
+            };
+            outbound.responses |= looks(types::Events::RESPONSE, false);
+            outbound.publications |= looks(types::Events::PUBLICATION, true);
         }
         outbound
     }
@@ -939,6 +1057,7 @@ impl Hooks for PluginHost {
     }
 
     async fn on_close(&self, session: &Session, reason: &CloseReason) {
+        self.standing.forget(session.handle);
         let wit_session = state::session(session);
         let reason = reason.to_string();
         for slot in &self.slots {

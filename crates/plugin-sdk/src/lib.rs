@@ -75,7 +75,8 @@ pub use crate::{
     // The WIT types every call carries, as generated (plain structs and enums).
     bindings::qgate::plugin::types::{
         AuthVerdict, CertIdentity, ColumnMask, DataSummary, DataVerdict, Decision, EventKind,
-        Events, Outcome, Session, Summary, TableEdit, TableSummary, TlsFacts, Verdict,
+        Events, Outcome, PublicationFilter, Session, Summary, TableEdit, TableSummary, TlsFacts,
+        Verdict,
     },
     // What each handler is given.
     ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},

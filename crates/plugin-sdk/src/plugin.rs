@@ -120,8 +120,10 @@ pub trait Plugin: Sized + 'static {
     /// the client gets it: [`DataVerdict::Pass`] sends it as it came, [`DataVerdict::Edit`] has
     /// the host filter its tables' rows and columns (build one with
     /// [`data::EditBuilder`](crate::data::EditBuilder)), [`DataVerdict::Replace`] sends another
-    /// value, [`DataVerdict::Deny`] sends a q error instead. Only with `Events::RESPONSE` in
-    /// [`Plugin::EVENTS`].
+    /// value, [`DataVerdict::Deny`] sends a q error instead. [`DataVerdict::PassAlways`] passes
+    /// it and every later reply on the connection without calling the plugin again (for a
+    /// verdict that depends on the connection alone: the large replies then stream through as
+    /// with no plugin). Only with `Events::RESPONSE` in [`Plugin::EVENTS`].
     ///
     /// The default passes.
     fn on_response(&self, ctx: &DataCtx<'_>) -> DataVerdict {
@@ -131,8 +133,11 @@ pub trait Plugin: Sized + 'static {
 
     /// In gateway mode, an async message an upstream sends the client unasked (a tickerplant's
     /// `(`upd;`trade;rows)`), before the client gets it; verdicts as for
-    /// [`Plugin::on_response`], except that a deny drops the message (the host logs it). Only
-    /// with `Events::PUBLICATION` in [`Plugin::EVENTS`].
+    /// [`Plugin::on_response`], except that a deny drops the message (the host logs it), and
+    /// that [`DataVerdict::FilterAlways`] has the host apply a
+    /// [`PublicationFilter`](crate::PublicationFilter) to this and every later publication on the
+    /// connection by itself, without calling the plugin again: a feed of thousands of messages a
+    /// second then costs no call each. Only with `Events::PUBLICATION` in [`Plugin::EVENTS`].
     ///
     /// The default passes.
     fn on_publication(&self, ctx: &DataCtx<'_>) -> DataVerdict {

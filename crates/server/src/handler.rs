@@ -744,7 +744,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
     /// Hands a sync request to the backend, which writes the reply (and anything it pushes
     /// before it) to the client, each write within the write timeout.
     async fn forward(&mut self, route: Option<&str>, request: &Request) -> Result<(), CloseReason> {
-        if self.state.hooks.outbound().responses {
+        if self.state.hooks.outbound(&self.session).responses {
             return self.forward_watched(route, request).await;
         }
         let mut client = ToClient {
@@ -789,13 +789,15 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
             Ok(()) => frames.pop(),
             Err(_) => None,
         };
-        // What came before the reply, in order; a frame that cannot be read ends it (the reply
-        // after it is then one too).
-        for frame in frames {
-            match frame {
-                Ok(frame) => self.relay(frame.bytes, "the backend").await?,
-                Err(why) => self.publication_dropped("the backend", &why),
-            }
+        // What came before the reply, in order and in one go; a frame that cannot be read ends it
+        // (the reply after it is then one too).
+        let whole = frames.iter().take_while(|frame| frame.is_ok()).count();
+        if let Some(Ok(last)) = whole.checked_sub(1).and_then(|last| frames.get(last)) {
+            let end = last.start + last.bytes.len();
+            self.relay(&bytes[..end], "the backend").await?;
+        }
+        if let Some(Err(why)) = frames.get(whole) {
+            self.publication_dropped("the backend", why);
         }
         // Where the reply is, so that its bytes can be handed on without a copy.
         let reply = reply.map(|frame| frame.map(|frame| (frame.header, frame.start)));
@@ -915,7 +917,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
     /// backend goes as it came: the client answers it, and holding it back would leave the
     /// backend waiting).
     async fn relay(&mut self, frames: &[u8], from: &str) -> Result<(), CloseReason> {
-        if !self.state.hooks.outbound().publications {
+        if !self.state.hooks.outbound(&self.session).publications {
             return self
                 .connection
                 .write_message(frames)

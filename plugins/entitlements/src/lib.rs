@@ -50,12 +50,26 @@
 //!   does) are filtered row by row.
 //!
 //! Each filtered reply writes one `info` line to qgate's log: the user, the rows sent and the rows
-//! filtered out (publications: at `debug`, since a feed sends thousands a second).
+//! filtered out.
+//!
+//! # Decided once per connection
+//!
+//! What a user may see depends on the user alone, so the plugin says so once and the host does
+//! the rest (`pass-always`, `filter-always` in the WIT):
+//! - a user who sees every value with no columns removed or masked and no caps gets every reply
+//!   and publication as it came, without the plugin being called again on that connection (large
+//!   replies then stream through as with no plugin);
+//! - a subscriber with any restriction has the host filter each publication by itself: the same
+//!   rows, columns and caps as above, a publication left with no rows dropped, and one that is not
+//!   a table (or whose table is not `safe` and has no entitlement column) dropped.
+//!
+//! Replies of a restricted user are checked one by one: whether an aggregate may pass depends on
+//! the request.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use qgate_plugin_sdk::{
-    Config, DataCtx, DataVerdict, Events, Plugin,
+    Config, DataCtx, DataVerdict, Events, Plugin, PublicationFilter,
     data::{EditBuilder, Rows},
     export_plugin,
     facts::Flags,
@@ -326,6 +340,46 @@ impl Settings {
     }
 }
 
+impl Entitlement {
+    /// Whether nothing about the data can change the verdict: every value, every column, no
+    /// caps.
+    fn passes_everything(&self) -> bool {
+        self.sees_everything()
+            && self.remove.is_empty()
+            && self.mask.is_empty()
+            && self.max_rows.is_none()
+            && self.max_bytes.is_none()
+    }
+}
+
+impl Settings {
+    /// The verdict that stands for a user's whole connection, when there is one: `pass-always`
+    /// for a user who sees everything uncapped (replies and publications), and for publications
+    /// a `filter-always` that the host applies to each by itself (the safe tables pass, the
+    /// rows of allowed values stay, the removed and masked columns go, the caps hold, and a
+    /// publication left with no rows, or that is not a table, is dropped).
+    pub fn standing(&self, user: &str, publication: bool) -> Option<DataVerdict> {
+        let entitlement = self.entitlement(user)?;
+        if entitlement.passes_everything() {
+            return Some(DataVerdict::PassAlways);
+        }
+        if !publication || entitlement.sees_everything() {
+            // A reply's check depends on its request; an entitled user's non-table publications
+            // pass, which a filter would drop.
+            return None;
+        }
+        Some(DataVerdict::FilterAlways(PublicationFilter {
+            pass_tables: self.safe.iter().cloned().collect(),
+            column: Some(self.column.clone()),
+            keep: entitlement.allow.iter().cloned().collect(),
+            remove: entitlement.remove.iter().cloned().collect(),
+            mask: entitlement.mask.iter().cloned().collect(),
+            max_rows: entitlement.max_rows,
+            max_bytes: entitlement.max_bytes.map(|size| size.0),
+        }))
+    }
+}
+
 /// The type of q's generic null, `::`.
 const GENERIC_NULL: i8 = 101;
 
@@ -341,11 +395,13 @@ impl Plugin for Settings {
     }
 
     fn on_response(&self, ctx: &DataCtx<'_>) -> DataVerdict {
-        self.decide(ctx)
+        self.standing(ctx.user(), false)
+            .unwrap_or_else(|| self.decide(ctx))
     }
 
     fn on_publication(&self, ctx: &DataCtx<'_>) -> DataVerdict {
-        self.decide(ctx)
+        self.standing(ctx.user(), true)
+            .unwrap_or_else(|| self.decide(ctx))
     }
 }
 

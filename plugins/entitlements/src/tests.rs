@@ -166,3 +166,30 @@ fn a_bad_config_is_refused_with_the_key_named() {
             .unwrap();
     assert!(Settings::init(&config).is_err());
 }
+
+#[test]
+fn a_verdict_stands_for_the_connection_when_the_user_alone_decides_it() {
+    let settings = settings();
+    // bob sees everything, uncapped: replies and publications pass without another call.
+    assert_eq!(
+        settings.standing("bob", false),
+        Some(DataVerdict::PassAlways)
+    );
+    assert_eq!(settings.standing("bob", true), Some(DataVerdict::PassAlways));
+    // carol sees everything too, but loses a column (desk): each is checked.
+    assert_eq!(settings.standing("carol", false), None);
+    assert_eq!(settings.standing("carol", true), None);
+    // alice's replies depend on their requests; her publications get a filter the host applies.
+    assert_eq!(settings.standing("alice", false), None);
+    let Some(DataVerdict::FilterAlways(filter)) = settings.standing("alice", true) else {
+        panic!("expected a filter");
+    };
+    assert_eq!(filter.column.as_deref(), Some("sym"));
+    assert_eq!(filter.keep, ["AAPL", "MSFT"]);
+    assert_eq!(filter.pass_tables, ["count_trades", "daily"]);
+    assert_eq!(filter.remove, ["client"]);
+    assert_eq!(filter.mask, ["account"]);
+    assert_eq!((filter.max_rows, filter.max_bytes), (Some(100_000), Some(1024)));
+    // A user with no entitlement is refused each time, with the reason.
+    assert_eq!(settings.standing("mallory", true), None);
+}

@@ -112,6 +112,16 @@ def test_an_entitled_user_gets_the_reply_unchanged(entitled):
     assert bytes(kx.serialize(got).copy())[8:] == bytes(kx.serialize(kx.toq(sent)).copy())[8:]
 
 
+def test_an_entitled_users_later_replies_go_through_unchanged(entitled):
+    """The plugin passes adminmd5 for the whole connection on the first reply (`pass-always`);
+    the later ones, large ones included, go through without it, byte for byte."""
+    with connect(entitled, "adminmd5") as conn:
+        for rows in (10, 200_000, 3, 200_000):
+            sent = kx.toq(trades(rows))
+            got = conn("echo", sent)
+            assert bytes(kx.serialize(got).copy())[8:] == bytes(kx.serialize(sent).copy())[8:]
+
+
 def test_an_aggregate_is_denied_to_a_restricted_user_and_allowed_to_an_entitled_one(entitled):
     average = pd.DataFrame({"price": [2.5]})
     with pytest.raises(kx.QError, match="entitlements: .*aggregate"):

@@ -26,9 +26,14 @@ fn entitlements() -> qgate_host::PluginHost {
     qgate_host::PluginHost::new(options(vec![spec])).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A connection of `user`'s own: its handle is told by the name, since a verdict may stand for
+/// a connection.
 fn session(user: &str) -> Session {
+    let handle = user
+        .bytes()
+        .fold(7_i32, |h, b| h.wrapping_mul(31).wrapping_add(i32::from(b)));
     Session::new(
-        Handle(9),
+        Handle(handle & 0x7fff_ffff),
         user.as_bytes().to_vec(),
         "127.0.0.1:5002".parse().expect("an address"),
         3,
@@ -83,7 +88,7 @@ fn replaced(verdict: DataVerdict) -> K {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restricted_users_reply_keeps_allowed_rows_and_loses_its_columns() {
     let host = entitlements();
-    let outbound = host.outbound();
+    let outbound = host.outbound(&session("alice"));
     assert!(outbound.responses && outbound.publications);
     let query = request(&K::string("select from trade"));
     let reply = message(MessageType::Response, &all_trades());
@@ -149,4 +154,72 @@ async fn a_publication_is_filtered_per_subscriber() {
     );
     let verdict = host.on_publication(&session("mallory"), &publication).await;
     assert!(matches!(verdict, DataVerdict::Deny(_)), "{verdict:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_verdict_spares_the_calls_until_the_connection_closes() {
+    let host = entitlements();
+    let query = request(&K::string("select from trade"));
+    let reply = message(MessageType::Response, &all_trades());
+    // bob sees everything: once the plugin has said so, his connection's replies stream past it,
+    // and only his.
+    let bob = session("bob");
+    assert!(host.outbound(&bob).responses);
+    assert_eq!(
+        host.on_response(&bob, &query, &reply).await,
+        DataVerdict::Pass
+    );
+    assert!(!host.outbound(&bob).responses && host.outbound(&bob).publications);
+    assert!(host.outbound(&session("alice")).responses);
+    let calls = |host: &qgate_host::PluginHost| host.status()[0].calls;
+    let before = calls(&host);
+    assert_eq!(
+        host.on_response(&bob, &query, &reply).await,
+        DataVerdict::Pass
+    );
+    assert_eq!(calls(&host), before, "no call for a standing pass");
+
+    // dave's publications are filtered by the host after the first call: AAPL rows, at most
+    // one; a publication with none of his rows is dropped.
+    let dave = session("dave");
+    let upd = |table: K| {
+        message(
+            MessageType::Async,
+            &K::list(vec![K::symbol("upd"), K::symbol("trade"), table]),
+        )
+    };
+    let expected = K::list(vec![
+        K::symbol("upd"),
+        K::symbol("trade"),
+        trades(&["AAPL"], &[1.0], &["c1"], &[1]),
+    ]);
+    let got = replaced(host.on_publication(&dave, &upd(all_trades())).await);
+    assert_eq!(got, expected, "{got}");
+    let before = calls(&host);
+    for _ in 0..3 {
+        let got = replaced(host.on_publication(&dave, &upd(all_trades())).await);
+        assert_eq!(got, expected, "{got}");
+    }
+    let lse = trades(&["LSE.L"], &[2.0], &["c2"], &[2]);
+    let verdict = host.on_publication(&dave, &upd(lse)).await;
+    assert!(
+        matches!(&verdict, DataVerdict::Deny(why) if why.contains("none of its rows")),
+        "{verdict:?}"
+    );
+    let unnamed = message(
+        MessageType::Async,
+        &K::list(vec![
+            K::symbol("upd"),
+            K::symbol("trade"),
+            K::list(vec![syms(&["AAPL"])]),
+        ]),
+    );
+    let verdict = host.on_publication(&dave, &unnamed).await;
+    assert!(matches!(verdict, DataVerdict::Deny(_)), "{verdict:?}");
+    assert_eq!(calls(&host), before, "the filter runs in the host");
+
+    // Closed, the connection's rules are gone: the plugin is asked again.
+    host.on_close(&bob, &qgate_hooks::CloseReason::ClientClosed)
+        .await;
+    assert!(host.outbound(&bob).responses);
 }
