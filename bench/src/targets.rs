@@ -140,12 +140,13 @@ impl Kind {
             }
             Self::GatewayEntitled => {
                 "the pinned gateway with the entitlements plugin (column sym), the user entitled \
-                 to every symbol: each reply and publication is summarised for the plugin, which \
-                 passes it"
+                 to every symbol: the plugin passes a connection's first reply and first \
+                 publication and says it passes the rest (pass-always)"
             }
             Self::GatewayFiltered => {
                 "the pinned gateway with the entitlements plugin (column sym), the user entitled \
-                 to AAPL alone: each table is cut to the rows of one symbol in ten"
+                 to AAPL alone: each reply is cut to the rows of one symbol in ten by the plugin's \
+                 edit; publications by the filter the plugin gives the host (filter-always)"
             }
             Self::Aiokdb => "aiokdb's asyncio server (Python), answering (::)",
             Self::Haproxy => "HAProxy in TCP mode in front of a floor",
