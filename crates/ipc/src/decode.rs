@@ -616,10 +616,23 @@ pub(crate) fn count_nuls(bytes: &[u8]) -> usize {
         .sum()
 }
 
+/// Up to this many names, a symbol vector's end is found name by name: a block count reads at
+/// least a block (or the rest of the message, when shorter) for a vector of a few names, such as
+/// the column names of a table or the symbols of a feed's small update, and a few calls of
+/// `memchr` cost less than that. Past it, whole blocks are counted.
+const NAMES_BY_NAME: usize = 32;
+
 fn names_len(bytes: &[u8], count: usize) -> Option<usize> {
     let mut left = count;
     if left == 0 {
         return Some(0);
+    }
+    if count <= NAMES_BY_NAME {
+        let mut end = 0;
+        for _ in 0..count {
+            end += memchr::memchr(0, bytes.get(end..)?)? + 1;
+        }
+        return Some(end);
     }
     for (i, block) in bytes.chunks(NAMES_BLOCK_BYTES).enumerate() {
         let nuls = count_nuls(block);
@@ -665,9 +678,11 @@ mod tests {
             bytes.push(0);
             ends.push(bytes.len());
         }
-        for count in [0, 1, 2, 100, 585, 586, 587, 1500, 2999, 3000] {
+        for count in [0, 1, 2, 31, 32, 33, 100, 585, 586, 587, 1500, 2999, 3000] {
             assert_eq!(names_len(&bytes, count), Some(ends[count]), "{count}");
         }
+        assert_eq!(names_len(b"ab\0cd", 2), None);
+        assert_eq!(names_len(b"ab\0cd", 1), Some(3));
         assert_eq!(names_len(&bytes, 3001), None);
         assert_eq!(names_len(b"abc", 1), None);
         assert_eq!(names_len(b"", 0), Some(0));
