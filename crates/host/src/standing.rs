@@ -290,6 +290,8 @@ impl Filter {
 /// is then worth it.
 const SMALL_MAX_ROWS: usize = 64;
 const SMALL_MAX_COLUMNS: usize = 32;
+/// Of which at most this many symbol columns, whose names' ends are kept on the stack.
+const SMALL_MAX_SYMBOL_COLUMNS: usize = 4;
 
 /// Why a publication with none of the connection's rows is dropped.
 const NO_ROWS: &str = "none of its rows are for this connection";
@@ -348,6 +350,8 @@ struct SmallColumn {
     attr: u8,
     start: usize,
     end: usize,
+    /// For a symbol column, its row of name ends.
+    slot: Option<usize>,
 }
 
 impl Filter {
@@ -407,6 +411,10 @@ impl Filter {
         }
         let prefix = cursor.at;
         let mut columns = [SmallColumn::default(); SMALL_MAX_COLUMNS];
+        // Where each name of a symbol column ends (after its NUL), read once: the key's are
+        // looked up and every symbol column's are copied.
+        let mut name_ends = [[0u32; SMALL_MAX_ROWS]; SMALL_MAX_SYMBOL_COLUMNS];
+        let mut symbol_columns = 0;
         let mut rows = None;
         for column in columns.iter_mut().take(width) {
             let type_code = cursor.byte()?;
@@ -416,10 +424,15 @@ impl Filter {
                 return None;
             }
             let start = cursor.at;
+            let mut slot = None;
             if type_code == 11 {
-                for _ in 0..count {
+                let ends = name_ends.get_mut(symbol_columns)?;
+                for end in ends.iter_mut().take(count) {
                     cursor.name()?;
+                    *end = u32::try_from(cursor.at).ok()?;
                 }
+                slot = Some(symbol_columns);
+                symbol_columns += 1;
             } else {
                 cursor.skip(item_size(type_code)?.checked_mul(count)?)?;
             }
@@ -428,20 +441,27 @@ impl Filter {
                 attr,
                 start,
                 end: cursor.at,
+                slot,
             };
         }
         if cursor.at != body.len() || columns[key].type_code != 11 {
             return None;
         }
         let rows = rows?;
+        // The items of a symbol column, each with its NUL.
+        let names = |column: &SmallColumn| {
+            let ends = &name_ends[column.slot.unwrap_or_default()][..rows];
+            let mut start = column.start;
+            ends.iter().map(move |&end| {
+                let name = (start, end as usize);
+                start = end as usize;
+                name
+            })
+        };
         // Bit `row` set when the row stays.
         let mut kept: u64 = 0;
-        let mut names = Cursor {
-            bytes: body.get(..columns[key].end)?,
-            at: columns[key].start,
-        };
-        for row in 0..rows {
-            if self.keep.contains(names.name()?) {
+        for (row, (start, end)) in names(&columns[key]).enumerate() {
+            if self.keep.contains(body.get(start..end - 1)?) {
                 kept |= 1 << row;
             }
         }
@@ -464,13 +484,10 @@ impl Filter {
             out.extend_from_slice(&(sent as u32).to_le_bytes());
             let items = body.get(column.start..column.end)?;
             if column.type_code == 11 {
-                let mut at = 0;
-                for row in 0..rows {
-                    let len = items.get(at..)?.iter().position(|&b| b == 0)? + 1;
+                for (row, (start, end)) in names(column).enumerate() {
                     if kept & (1 << row) != 0 {
-                        out.extend_from_slice(items.get(at..at + len)?);
+                        out.extend_from_slice(body.get(start..end)?);
                     }
-                    at += len;
                 }
             } else {
                 let size = item_size(column.type_code)?;
@@ -481,10 +498,9 @@ impl Filter {
                 }
             }
         }
-        Some(match Body::new(out) {
-            Ok(body) => Applied::Changed(body),
-            Err(error) => Applied::Drop(format!("the filtered value is malformed: {error}")),
-        })
+        // Whole items of a checked message, in the layout the general rewrite writes (the unit
+        // tests compare the two): checking it again would cost a fifth of the message's time.
+        Some(Applied::Changed(Body::assume_valid(out)))
     }
 }
 
@@ -601,6 +617,17 @@ mod tests {
         assert_eq!(aapl.apply(&quote), Applied::Pass);
         let list = publication("trade", K::list(vec![K::symbols(["AAPL"])]));
         assert_eq!(aapl.apply_small(list.view().as_bytes()), None);
+        // More symbol columns than the stack keeps.
+        let names = ["sym", "a", "b", "c", "d"];
+        let many = publication(
+            "trade",
+            K::table(
+                names,
+                names.iter().map(|_| K::symbols(["AAPL", "IBM"])).collect(),
+            ),
+        );
+        assert_eq!(aapl.apply_small(many.view().as_bytes()), None);
+        assert!(matches!(aapl.apply(&many), Applied::Changed(_)));
         // A removed column takes the general path.
         let mut remove = filter(&["AAPL"], &[]);
         remove.remove = vec![b"px".to_vec()];
