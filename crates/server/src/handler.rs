@@ -952,15 +952,18 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
             };
             match verdict {
                 DataVerdict::Pass => out.extend_from_slice(frame.bytes),
-                DataVerdict::Replace(body) => match outbound::frame_body(
-                    MessageType::Async,
-                    &body,
-                    self.encode.locality,
-                    self.encode.capability,
-                ) {
-                    Ok(framed) => out.extend_from_slice(&framed),
-                    Err(why) => self.publication_dropped(from, &why),
-                },
+                DataVerdict::Replace(body) => {
+                    let framed = outbound::append_framed(
+                        &mut out,
+                        MessageType::Async,
+                        &body,
+                        self.encode.locality,
+                        self.encode.capability,
+                    );
+                    if let Err(why) = framed {
+                        self.publication_dropped(from, &why);
+                    }
+                }
                 DataVerdict::Deny(why) => self.publication_dropped(from, &why),
             }
         }

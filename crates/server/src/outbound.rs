@@ -251,6 +251,28 @@ pub(crate) async fn open_reply(
     opened
 }
 
+/// [`frame_body`], appended to `out`: straight after what is there when the message is not
+/// compressed (a feed's filtered publications, one after another into one write), through
+/// [`frame_body`] when it is.
+pub(crate) fn append_framed(
+    out: &mut Vec<u8>,
+    message_type: MessageType,
+    body: &Body,
+    locality: Locality,
+    capability: u8,
+) -> Result<(), String> {
+    if locality == Locality::Remote && capability >= 1 {
+        out.extend_from_slice(&frame_body(message_type, body, locality, capability)?);
+        return Ok(());
+    }
+    let len = HEADER_LEN + body.as_bytes().len();
+    let len32 = u32::try_from(len)
+        .map_err(|_| format!("a replacement of {len} bytes is too large for a q message"))?;
+    out.extend_from_slice(&Header::little(message_type, len32).to_bytes());
+    out.extend_from_slice(body.as_bytes());
+    Ok(())
+}
+
 /// A replacement value framed as a message of `message_type`, compressed when q would send it
 /// compressed to this peer.
 pub(crate) fn frame_body(
@@ -322,7 +344,14 @@ mod tests {
         assert_eq!(local[1], 2);
         let remote = frame_body(MessageType::Response, &body, Locality::Remote, 3).unwrap();
         assert!(remote.len() < local.len() / 2);
-        let message = Message::from_frame(remote, &Limits::new(1 << 20)).unwrap();
+        let message = Message::from_frame(remote.clone(), &Limits::new(1 << 20)).unwrap();
         assert_eq!(message.body(), body.as_bytes());
+        // Appended, it is the same bytes after what was there.
+        for (locality, framed) in [(Locality::Local, &local), (Locality::Remote, &remote)] {
+            let mut out = vec![7u8];
+            append_framed(&mut out, MessageType::Response, &body, locality, 3).unwrap();
+            assert_eq!(out[0], 7);
+            assert_eq!(&out[1..], &framed[..]);
+        }
     }
 }
