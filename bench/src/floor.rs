@@ -670,7 +670,7 @@ mod tests {
             if rows > 1 {
                 let err = loadgen::table(&endpoint, &message, rows, Sees::Only("AAPL"), 0, timeout)
                     .expect_err("more rows than one symbol's");
-                assert!(err.to_string().contains("rows"), "{err:#}");
+                assert!(format!("{err:#}").contains("rows"), "{err:#}");
             }
         }
         let (_, per_batch) = tick_batch();
