@@ -5,6 +5,7 @@
 //! default.
 
 use std::{
+    convert::Infallible,
     fs,
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -114,7 +115,7 @@ impl Config {
     /// Reads and parses the config file at `path`.
     ///
     /// Relative paths (`auth.password_file`, `server.plugin_cache_dir`, the `[tls]` files, each
-    /// plugin's `path`, `admin.socket`) are resolved against the directory that holds the config
+    /// plugin's `path` and the files its `config` names, `admin.socket`) are resolved against the directory that holds the config
     /// file, so a config and the files it names can move together.
     ///
     /// # Errors
@@ -147,6 +148,12 @@ impl Config {
             }
             for plugin in &mut config.plugins.0 {
                 plugin.path = dir.join(&plugin.path);
+                let Ok(()) = visit_files::<Infallible>(&mut plugin.config, &mut |_, file| {
+                    if let Some(toml::Value::String(path)) = file.get_mut(FILE_KEY) {
+                        *path = dir.join(&*path).to_string_lossy().into_owned();
+                    }
+                    Ok(())
+                });
                 if let Some(kv_file) = &mut plugin.kv_file {
                     *kv_file = dir.join(&*kv_file);
                 }
@@ -712,6 +719,9 @@ impl TryFrom<Vec<Plugin>> for Plugins {
                     plugin.name
                 ));
             }
+            plugin
+                .config_files()
+                .map_err(|why| format!("plugin `{}`: config: {why}", plugin.name))?;
             at_most(
                 "time_budget",
                 plugin.time_budget.get(),
@@ -775,6 +785,14 @@ pub struct Plugin {
     pub max_file_bytes: ByteSize,
     /// The plugin's own settings, any TOML table, handed to the plugin as a JSON object:
     /// `config = { include_text = true }` or a `[plugins.config]` table. Empty by default.
+    ///
+    /// A value written `{ file = "PATH" }` is a file the host reads and hands to the plugin as
+    /// its text, since a plugin cannot read files: `policies = { file = "policy/qgate.cedar" }`.
+    /// A relative path is resolved against the directory that holds the config file. It may be
+    /// pinned, `{ file = "PATH", sha256 = "9f86d0..." }`, and is read under the same rules as
+    /// the component (a regular file, at most `max_file_bytes`, UTF-8 text). The file is part of
+    /// the plugin's version: a change to it is a new version, swapped in as a new component is.
+    /// So a table with a `file` key is always such a reference: see [`Plugin::config_files`].
     #[serde(default)]
     pub config: toml::Table,
     /// The one version of the component that may run, by its sha256 (64 hex digits):
@@ -813,8 +831,61 @@ impl Plugin {
 
     /// The plugin's `config` table as the JSON object the plugin gets. A TOML datetime becomes
     /// its RFC 3339 text, and a float that JSON cannot hold (NaN, an infinity) becomes `null`.
+    /// A `{ file = "PATH" }` value stays as it is written; the host puts the file's text in its
+    /// place ([`Plugin::config_files`] lists them).
     pub fn config_json(&self) -> serde_json::Map<String, serde_json::Value> {
         table_to_json(&self.config)
+    }
+
+    /// The values of the plugin's `config` that are files (`{ file = "PATH" }`), in the order of
+    /// the table.
+    ///
+    /// # Errors
+    ///
+    /// A table with a `file` key that is not such a reference: `file` is not text, a key other
+    /// than `file` and `sha256` is beside it, or `sha256` is not a digest.
+    pub fn config_files(&self) -> Result<Vec<ConfigFile>, String> {
+        let mut files = Vec::new();
+        let mut table = self.config.clone();
+        visit_files(&mut table, &mut |key, file| {
+            let path = match file.get(FILE_KEY) {
+                Some(toml::Value::String(path)) if !path.is_empty() => PathBuf::from(path),
+                _ => {
+                    return Err(format!(
+                        "{}: a file is written {{ file = \"PATH\" }}, with the path as text",
+                        key.display
+                    ));
+                }
+            };
+            let sha256 = match file.get(SHA256_KEY) {
+                None => None,
+                Some(toml::Value::String(hex)) => Some(
+                    hex.parse::<Sha256>()
+                        .map_err(|why| format!("{}: sha256: {why}", key.display))?,
+                ),
+                Some(_) => {
+                    return Err(format!(
+                        "{}: sha256: a pin is the file's sha256 as 64 hex digits of text",
+                        key.display
+                    ));
+                }
+            };
+            if let Some(other) = file.keys().find(|k| *k != FILE_KEY && *k != SHA256_KEY) {
+                return Err(format!(
+                    "{}: `{other}` beside `file`: a table with a `file` key is a file the host \
+                     reads for the plugin, and takes only `file` and `sha256`",
+                    key.display
+                ));
+            }
+            files.push(ConfigFile {
+                key: key.display.clone(),
+                pointer: key.pointer.clone(),
+                path,
+                sha256,
+            });
+            Ok(())
+        })?;
+        Ok(files)
     }
 
     fn default_time_budget() -> Timeout {
@@ -828,6 +899,87 @@ impl Plugin {
     fn default_max_file_bytes() -> ByteSize {
         ByteSize(Self::DEFAULT_MAX_FILE_BYTES)
     }
+}
+
+/// A value of a plugin's `config` that the host reads from a file and hands to the plugin as
+/// the file's text: `policies = { file = "policy/qgate.cedar" }`, optionally pinned with
+/// `sha256`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigFile {
+    /// Where the value is, as a reader of `config.toml` would name it: `policies`,
+    /// `policies[1]`, `rules.base`.
+    pub key: String,
+    /// Where the value is as a JSON pointer (RFC 6901) into the plugin's config object:
+    /// `/policies`, `/policies/1`, `/rules/base`.
+    pub pointer: String,
+    /// The file. Resolved against the config file's directory by [`Config::load`].
+    pub path: PathBuf,
+    /// The one content the file may have, when pinned.
+    pub sha256: Option<Sha256>,
+}
+
+/// The key that makes a table of a plugin's config a file.
+const FILE_KEY: &str = "file";
+/// The key of a file's pin.
+const SHA256_KEY: &str = "sha256";
+
+/// Where a value sits in a plugin's config.
+struct KeyPath {
+    display: String,
+    pointer: String,
+}
+
+impl KeyPath {
+    fn child(&self, key: &str) -> Self {
+        let escaped = key.replace('~', "~0").replace('/', "~1");
+        Self {
+            display: if self.display.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{}.{key}", self.display)
+            },
+            pointer: format!("{}/{escaped}", self.pointer),
+        }
+    }
+
+    fn index(&self, index: usize) -> Self {
+        Self {
+            display: format!("{}[{index}]", self.display),
+            pointer: format!("{}/{index}", self.pointer),
+        }
+    }
+}
+
+/// Calls `found` with each table of `table` (at any depth, in arrays too) that has a `file` key.
+fn visit_files<E>(
+    table: &mut toml::Table,
+    found: &mut dyn FnMut(&KeyPath, &mut toml::Table) -> Result<(), E>,
+) -> Result<(), E> {
+    fn visit<E>(
+        value: &mut toml::Value,
+        at: &KeyPath,
+        found: &mut dyn FnMut(&KeyPath, &mut toml::Table) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match value {
+            toml::Value::Table(table) if table.contains_key(FILE_KEY) => found(at, table),
+            toml::Value::Table(table) => table
+                .iter_mut()
+                .try_for_each(|(key, value)| visit(value, &at.child(key), found)),
+            toml::Value::Array(items) => items
+                .iter_mut()
+                .enumerate()
+                .try_for_each(|(index, value)| visit(value, &at.index(index), found)),
+            _ => Ok(()),
+        }
+    }
+    let root = KeyPath {
+        display: String::new(),
+        pointer: String::new(),
+    };
+    table
+        .iter_mut()
+        .try_for_each(|(key, value)| visit(value, &root.child(key), found))
 }
 
 fn table_to_json(table: &toml::Table) -> serde_json::Map<String, serde_json::Value> {

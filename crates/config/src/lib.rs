@@ -38,7 +38,10 @@ mod value;
 // The public surface.
 pub use crate::{
     // The schema: one struct per table.
-    config::{Admin, Auth, Config, Limits, Lock, Log, LogFormat, Metrics, Plugin, Plugins, Server},
+    config::{
+        Admin, Auth, Config, ConfigFile, Limits, Lock, Log, LogFormat, Metrics, Plugin, Plugins,
+        Server,
+    },
     // What can go wrong, with the key's path and position.
     error::ConfigError,
     // `[tls]`, and kdb+'s environment variables resolved into it.

@@ -283,6 +283,101 @@ fn password_file_is_relative_to_the_config() {
     );
 }
 
+/// A `{ file = "PATH" }` value of a plugin's config is a file for the host to read: listed with
+/// its key, its JSON pointer and its pin, at any depth and in arrays, relative to the config.
+#[test]
+fn plugin_config_files_are_listed_and_relative_to_the_config() {
+    let dir = env::temp_dir().join(format!("qgate-config-files-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("a temporary directory");
+    let path = dir.join("qgate.toml");
+    let pin = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+    fs::write(
+        &path,
+        format!(
+            "[[plugins]]\nname = \"cedar\"\npath = \"cedar.wasm\"\n\
+             [plugins.config]\nlimit = 3\npolicies = [{{ file = \"policy/a.cedar\" }}, \
+             {{ file = \"/abs/b.cedar\", sha256 = \"{pin}\" }}]\n\
+             entities = {{ file = \"policy/entities.json\" }}\n\
+             [plugins.config.nested]\n\"a/b\" = {{ file = \"n.txt\" }}\n"
+        ),
+    )
+    .expect("a config file");
+    let loaded = Config::load(&path);
+    fs::remove_dir_all(&dir).expect("the temporary directory is removed");
+    let config = loaded.unwrap_or_else(|error| panic!("{error}"));
+    let plugin = &config.plugins.as_slice()[0];
+    let files = plugin
+        .config_files()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let listed: Vec<_> = files
+        .iter()
+        .map(|file| {
+            (
+                file.key.as_str(),
+                file.pointer.as_str(),
+                file.path.clone(),
+                file.sha256.as_ref().map(|pin| pin.as_hex().to_owned()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (
+                "entities",
+                "/entities",
+                dir.join("policy/entities.json"),
+                None
+            ),
+            ("nested.a/b", "/nested/a~1b", dir.join("n.txt"), None),
+            (
+                "policies[0]",
+                "/policies/0",
+                dir.join("policy/a.cedar"),
+                None
+            ),
+            (
+                "policies[1]",
+                "/policies/1",
+                PathBuf::from("/abs/b.cedar"),
+                Some(pin.to_ascii_lowercase())
+            ),
+        ]
+    );
+    // Other values are left alone.
+    assert_eq!(plugin.config_json()["limit"], 3);
+}
+
+/// A table with a `file` key must be a file reference and nothing else.
+#[test]
+fn a_file_value_takes_only_file_and_sha256() {
+    for (config, error) in [
+        (
+            "x = { file = 3 }",
+            "x: a file is written { file = \"PATH\" }, with the path as text",
+        ),
+        (
+            "x = { file = \"a\", mode = \"r\" }",
+            "x: `mode` beside `file`: a table with a `file` key is a file the host reads for the \
+             plugin, and takes only `file` and `sha256`",
+        ),
+        (
+            "x = [{ file = \"a\", sha256 = \"abc\" }]",
+            "x[0]: sha256: invalid sha256 \"abc\"",
+        ),
+    ] {
+        let text =
+            format!("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\n[plugins.config]\n{config}\n");
+        let message = Config::from_toml_str(&text)
+            .expect_err("not a file reference")
+            .to_string();
+        assert!(
+            message.contains(&format!("plugin `p`: config: {error}")),
+            "{config}: {message}"
+        );
+    }
+}
+
 #[test]
 fn errors_carry_the_key_and_position() {
     let error = Config::from_toml_str("[limits]\nmax_connections = \"x\"\n")

@@ -134,6 +134,10 @@ pub struct PluginSpec {
     /// Its table from the config file, as JSON: `init` gets the whole object as text, and the
     /// `config` import one key's value as text.
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// The values of `config` that are files: each is read at every load, checked as the
+    /// component is (its pin, and its signature in a locked deployment), and put in `config` as
+    /// the file's text. They are part of the plugin's version.
+    pub config_files: Vec<ConfigFile>,
     /// Whether a trap, a timeout or the memory cap counts as a pass rather than a deny.
     pub fail_open: bool,
     /// How much CPU time one call may use. It may take [`WALL_CLOCK_CEILING_FACTOR`] times as
@@ -178,6 +182,7 @@ impl PluginSpec {
             name: name.into(),
             path: path.into(),
             config: serde_json::Map::new(),
+            config_files: Vec::new(),
             fail_open: false,
             time_budget: Self::DEFAULT_TIME_BUDGET,
             memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
@@ -185,6 +190,47 @@ impl PluginSpec {
             routes: Vec::new(),
             max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
             kv_file: None,
+        }
+    }
+}
+
+/// A value of a plugin's config that is a file: `policies = { file = "policy/qgate.cedar" }`.
+///
+/// Plugins cannot read files, and must not: the host reads the file for the plugin, under the
+/// rules it reads the component with (a regular file, at most [`PluginSpec::max_file_bytes`],
+/// within [`qgate_files::ReadRules::DEFAULT_TIMEOUT`]), requires UTF-8 text, checks it against
+/// its pin or, in a locked deployment, its signature (`<file>.sig`), and hands it to `init` as a
+/// JSON string in the value's place. The file is part of the plugin's version (see
+/// [`Digest::of_version`]): a change to it is swapped in as a new component would be.
+///
+/// An error of `init` that starts with the value's key and a colon (`policies:3:14: ...`) is
+/// reported with the file's path in place of the key, so that the operator sees which file, line
+/// and column to fix.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConfigFile {
+    /// Where the value is, as the config file names it: `policies`, `policies[1]`, `rules.base`.
+    pub key: String,
+    /// Where the value is as a JSON pointer (RFC 6901) into [`PluginSpec::config`]: `/policies`.
+    pub pointer: String,
+    /// The file.
+    pub path: PathBuf,
+    /// The one content the file may have, when pinned.
+    pub sha256: Option<Digest>,
+}
+
+impl ConfigFile {
+    /// The file at `path` as the value at `key` (a dotted name, `[N]` for an array's item).
+    pub fn new(
+        key: impl Into<String>,
+        pointer: impl Into<String>,
+        path: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            key: key.into(),
+            pointer: pointer.into(),
+            path: path.into(),
+            sha256: None,
         }
     }
 }
@@ -237,6 +283,19 @@ pub enum HostError {
         path: PathBuf,
         /// Why, naming the file.
         error: qgate_files::FileError,
+    },
+    /// A file a plugin's config names is not UTF-8 text, or its value cannot be put in the
+    /// config.
+    #[error("failed to read plugin {plugin}'s config file {path:?} (`{key}`): {message}")]
+    ConfigFile {
+        /// The plugin's name.
+        plugin: String,
+        /// The value's key in the plugin's config.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
     },
     /// A plugin's file is not a component that fits the contract, or its `init` failed.
     #[error("failed to load plugin {plugin}: {message}")]
@@ -347,11 +406,20 @@ impl PluginHost {
         self.slots.iter().map(|slot| slot.spec.name.as_str())
     }
 
-    /// The plugins' files, in chain order, for a watcher.
+    /// The plugins' files, in chain order, for a watcher: each plugin's component, then the
+    /// files its config names.
     pub fn plugin_paths(&self) -> impl Iterator<Item = (&str, &std::path::Path)> {
-        self.slots
-            .iter()
-            .map(|slot| (slot.spec.name.as_str(), slot.spec.path.as_path()))
+        self.slots.iter().flat_map(|slot| {
+            let name = slot.spec.name.as_str();
+            std::iter::once(slot.spec.path.as_path())
+                .chain(
+                    slot.spec
+                        .config_files
+                        .iter()
+                        .map(|file| file.path.as_path()),
+                )
+                .map(move |path| (name, path))
+        })
     }
 
     /// Every plugin's version, load time and counters, in chain order.

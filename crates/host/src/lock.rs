@@ -1,9 +1,11 @@
 //! Plugin digests, pins and signatures: what a locked deployment checks before it compiles a
 //! plugin's bytes.
 //!
-//! A plugin's version is the sha256 of its file. A pin (`sha256` in its config entry) names the
-//! one version that may run; a signature (`<file>.sig` beside the component) is an ed25519
-//! signature of the file's bytes by a key the config names. Keys and signatures are base64 text,
+//! A plugin's version is the sha256 of its file (with the files its config names, the digest of
+//! them all: [`Digest::of_version`]). A pin (`sha256` in its config entry) names the one
+//! component that may run; a signature (`<file>.sig` beside the component) is an ed25519
+//! signature of the file's bytes by a key the config names. A file the config names is pinned
+//! (`sha256` beside its `file`) or signed (`<file>.sig`) the same way, on its own. Keys and signatures are base64 text,
 //! one value on one line, as `qgate keygen` and `qgate sign` write them.
 //!
 //! Both are checked on the file's bytes before they are compiled, at start and at every swap: a
@@ -33,6 +35,33 @@ impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
+    }
+
+    /// The version of a plugin whose config names files: the digest of its component's digest
+    /// and of each file's place in the config and digest, so that a change to any of them is a
+    /// new version. With no files, the version is the component's digest, as before files were
+    /// possible, so that pins and `qgate plugins` keep their meaning.
+    pub fn of_version<'a>(
+        component: &Digest,
+        files: impl IntoIterator<Item = (&'a str, &'a Digest)>,
+    ) -> Self {
+        let mut files = files.into_iter().peekable();
+        if files.peek().is_none() {
+            return *component;
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(b"qgate plugin version\0");
+        hasher.update(component.0);
+        for (pointer, digest) in files {
+            hasher.update(
+                u64::try_from(pointer.len())
+                    .unwrap_or(u64::MAX)
+                    .to_le_bytes(),
+            );
+            hasher.update(pointer.as_bytes());
+            hasher.update(digest.0);
+        }
+        Self(hasher.finalize().into())
     }
 
     /// The first 12 hex digits, for logs and tables: enough to tell versions apart at a glance.
@@ -199,9 +228,12 @@ pub fn signature_path(path: &Path) -> std::path::PathBuf {
 
 /// Checks `bytes`, read from `path`, against the plugin's pin and the policy: `Err` says why it
 /// may not run, naming the expected and the actual digest or the keys tried.
+///
+/// `pin_at` says where a pin would be written, for the message.
 pub(crate) fn check(
     policy: &LockPolicy,
     pin: Option<&Digest>,
+    pin_at: &str,
     path: &Path,
     bytes: &[u8],
     digest: &Digest,
@@ -224,9 +256,8 @@ pub(crate) fn check(
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(error) if error.is_not_found() => {
             return Err(format!(
-                "the deployment is locked and it is neither pinned (`sha256` in its \
-                 [[plugins]] entry; its sha256 is {digest}) nor signed ({} does not exist; \
-                 make it with `qgate sign`)",
+                "the deployment is locked and it is neither pinned (`sha256` {pin_at}; its \
+                 sha256 is {digest}) nor signed ({} does not exist; make it with `qgate sign`)",
                 sig_path.display()
             ));
         }
@@ -262,6 +293,37 @@ pub(crate) fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_is_its_component_and_each_files_place_and_content() {
+        let component = Digest::of(b"component");
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        assert_eq!(Digest::of_version(&component, []), component);
+        let both = Digest::of_version(&component, [("/x", &a), ("/y", &b)]);
+        assert_ne!(both, component);
+        assert_eq!(
+            both,
+            Digest::of_version(&component, [("/x", &a), ("/y", &b)])
+        );
+        // Another content, another place, another component: another version.
+        assert_ne!(
+            both,
+            Digest::of_version(&component, [("/x", &a), ("/y", &a)])
+        );
+        assert_ne!(
+            both,
+            Digest::of_version(&component, [("/y", &a), ("/x", &b)])
+        );
+        assert_ne!(
+            both,
+            Digest::of_version(&Digest::of(b"other"), [("/x", &a), ("/y", &b)])
+        );
+        // A place's length is hashed, so that places cannot run into each other.
+        assert_ne!(
+            Digest::of_version(&component, [("/ab", &a), ("/c", &b)]),
+            Digest::of_version(&component, [("/a", &a), ("/bc", &b)])
+        );
+    }
 
     #[test]
     fn digests_round_trip_through_hex() {

@@ -41,6 +41,7 @@ use crate::{
     offload,
     state::{self, HostState, Lent, PluginShared},
     store::{self, KEEP_INSTANCE_MEMORY_BYTES, StoreBuilder},
+    swap::Version,
 };
 
 /// The budget for instantiating a plugin and running its `init`, when its per-call budget is
@@ -170,8 +171,11 @@ impl Counters {
 /// One loaded version of a plugin.
 pub(crate) struct Plugin {
     pub(crate) shared: Arc<PluginShared>,
-    /// The sha256 of the file it was compiled from.
+    /// The version's identity: the sha256 of the file it was compiled from (and of the files its
+    /// config names).
     pub(crate) digest: Digest,
+    /// The component's digest and the config, kept for a rollback.
+    pub(crate) version: Version,
     /// Its compiled code, kept so that a rollback can load it again without the file.
     pub(crate) component: Component,
     /// When it was switched in, and how long reading, compiling and `init` took.
@@ -219,10 +223,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What [`Plugin::load`] needs besides the compiled component.
 pub(crate) struct LoadOptions {
     pub(crate) shared: Arc<PluginShared>,
-    pub(crate) digest: Digest,
+    pub(crate) version: Version,
     /// When reading the file began, for the load time.
     pub(crate) started: Instant,
-    pub(crate) config_json: String,
     pub(crate) fail_open: bool,
     pub(crate) time_budget: Duration,
     pub(crate) memory_limit: usize,
@@ -246,7 +249,9 @@ impl Plugin {
         let pre = bindings::PluginPre::new(linker.instantiate_pre(component)?)?;
         let mut plugin = Self {
             shared: options.shared,
-            digest: options.digest,
+            digest: options.version.digest,
+            config_json: serde_json::Value::Object((*options.version.config).clone()).to_string(),
+            version: options.version,
             component: component.clone(),
             loaded_at: SystemTime::now(),
             load_time: Duration::ZERO,
@@ -256,7 +261,6 @@ impl Plugin {
             events: bindings::types::Events::empty(),
             time_budget: options.time_budget,
             stores: StoreBuilder::new(options.memory_limit),
-            config_json: options.config_json,
             pre,
             needs_blocking,
             idle: Mutex::new(Vec::new()),

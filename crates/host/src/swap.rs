@@ -7,7 +7,8 @@
 //!   ├── current: ArcSwap<Plugin> ── an event loads it once per plugin call; the Arc keeps an
 //!   │                               old version alive until its calls in flight return
 //!   ├── kv: Arc<Kv>              ── handed to every version: state outlives versions
-//!   ├── reader: FileReader       ── the plugin's file, read under its size cap and time limit
+//!   ├── readers: Readers         ── the plugin's files (its component, and the files its config
+//!   │                               names), each read under its size cap and time limit
 //!   ├── changes: Mutex<()>       ── one reload or rollback at a time
 //!   └── history: Mutex<..>       ── the versions replaced, for rollback
 //! ```
@@ -19,14 +20,15 @@
 //! until it returns. A reload waits for the read at most that long, holding only its plugin's
 //! `changes` turn, which calls, statuses and the other plugins never take.
 //!
-//! A version switches in only after its file was read, hashed (sha256, the version's identity),
-//! checked against its pin and the lock, compiled (or taken from the compiled-code cache), and
+//! A version switches in only after its files were read, hashed (sha256: the component's, or with
+//! config files the digest of them all, is the version's identity), each checked against its pin
+//! and the lock, compiled (or taken from the compiled-code cache), and
 //! its first instance made and `init` run: any failure before that leaves the old version
 //! serving. The compile runs on a thread of its own at the lowest scheduling priority
 //! (`SCHED_BATCH`, nice 19), so that it uses the CPU the connection workers leave; `init` runs at
 //! normal priority, because it has a deadline that a starved thread could miss. A version whose
-//! digest is still in the history (a redeploy of an earlier release) reuses its compiled
-//! component. The last [`MAX_PREVIOUS_VERSIONS`] replaced versions are kept for a rollback, which
+//! component is the one serving or still in the history (a config file changed, or a redeploy of
+//! an earlier release) reuses its compiled code. The last [`MAX_PREVIOUS_VERSIONS`] replaced versions are kept for a rollback, which
 //! instantiates one afresh (its `init` runs again). Counters (calls, denies, traps) are per
 //! version, so that a misbehaving new version shows at once. `reload` compares the file with the
 //! version serving; `reload_if_changed` (the file watch, SIGHUP) with the file's digest when it
@@ -71,9 +73,23 @@ pub(crate) struct Loader {
     pub(crate) metrics: Metrics,
 }
 
+/// A plugin's config object, as `init` gets it.
+pub(crate) type ConfigMap = serde_json::Map<String, serde_json::Value>;
+
+/// What makes a version, apart from its compiled code.
+#[derive(Clone)]
+pub(crate) struct Version {
+    /// The version's identity: the component's digest, with the config files'.
+    pub(crate) digest: Digest,
+    /// The component file's digest, which its compiled code is known by.
+    pub(crate) component_digest: Digest,
+    /// The config, each file's text in its place.
+    pub(crate) config: Arc<ConfigMap>,
+}
+
 /// A version that was replaced and may be rolled back to.
 struct Previous {
-    digest: Digest,
+    version: Version,
     component: Component,
 }
 
@@ -87,9 +103,9 @@ pub(crate) struct Slot {
     pub(crate) current: ArcSwap<Plugin>,
     /// The plugin's store, shared by all its versions.
     pub(crate) kv: Arc<Kv>,
-    /// The plugin's file. One reader for the life of the slot: it remembers a read stuck in the
-    /// kernel, so that a stalled mount costs one thread, not one per reload.
-    reader: FileReader,
+    /// The plugin's files. One reader each for the life of the slot: a reader remembers a read
+    /// stuck in the kernel, so that a stalled mount costs one thread, not one per reload.
+    readers: Readers,
     /// A `std` mutex held for a whole reload or rollback (reading and compiling included), on a
     /// thread that is not an async worker: it makes concurrent swaps of one plugin take turns,
     /// and never touches the calls, which read `current` only.
@@ -168,19 +184,21 @@ impl Slot {
             })?),
             None => Arc::<Kv>::default(),
         };
-        let reader = reader(&spec);
-        let (bytes, digest, started) = read_checked(&loader.policy, &spec, &reader)?;
+        let readers = Readers::new(&spec);
+        let read = read_checked(&loader.policy, &spec, &readers)?;
         // Nothing is serving yet: the first compile runs at normal priority.
-        let component = Component::new(&loader.engine, &bytes).map_err(|e| HostError::Load {
-            plugin: spec.name.clone(),
-            message: format!("{e:?}"),
-        })?;
-        let plugin = load_component(loader, &spec, &kv, &component, digest, started)?;
+        let component =
+            Component::new(&loader.engine, &read.bytes).map_err(|e| HostError::Load {
+                plugin: spec.name.clone(),
+                message: format!("{e:?}"),
+            })?;
+        let digest = read.version.digest;
+        let plugin = load_component(loader, &spec, &kv, &component, read.version, read.started)?;
         Ok(Self {
             spec,
             current: ArcSwap::from_pointee(plugin),
             kv,
-            reader,
+            readers,
             changes: Mutex::default(),
             history: Mutex::default(),
             file_digest: Mutex::new(digest),
@@ -218,7 +236,8 @@ impl Slot {
         since_file_load: bool,
     ) -> Result<SwapOutcome, HostError> {
         let _turn = lock(&self.changes);
-        let (bytes, digest, started) = read_checked(&loader.policy, &self.spec, &self.reader)?;
+        let read = read_checked(&loader.policy, &self.spec, &self.readers)?;
+        let digest = read.version.digest;
         let current = self.current.load_full();
         let unchanged = if current.digest == digest {
             *lock(&self.file_digest) = digest;
@@ -232,16 +251,27 @@ impl Slot {
                 digest,
             });
         }
-        // A version seen before (a redeploy of an earlier release) is in the history, compiled.
-        let known_component = lock(&self.history)
-            .iter()
-            .find(|previous| previous.digest == digest)
-            .map(|previous| previous.component.clone());
+        // The component serving (only a config file changed), or one seen before (a redeploy of
+        // an earlier release, in the history), is compiled already.
+        let component_digest = read.version.component_digest;
+        let known_component = if current.version.component_digest == component_digest {
+            Some(current.component.clone())
+        } else {
+            lock(&self.history)
+                .iter()
+                .find(|previous| previous.version.component_digest == component_digest)
+                .map(|previous| previous.component.clone())
+        };
+        let Read {
+            bytes,
+            version,
+            started,
+        } = read;
         let plugin = match known_component {
             Some(component) => {
-                load_component(loader, &self.spec, &self.kv, &component, digest, started)?
+                load_component(loader, &self.spec, &self.kv, &component, version, started)?
             }
-            None => compile_and_load(loader, &self.spec, &self.kv, &bytes, digest, started)?,
+            None => compile_and_load(loader, &self.spec, &self.kv, &bytes, version, started)?,
         };
         let load_time = plugin.load_time;
         *lock(&self.file_digest) = digest;
@@ -277,7 +307,7 @@ impl Slot {
             &self.spec,
             &self.kv,
             &previous.component,
-            previous.digest,
+            previous.version.clone(),
             started,
         );
         match loaded {
@@ -314,7 +344,7 @@ impl Slot {
         if keep_replaced {
             let mut history = lock(&self.history);
             history.push_back(Previous {
-                digest: old.digest,
+                version: old.version.clone(),
                 component: old.component.clone(),
             });
             while history.len() > MAX_PREVIOUS_VERSIONS {
@@ -327,7 +357,11 @@ impl Slot {
 
     /// The plugin's status now.
     pub(crate) fn status(&self) -> PluginStatus {
-        let previous = lock(&self.history).iter().rev().map(|p| p.digest).collect();
+        let previous = lock(&self.history)
+            .iter()
+            .rev()
+            .map(|p| p.version.digest)
+            .collect();
         let current = self.current.load();
         let count = |counter: &std::sync::atomic::AtomicU64| {
             counter.load(std::sync::atomic::Ordering::Relaxed)
@@ -346,38 +380,135 @@ impl Slot {
     }
 }
 
-/// Reads the plugin's file and checks it against its pin and `policy`: its digest.
+/// Reads the plugin's files and checks each against its pin and `policy`: the version's digest.
 pub(crate) fn check_file(spec: &PluginSpec, policy: &LockPolicy) -> Result<Digest, HostError> {
-    read_checked(policy, spec, &reader(spec)).map(|(_, digest, _)| digest)
+    read_checked(policy, spec, &Readers::new(spec)).map(|read| read.version.digest)
 }
 
-/// The reader of the plugin's file: its size cap, and `qgate-files`' time limit.
-fn reader(spec: &PluginSpec) -> FileReader {
-    FileReader::new(&spec.path, ReadRules::new(spec.max_file_bytes))
+/// The readers of a plugin's files, each with the plugin's size cap and `qgate-files`' time
+/// limit.
+struct Readers {
+    component: FileReader,
+    /// One per [`PluginSpec::config_files`], in their order.
+    config_files: Vec<FileReader>,
 }
 
-/// Reads the plugin's file with `reader` and checks it against its pin and `policy`: its bytes,
-/// its digest, and when reading began.
+impl Readers {
+    fn new(spec: &PluginSpec) -> Self {
+        let rules = ReadRules::new(spec.max_file_bytes);
+        Self {
+            component: FileReader::new(&spec.path, rules),
+            config_files: spec
+                .config_files
+                .iter()
+                .map(|file| FileReader::new(&file.path, rules))
+                .collect(),
+        }
+    }
+}
+
+/// A version read from its files and checked, not yet compiled.
+struct Read {
+    /// The component's bytes.
+    bytes: Vec<u8>,
+    version: Version,
+    /// When reading began, for the load time.
+    started: Instant,
+}
+
+/// Reads the plugin's files with `readers` and checks each against its pin and `policy`.
 fn read_checked(
     policy: &LockPolicy,
     spec: &PluginSpec,
-    reader: &FileReader,
-) -> Result<(Vec<u8>, Digest, Instant), HostError> {
+    readers: &Readers,
+) -> Result<Read, HostError> {
     let started = Instant::now();
+    let (bytes, component_digest) = read_one(
+        policy,
+        spec,
+        &readers.component,
+        spec.sha256.as_ref(),
+        "in its [[plugins]] entry",
+    )?;
+    let mut config = serde_json::Value::Object(spec.config.clone());
+    let mut file_digests = Vec::with_capacity(spec.config_files.len());
+    for (file, reader) in spec.config_files.iter().zip(&readers.config_files) {
+        let pin_at = format!("beside `file` in `{}` of its config", file.key);
+        let (bytes, digest) = read_one(policy, spec, reader, file.sha256.as_ref(), &pin_at)?;
+        let config_error = |message: String| HostError::ConfigFile {
+            plugin: spec.name.clone(),
+            key: file.key.clone(),
+            path: file.path.clone(),
+            message,
+        };
+        let text = String::from_utf8(bytes).map_err(|e| {
+            config_error(format!(
+                "it is not UTF-8 text ({e}): a plugin gets a file as text"
+            ))
+        })?;
+        let value = match file.pointer.as_str() {
+            // The whole object is not a value of it.
+            "" => None,
+            pointer => config.pointer_mut(pointer),
+        };
+        let Some(value) = value else {
+            return Err(config_error(format!(
+                "the plugin's config has no value at {}",
+                file.pointer
+            )));
+        };
+        *value = serde_json::Value::String(text);
+        file_digests.push(digest);
+    }
+    let digest = Digest::of_version(
+        &component_digest,
+        spec.config_files
+            .iter()
+            .map(|file| file.pointer.as_str())
+            .zip(&file_digests),
+    );
+    let serde_json::Value::Object(config) = config else {
+        // Only values inside the object were replaced.
+        return Err(HostError::Load {
+            plugin: spec.name.clone(),
+            message: "the plugin's config is not an object".to_owned(),
+        });
+    };
+    Ok(Read {
+        bytes,
+        version: Version {
+            digest,
+            component_digest,
+            config: Arc::new(config),
+        },
+        started,
+    })
+}
+
+/// Reads one of the plugin's files with `reader` and checks it against `pin` and `policy`
+/// (`pin_at` says where its pin would be written): its bytes and their digest.
+fn read_one(
+    policy: &LockPolicy,
+    spec: &PluginSpec,
+    reader: &FileReader,
+    pin: Option<&Digest>,
+    pin_at: &str,
+) -> Result<(Vec<u8>, Digest), HostError> {
+    let path = reader.path();
     let bytes = reader.read().map_err(|error| HostError::Read {
         plugin: spec.name.clone(),
-        path: spec.path.clone(),
+        path: path.to_path_buf(),
         error,
     })?;
     let digest = Digest::of(&bytes);
-    lock::check(policy, spec.sha256.as_ref(), &spec.path, &bytes, &digest).map_err(|message| {
+    lock::check(policy, pin, pin_at, path, &bytes, &digest).map_err(|message| {
         HostError::Refused {
             plugin: spec.name.clone(),
-            path: spec.path.clone(),
+            path: path.to_path_buf(),
             message,
         }
     })?;
-    Ok((bytes, digest, started))
+    Ok((bytes, digest))
 }
 
 fn compile_and_load(
@@ -385,14 +516,14 @@ fn compile_and_load(
     spec: &PluginSpec,
     kv: &Arc<Kv>,
     bytes: &[u8],
-    digest: Digest,
+    version: Version,
     started: Instant,
 ) -> Result<Plugin, HostError> {
     let component = compile_in_background(&loader.engine, bytes).map_err(|e| HostError::Load {
         plugin: spec.name.clone(),
         message: format!("{e:?}"),
     })?;
-    load_component(loader, spec, kv, &component, digest, started)
+    load_component(loader, spec, kv, &component, version, started)
 }
 
 /// Compiles `bytes` on a thread of its own at the lowest scheduling priority (`SCHED_BATCH`,
@@ -443,14 +574,15 @@ fn load_component(
     spec: &PluginSpec,
     kv: &Arc<Kv>,
     component: &Component,
-    digest: Digest,
+    version: Version,
     started: Instant,
 ) -> Result<Plugin, HostError> {
-    let config = spec
+    let config = version
         .config
         .iter()
         .map(|(key, value)| (key.clone(), value.to_string()))
         .collect::<BTreeMap<_, _>>();
+    let digest = version.digest;
     let shared = Arc::new(PluginShared {
         name: spec.name.as_str().into(),
         version: digest.short(),
@@ -463,9 +595,8 @@ fn load_component(
         component,
         LoadOptions {
             shared,
-            digest,
+            version,
             started,
-            config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
             fail_open: spec.fail_open,
             time_budget: spec.time_budget,
             memory_limit: spec.memory_limit_bytes,
@@ -474,7 +605,7 @@ fn load_component(
     )
     .map_err(|e| HostError::Load {
         plugin: spec.name.clone(),
-        message: format!("{e:?}"),
+        message: name_files(&format!("{e:?}"), spec),
     })?;
     tracing::info!(
         plugin = spec.name,
@@ -484,4 +615,54 @@ fn load_component(
         "plugin loaded"
     );
     Ok(plugin)
+}
+
+/// `message` (a failed load) with each line that starts with the key of a config file, and a
+/// colon, starting with the file's path instead: `policies:3:14: ...` becomes
+/// `/etc/qgate/policy/qgate.cedar:3:14: ...`. A line may start after `init refused the plugin: `.
+fn name_files(message: &str, spec: &PluginSpec) -> String {
+    const REFUSED: &str = "init refused the plugin: ";
+    if spec.config_files.is_empty() {
+        return message.to_owned();
+    }
+    message
+        .split('\n')
+        .map(|line| {
+            let start = line.find(REFUSED).map_or(0, |at| at + REFUSED.len());
+            let (head, rest) = line.split_at(start);
+            let file = spec.config_files.iter().find(|file| {
+                rest.strip_prefix(file.key.as_str())
+                    .is_some_and(|after| after.starts_with(':'))
+            });
+            match file {
+                Some(file) => format!("{head}{}{}", file.path.display(), &rest[file.key.len()..]),
+                None => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConfigFile;
+
+    #[test]
+    fn init_errors_about_a_config_file_name_the_file() {
+        let mut spec = PluginSpec::new("cedar", "cedar.wasm");
+        spec.config_files = vec![
+            ConfigFile::new("policies", "/policies", "/etc/qgate/qgate.cedar"),
+            ConfigFile::new("policies[1]", "/policies/1", "/etc/qgate/more.cedar"),
+        ];
+        let message = "init refused the plugin: policies:3:14: unexpected token\n\
+                       policies[1]:1:1: no such action\npolicies_extra:1:1: left\n\
+                       Caused by: policies:2:1";
+        assert_eq!(
+            name_files(message, &spec),
+            "init refused the plugin: /etc/qgate/qgate.cedar:3:14: unexpected token\n\
+             /etc/qgate/more.cedar:1:1: no such action\npolicies_extra:1:1: left\n\
+             Caused by: policies:2:1"
+        );
+    }
 }

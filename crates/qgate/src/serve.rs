@@ -24,7 +24,7 @@ use anyhow::{Context as _, Result, anyhow};
 use qgate_config::{Config, Listen, LogFormat, ResolvedClientAuth, TlsMode, Upstreams};
 use qgate_gateway::Gateway;
 use qgate_hooks::{Backend, Hooks, NoBackend};
-use qgate_host::{HostOptions, LockPolicy, PluginHost, PluginSpec};
+use qgate_host::{ConfigFile, HostOptions, LockPolicy, PluginHost, PluginSpec};
 use qgate_metrics::{Metrics, Registry};
 use qgate_server::{
     ClientAuth, LoginBackoff, PasswordFile, Server, ServerLimits, ServerOptions, TlsOptions,
@@ -262,6 +262,26 @@ pub(crate) fn host_options(config: &Config) -> Result<HostOptions> {
         .map(|plugin| {
             let mut spec = PluginSpec::new(plugin.name.clone(), plugin.path.clone());
             spec.config = plugin.config_json();
+            spec.config_files = plugin
+                .config_files()
+                .map_err(|why| anyhow!("plugins `{}`: config: {why}", plugin.name))?
+                .into_iter()
+                .map(|file| {
+                    let mut spec_file = ConfigFile::new(file.key, file.pointer, file.path);
+                    spec_file.sha256 = file
+                        .sha256
+                        .map(|pin| {
+                            pin.as_hex().parse().with_context(|| {
+                                format!(
+                                    "plugins `{}`: config: {}: sha256",
+                                    plugin.name, spec_file.key
+                                )
+                            })
+                        })
+                        .transpose()?;
+                    Ok(spec_file)
+                })
+                .collect::<Result<_>>()?;
             spec.fail_open = plugin.fail_open;
             spec.time_budget = plugin.time_budget.get();
             spec.memory_limit_bytes = plugin.memory_limit.get();
