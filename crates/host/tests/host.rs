@@ -425,6 +425,10 @@ mod swap;
 #[path = "host/data.rs"]
 mod data;
 
+/// The `cedar` plugin, and the files a plugin's config names.
+#[path = "host/cedar.rs"]
+mod cedar;
+
 /// A `facts` fixture: answers with the facts when `reply`, passes otherwise.
 fn facts_spec(name: &str, reply: bool) -> PluginSpec {
     let mut spec = PluginSpec::new(name, component("facts"));
