@@ -118,7 +118,8 @@ class Server:
         raise AssertionError("no VmRSS in /proc/PID/status")
 
     def log(self):
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         try:
             return Path(self.log_path).read_text(errors="replace")[-4000:]
         except OSError:
