@@ -407,17 +407,18 @@ impl PluginHost {
     }
 
     /// The plugins' files, in chain order, for a watcher: each plugin's component, then the
-    /// files its config names.
-    pub fn plugin_paths(&self) -> impl Iterator<Item = (&str, &std::path::Path)> {
-        self.slots.iter().flat_map(|slot| {
+    /// files its config names, and in a locked deployment the signature beside each, so that
+    /// signing a file that was refused unsigned swaps it in.
+    pub fn plugin_paths(&self) -> impl Iterator<Item = (&str, PathBuf)> {
+        let locked = self.loader.policy.locked;
+        self.slots.iter().flat_map(move |slot| {
             let name = slot.spec.name.as_str();
-            std::iter::once(slot.spec.path.as_path())
-                .chain(
-                    slot.spec
-                        .config_files
-                        .iter()
-                        .map(|file| file.path.as_path()),
-                )
+            std::iter::once(&slot.spec.path)
+                .chain(slot.spec.config_files.iter().map(|file| &file.path))
+                .flat_map(move |path| {
+                    let signature = locked.then(|| signature_path(path));
+                    std::iter::once(path.clone()).chain(signature)
+                })
                 .map(move |path| (name, path))
         })
     }

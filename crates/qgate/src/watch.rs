@@ -1,4 +1,5 @@
-//! The plugin file watch: reloads a plugin when its file changes.
+//! The plugin file watch: reloads a plugin when its file changes, or a file its config names
+//! (`{ file = "PATH" }`), or in a locked deployment the signature of either.
 //!
 //! Each plugin file has a thread of its own that polls its metadata (following symlinks: device,
 //! inode, modification time, length) every [`POLL_INTERVAL`]. A change is acted on once the
@@ -69,8 +70,8 @@ pub(crate) fn start(host: &Arc<PluginHost>) -> std::io::Result<()> {
         .plugin_paths()
         .map(|(name, path)| Watched {
             name: name.to_owned(),
-            path: path.to_path_buf(),
-            acted: seen(path),
+            acted: seen(&path),
+            path,
             pending: None,
         })
         .collect::<Vec<_>>();

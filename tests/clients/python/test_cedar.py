@@ -10,7 +10,8 @@ shows permits, forbids, a group grant, an IP-range rule and a TLS-CN rule.
 Then, each with a server of its own: the policy file edited while clients query (the file watch
 swaps it in, and no query fails), an edit that does not parse (refused with the file, line and
 column; the old policy keeps deciding), and a locked deployment that refuses to start on an
-unsigned policy file and starts once it is signed.
+unsigned policy file, starts once it is signed, refuses an unsigned edit and swaps it in once
+the edit is signed.
 """
 
 import asyncio
@@ -311,5 +312,27 @@ def test_a_locked_deployment_refuses_an_unsigned_policy_file(tmp_path):
             assert conn("trade").py() == b"trade"
             with pytest.raises(kx.QError, match=r'Table::"secret"'):
                 conn("select from secret")
+        # An edit that lifts the forbid on `secret`, not signed: the watch refuses it and the
+        # signed policy stays in force.
+        deploy(policy, POLICY.replace(
+            'forbid (principal, action == Action::"read", resource == Table::"secret");', ""))
+        deadline = time.monotonic() + 120
+        while "is not a valid signature" not in Path(server.log_path).read_text(errors="replace"):
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        with pykx(server, "bob") as conn:
+            with pytest.raises(kx.QError, match=r'Table::"secret"'):
+                conn("select from secret")
+        # Signed, the watch sees the signature change and swaps the edit in.
+        subprocess.run([qgate, "sign", str(key), str(policy)], check=True, capture_output=True)
+        deadline = time.monotonic() + 120
+        while True:
+            with pykx(server, "bob") as conn:
+                try:
+                    assert conn("select from secret").py() == b"select from secret"
+                    break
+                except kx.QError:
+                    assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
     finally:
         server.stop()
