@@ -59,8 +59,8 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-tls,gateway,gateway-pooled,\
-                         gateway-entitled,gateway-filtered,aiokdb,haproxy,haproxy-tls"
+        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-cedar,qgate-tls,gateway,\
+                         gateway-pooled,gateway-entitled,gateway-filtered,aiokdb,haproxy,haproxy-tls"
     )]
     targets: Vec<String>,
     /// Only these scenarios, comma-separated (ping, ingest, conc64, connect, insert, reply,
@@ -465,10 +465,12 @@ impl Scenario {
     /// floor), and the entitlements plugin's (issue 15: against the gateway without it).
     fn metrics(self) -> &'static [Metric] {
         use Goal::{
-            GatewayRatioAtLeast, HaproxyRatioAtLeast, HaproxyRatioAtMost, RatioAtLeast,
-            RatioAtMost, ValueAtMost,
+            ChainAddedAtMost, GatewayRatioAtLeast, HaproxyRatioAtLeast, HaproxyRatioAtMost,
+            RatioAtLeast, RatioAtMost, ValueAtMost,
         };
-        use Kind::{Gateway, GatewayEntitled, GatewayFiltered, GatewayPooled, Qgate, QgateChain};
+        use Kind::{
+            Gateway, GatewayEntitled, GatewayFiltered, GatewayPooled, Qgate, QgateCedar, QgateChain,
+        };
         const PING: [Metric; 2] = [
             Metric {
                 scenario: "ping",
@@ -478,6 +480,7 @@ impl Scenario {
                 goals: &[
                     (Qgate, RatioAtMost(1.10)),
                     (QgateChain, RatioAtMost(1.25)),
+                    (QgateCedar, ChainAddedAtMost(10.0)),
                     (Gateway, RatioAtMost(2.2)),
                     (Gateway, HaproxyRatioAtMost(0.5)),
                     (GatewayPooled, RatioAtMost(2.2)),
@@ -1224,6 +1227,10 @@ fn run_scenario(
         .iter()
         .position(|target| target.kind == Kind::Gateway)
         .filter(|&g| errors[g].is_none());
+    let chain = targets
+        .iter()
+        .position(|target| target.kind == Kind::QgateChain)
+        .filter(|&c| errors[c].is_none());
     for (m, metric) in metrics.iter().enumerate() {
         let floor_ok = errors[0].is_none();
         for (i, target) in targets.iter().enumerate() {
@@ -1266,6 +1273,16 @@ fn run_scenario(
                 gateway: gateway
                     .filter(|_| target.kind.entitlement().is_some() && value.is_some())
                     .map(paired),
+                chain_added: chain
+                    .filter(|_| target.kind == Kind::QgateCedar && value.is_some())
+                    .map(|baseline| {
+                        let added: Vec<f64> = samples[i][m]
+                            .iter()
+                            .zip(&samples[baseline][m])
+                            .map(|(v, b)| v - b)
+                            .collect();
+                        loadgen::median(&added)
+                    }),
             };
             let goals = metric
                 .goals
@@ -1281,6 +1298,10 @@ fn run_scenario(
                         Goal::GatewayRatioAtLeast(_) => ratios.gateway,
                         _ => None,
                     },
+                    added: match goal {
+                        Goal::ChainAddedAtMost(_) => ratios.chain_added,
+                        _ => None,
+                    },
                 })
                 .collect();
             records.push(Record {
@@ -1293,6 +1314,7 @@ fn run_scenario(
                 ratio_to_floor: ratios.floor,
                 ratio_to_haproxy: ratios.haproxy,
                 ratio_to_gateway: ratios.gateway,
+                added_to_chain: ratios.chain_added,
                 samples: samples[i][m].clone(),
                 status,
                 note,

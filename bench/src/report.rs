@@ -39,6 +39,9 @@ pub(crate) enum Goal {
     /// The ratio to the pinned gateway's value without plugins (the same reply forwarded
     /// unfiltered) is at least this.
     GatewayRatioAtLeast(f64),
+    /// The value exceeds the walkthrough chain's (`qgate-chain`, the same chain with the
+    /// `allowlist`) by at most this, in the metric's unit.
+    ChainAddedAtMost(f64),
 }
 
 impl Goal {
@@ -51,6 +54,7 @@ impl Goal {
             Self::HaproxyRatioAtMost(r) => format!("≤ {r:.2}× haproxy"),
             Self::HaproxyRatioAtLeast(r) => format!("≥ {r:.2}× haproxy"),
             Self::GatewayRatioAtLeast(r) => format!("≥ {r:.2}× gateway"),
+            Self::ChainAddedAtMost(v) => format!("≤ +{v} {unit} over qgate-chain"),
         }
     }
 
@@ -61,6 +65,7 @@ impl Goal {
             Self::ValueAtMost(_) => value,
             Self::HaproxyRatioAtMost(_) | Self::HaproxyRatioAtLeast(_) => ratios.haproxy,
             Self::GatewayRatioAtLeast(_) => ratios.gateway,
+            Self::ChainAddedAtMost(_) => ratios.chain_added,
         }
     }
 
@@ -68,7 +73,10 @@ impl Goal {
     pub(crate) fn met(self, value: Option<f64>, ratios: Ratios) -> Option<bool> {
         let x = self.measured(value, ratios)?;
         Some(match self {
-            Self::RatioAtMost(r) | Self::HaproxyRatioAtMost(r) | Self::ValueAtMost(r) => x <= r,
+            Self::RatioAtMost(r)
+            | Self::HaproxyRatioAtMost(r)
+            | Self::ValueAtMost(r)
+            | Self::ChainAddedAtMost(r) => x <= r,
             Self::RatioAtLeast(r) | Self::HaproxyRatioAtLeast(r) | Self::GatewayRatioAtLeast(r) => {
                 x >= r
             }
@@ -85,6 +93,9 @@ pub(crate) struct Ratios {
     pub(crate) haproxy: Option<f64>,
     /// To the pinned gateway without plugins, for the entitlements targets.
     pub(crate) gateway: Option<f64>,
+    /// Not a ratio: what the target adds over the walkthrough's chain (its value minus
+    /// `qgate-chain`'s, paired by pass), for the chains compared with it.
+    pub(crate) chain_added: Option<f64>,
 }
 
 /// What a scenario measures.
@@ -112,6 +123,9 @@ pub(crate) struct GoalOutcome {
     /// The ratio it was checked on, when that ratio is not the one the table shows (the ratio to
     /// HAProxy).
     pub(crate) ratio: Option<f64>,
+    /// The difference it was checked on, in the metric's unit, for a goal on what a target adds
+    /// over another.
+    pub(crate) added: Option<f64>,
 }
 
 /// One scenario metric on one target.
@@ -134,6 +148,9 @@ pub(crate) struct Record {
     /// The same with the pinned gateway's value as the baseline, for the entitlements targets:
     /// what the plugin costs against the same reply forwarded unfiltered.
     pub(crate) ratio_to_gateway: Option<f64>,
+    /// The median, over the repetitions, of this target's value minus `qgate-chain`'s in the
+    /// same pass, for the chains that replace one of its plugins: what the replacement adds.
+    pub(crate) added_to_chain: Option<f64>,
     /// Each repetition's value, in order.
     pub(crate) samples: Vec<f64>,
     /// `measured`, `skipped` or `failed`.
@@ -333,9 +350,11 @@ impl Results {
                 };
                 let _ = write!(out, " {text} |");
                 for goal in cell.map_or(&[][..], |record| &record.goals) {
-                    let ratio = goal
-                        .ratio
-                        .map_or_else(String::new, |r| format!(" ({}×)", ratio_text(r)));
+                    let ratio = match (goal.ratio, goal.added) {
+                        (Some(r), _) => format!(" ({}×)", ratio_text(r)),
+                        (None, Some(added)) => format!(" ({added:+.1} {})", record.unit),
+                        (None, None) => String::new(),
+                    };
                     goals.push(format!(
                         "{target} {}{ratio}: {}",
                         goal.goal,
@@ -490,6 +509,7 @@ mod tests {
             floor: Some(2.0),
             haproxy: Some(0.4),
             gateway: None,
+            chain_added: None,
         };
         assert_eq!(Goal::RatioAtMost(2.2).met(None, ratios), Some(true));
         assert_eq!(Goal::RatioAtLeast(2.5).met(None, ratios), Some(false));
@@ -505,6 +525,7 @@ mod tests {
             floor: Some(2.0),
             haproxy: None,
             gateway: None,
+            chain_added: None,
         };
         assert_eq!(Goal::HaproxyRatioAtMost(0.5).met(None, alone), None);
         assert_eq!(

@@ -53,6 +53,8 @@ pub(crate) enum Kind {
     QgateEcho,
     /// qgate with the walkthrough's chain: conns, audit, allowlist, demo-api.
     QgateChain,
+    /// The walkthrough's chain with `cedar` in place of `allowlist`, deciding the same.
+    QgateCedar,
     /// qgate with no plugins, TLS required.
     QgateTls,
     /// qgate with no plugins in front of a floor, pinned: a floor connection per client.
@@ -76,11 +78,12 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every target.
-    pub(crate) const ALL: [Self; 12] = [
+    pub(crate) const ALL: [Self; 13] = [
         Self::Floor,
         Self::Qgate,
         Self::QgateEcho,
         Self::QgateChain,
+        Self::QgateCedar,
         Self::QgateTls,
         Self::Gateway,
         Self::GatewayPooled,
@@ -103,6 +106,7 @@ impl Kind {
             Self::Qgate => "qgate",
             Self::QgateEcho => "qgate-echo",
             Self::QgateChain => "qgate-chain",
+            Self::QgateCedar => "qgate-cedar",
             Self::QgateTls => "qgate-tls",
             Self::Gateway => "gateway",
             Self::GatewayPooled => "gateway-pooled",
@@ -128,6 +132,11 @@ impl Kind {
                 "qgate serve with the walkthrough's chain (conns, audit, allowlist, demo-api; \
                  the allowlist lets the harness's user call ping, upd and insert, and demo-api \
                  answers them with q's error for an unknown name)"
+            }
+            Self::QgateCedar => {
+                "the walkthrough's chain with cedar in place of allowlist (conns, audit, cedar, \
+                 demo-api; a Cedar policy lets the harness's user call ping, upd and insert, and \
+                 read and write the tables they name)"
             }
             Self::QgateTls => "qgate serve, no plugins, TLS required (rustls, full handshakes)",
             Self::Gateway => {
@@ -163,6 +172,7 @@ impl Kind {
                 | Self::Qgate
                 | Self::QgateEcho
                 | Self::QgateChain
+                | Self::QgateCedar
                 | Self::QgateTls
                 | Self::Gateway
                 | Self::GatewayPooled
@@ -304,10 +314,11 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
             exe: env.self_exe.clone(),
             logs,
         },
-        Kind::Qgate | Kind::QgateEcho | Kind::QgateChain | Kind::QgateTls => {
+        Kind::Qgate | Kind::QgateEcho | Kind::QgateChain | Kind::QgateCedar | Kind::QgateTls => {
             let plugins = match kind {
                 Kind::QgateEcho => plugins_config(env, ECHO_PLUGINS)?,
                 Kind::QgateChain => plugins_config(env, CHAIN_PLUGINS)?,
+                Kind::QgateCedar => plugins_config(env, CEDAR_CHAIN_PLUGINS)?,
                 _ => String::new(),
             };
             let bin = qgate_bin(env)?;
@@ -474,6 +485,37 @@ config = { include_text = false }
 name = \"allowlist\"
 path = \"{plugins}/allowlist.wasm\"
 config = { users = { bench = [\"ping\", \"upd\", \"insert\"] } }
+
+[[plugins]]
+name = \"demo-api\"
+path = \"{plugins}/demo_api.wasm\"
+";
+
+/// [`CHAIN_PLUGINS`] with `cedar` in place of `allowlist`: a policy that lets the harness's user
+/// do what the allowlist lets it do. Cedar checks a call's facts as well as its head, so the
+/// tables `upd` and `insert` name are granted too (the allowlist, without table rules for the
+/// user, does not look at them).
+const CEDAR_CHAIN_PLUGINS: &str = "
+[[plugins]]
+name = \"conns\"
+path = \"{plugins}/conns.wasm\"
+config = { query = \"conns\" }
+
+[[plugins]]
+name = \"audit\"
+path = \"{plugins}/audit.wasm\"
+config = { include_text = false }
+
+[[plugins]]
+name = \"cedar\"
+path = \"{plugins}/cedar.wasm\"
+[plugins.config]
+policies = '''
+permit (principal == User::\"bench\", action == Action::\"connect\", resource);
+permit (principal == User::\"bench\", action == Action::\"call\", resource)
+when { resource in [Function::\"ping\", Function::\"upd\", Function::\"insert\"] };
+permit (principal == User::\"bench\", action in [Action::\"read\", Action::\"write\"], resource);
+'''
 
 [[plugins]]
 name = \"demo-api\"
