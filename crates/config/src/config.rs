@@ -51,6 +51,9 @@ pub struct Config {
     /// Prometheus metrics on an HTTP listener of their own: `[metrics]`. Off when the table is
     /// absent.
     pub metrics: Option<Metrics>,
+    /// A JSON line for each decision of the plugin chain: `[decision_log]`. Off when the table
+    /// is absent.
+    pub decision_log: Option<DecisionLog>,
 }
 
 impl Config {
@@ -160,6 +163,11 @@ impl Config {
             }
             if let Some(socket) = &mut config.admin.socket {
                 *socket = dir.join(&*socket);
+            }
+            if let Some(log) = &mut config.decision_log
+                && log.path != Path::new("-")
+            {
+                log.path = dir.join(&log.path);
             }
             for upstream in &mut config.upstream.0 {
                 upstream.resolve_paths(dir);
@@ -611,6 +619,69 @@ pub enum LogFormat {
     /// Human-readable lines: `"text"`.
     #[default]
     Text,
+}
+
+/// `[decision_log]`: a JSON line for each decision of the plugin chain (auth, open, sync, async):
+/// who asked what, what was decided, by which plugin and version, why, and how long it took.
+///
+/// ```toml
+/// [decision_log]
+/// path = "decisions.jsonl"   # or "-" for stderr; required
+/// max_file_bytes = "64MiB"   # then decisions.jsonl becomes decisions.jsonl.1, and so on
+/// max_files = 4              # rotated files kept beside the current one
+/// include_text = true        # a free-text query's text (up to 4 KiB)
+/// include_bytes = 0          # messages up to this size are kept whole, base64, for replay
+/// ```
+///
+/// The table's presence turns it on. Writing never holds up a connection: records wait in a
+/// queue of [`DecisionLog::QUEUE`] for a thread of their own, and one that finds the queue full
+/// is dropped and counted (`qgate_decision_log_dropped_total`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DecisionLog {
+    /// Where the lines go: `path = "decisions.jsonl"`, or `"-"` for stderr. Required. A relative
+    /// path is resolved against the directory that holds the config file.
+    pub path: PathBuf,
+    /// The size at which the file is rotated: `max_file_bytes = "64MiB"`, the default, a day
+    /// or more of decisions at a few hundred a second, small enough to open in an editor.
+    #[serde(default = "DecisionLog::default_max_file_bytes")]
+    pub max_file_bytes: ByteSize,
+    /// How many rotated files are kept (`PATH.1` the newest): `max_files = 4`, the default. The
+    /// oldest is deleted when a rotation would make one more.
+    #[serde(default = "DecisionLog::default_max_files")]
+    pub max_files: Count,
+    /// Whether a free-text query's text is recorded (up to 4 KiB): `include_text = true`, the
+    /// default. `false` keeps queries, which may hold client data, out of the file.
+    #[serde(default = "DecisionLog::default_include_text")]
+    pub include_text: bool,
+    /// Messages up to this size are recorded whole (their body, base64), so that
+    /// `qgate replay` can run them again: `include_bytes = "64KiB"`. 0, the default, records
+    /// none: bytes are client data, and they make the file larger.
+    #[serde(default = "DecisionLog::default_include_bytes")]
+    pub include_bytes: ByteSize,
+}
+
+impl DecisionLog {
+    /// How many records may wait for the writer: 65 536, a few seconds of a busy server's
+    /// decisions, about 20 MiB at most.
+    pub const QUEUE: usize = 65_536;
+
+    fn default_max_file_bytes() -> ByteSize {
+        ByteSize(64 << 20)
+    }
+
+    fn default_max_files() -> Count {
+        Count(4)
+    }
+
+    fn default_include_text() -> bool {
+        true
+    }
+
+    fn default_include_bytes() -> ByteSize {
+        ByteSize(0)
+    }
 }
 
 /// `[metrics]`: Prometheus metrics, served as OpenMetrics text at `http://LISTEN/metrics`.

@@ -39,8 +39,8 @@ mod value;
 pub use crate::{
     // The schema: one struct per table.
     config::{
-        Admin, Auth, Config, ConfigFile, Limits, Lock, Log, LogFormat, Metrics, Plugin, Plugins,
-        Server,
+        Admin, Auth, Config, ConfigFile, DecisionLog, Limits, Lock, Log, LogFormat, Metrics,
+        Plugin, Plugins, Server,
     },
     // What can go wrong, with the key's path and position.
     error::ConfigError,

@@ -189,6 +189,12 @@ fn every_key() {
         keys = ["Pp6cZ0Zy0r2xW5m0dB1Q3o7iN9lQ2T1kY6mVbq8XyZ4="]
         [metrics]
         listen = "127.0.0.1:9464"
+        [decision_log]
+        path = "-"
+        max_file_bytes = "1MiB"
+        max_files = 2
+        include_text = false
+        include_bytes = "4KiB"
         [[plugins]]
         name = "policy"
         path = "policy.wasm"
@@ -196,6 +202,29 @@ fn every_key() {
         "#,
     )
     .expect("a valid config");
+    let log = config.decision_log.clone().expect("[decision_log]");
+    assert_eq!(log.path, Path::new("-"));
+    assert_eq!(
+        (log.max_file_bytes.get(), log.max_files.get()),
+        (1 << 20, 2)
+    );
+    assert!(!log.include_text);
+    assert_eq!(log.include_bytes.get(), 4096);
+    // The defaults: text kept, bytes not.
+    let log = Config::from_toml_str("[decision_log]\npath = \"d.jsonl\"\n")
+        .expect("a valid config")
+        .decision_log
+        .expect("[decision_log]");
+    assert_eq!(
+        (
+            log.max_file_bytes.get(),
+            log.max_files.get(),
+            log.include_text,
+            log.include_bytes.get()
+        ),
+        (64 << 20, 4, true, 0)
+    );
+    assert!(Config::from_toml_str("[decision_log]\ninclude_text = true\n").is_err());
     assert_eq!(
         config.metrics.map(|metrics| metrics.listen.get()),
         Some("127.0.0.1:9464".parse().expect("an address"))

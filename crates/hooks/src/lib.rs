@@ -24,13 +24,18 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod decision;
 
 use std::{fmt, future::Future, net::SocketAddr, sync::Arc};
 
 use qgate_ipc::{DecodeError, Endian, K, Message, MessageType, ValueView};
 
-pub use crate::backend::{
-    Backend, Downstream, ForwardError, Link, LinkClosed, NOTHING_ANSWERED, NoBackend, NoLink, Push,
+pub use crate::{
+    backend::{
+        Backend, Downstream, ForwardError, Link, LinkClosed, NOTHING_ANSWERED, NoBackend, NoLink,
+        Push,
+    },
+    decision::{DecisionEvent, DecisionKind, DecisionRecord, DecisionSink, RecordedBytes},
 };
 
 /// A connection's handle, q's `.z.w`: unique among live connections.

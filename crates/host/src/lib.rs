@@ -64,8 +64,9 @@ use std::{
 };
 
 use qgate_hooks::{
-    AuthVerdict, Body, CloseReason, Credentials, DataVerdict, Hooks, OpenVerdict, Outbound,
-    Request, Session, Verdict,
+    AuthVerdict, Body, CloseReason, Credentials, DataVerdict, DecisionEvent, DecisionKind,
+    DecisionRecord, DecisionSink, Hooks, OpenVerdict, Outbound, RecordedBytes, Request, Session,
+    Verdict,
 };
 use qgate_ipc::{DecodeOptions, Endian};
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -74,7 +75,7 @@ use crate::{
     bindings::types,
     facts::FactsCell,
     plugin::{Counters, Failure, Plugin},
-    state::{HostState, Lent, MessageRef},
+    state::{HostState, Lent, MessageRef, PluginShared},
     swap::{Loader, Slot},
 };
 // The public surface: the host, its options and its error, swaps and their outcomes, digests,
@@ -109,6 +110,9 @@ pub struct HostOptions {
     pub lock: LockPolicy,
     /// Where plugin calls and swaps are counted.
     pub metrics: qgate_metrics::Metrics,
+    /// Where each decision of the auth, open, sync and async chains is recorded; `None` records
+    /// nothing.
+    pub decisions: Option<Arc<dyn DecisionSink>>,
 }
 
 impl HostOptions {
@@ -119,6 +123,7 @@ impl HostOptions {
             cache_dir: None,
             lock: LockPolicy::default(),
             metrics: qgate_metrics::Metrics::new(),
+            decisions: None,
         }
     }
 }
@@ -330,6 +335,8 @@ pub struct PluginHost {
     standing: standing::Standings,
     /// Ticks the engine's epoch until the host is dropped.
     _ticker: engine::EpochTicker,
+    /// Where decisions are recorded.
+    decisions: Option<Arc<dyn DecisionSink>>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -372,6 +379,7 @@ impl PluginHost {
             message: format!("failed to start the epoch thread: {e}"),
         })?;
 
+        let decisions = options.decisions;
         let loader = Loader {
             engine,
             linker,
@@ -398,6 +406,7 @@ impl PluginHost {
             _kv_saver: kv_saver,
             standing: standing::Standings::default(),
             _ticker: ticker,
+            decisions,
         })
     }
 
@@ -557,6 +566,29 @@ impl PluginHost {
         let facts = FactsCell::new();
         let lent = Lent::request(request, &facts);
         let (verdict, decided_by) = self.decide_message(&wit_session, &summary, lent, sync);
+        if let Some(sink) = &self.decisions {
+            let (decision, reason) = decision_of(&verdict);
+            let event = if sync {
+                DecisionEvent::Sync
+            } else {
+                DecisionEvent::Async
+            };
+            let mut record = DecisionRecord::new(session.clone(), event, decision);
+            record.head = summary.head.as_deref().map(Arc::from);
+            if sink.include_text() {
+                record.text = summary.text.as_deref().map(Arc::from);
+            }
+            record.size = summary.size;
+            if request.body().len() <= sink.include_bytes() {
+                record.bytes = Some(RecordedBytes {
+                    body: request.body().to_vec(),
+                    endian: request.endian(),
+                });
+            }
+            record.reason = reason;
+            record.latency = started.elapsed();
+            sink.record(with_decider(record, decided_by.as_ref()));
+        }
         if self.takes(types::Events::OUTCOME) {
             let (decision, reason) = match &verdict {
                 Verdict::Pass => (types::Decision::Passed, None),
@@ -572,7 +604,7 @@ impl PluginHost {
             self.tell_outcome(
                 &wit_session,
                 Some((&summary, lent)),
-                outcome(event, decision, reason, decided_by, started),
+                outcome(event, decision, reason, decided_by.as_ref(), started),
             );
         }
         verdict
@@ -585,7 +617,7 @@ impl PluginHost {
         summary: &types::Summary,
         lent: Lent<'_>,
         sync: bool,
-    ) -> (Verdict, Option<String>) {
+    ) -> (Verdict, Option<Arc<PluginShared>>) {
         let event = if sync { "sync" } else { "async" };
         let flag = if sync {
             types::Events::SYNC
@@ -618,7 +650,7 @@ impl PluginHost {
                 instance.store.data_mut().message_rep = 0;
                 verdict
             });
-            let by = || Some(plugin.shared.name.to_string());
+            let by = || Some(plugin.shared.clone());
             let verdict = match result {
                 Ok(verdict) => verdict,
                 Err(failure) if failed(&plugin, event, &failure) => continue,
@@ -664,7 +696,7 @@ impl PluginHost {
         &self,
         wit_session: &mut types::Session,
         credentials: &Credentials,
-    ) -> (AuthVerdict, Option<String>) {
+    ) -> (AuthVerdict, Option<Arc<PluginShared>>) {
         let mut verdict = AuthVerdict::Pass;
         let mut decided_by = None;
         for slot in &self.slots {
@@ -683,10 +715,10 @@ impl PluginHost {
                 Ok(types::AuthVerdict::Pass) => {}
                 Ok(types::AuthVerdict::Deny) => {
                     Counters::count(&plugin.counters.denies);
-                    return (AuthVerdict::Deny, Some(plugin.shared.name.to_string()));
+                    return (AuthVerdict::Deny, Some(plugin.shared.clone()));
                 }
                 Ok(types::AuthVerdict::Allow(user)) => {
-                    decided_by = Some(plugin.shared.name.to_string());
+                    decided_by = Some(plugin.shared.clone());
                     if let Some(user) = &user {
                         wit_session.user.clone_from(user);
                     }
@@ -699,7 +731,7 @@ impl PluginHost {
                 Err(failure) if failed(&plugin, "auth", &failure) => {}
                 Err(_) => {
                     Counters::count(&plugin.counters.denies);
-                    return (AuthVerdict::Deny, Some(plugin.shared.name.to_string()));
+                    return (AuthVerdict::Deny, Some(plugin.shared.clone()));
                 }
             }
         }
@@ -708,7 +740,10 @@ impl PluginHost {
 
     /// The open chain proper: every plugin that takes it, and the first that closed the
     /// connection.
-    fn decide_open(&self, wit_session: &types::Session) -> (OpenVerdict, Option<String>) {
+    fn decide_open(
+        &self,
+        wit_session: &types::Session,
+    ) -> (OpenVerdict, Option<Arc<PluginShared>>) {
         let mut verdict = OpenVerdict::Keep;
         let mut decided_by = None;
         for slot in &self.slots {
@@ -727,7 +762,7 @@ impl PluginHost {
                     if verdict == OpenVerdict::Keep {
                         verdict =
                             OpenVerdict::Close(format!("plugin {}: {why}", plugin.shared.name));
-                        decided_by = Some(plugin.shared.name.to_string());
+                        decided_by = Some(plugin.shared.clone());
                     }
                 }
                 // Open and close failures are logged, never fatal.
@@ -1001,19 +1036,38 @@ impl PluginHost {
     }
 }
 
+/// A message verdict in a decision log's words: the decision, and its reason.
+fn decision_of(verdict: &Verdict) -> (DecisionKind, Option<String>) {
+    match verdict {
+        Verdict::Pass => (DecisionKind::Passed, None),
+        Verdict::Deny(message) => (DecisionKind::Denied, Some(message.clone())),
+        Verdict::Reply(_) => (DecisionKind::Replied, None),
+        Verdict::Route(upstream) => (DecisionKind::Routed, Some(upstream.clone())),
+    }
+}
+
+/// `record` with the plugin that decided, and its version.
+fn with_decider(mut record: DecisionRecord, plugin: Option<&Arc<PluginShared>>) -> DecisionRecord {
+    if let Some(plugin) = plugin {
+        record.decided_by = Some(plugin.name.clone());
+        record.version = Some(Arc::from(plugin.version.as_str()));
+    }
+    record
+}
+
 /// The WIT outcome of an event that started at `started`.
 fn outcome(
     event: types::EventKind,
     decision: types::Decision,
     reason: Option<String>,
-    decided_by: Option<String>,
+    decided_by: Option<&Arc<PluginShared>>,
     started: Instant,
 ) -> types::Outcome {
     types::Outcome {
         event,
         decision,
         reason,
-        decided_by,
+        decided_by: decided_by.map(|plugin| plugin.name.to_string()),
         latency_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
     }
 }
@@ -1046,6 +1100,17 @@ impl Hooks for PluginHost {
         let started = Instant::now();
         let mut wit_session = state::session(session);
         let (verdict, decided_by) = self.decide_auth(&mut wit_session, credentials);
+        if let Some(sink) = &self.decisions {
+            // The password is never recorded.
+            let decision = match verdict {
+                AuthVerdict::Allow(_) => DecisionKind::Allowed,
+                AuthVerdict::Deny => DecisionKind::Denied,
+                AuthVerdict::Pass => DecisionKind::Passed,
+            };
+            let mut record = DecisionRecord::new(session.clone(), DecisionEvent::Auth, decision);
+            record.latency = started.elapsed();
+            sink.record(with_decider(record, decided_by.as_ref()));
+        }
         if self.takes(types::Events::OUTCOME) {
             let decision = match verdict {
                 AuthVerdict::Allow(_) => types::Decision::Allowed,
@@ -1055,7 +1120,13 @@ impl Hooks for PluginHost {
             self.tell_outcome(
                 &wit_session,
                 None,
-                outcome(types::EventKind::Auth, decision, None, decided_by, started),
+                outcome(
+                    types::EventKind::Auth,
+                    decision,
+                    None,
+                    decided_by.as_ref(),
+                    started,
+                ),
             );
         }
         verdict
@@ -1065,6 +1136,16 @@ impl Hooks for PluginHost {
         let started = Instant::now();
         let wit_session = state::session(session);
         let (verdict, decided_by) = self.decide_open(&wit_session);
+        if let Some(sink) = &self.decisions {
+            let (decision, reason) = match &verdict {
+                OpenVerdict::Keep => (DecisionKind::Passed, None),
+                OpenVerdict::Close(why) => (DecisionKind::Denied, Some(why.clone())),
+            };
+            let mut record = DecisionRecord::new(session.clone(), DecisionEvent::Open, decision);
+            record.reason = reason;
+            record.latency = started.elapsed();
+            sink.record(with_decider(record, decided_by.as_ref()));
+        }
         if self.takes(types::Events::OUTCOME) {
             let (decision, reason) = match &verdict {
                 OpenVerdict::Keep => (types::Decision::Passed, None),
@@ -1077,7 +1158,7 @@ impl Hooks for PluginHost {
                     types::EventKind::Open,
                     decision,
                     reason,
-                    decided_by,
+                    decided_by.as_ref(),
                     started,
                 ),
             );

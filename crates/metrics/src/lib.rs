@@ -251,6 +251,7 @@ struct Inner {
     plugin_call_duration: Family<PluginLabels, AtomicHistogram, fn() -> AtomicHistogram>,
     plugin_swaps: Family<[(&'static str, String); 2], Counter>,
     tls_expiry: Gauge<i64, AtomicI64>,
+    decisions_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -275,6 +276,7 @@ impl Metrics {
                 plugin_call_duration: Family::new_with_constructor(plugin_histogram),
                 plugin_swaps: Family::default(),
                 tls_expiry: Gauge::default(),
+                decisions_dropped: Counter::default(),
             }),
         }
     }
@@ -354,6 +356,11 @@ impl Metrics {
             "When the TLS certificate served expires, in Unix seconds (0 without TLS)",
             inner.tls_expiry.clone(),
         );
+        registry.register(
+            "qgate_decision_log_dropped",
+            "Decision records dropped because the decision log's writer had fallen behind",
+            inner.decisions_dropped.clone(),
+        );
         metrics
     }
 
@@ -389,6 +396,11 @@ impl Metrics {
         {
             histogram.observe(elapsed);
         }
+    }
+
+    /// Counts a decision record dropped because the decision log's queue was full.
+    pub fn decision_dropped(&self) {
+        self.inner.decisions_dropped.inc();
     }
 
     /// Sets when the TLS certificate served expires, in Unix seconds.

@@ -7,6 +7,7 @@ mod admin;
 mod certs;
 mod check;
 mod ctl;
+mod decisions;
 mod decode;
 mod gateway;
 mod keys;

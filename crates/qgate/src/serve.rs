@@ -36,7 +36,12 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::{admin, gateway::gateway_options, logging, metrics, watch};
+use crate::{
+    admin,
+    decisions::{self, DecisionLog},
+    gateway::gateway_options,
+    logging, metrics, watch,
+};
 
 /// How long the process waits, once the server has stopped, for work still running on its threads
 /// (a plugin call past the grace period, a reload compiling) before it exits regardless.
@@ -144,6 +149,31 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         tls.check()
             .context("cannot start: TLS is not set up right")?;
     }
+    // Opened before the plugins load, so that their first decisions are recorded.
+    let decisions = match &config.decision_log {
+        Some(table) if !config.plugins.is_empty() => {
+            let settings = decisions::Settings {
+                path: table.path.clone(),
+                max_file_bytes: u64::try_from(table.max_file_bytes.get()).unwrap_or(u64::MAX),
+                max_files: table.max_files.get(),
+                include_text: table.include_text,
+                include_bytes: table.include_bytes.get(),
+                queue: qgate_config::DecisionLog::QUEUE,
+            };
+            let log = DecisionLog::start(&settings, metrics.clone()).with_context(|| {
+                format!(
+                    "cannot start: cannot open the decision log {}",
+                    table.path.display()
+                )
+            })?;
+            Some(log)
+        }
+        Some(_) => {
+            info!("decision_log is set but no plugin is configured: no decision to record");
+            None
+        }
+        None => None,
+    };
     // Loaded before the port is bound: a plugin that cannot load never leaves a port half-served.
     let host = if config.plugins.is_empty() {
         info!("no plugins configured: queries get an error, as nothing answers them");
@@ -151,6 +181,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     } else {
         let mut options = host_options(&config)?;
         options.metrics = metrics.clone();
+        options.decisions = decisions
+            .clone()
+            .map(|log| log as Arc<dyn qgate_hooks::DecisionSink>);
         let host = PluginHost::new(options)
             .context("cannot start: a plugin in `[[plugins]]` failed to load")?;
         info!(
@@ -217,6 +250,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     });
     // A plugin call past the grace period runs on a thread the runtime would otherwise wait for.
     runtime.shutdown_timeout(EXIT_WAIT);
+    if let Some(log) = &decisions {
+        log.flush(EXIT_WAIT);
+    }
     result
 }
 
