@@ -3,10 +3,10 @@
 //!
 //! The host hands each [`DecisionRecord`] to [`DecisionLog::record`] on the connection's thread;
 //! it goes into a bounded queue ([`DecisionLog::QUEUE`]) and nothing else happens there: no
-//! formatting, no I/O. When the queue is full the record is dropped and counted
+//! formatting, no I/O, no wake-up. When the queue is full the record is dropped and counted
 //! (`qgate_decision_log_dropped_total`), so a slow disk never slows a client. The writer thread
-//! formats each record ([`line`]), writes it through a buffer, flushes whenever the queue runs
-//! empty (so a line is on disk within milliseconds of its decision), and rotates the file by size:
+//! wakes every 10 ms, formats each record queued ([`line`]), writes them through a buffer and
+//! flushes (so a line is on disk within milliseconds of its decision), and rotates the file by size:
 //! `PATH` becomes `PATH.1`, `PATH.1` becomes `PATH.2`, and so on up to `max_files`, the oldest
 //! deleted.
 //!
@@ -25,7 +25,7 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
-        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+        mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError},
     },
     thread::JoinHandle,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -71,8 +71,10 @@ pub(crate) struct Settings {
 }
 
 impl DecisionLog {
-    /// How long the writer waits for a record before flushing what it has buffered.
-    const IDLE_FLUSH: Duration = Duration::from_millis(50);
+    /// How often the writer writes what has been queued: a line is on disk within this of its
+    /// decision, and the queue takes [`qgate_config::DecisionLog::QUEUE`] decisions a tick
+    /// (millions a second) before one is dropped.
+    const TICK: Duration = Duration::from_millis(10);
 
     /// Opens the log (creating the file, mode 0600, or appending to it) and starts its writer.
     ///
@@ -205,8 +207,12 @@ fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// The writer thread: until every sender is gone, writes each record, flushing when the queue
-/// runs empty.
+/// The writer thread: until every sender is gone, every [`DecisionLog::TICK`] writes what has
+/// been queued and flushes it.
+///
+/// It sleeps between ticks rather than waiting on the queue, so that a decision never wakes it:
+/// on a busy server a wake-up per decision (a futex call, and a thread scheduled on a core the
+/// connections need) cost more than the record itself.
 fn write_all(jobs: &Receiver<Job>, mut output: Output, started_ms: u128) {
     let mut failed = false;
     let report = |error: io::Error, failed: &mut bool| {
@@ -216,35 +222,43 @@ fn write_all(jobs: &Receiver<Job>, mut output: Output, started_ms: u128) {
         }
         *failed = true;
     };
+    let mut text = String::new();
     loop {
-        let job = match jobs.recv_timeout(DecisionLog::IDLE_FLUSH) {
-            Ok(job) => job,
-            Err(RecvTimeoutError::Timeout) => {
-                if let Err(error) = output.file.flush() {
-                    report(error, &mut failed);
+        let mut wrote = false;
+        let ended = loop {
+            match jobs.try_recv() {
+                Ok(Job::Record(record, sequence)) => {
+                    text.clear();
+                    text.push_str(&line(&record, started_ms, sequence).to_string());
+                    text.push('\n');
+                    match output.write_line(text.as_bytes()) {
+                        Ok(()) => failed = false,
+                        Err(error) => report(error, &mut failed),
+                    }
+                    wrote = true;
                 }
-                continue;
+                Ok(Job::Flush(done)) => {
+                    if let Err(error) = output.file.flush() {
+                        report(error, &mut failed);
+                    }
+                    let _ = done.send(());
+                }
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
             }
-            Err(RecvTimeoutError::Disconnected) => break,
         };
-        match job {
-            Job::Record(record, sequence) => {
-                let mut text = line(&record, started_ms, sequence).to_string();
-                text.push('\n');
-                match output.write_line(text.as_bytes()) {
-                    Ok(()) => failed = false,
-                    Err(error) => report(error, &mut failed),
-                }
-            }
-            Job::Flush(done) => {
-                if let Err(error) = output.file.flush() {
-                    report(error, &mut failed);
-                }
-                let _ = done.send(());
-            }
+        if wrote && let Err(error) = output.file.flush() {
+            report(error, &mut failed);
         }
+        if ended {
+            return;
+        }
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a dedicated thread, not an async worker"
+        )]
+        std::thread::sleep(DecisionLog::TICK);
     }
-    let _ = output.file.flush();
 }
 
 /// A record as its JSON line (without the newline).
