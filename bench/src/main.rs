@@ -59,8 +59,9 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-cedar,qgate-tls,gateway,\
-                         gateway-pooled,gateway-entitled,gateway-filtered,aiokdb,haproxy,haproxy-tls"
+        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-cedar,qgate-observed,qgate-tls,\
+                         gateway,gateway-pooled,gateway-entitled,gateway-filtered,aiokdb,haproxy,\
+                         haproxy-tls"
     )]
     targets: Vec<String>,
     /// Only these scenarios, comma-separated (ping, ingest, conc64, connect, insert, reply,
@@ -465,11 +466,12 @@ impl Scenario {
     /// floor), and the entitlements plugin's (issue 15: against the gateway without it).
     fn metrics(self) -> &'static [Metric] {
         use Goal::{
-            ChainAddedAtMost, GatewayRatioAtLeast, HaproxyRatioAtLeast, HaproxyRatioAtMost,
-            RatioAtLeast, RatioAtMost, ValueAtMost,
+            ChainAddedAtMost, ChainRatioAtMost, GatewayRatioAtLeast, HaproxyRatioAtLeast,
+            HaproxyRatioAtMost, RatioAtLeast, RatioAtMost, ValueAtMost,
         };
         use Kind::{
-            Gateway, GatewayEntitled, GatewayFiltered, GatewayPooled, Qgate, QgateCedar, QgateChain,
+            Gateway, GatewayEntitled, GatewayFiltered, GatewayPooled, Qgate, QgateCedar,
+            QgateChain, QgateObserved,
         };
         const PING: [Metric; 2] = [
             Metric {
@@ -481,6 +483,7 @@ impl Scenario {
                     (Qgate, RatioAtMost(1.10)),
                     (QgateChain, RatioAtMost(1.25)),
                     (QgateCedar, ChainAddedAtMost(10.0)),
+                    (QgateObserved, ChainRatioAtMost(1.05)),
                     (Gateway, RatioAtMost(2.2)),
                     (Gateway, HaproxyRatioAtMost(0.5)),
                     (GatewayPooled, RatioAtMost(2.2)),
@@ -1273,6 +1276,9 @@ fn run_scenario(
                 gateway: gateway
                     .filter(|_| target.kind.entitlement().is_some() && value.is_some())
                     .map(paired),
+                chain: chain
+                    .filter(|_| target.kind == Kind::QgateObserved && value.is_some())
+                    .map(paired),
                 chain_added: chain
                     .filter(|_| target.kind == Kind::QgateCedar && value.is_some())
                     .map(|baseline| {
@@ -1296,6 +1302,7 @@ fn run_scenario(
                             ratios.haproxy
                         }
                         Goal::GatewayRatioAtLeast(_) => ratios.gateway,
+                        Goal::ChainRatioAtMost(_) => ratios.chain,
                         _ => None,
                     },
                     added: match goal {

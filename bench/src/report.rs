@@ -42,6 +42,8 @@ pub(crate) enum Goal {
     /// The value exceeds the walkthrough chain's (`qgate-chain`, the same chain with the
     /// `allowlist`) by at most this, in the metric's unit.
     ChainAddedAtMost(f64),
+    /// The ratio to the walkthrough chain's value (`qgate-chain`) is at most this.
+    ChainRatioAtMost(f64),
 }
 
 impl Goal {
@@ -55,6 +57,7 @@ impl Goal {
             Self::HaproxyRatioAtLeast(r) => format!("≥ {r:.2}× haproxy"),
             Self::GatewayRatioAtLeast(r) => format!("≥ {r:.2}× gateway"),
             Self::ChainAddedAtMost(v) => format!("≤ +{v} {unit} over qgate-chain"),
+            Self::ChainRatioAtMost(r) => format!("≤ {r:.2}× qgate-chain"),
         }
     }
 
@@ -66,6 +69,7 @@ impl Goal {
             Self::HaproxyRatioAtMost(_) | Self::HaproxyRatioAtLeast(_) => ratios.haproxy,
             Self::GatewayRatioAtLeast(_) => ratios.gateway,
             Self::ChainAddedAtMost(_) => ratios.chain_added,
+            Self::ChainRatioAtMost(_) => ratios.chain,
         }
     }
 
@@ -76,7 +80,8 @@ impl Goal {
             Self::RatioAtMost(r)
             | Self::HaproxyRatioAtMost(r)
             | Self::ValueAtMost(r)
-            | Self::ChainAddedAtMost(r) => x <= r,
+            | Self::ChainAddedAtMost(r)
+            | Self::ChainRatioAtMost(r) => x <= r,
             Self::RatioAtLeast(r) | Self::HaproxyRatioAtLeast(r) | Self::GatewayRatioAtLeast(r) => {
                 x >= r
             }
@@ -96,6 +101,8 @@ pub(crate) struct Ratios {
     /// Not a ratio: what the target adds over the walkthrough's chain (its value minus
     /// `qgate-chain`'s, paired by pass), for the chains compared with it.
     pub(crate) chain_added: Option<f64>,
+    /// To the walkthrough's chain, for the chains compared with it.
+    pub(crate) chain: Option<f64>,
 }
 
 /// What a scenario measures.
@@ -510,6 +517,7 @@ mod tests {
             haproxy: Some(0.4),
             gateway: None,
             chain_added: None,
+            chain: None,
         };
         assert_eq!(Goal::RatioAtMost(2.2).met(None, ratios), Some(true));
         assert_eq!(Goal::RatioAtLeast(2.5).met(None, ratios), Some(false));
@@ -526,6 +534,7 @@ mod tests {
             haproxy: None,
             gateway: None,
             chain_added: None,
+            chain: None,
         };
         assert_eq!(Goal::HaproxyRatioAtMost(0.5).met(None, alone), None);
         assert_eq!(

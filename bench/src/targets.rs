@@ -55,6 +55,8 @@ pub(crate) enum Kind {
     QgateChain,
     /// The walkthrough's chain with `cedar` in place of `allowlist`, deciding the same.
     QgateCedar,
+    /// The walkthrough's chain with Prometheus metrics served and the decision log on.
+    QgateObserved,
     /// qgate with no plugins, TLS required.
     QgateTls,
     /// qgate with no plugins in front of a floor, pinned: a floor connection per client.
@@ -78,12 +80,13 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every target.
-    pub(crate) const ALL: [Self; 13] = [
+    pub(crate) const ALL: [Self; 14] = [
         Self::Floor,
         Self::Qgate,
         Self::QgateEcho,
         Self::QgateChain,
         Self::QgateCedar,
+        Self::QgateObserved,
         Self::QgateTls,
         Self::Gateway,
         Self::GatewayPooled,
@@ -107,6 +110,7 @@ impl Kind {
             Self::QgateEcho => "qgate-echo",
             Self::QgateChain => "qgate-chain",
             Self::QgateCedar => "qgate-cedar",
+            Self::QgateObserved => "qgate-observed",
             Self::QgateTls => "qgate-tls",
             Self::Gateway => "gateway",
             Self::GatewayPooled => "gateway-pooled",
@@ -137,6 +141,10 @@ impl Kind {
                 "the walkthrough's chain with cedar in place of allowlist (conns, audit, cedar, \
                  demo-api; a Cedar policy lets the harness's user call ping, upd and insert, and \
                  read and write the tables they name)"
+            }
+            Self::QgateObserved => {
+                "the walkthrough's chain (as qgate-chain) with [metrics] served and [decision_log] \
+                 writing a line for each decision to a file"
             }
             Self::QgateTls => "qgate serve, no plugins, TLS required (rustls, full handshakes)",
             Self::Gateway => {
@@ -173,6 +181,7 @@ impl Kind {
                 | Self::QgateEcho
                 | Self::QgateChain
                 | Self::QgateCedar
+                | Self::QgateObserved
                 | Self::QgateTls
                 | Self::Gateway
                 | Self::GatewayPooled
@@ -314,11 +323,27 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
             exe: env.self_exe.clone(),
             logs,
         },
-        Kind::Qgate | Kind::QgateEcho | Kind::QgateChain | Kind::QgateCedar | Kind::QgateTls => {
+        Kind::Qgate
+        | Kind::QgateEcho
+        | Kind::QgateChain
+        | Kind::QgateCedar
+        | Kind::QgateObserved
+        | Kind::QgateTls => {
             let plugins = match kind {
                 Kind::QgateEcho => plugins_config(env, ECHO_PLUGINS)?,
                 Kind::QgateChain => plugins_config(env, CHAIN_PLUGINS)?,
                 Kind::QgateCedar => plugins_config(env, CEDAR_CHAIN_PLUGINS)?,
+                Kind::QgateObserved => {
+                    // Rotated at 64 MiB with 2 kept: at most 192 MiB of the harness's disk.
+                    let log = env.work.join("decisions.jsonl");
+                    format!(
+                        "{}\n[metrics]\nlisten = \"127.0.0.1:{}\"\n[decision_log]\npath = {:?}\n\
+                         max_files = 2\n",
+                        plugins_config(env, CHAIN_PLUGINS)?,
+                        free_port()?,
+                        log
+                    )
+                }
                 _ => String::new(),
             };
             let bin = qgate_bin(env)?;
