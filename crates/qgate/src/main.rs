@@ -15,6 +15,7 @@ mod logging;
 mod metrics;
 mod parse;
 mod policy_test;
+mod replay;
 mod serve;
 mod watch;
 
@@ -51,6 +52,9 @@ enum Command {
     Plugins(ctl::PluginsArgs),
     /// Reload a running server's plugin (or every plugin) from its file; returns after the switch.
     Reload(ctl::ReloadArgs),
+    /// Run a decision log's recorded messages through a candidate config's chain, offline; prints
+    /// each decision that changed, and exits 1 if any did (unless --allow-changes).
+    Replay(replay::Args),
     /// Switch a running server's plugin back to the version its last swap replaced.
     Rollback(ctl::RollbackArgs),
     /// Run the server until SIGINT or SIGTERM; SIGHUP reloads every changed plugin.
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         // Its exit status has three values (passed, failed, broken file), so it reports itself.
         Command::Test(args) => return policy_test::run(args),
+        Command::Replay(args) => return replay::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Check(args) => check::run(args),
         Command::Decode(args) => decode::run(args),

@@ -239,7 +239,7 @@ impl fmt::Display for Outcome {
 
 /// `text` quoted with its control characters and quotes escaped (it can come from a plugin, which
 /// may put anything in a message), cut at [`MAX_SHOWN_CHARS`].
-fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     let mut cut: String = text.chars().take(MAX_SHOWN_CHARS).collect();
     if cut.len() < text.len() {
         cut.push_str("...");

@@ -105,3 +105,82 @@ def test_one_line_per_decision_under_64_connections(server):
     body_bytes = base64.b64decode(sample["bytes"])
     assert body_bytes[0] == 10 and body_bytes.endswith(sample["text"].encode())
     assert all(line["user"].startswith("user") for line in lines)
+
+
+def chain_config(directory, functions, log=True):
+    """`allowlist` (alice may call `functions`; free text allowed) then `echo`, with a decision log
+    that keeps messages whole when `log`."""
+    users = ", ".join(f'"{name}"' for name in functions)
+    config = directory / ("recorded.toml" if log else "candidate.toml")
+    config.write_text(
+        f'[server]\nplugin_cache_dir = "{CACHE}"\n'
+        + ('[decision_log]\npath = "decisions.jsonl"\ninclude_bytes = "4KiB"\n' if log else "")
+        + f'[[plugins]]\nname = "allowlist"\npath = "{PLUGINS / "allowlist.wasm"}"\n'
+        f'config = {{ users = {{ alice = [{users}] }}, queries = {{ allow = true }} }}\n'
+        f'[[plugins]]\nname = "echo"\npath = "{PLUGINS / "echo.wasm"}"\n'
+    )
+    return config
+
+
+def test_replay_reports_exactly_the_decisions_a_candidate_changes(tmp_path):
+    import subprocess
+
+    recorded = chain_config(tmp_path, ["f", "g"])
+    argv = [binary("QGATE_BIN", "qgate"), "serve", "--config", str(recorded), "-p", "127.0.0.1:0"]
+    server = Server(argv, tmp_path / "stderr.log", startup_timeout=300.0)
+    try:
+        async def body():
+            _, writer = await open_qipc_connection(
+                host=server.host, port=server.port, user="alice", password=PASSWORD
+            )
+            try:
+                for name, times in (("f", 3), ("g", 4), ("h", 2)):
+                    for i in range(times):
+                        try:
+                            await writer.sync_req(kk(ks(name), kj(i)))
+                        except KException:
+                            assert name == "h"
+                for i in range(2):
+                    assert (await writer.sync_req(cv(f"select from t{i}"))).aS() == f"select from t{i}"
+            finally:
+                writer.close()
+
+        asyncio.run(asyncio.wait_for(body(), 120))
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=60)
+        server.stop()
+    log = tmp_path / "decisions.jsonl"
+    ids_of_g = [line["id"] for line in map(json.loads, log.read_text().splitlines())
+                if line.get("head") == "g"]
+    assert len(ids_of_g) == 4
+
+    # The same chain: nothing changes.
+    same = subprocess.run(
+        [binary("QGATE_BIN", "qgate"), "replay", "--config", str(recorded), str(log)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert same.returncode == 0, same
+    assert "11 replayed, 0 changed" in same.stdout, same.stdout
+
+    # A candidate that no longer grants g: exactly the four calls of g change.
+    candidate = chain_config(tmp_path, ["f"], log=False)
+    changed = subprocess.run(
+        [binary("QGATE_BIN", "qgate"), "replay", "--config", str(candidate), str(log)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert changed.returncode == 1, changed
+    lines = changed.stdout.splitlines()
+    assert sorted(line.split(":", 1)[0] for line in lines[:-1]) == sorted(ids_of_g), lines
+    for line in lines[:-1]:
+        assert 'call "g": recorded replied by echo, now denied' in line, line
+        assert "access: g is not allowed for alice" in line, line
+    assert lines[-1].startswith("11 replayed, 4 changed, 2 not replayable"), lines[-1]
+
+    allowed = subprocess.run(
+        [binary("QGATE_BIN", "qgate"), "replay", "--allow-changes", "--config", str(candidate),
+         str(log)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert allowed.returncode == 0, allowed
+    assert "4 changed" in allowed.stdout
