@@ -59,8 +59,8 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-cedar,qgate-observed,qgate-tls,\
-                         gateway,gateway-pooled,gateway-entitled,gateway-filtered,aiokdb,haproxy,\
+        default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-cedar,qgate-observed,qgate-shadow,\
+                         qgate-tls,gateway,gateway-pooled,gateway-entitled,gateway-filtered,aiokdb,haproxy,\
                          haproxy-tls"
     )]
     targets: Vec<String>,
@@ -471,7 +471,7 @@ impl Scenario {
         };
         use Kind::{
             Gateway, GatewayEntitled, GatewayFiltered, GatewayPooled, Qgate, QgateCedar,
-            QgateChain, QgateObserved,
+            QgateChain, QgateObserved, QgateShadow,
         };
         const PING: [Metric; 2] = [
             Metric {
@@ -484,6 +484,7 @@ impl Scenario {
                     (QgateChain, RatioAtMost(1.25)),
                     (QgateCedar, ChainAddedAtMost(10.0)),
                     (QgateObserved, ChainRatioAtMost(1.05)),
+                    (QgateShadow, ChainRatioAtMost(1.05)),
                     (Gateway, RatioAtMost(2.2)),
                     (Gateway, HaproxyRatioAtMost(0.5)),
                     (GatewayPooled, RatioAtMost(2.2)),
@@ -1277,7 +1278,10 @@ fn run_scenario(
                     .filter(|_| target.kind.entitlement().is_some() && value.is_some())
                     .map(paired),
                 chain: chain
-                    .filter(|_| target.kind == Kind::QgateObserved && value.is_some())
+                    .filter(|_| {
+                        matches!(target.kind, Kind::QgateObserved | Kind::QgateShadow)
+                            && value.is_some()
+                    })
                     .map(paired),
                 chain_added: chain
                     .filter(|_| target.kind == Kind::QgateCedar && value.is_some())

@@ -57,6 +57,8 @@ pub(crate) enum Kind {
     QgateCedar,
     /// The walkthrough's chain with Prometheus metrics served and the decision log on.
     QgateObserved,
+    /// The walkthrough's chain with a candidate allowlist in shadow mode beside it.
+    QgateShadow,
     /// qgate with no plugins, TLS required.
     QgateTls,
     /// qgate with no plugins in front of a floor, pinned: a floor connection per client.
@@ -80,13 +82,14 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every target.
-    pub(crate) const ALL: [Self; 14] = [
+    pub(crate) const ALL: [Self; 15] = [
         Self::Floor,
         Self::Qgate,
         Self::QgateEcho,
         Self::QgateChain,
         Self::QgateCedar,
         Self::QgateObserved,
+        Self::QgateShadow,
         Self::QgateTls,
         Self::Gateway,
         Self::GatewayPooled,
@@ -111,6 +114,7 @@ impl Kind {
             Self::QgateChain => "qgate-chain",
             Self::QgateCedar => "qgate-cedar",
             Self::QgateObserved => "qgate-observed",
+            Self::QgateShadow => "qgate-shadow",
             Self::QgateTls => "qgate-tls",
             Self::Gateway => "gateway",
             Self::GatewayPooled => "gateway-pooled",
@@ -145,6 +149,10 @@ impl Kind {
             Self::QgateObserved => {
                 "the walkthrough's chain (as qgate-chain) with [metrics] served and [decision_log] \
                  writing a line for each decision to a file"
+            }
+            Self::QgateShadow => {
+                "the walkthrough's chain (as qgate-chain) with a candidate allowlist in shadow \
+                 mode, which would refuse the insert"
             }
             Self::QgateTls => "qgate serve, no plugins, TLS required (rustls, full handshakes)",
             Self::Gateway => {
@@ -182,6 +190,7 @@ impl Kind {
                 | Self::QgateChain
                 | Self::QgateCedar
                 | Self::QgateObserved
+                | Self::QgateShadow
                 | Self::QgateTls
                 | Self::Gateway
                 | Self::GatewayPooled
@@ -328,11 +337,15 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
         | Kind::QgateChain
         | Kind::QgateCedar
         | Kind::QgateObserved
+        | Kind::QgateShadow
         | Kind::QgateTls => {
             let plugins = match kind {
                 Kind::QgateEcho => plugins_config(env, ECHO_PLUGINS)?,
                 Kind::QgateChain => plugins_config(env, CHAIN_PLUGINS)?,
                 Kind::QgateCedar => plugins_config(env, CEDAR_CHAIN_PLUGINS)?,
+                Kind::QgateShadow => {
+                    plugins_config(env, &format!("{CHAIN_PLUGINS}{SHADOW_PLUGIN}"))?
+                }
                 Kind::QgateObserved => {
                     // Rotated at 64 MiB with 2 kept: at most 192 MiB of the harness's disk.
                     let log = env.work.join("decisions.jsonl");
@@ -545,6 +558,15 @@ permit (principal == User::\"bench\", action in [Action::\"read\", Action::\"wri
 [[plugins]]
 name = \"demo-api\"
 path = \"{plugins}/demo_api.wasm\"
+";
+
+/// A candidate allowlist in shadow mode, which would refuse the harness's `insert`.
+const SHADOW_PLUGIN: &str = "
+[[plugins]]
+name = \"candidate\"
+path = \"{plugins}/allowlist.wasm\"
+mode = \"shadow\"
+config = { users = { bench = [\"ping\", \"upd\"] } }
 ";
 
 /// The symbol the `gateway-filtered` target's user is entitled to: one of the floor's ten.

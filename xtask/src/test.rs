@@ -67,8 +67,8 @@ const STEPS: &[Step] = &[
             "--",
             "--smoke",
             "--targets",
-            "floor,qgate,qgate-echo,qgate-chain,qgate-cedar,qgate-observed,qgate-tls,gateway,\
-             gateway-pooled,gateway-entitled,gateway-filtered",
+            "floor,qgate,qgate-echo,qgate-chain,qgate-cedar,qgate-observed,qgate-shadow,qgate-tls,\
+             gateway,gateway-pooled,gateway-entitled,gateway-filtered",
         ],
         env: &[],
     },

@@ -884,6 +884,25 @@ pub struct Plugin {
     /// resolved against the directory that holds the config file.
     #[serde(default)]
     pub kv_file: Option<PathBuf>,
+    /// Whether the plugin decides (`mode = "live"`, the default) or only runs beside the chain:
+    /// `mode = "shadow"` runs it on every event it takes after the live chain has decided, off
+    /// the connection's path, and records where it disagrees (the decision log, and
+    /// `qgate_shadow_disagreements_total`); it never changes what a client gets.
+    #[serde(default)]
+    pub mode: PluginMode,
+}
+
+/// Whether a plugin decides, or is a candidate watched beside the chain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum PluginMode {
+    /// It is part of the chain: `"live"`, the default.
+    #[default]
+    Live,
+    /// It runs after the chain, off the connection's path, and its disagreements are recorded:
+    /// `"shadow"`.
+    Shadow,
 }
 
 impl Plugin {

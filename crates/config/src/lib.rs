@@ -40,7 +40,7 @@ pub use crate::{
     // The schema: one struct per table.
     config::{
         Admin, Auth, Config, ConfigFile, DecisionLog, Limits, Lock, Log, LogFormat, Metrics,
-        Plugin, Plugins, Server,
+        Plugin, PluginMode, Plugins, Server,
     },
     // What can go wrong, with the key's path and position.
     error::ConfigError,

@@ -105,6 +105,9 @@ pub struct DecisionRecord {
     pub reason: Option<String>,
     /// How long the chain took to decide.
     pub latency: Duration,
+    /// For a shadow plugin's record: what the live chain decided, with which the shadow
+    /// plugin's decision (`decision`, `decided_by`, `version`, `reason`) disagrees.
+    pub live: Option<DecisionKind>,
 }
 
 impl DecisionRecord {
@@ -123,6 +126,7 @@ impl DecisionRecord {
             version: None,
             reason: None,
             latency: Duration::ZERO,
+            live: None,
         }
     }
 }

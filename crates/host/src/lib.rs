@@ -51,6 +51,7 @@ mod kv;
 mod lock;
 mod offload;
 mod plugin;
+mod shadow;
 mod standing;
 mod state;
 mod store;
@@ -163,6 +164,10 @@ pub struct PluginSpec {
     /// empty store), written atomically at most every [`KV_SAVE_INTERVAL`] when it changed and
     /// once more when the host is dropped. `None` keeps the store in memory only.
     pub kv_file: Option<PathBuf>,
+    /// Whether the plugin is a shadow: not in the chain, but run after it on every event it takes,
+    /// off the connection's path, its disagreements with the chain recorded (see
+    /// [`HostOptions::decisions`]) and counted.
+    pub shadow: bool,
 }
 
 impl PluginSpec {
@@ -195,6 +200,7 @@ impl PluginSpec {
             routes: Vec::new(),
             max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
             kv_file: None,
+            shadow: false,
         }
     }
 }
@@ -327,7 +333,8 @@ pub enum HostError {
 /// The plugin host: a chain of plugins behind [`Hooks`], each of which can be swapped for a new
 /// version while calls run.
 pub struct PluginHost {
-    slots: Vec<Slot>,
+    /// Every plugin, live and shadow, in the config's order. The chains skip shadow ones.
+    slots: Vec<Arc<Slot>>,
     loader: Loader,
     /// Writes the stores that have a `kv_file`; dropped (a last write) before the slots.
     _kv_saver: Option<kv::KvSaver>,
@@ -337,6 +344,8 @@ pub struct PluginHost {
     _ticker: engine::EpochTicker,
     /// Where decisions are recorded.
     decisions: Option<Arc<dyn DecisionSink>>,
+    /// The shadow plugins' queue and worker; `None` without shadow plugins.
+    shadows: Option<shadow::Shadows>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -388,7 +397,7 @@ impl PluginHost {
         };
         let mut slots = Vec::with_capacity(options.plugins.len());
         for spec in options.plugins {
-            slots.push(Slot::load(&loader, spec)?);
+            slots.push(Arc::new(Slot::load(&loader, spec)?));
         }
         let persisted = slots
             .iter()
@@ -400,6 +409,16 @@ impl PluginHost {
         let kv_saver = kv::KvSaver::start(persisted).map_err(|e| HostError::Engine {
             message: format!("failed to start the kv_file thread: {e}"),
         })?;
+        let shadow_slots: Vec<_> = slots
+            .iter()
+            .filter(|slot| slot.spec.shadow)
+            .cloned()
+            .collect();
+        let shadows =
+            shadow::Shadows::start(shadow_slots, decisions.clone(), loader.metrics.clone())
+                .map_err(|e| HostError::Engine {
+                    message: format!("failed to start the shadow plugins' thread: {e}"),
+                })?;
         Ok(Self {
             slots,
             loader,
@@ -407,6 +426,7 @@ impl PluginHost {
             standing: standing::Standings::default(),
             _ticker: ticker,
             decisions,
+            shadows,
         })
     }
 
@@ -434,7 +454,7 @@ impl PluginHost {
 
     /// Every plugin's version, load time and counters, in chain order.
     pub fn status(&self) -> Vec<PluginStatus> {
-        self.slots.iter().map(Slot::status).collect()
+        self.slots.iter().map(|slot| slot.status()).collect()
     }
 
     /// Reads plugin `name`'s file again and, if it holds another version, loads it (checks,
@@ -496,7 +516,7 @@ impl PluginHost {
         self.slot(name)?.rollback(&self.loader)
     }
 
-    fn slot(&self, name: &str) -> Result<&Slot, HostError> {
+    fn slot(&self, name: &str) -> Result<&Arc<Slot>, HostError> {
         self.slots
             .iter()
             .find(|slot| slot.spec.name == name)
@@ -589,6 +609,14 @@ impl PluginHost {
             record.latency = started.elapsed();
             sink.record(with_decider(record, decided_by.as_ref()));
         }
+        if let Some(shadows) = &self.shadows {
+            let asked = if sync {
+                shadow::Asked::Sync(request)
+            } else {
+                shadow::Asked::Async(request)
+            };
+            shadows.submit(session, asked, decision_of(&verdict).0);
+        }
         if self.takes(types::Events::OUTCOME) {
             let (decision, reason) = match &verdict {
                 Verdict::Pass => (types::Decision::Passed, None),
@@ -624,32 +652,13 @@ impl PluginHost {
         } else {
             types::Events::ASYNC_MESSAGE
         };
-        for slot in &self.slots {
+        for slot in self.live() {
             // The version this event uses, read once: a swap during the call does not touch it.
             let plugin = slot.current.load();
             if !plugin.events.contains(flag) {
                 continue;
             }
-            let result = plugin.call(Some(lent), |instance| {
-                let message = next_message(instance.store.data_mut());
-                let verdict = if sync {
-                    instance.bindings.call_on_sync(
-                        &mut instance.store,
-                        wit_session,
-                        summary,
-                        message,
-                    )
-                } else {
-                    instance.bindings.call_on_async(
-                        &mut instance.store,
-                        wit_session,
-                        summary,
-                        message,
-                    )
-                };
-                instance.store.data_mut().message_rep = 0;
-                verdict
-            });
+            let result = ask_message(&plugin, wit_session, summary, lent, sync);
             let by = || Some(plugin.shared.clone());
             let verdict = match result {
                 Ok(verdict) => verdict,
@@ -699,7 +708,7 @@ impl PluginHost {
     ) -> (AuthVerdict, Option<Arc<PluginShared>>) {
         let mut verdict = AuthVerdict::Pass;
         let mut decided_by = None;
-        for slot in &self.slots {
+        for slot in self.live() {
             let plugin = slot.current.load();
             if !plugin.events.contains(types::Events::AUTH) {
                 continue;
@@ -746,7 +755,7 @@ impl PluginHost {
     ) -> (OpenVerdict, Option<Arc<PluginShared>>) {
         let mut verdict = OpenVerdict::Keep;
         let mut decided_by = None;
-        for slot in &self.slots {
+        for slot in self.live() {
             let plugin = slot.current.load();
             if !plugin.events.contains(types::Events::OPEN) {
                 continue;
@@ -801,7 +810,12 @@ impl PluginHost {
         let facts = FactsCell::new();
         let mut current = Current::Original(message);
         let publication = request.is_none();
-        for (index, slot) in self.slots.iter().enumerate() {
+        for (index, slot) in self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| !slot.spec.shadow)
+        {
             let plugin = slot.current.load_full();
             if !plugin.events.contains(flag) {
                 continue;
@@ -999,9 +1013,13 @@ impl PluginHost {
 
     /// Whether any plugin takes `event`.
     fn takes(&self, event: types::Events) -> bool {
-        self.slots
-            .iter()
+        self.live()
             .any(|slot| slot.current.load().events.contains(event))
+    }
+
+    /// The live plugins, in chain order: every plugin but the shadow ones.
+    fn live(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        self.slots.iter().filter(|slot| !slot.spec.shadow)
     }
 
     /// Tells the plugins that take `outcome` what the chain decided, with the message of a sync or
@@ -1012,7 +1030,7 @@ impl PluginHost {
         message: Option<(&types::Summary, Lent<'_>)>,
         outcome: types::Outcome,
     ) {
-        for slot in &self.slots {
+        for slot in self.live() {
             let plugin = slot.current.load();
             if !plugin.events.contains(types::Events::OUTCOME) {
                 continue;
@@ -1034,6 +1052,30 @@ impl PluginHost {
             }
         }
     }
+}
+
+/// Asks `plugin` about a sync or async message lent as `lent`.
+pub(crate) fn ask_message(
+    plugin: &Plugin,
+    wit_session: &types::Session,
+    summary: &types::Summary,
+    lent: Lent<'_>,
+    sync: bool,
+) -> Result<types::Verdict, Failure> {
+    plugin.call(Some(lent), |instance| {
+        let message = next_message(instance.store.data_mut());
+        let verdict = if sync {
+            instance
+                .bindings
+                .call_on_sync(&mut instance.store, wit_session, summary, message)
+        } else {
+            instance
+                .bindings
+                .call_on_async(&mut instance.store, wit_session, summary, message)
+        };
+        instance.store.data_mut().message_rep = 0;
+        verdict
+    })
 }
 
 /// A message verdict in a decision log's words: the decision, and its reason.
@@ -1111,6 +1153,14 @@ impl Hooks for PluginHost {
             record.latency = started.elapsed();
             sink.record(with_decider(record, decided_by.as_ref()));
         }
+        if let Some(shadows) = &self.shadows {
+            let live = match verdict {
+                AuthVerdict::Allow(_) => DecisionKind::Allowed,
+                AuthVerdict::Deny => DecisionKind::Denied,
+                AuthVerdict::Pass => DecisionKind::Passed,
+            };
+            shadows.submit(session, shadow::Asked::Auth(credentials), live);
+        }
         if self.takes(types::Events::OUTCOME) {
             let decision = match verdict {
                 AuthVerdict::Allow(_) => types::Decision::Allowed,
@@ -1176,7 +1226,12 @@ impl Hooks for PluginHost {
 
     fn outbound(&self, session: &Session) -> Outbound {
         let mut outbound = Outbound::default();
-        for (index, slot) in self.slots.iter().enumerate() {
+        for (index, slot) in self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| !slot.spec.shadow)
+        {
             let plugin = slot.current.load_full();
             // A plugin that said `pass-always` on this connection no longer looks.
             let looks = |flag, publication| {
@@ -1210,7 +1265,7 @@ impl Hooks for PluginHost {
         self.standing.forget(session.handle);
         let wit_session = state::session(session);
         let reason = reason.to_string();
-        for slot in &self.slots {
+        for slot in self.live() {
             let plugin = slot.current.load();
             if !plugin.events.contains(types::Events::CLOSE) {
                 continue;

@@ -554,7 +554,7 @@ fn compile_in_background(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Comp
     })
 }
 
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
         set_thread_priority_and_policy, thread_native_id,

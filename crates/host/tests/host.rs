@@ -429,6 +429,10 @@ mod data;
 #[path = "host/cedar.rs"]
 mod cedar;
 
+/// Shadow plugins.
+#[path = "host/shadow.rs"]
+mod shadow;
+
 /// A `facts` fixture: answers with the facts when `reply`, passes otherwise.
 fn facts_spec(name: &str, reply: bool) -> PluginSpec {
     let mut spec = PluginSpec::new(name, component("facts"));

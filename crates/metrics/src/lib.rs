@@ -252,6 +252,8 @@ struct Inner {
     plugin_swaps: Family<[(&'static str, String); 2], Counter>,
     tls_expiry: Gauge<i64, AtomicI64>,
     decisions_dropped: Counter,
+    shadow_disagreements: Family<[(&'static str, String); 1], Counter>,
+    shadow_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -277,6 +279,8 @@ impl Metrics {
                 plugin_swaps: Family::default(),
                 tls_expiry: Gauge::default(),
                 decisions_dropped: Counter::default(),
+                shadow_disagreements: Family::default(),
+                shadow_dropped: Counter::default(),
             }),
         }
     }
@@ -361,6 +365,16 @@ impl Metrics {
             "Decision records dropped because the decision log's writer had fallen behind",
             inner.decisions_dropped.clone(),
         );
+        registry.register(
+            "qgate_shadow_disagreements",
+            "Events where a shadow plugin denied what the live chain let through, or the reverse",
+            inner.shadow_disagreements.clone(),
+        );
+        registry.register(
+            "qgate_shadow_dropped",
+            "Events not shown to the shadow plugins: their queue was full, or the message over 1 MiB",
+            inner.shadow_dropped.clone(),
+        );
         metrics
     }
 
@@ -396,6 +410,19 @@ impl Metrics {
         {
             histogram.observe(elapsed);
         }
+    }
+
+    /// Counts an event where shadow plugin `plugin` disagreed with the live chain.
+    pub fn shadow_disagreement(&self, plugin: &str) {
+        self.inner
+            .shadow_disagreements
+            .get_or_create(&[("plugin", plugin.to_owned())])
+            .inc();
+    }
+
+    /// Counts an event the shadow plugins did not see.
+    pub fn shadow_dropped(&self) {
+        self.inner.shadow_dropped.inc();
     }
 
     /// Counts a decision record dropped because the decision log's queue was full.

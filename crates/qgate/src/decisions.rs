@@ -293,6 +293,10 @@ pub(crate) fn line(record: &DecisionRecord, started_ms: u128, sequence: u64) -> 
         "latency_us".into(),
         json!((latency_us * 10.0).round() / 10.0),
     );
+    if let Some(live) = record.live {
+        line.insert("shadow".into(), json!(true));
+        line.insert("live_decision".into(), json!(live.as_str()));
+    }
     if let Some(bytes) = &record.bytes {
         line.insert("bytes".into(), json!(BASE64.encode(&bytes.body)));
         let endian = match bytes.endian {

@@ -323,6 +323,7 @@ pub(crate) fn host_options(config: &Config) -> Result<HostOptions> {
             spec.memory_limit_bytes = plugin.memory_limit.get();
             spec.routes = plugin.routes.clone();
             spec.kv_file = plugin.kv_file.clone();
+            spec.shadow = plugin.mode == qgate_config::PluginMode::Shadow;
             spec.max_file_bytes = u64::try_from(plugin.max_file_bytes.get()).unwrap_or(u64::MAX);
             spec.sha256 = plugin
                 .sha256

@@ -184,3 +184,71 @@ def test_replay_reports_exactly_the_decisions_a_candidate_changes(tmp_path):
     )
     assert allowed.returncode == 0, allowed
     assert "4 changed" in allowed.stdout
+
+
+def test_a_shadow_candidate_is_counted_and_logged_and_changes_nothing(tmp_path):
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    config = tmp_path / "qgate.toml"
+    config.write_text(
+        f'[server]\nplugin_cache_dir = "{CACHE}"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
+        '[decision_log]\npath = "decisions.jsonl"\n'
+        f'[[plugins]]\nname = "allowlist"\npath = "{PLUGINS / "allowlist.wasm"}"\n'
+        'config = { users = { alice = ["f", "g"] } }\n'
+        f'[[plugins]]\nname = "candidate"\npath = "{PLUGINS / "allowlist.wasm"}"\n'
+        'mode = "shadow"\nconfig = { users = { alice = ["f"] } }\n'
+        f'[[plugins]]\nname = "echo"\npath = "{PLUGINS / "echo.wasm"}"\n'
+    )
+    argv = [binary("QGATE_BIN", "qgate"), "serve", "--config", str(config), "-p", "127.0.0.1:0"]
+    server = Server(argv, tmp_path / "stderr.log", startup_timeout=300.0)
+    try:
+        async def body():
+            _, writer = await open_qipc_connection(
+                host=server.host, port=server.port, user="alice", password=PASSWORD
+            )
+            try:
+                # The live chain answers: the candidate, which would refuse g, has no say.
+                for name in ("f", "g", "g"):
+                    # echo answers with the call itself, a general list.
+                    reply = await writer.sync_req(kk(ks(name), kj(7)))
+                    assert reply.t == 0, reply
+                with pytest.raises(KException, match="access: h is not allowed"):
+                    await writer.sync_req(kk(ks("h"), kj(7)))
+            finally:
+                writer.close()
+
+        asyncio.run(asyncio.wait_for(body(), 120))
+
+        def disagreements():
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            text = urllib.request.urlopen(url, timeout=10).read().decode()
+            for line in text.splitlines():
+                if line.startswith('qgate_shadow_disagreements_total{plugin="candidate"}'):
+                    return int(float(line.split()[-1]))
+            return 0
+
+        import time
+        deadline = time.monotonic() + 60
+        while disagreements() < 2:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        assert disagreements() == 2
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=60)
+        server.stop()
+    lines = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    shadow = [line for line in lines if line.get("shadow")]
+    assert len(shadow) == 2, shadow
+    for line in shadow:
+        assert line["decided_by"] == "candidate" and line["head"] == "g", line
+        assert line["decision"] == "denied" and line["live_decision"] == "replied", line
+        assert "g is not allowed for alice" in line["reason"], line
+    # The live record of each message is there too, decided by the chain.
+    live_g = [line for line in lines if line.get("head") == "g" and not line.get("shadow")]
+    assert [line["decision"] for line in live_g] == ["replied", "replied"]
