@@ -506,9 +506,10 @@ name = \"echo\"
 path = \"{plugins}/echo.wasm\"
 ";
 
-/// The walkthrough's chain, as `config.toml` has it, except that the allowlist lets the harness's
-/// user call what the scenarios send.
-const CHAIN_PLUGINS: &str = "
+/// The walkthrough's chain before its policy plugin: `conns` and `audit`.
+macro_rules! chain_plugins_head {
+    () => {
+        "
 [[plugins]]
 name = \"conns\"
 path = \"{plugins}/conns.wasm\"
@@ -518,32 +519,41 @@ config = { query = \"conns\" }
 name = \"audit\"
 path = \"{plugins}/audit.wasm\"
 config = { include_text = false }
+"
+    };
+}
 
+/// The walkthrough's chain after its policy plugin: `demo-api`.
+macro_rules! chain_plugins_tail {
+    () => {
+        "
+[[plugins]]
+name = \"demo-api\"
+path = \"{plugins}/demo_api.wasm\"
+"
+    };
+}
+
+/// The walkthrough's chain, as `config.toml` has it, except that the allowlist lets the harness's
+/// user call what the scenarios send.
+const CHAIN_PLUGINS: &str = concat!(
+    chain_plugins_head!(),
+    "
 [[plugins]]
 name = \"allowlist\"
 path = \"{plugins}/allowlist.wasm\"
 config = { users = { bench = [\"ping\", \"upd\", \"insert\"] } }
-
-[[plugins]]
-name = \"demo-api\"
-path = \"{plugins}/demo_api.wasm\"
-";
+",
+    chain_plugins_tail!()
+);
 
 /// [`CHAIN_PLUGINS`] with `cedar` in place of `allowlist`: a policy that lets the harness's user
 /// do what the allowlist lets it do. Cedar checks a call's facts as well as its head, so the
 /// tables `upd` and `insert` name are granted too (the allowlist, without table rules for the
 /// user, does not look at them).
-const CEDAR_CHAIN_PLUGINS: &str = "
-[[plugins]]
-name = \"conns\"
-path = \"{plugins}/conns.wasm\"
-config = { query = \"conns\" }
-
-[[plugins]]
-name = \"audit\"
-path = \"{plugins}/audit.wasm\"
-config = { include_text = false }
-
+const CEDAR_CHAIN_PLUGINS: &str = concat!(
+    chain_plugins_head!(),
+    "
 [[plugins]]
 name = \"cedar\"
 path = \"{plugins}/cedar.wasm\"
@@ -554,11 +564,9 @@ permit (principal == User::\"bench\", action == Action::\"call\", resource)
 when { resource in [Function::\"ping\", Function::\"upd\", Function::\"insert\"] };
 permit (principal == User::\"bench\", action in [Action::\"read\", Action::\"write\"], resource);
 '''
-
-[[plugins]]
-name = \"demo-api\"
-path = \"{plugins}/demo_api.wasm\"
-";
+",
+    chain_plugins_tail!()
+);
 
 /// A candidate allowlist in shadow mode, which would refuse the harness's `insert`.
 const SHADOW_PLUGIN: &str = "

@@ -107,6 +107,29 @@ def test_one_line_per_decision_under_64_connections(server):
     assert all(line["user"].startswith("user") for line in lines)
 
 
+def serve(directory, config):
+    argv = [binary("QGATE_BIN", "qgate"), "serve", "--config", str(config), "-p", "127.0.0.1:0"]
+    return Server(argv, directory / "stderr.log", startup_timeout=300.0)
+
+
+def stop(server):
+    """Stops `server` with SIGTERM, which flushes the decision log, and waits for it."""
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=60)
+    server.stop()
+
+
+async def as_alice(server, send):
+    """Runs `send(writer)` on a connection of alice's."""
+    _, writer = await open_qipc_connection(
+        host=server.host, port=server.port, user="alice", password=PASSWORD
+    )
+    try:
+        await send(writer)
+    finally:
+        writer.close()
+
+
 def chain_config(directory, functions, log=True):
     """`allowlist` (alice may call `functions`; free text allowed) then `echo`, with a decision log
     that keeps messages whole when `log`."""
@@ -126,30 +149,21 @@ def test_replay_reports_exactly_the_decisions_a_candidate_changes(tmp_path):
     import subprocess
 
     recorded = chain_config(tmp_path, ["f", "g"])
-    argv = [binary("QGATE_BIN", "qgate"), "serve", "--config", str(recorded), "-p", "127.0.0.1:0"]
-    server = Server(argv, tmp_path / "stderr.log", startup_timeout=300.0)
+    server = serve(tmp_path, recorded)
     try:
-        async def body():
-            _, writer = await open_qipc_connection(
-                host=server.host, port=server.port, user="alice", password=PASSWORD
-            )
-            try:
-                for name, times in (("f", 3), ("g", 4), ("h", 2)):
-                    for i in range(times):
-                        try:
-                            await writer.sync_req(kk(ks(name), kj(i)))
-                        except KException:
-                            assert name == "h"
-                for i in range(2):
-                    assert (await writer.sync_req(cv(f"select from t{i}"))).aS() == f"select from t{i}"
-            finally:
-                writer.close()
+        async def send(writer):
+            for name, times in (("f", 3), ("g", 4), ("h", 2)):
+                for i in range(times):
+                    try:
+                        await writer.sync_req(kk(ks(name), kj(i)))
+                    except KException:
+                        assert name == "h"
+            for i in range(2):
+                assert (await writer.sync_req(cv(f"select from t{i}"))).aS() == f"select from t{i}"
 
-        asyncio.run(asyncio.wait_for(body(), 120))
+        asyncio.run(asyncio.wait_for(as_alice(server, send), 120))
     finally:
-        server.proc.send_signal(signal.SIGTERM)
-        server.proc.wait(timeout=60)
-        server.stop()
+        stop(server)
     log = tmp_path / "decisions.jsonl"
     ids_of_g = [line["id"] for line in map(json.loads, log.read_text().splitlines())
                 if line.get("head") == "g"]
@@ -204,25 +218,18 @@ def test_a_shadow_candidate_is_counted_and_logged_and_changes_nothing(tmp_path):
         'mode = "shadow"\nconfig = { users = { alice = ["f"] } }\n'
         f'[[plugins]]\nname = "echo"\npath = "{PLUGINS / "echo.wasm"}"\n'
     )
-    argv = [binary("QGATE_BIN", "qgate"), "serve", "--config", str(config), "-p", "127.0.0.1:0"]
-    server = Server(argv, tmp_path / "stderr.log", startup_timeout=300.0)
+    server = serve(tmp_path, config)
     try:
-        async def body():
-            _, writer = await open_qipc_connection(
-                host=server.host, port=server.port, user="alice", password=PASSWORD
-            )
-            try:
-                # The live chain answers: the candidate, which would refuse g, has no say.
-                for name in ("f", "g", "g"):
-                    # echo answers with the call itself, a general list.
-                    reply = await writer.sync_req(kk(ks(name), kj(7)))
-                    assert reply.t == 0, reply
-                with pytest.raises(KException, match="access: h is not allowed"):
-                    await writer.sync_req(kk(ks("h"), kj(7)))
-            finally:
-                writer.close()
+        async def send(writer):
+            # The live chain answers: the candidate, which would refuse g, has no say.
+            for name in ("f", "g", "g"):
+                # echo answers with the call itself, a general list.
+                reply = await writer.sync_req(kk(ks(name), kj(7)))
+                assert reply.t == 0, reply
+            with pytest.raises(KException, match="access: h is not allowed"):
+                await writer.sync_req(kk(ks("h"), kj(7)))
 
-        asyncio.run(asyncio.wait_for(body(), 120))
+        asyncio.run(asyncio.wait_for(as_alice(server, send), 120))
 
         def disagreements():
             url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -239,9 +246,7 @@ def test_a_shadow_candidate_is_counted_and_logged_and_changes_nothing(tmp_path):
             time.sleep(0.1)
         assert disagreements() == 2
     finally:
-        server.proc.send_signal(signal.SIGTERM)
-        server.proc.wait(timeout=60)
-        server.stop()
+        stop(server)
     lines = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
     shadow = [line for line in lines if line.get("shadow")]
     assert len(shadow) == 2, shadow
