@@ -2,10 +2,10 @@
 //! written by a thread of its own.
 //!
 //! The host hands each [`DecisionRecord`] to [`DecisionLog::record`] on the connection's thread;
-//! it goes into a bounded queue ([`DecisionLog::QUEUE`]) and nothing else happens there: no
+//! it goes into a bounded queue ([`qgate_config::DecisionLog::QUEUE`]) and nothing else happens there: no
 //! formatting, no I/O, no wake-up. When the queue is full the record is dropped and counted
 //! (`qgate_decision_log_dropped_total`), so a slow disk never slows a client. The writer thread
-//! wakes every 10 ms, formats each record queued ([`line`]), writes them through a buffer and
+//! wakes every 10 ms, formats each record queued ([`line()`]), writes them through a buffer and
 //! flushes (so a line is on disk within milliseconds of its decision), and rotates the file by size:
 //! `PATH` becomes `PATH.1`, `PATH.1` becomes `PATH.2`, and so on up to `max_files`, the oldest
 //! deleted.
