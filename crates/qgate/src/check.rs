@@ -7,8 +7,10 @@
 //! keys, that every plugin's component file is read as a start reads it (a regular file within
 //! its `max_file_bytes`, read within the time limit, so a FIFO or a device at its path is an error
 //! rather than a wait) and matches its pin and, in a locked deployment, is pinned or signed, and
-//! that every `[[upstream]]` can be set up (its `password_env` is set, its TLS files load). It
-//! does not compile the plugins, and it does not connect to the upstreams.
+//! that every `[[upstream]]` can be set up (its `password_env` is set, its TLS files load), and
+//! that the decision log's file can be made (its directory is one, and what is at its path, if
+//! anything, a regular file). It does not compile the plugins, does not connect to the
+//! upstreams, and creates no file.
 
 use std::{
     fs,
@@ -93,6 +95,31 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         .map_err(|error| anyhow!("{file}: {error:#}"))?
     {
         qgate_gateway::Gateway::new(gateway).map_err(|error| anyhow!("{file}: {error}"))?;
+    }
+    // The decision log's file is opened (and created) at start; here its directory must be one,
+    // and an existing file a regular one, without creating anything.
+    if let Some(log) = &config.decision_log
+        && log.path != std::path::Path::new("-")
+    {
+        let dir = match log.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !fs::metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
+            return Err(anyhow!(
+                "{file}: decision_log.path: {} is not a directory, so {} cannot be created",
+                dir.display(),
+                log.path.display()
+            ));
+        }
+        if let Ok(meta) = fs::metadata(&log.path)
+            && !meta.is_file()
+        {
+            return Err(anyhow!(
+                "{file}: decision_log.path: {} is not a regular file",
+                log.path.display()
+            ));
+        }
     }
     writeln!(io::stdout(), "{file}: ok").context("cannot write to stdout")
 }

@@ -76,6 +76,36 @@ fn check_accepts_the_reference_config() {
     assert_eq!(stdout(&output), format!("{path}: ok\n"));
 }
 
+/// `check` refuses a decision log that `serve` could not open, and creates nothing.
+#[test]
+fn check_refuses_a_decision_log_that_cannot_be_made() {
+    let dir = TempDir::new("check-decisions");
+    let missing = dir.write(
+        "missing.toml",
+        "[decision_log]\npath = \"no/such/dir/d.jsonl\"\n",
+    );
+    let output = run(&["check", missing.to_str().expect("a UTF-8 path")]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("decision_log.path:")
+            && stderr(&output).contains("is not a directory"),
+        "{output:?}"
+    );
+    let directory = dir.write("directory.toml", "[decision_log]\npath = \".\"\n");
+    let output = run(&["check", directory.to_str().expect("a UTF-8 path")]);
+    assert!(
+        stderr(&output).contains("is not a regular file"),
+        "{output:?}"
+    );
+    let good = dir.write("good.toml", "[decision_log]\npath = \"d.jsonl\"\n");
+    let output = run(&["check", good.to_str().expect("a UTF-8 path")]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        !good.with_file_name("d.jsonl").exists(),
+        "check created the log"
+    );
+}
+
 #[test]
 fn check_names_the_bad_key() {
     let dir = TempDir::new("check");
