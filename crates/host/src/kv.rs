@@ -216,19 +216,22 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub(crate) struct KvSaver {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The stores it writes; a config reload replaces them. A `std` mutex, held by the thread for
+    /// a copy of the list, and by a reload for a replacement.
+    stores: Arc<Mutex<Vec<Persisted>>>,
 }
 
 /// A store, its file, and the plugin's name for logs.
 pub(crate) type Persisted = (Arc<Kv>, PathBuf, String);
 
 impl KvSaver {
-    /// Starts the thread; `None` when no store has a file.
-    pub(crate) fn start(stores: Vec<Persisted>) -> io::Result<Option<Self>> {
-        if stores.is_empty() {
-            return Ok(None);
-        }
+    /// Starts the thread, for `stores`.
+    pub(crate) fn start(stores: Vec<Persisted>) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let stores = Arc::new(Mutex::new(stores));
+        let list = Arc::clone(&stores);
+        let copy = move || list.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let thread = std::thread::Builder::new()
             .name("qgate-kv-save".into())
             .spawn(move || {
@@ -240,16 +243,35 @@ impl KvSaver {
                     )]
                     std::thread::sleep(SAVER_TICK);
                     if last.elapsed() >= KV_SAVE_INTERVAL {
-                        save_all(&stores);
+                        save_all(&copy());
                         last = Instant::now();
                     }
                 }
-                save_all(&stores);
+                save_all(&copy());
             })?;
-        Ok(Some(Self {
+        Ok(Self {
             stop,
             thread: Some(thread),
-        }))
+            stores,
+        })
+    }
+
+    /// Writes `stores` from now on. A store that was written and is not in `stores` is written
+    /// once more, here, if it changed since: a plugin that a reload removed keeps its last state.
+    pub(crate) fn replace(&self, stores: Vec<Persisted>) {
+        let old = std::mem::replace(
+            &mut *self.stores.lock().unwrap_or_else(PoisonError::into_inner),
+            stores.clone(),
+        );
+        let dropped = old
+            .into_iter()
+            .filter(|(kv, path, _)| {
+                !stores
+                    .iter()
+                    .any(|(other, other_path, _)| Arc::ptr_eq(kv, other) && path == other_path)
+            })
+            .collect::<Vec<_>>();
+        save_all(&dropped);
     }
 }
 

@@ -40,6 +40,11 @@
 //! and only then switches; calls in flight finish on the old version, and a failure leaves it
 //! serving. [`PluginHost::rollback`] goes back through the replaced versions. A plugin's kv store
 //! belongs to its position, so every version sees the same state.
+//!
+//! Config reload: the chain itself sits behind an atomic pointer that each event reads once.
+//! [`PluginHost::reconfigure`] builds a new chain from new options (plugins added, removed,
+//! reordered or changed, a new lock), loading every new or changed plugin first, and switches
+//! only when all of them loaded.
 
 #![warn(missing_docs)]
 
@@ -60,9 +65,11 @@ mod wasi;
 
 use std::{
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, Mutex, OnceLock, PoisonError, RwLock},
     time::{Duration, Instant},
 };
+
+use arc_swap::ArcSwap;
 
 use qgate_hooks::{
     AuthVerdict, Body, CloseReason, Credentials, DataVerdict, DecisionEvent, DecisionKind,
@@ -130,7 +137,7 @@ impl HostOptions {
 }
 
 /// One plugin of the chain.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct PluginSpec {
     /// The name the logs, the errors and the kv store know it by.
@@ -217,7 +224,7 @@ impl PluginSpec {
 /// An error of `init` that starts with the value's key and a colon (`policies:3:14: ...`) is
 /// reported with the file's path in place of the key, so that the operator sees which file, line
 /// and column to fix.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConfigFile {
     /// Where the value is, as the config file names it: `policies`, `policies[1]`, `rules.base`.
@@ -328,30 +335,98 @@ pub enum HostError {
         /// Why.
         message: String,
     },
+    /// A config reload asks for more than the engine was made with room for: more plugins, or
+    /// a larger memory cap. Nothing changed; a restart makes the room.
+    #[error("cannot reload the config: {message}")]
+    Capacity {
+        /// What, and the restart that makes room.
+        message: String,
+    },
+    /// A config reload lists two plugins of one name. Nothing changed.
+    #[error("cannot reload the config: two plugins are named {plugin:?}")]
+    DuplicatePlugin {
+        /// The name.
+        plugin: String,
+    },
 }
 
 /// The plugin host: a chain of plugins behind [`Hooks`], each of which can be swapped for a new
-/// version while calls run.
+/// version while calls run, and the chain itself replaced by a config reload.
 pub struct PluginHost {
-    /// Every plugin, live and shadow, in the config's order. The chains skip shadow ones.
-    slots: Vec<Arc<Slot>>,
+    /// Writes the stores that have a `kv_file`; dropped (a last write) first. `None` until a
+    /// plugin has a `kv_file`. A `std` mutex, taken at start, by a config reload and at the end.
+    kv_saver: Mutex<Option<kv::KvSaver>>,
+    /// The chain in force: every event reads it once. A config reload replaces it whole.
+    chain: ArcSwap<Chain>,
     loader: Loader,
-    /// Writes the stores that have a `kv_file`; dropped (a last write) before the slots.
-    _kv_saver: Option<kv::KvSaver>,
     /// The `pass-always` and `filter-always` verdicts standing for each connection.
     standing: standing::Standings,
     /// Ticks the engine's epoch until the host is dropped.
     _ticker: engine::EpochTicker,
     /// Where decisions are recorded.
     decisions: Option<Arc<dyn DecisionSink>>,
-    /// The shadow plugins' queue and worker; `None` without shadow plugins.
-    shadows: Option<shadow::Shadows>,
+    /// The shadow plugins' queue and worker, started with the first shadow plugin.
+    shadows: OnceLock<shadow::Shadows>,
+    /// Swaps and rollbacks of single plugins hold it shared, a config reload exclusively: a swap
+    /// never lands on a slot that a reload is replacing. A `std` lock, held on the threads that
+    /// load versions, never by calls.
+    changes: RwLock<()>,
+    /// How many plugins the engine has room for: those at start and [`RELOAD_HEADROOM`] more.
+    capacity: usize,
+    /// The largest memory cap the engine was made with.
+    max_memory_bytes: usize,
+}
+
+/// The chain as a config lays it out.
+struct Chain {
+    /// Every plugin, live and shadow, in the config's order. The chains skip shadow ones.
+    slots: Vec<Arc<Slot>>,
+    /// The shadow ones, which the shadow worker's jobs name.
+    shadows: Arc<[Arc<Slot>]>,
+}
+
+/// How many plugins a config reload may add beyond those the host started with.
+///
+/// The engine's pooling allocator reserves its instance slots, and the address space of their
+/// memories, when it is made: about 1 TiB of address space (never memory) per plugin. Eight more
+/// than at start covers adding plugins one deploy at a time between restarts; a reload that adds
+/// more is refused, and names the restart that makes room.
+pub const RELOAD_HEADROOM: usize = 8;
+
+/// What a config reload ([`PluginHost::reconfigure`]) changed, by plugin name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reconfigured {
+    /// Plugins the new config adds, loaded and in the chain.
+    pub added: Vec<String>,
+    /// Plugins the new config leaves out, no longer in the chain.
+    pub removed: Vec<String>,
+    /// Plugins whose entry changed (config, limits, pins, mode, routes), or every plugin when
+    /// the lock changed: loaded again under the new entry.
+    pub changed: Vec<String>,
+    /// Plugins whose entry did not change: the same versions go on serving.
+    pub unchanged: Vec<String>,
+    /// Whether the order of the plugins that stayed changed.
+    pub reordered: bool,
+    /// Whether `[lock]` changed.
+    pub lock_changed: bool,
+}
+
+impl Reconfigured {
+    /// Whether the chain is the one it was.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.reordered
+            && !self.lock_changed
+    }
 }
 
 impl std::fmt::Debug for PluginHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginHost")
-            .field("plugins", &self.plugin_names().collect::<Vec<_>>())
+            .field("plugins", &self.plugin_names())
             .finish()
     }
 }
@@ -368,18 +443,17 @@ impl PluginHost {
         let engine_error = |e: wasmtime::Error| HostError::Engine {
             message: format!("{e:#}"),
         };
-        let max_memory = options
+        // Room for a reload to raise a cap to the default, at least.
+        let max_memory_bytes = options
             .plugins
             .iter()
             .map(|p| p.memory_limit_bytes)
             .max()
-            .unwrap_or(PluginSpec::DEFAULT_MEMORY_LIMIT_BYTES);
-        let engine = engine::engine(
-            options.plugins.len(),
-            max_memory,
-            options.cache_dir.as_deref(),
-        )
-        .map_err(engine_error)?;
+            .unwrap_or(0)
+            .max(PluginSpec::DEFAULT_MEMORY_LIMIT_BYTES);
+        let capacity = options.plugins.len().saturating_add(RELOAD_HEADROOM);
+        let engine = engine::engine(capacity, max_memory_bytes, options.cache_dir.as_deref())
+            .map_err(engine_error)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(engine_error)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
@@ -388,73 +462,113 @@ impl PluginHost {
             message: format!("failed to start the epoch thread: {e}"),
         })?;
 
-        let decisions = options.decisions;
         let loader = Loader {
             engine,
             linker,
-            policy: options.lock,
+            policy: ArcSwap::from_pointee(options.lock.clone()),
             metrics: options.metrics,
         };
         let mut slots = Vec::with_capacity(options.plugins.len());
         for spec in options.plugins {
-            slots.push(Arc::new(Slot::load(&loader, spec)?));
+            slots.push(Arc::new(Slot::load(
+                &loader,
+                &options.lock,
+                spec,
+                None,
+                false,
+            )?));
         }
-        let persisted = slots
+        let host = Self {
+            kv_saver: Mutex::new(None),
+            chain: ArcSwap::from_pointee(Chain::new(slots)),
+            loader,
+            standing: standing::Standings::default(),
+            _ticker: ticker,
+            decisions: options.decisions,
+            shadows: OnceLock::new(),
+            changes: RwLock::new(()),
+            capacity,
+            max_memory_bytes,
+        };
+        host.start_workers(&host.chain.load())?;
+        Ok(host)
+    }
+
+    /// Starts what `chain` needs beside the calls: the kv saver for its `kv_file`s (or gives it
+    /// the new list), the shadow worker for its shadow plugins.
+    fn start_workers(&self, chain: &Chain) -> Result<(), HostError> {
+        let persisted = chain
+            .slots
             .iter()
             .filter_map(|slot| {
                 let path = slot.spec.kv_file.clone()?;
                 Some((slot.kv.clone(), path, slot.spec.name.clone()))
             })
-            .collect();
-        let kv_saver = kv::KvSaver::start(persisted).map_err(|e| HostError::Engine {
-            message: format!("failed to start the kv_file thread: {e}"),
-        })?;
-        let shadow_slots: Vec<_> = slots
-            .iter()
-            .filter(|slot| slot.spec.shadow)
-            .cloned()
-            .collect();
-        let shadows =
-            shadow::Shadows::start(shadow_slots, decisions.clone(), loader.metrics.clone())
-                .map_err(|e| HostError::Engine {
-                    message: format!("failed to start the shadow plugins' thread: {e}"),
-                })?;
-        Ok(Self {
-            slots,
-            loader,
-            _kv_saver: kv_saver,
-            standing: standing::Standings::default(),
-            _ticker: ticker,
-            decisions,
-            shadows,
-        })
+            .collect::<Vec<_>>();
+        let mut saver = self.kv_saver.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*saver {
+            Some(saver) => saver.replace(persisted),
+            None if persisted.is_empty() => {}
+            None => {
+                *saver = Some(
+                    kv::KvSaver::start(persisted).map_err(|e| HostError::Engine {
+                        message: format!("failed to start the kv_file thread: {e}"),
+                    })?,
+                );
+            }
+        }
+        if !chain.shadows.is_empty() && self.shadows.get().is_none() {
+            let shadows =
+                shadow::Shadows::start(self.decisions.clone(), self.loader.metrics.clone())
+                    .map_err(|e| HostError::Engine {
+                        message: format!("failed to start the shadow plugins' thread: {e}"),
+                    })?;
+            // Only a config reload starts it after `new`, and reloads take turns.
+            let _ = self.shadows.set(shadows);
+        }
+        Ok(())
     }
 
     /// The names of the loaded plugins, in chain order.
-    pub fn plugin_names(&self) -> impl Iterator<Item = &str> {
-        self.slots.iter().map(|slot| slot.spec.name.as_str())
+    pub fn plugin_names(&self) -> Vec<String> {
+        let chain = self.chain.load();
+        chain
+            .slots
+            .iter()
+            .map(|slot| slot.spec.name.clone())
+            .collect()
     }
 
     /// The plugins' files, in chain order, for a watcher: each plugin's component, then the
     /// files its config names, and in a locked deployment the signature beside each, so that
     /// signing a file that was refused unsigned swaps it in.
-    pub fn plugin_paths(&self) -> impl Iterator<Item = (&str, PathBuf)> {
-        let locked = self.loader.policy.locked;
-        self.slots.iter().flat_map(move |slot| {
-            let name = slot.spec.name.as_str();
-            std::iter::once(&slot.spec.path)
-                .chain(slot.spec.config_files.iter().map(|file| &file.path))
-                .flat_map(move |path| {
-                    let signature = locked.then(|| signature_path(path));
-                    std::iter::once(path.clone()).chain(signature)
-                })
-                .map(move |path| (name, path))
-        })
+    pub fn plugin_paths(&self) -> Vec<(String, PathBuf)> {
+        let locked = self.loader.policy.load().locked;
+        let chain = self.chain.load();
+        chain
+            .slots
+            .iter()
+            .flat_map(|slot| {
+                let name = slot.spec.name.as_str();
+                std::iter::once(&slot.spec.path)
+                    .chain(slot.spec.config_files.iter().map(|file| &file.path))
+                    .flat_map(move |path| {
+                        let signature = locked.then(|| signature_path(path));
+                        std::iter::once(path.clone()).chain(signature)
+                    })
+                    .map(move |path| (name.to_owned(), path))
+            })
+            .collect()
     }
 
     /// Every plugin's version, load time and counters, in chain order.
     pub fn status(&self) -> Vec<PluginStatus> {
-        self.slots.iter().map(|slot| slot.status()).collect()
+        self.chain
+            .load()
+            .slots
+            .iter()
+            .map(|slot| slot.status())
+            .collect()
     }
 
     /// Reads plugin `name`'s file again and, if it holds another version, loads it (checks,
@@ -470,15 +584,13 @@ impl PluginHost {
     /// [`HostError::UnknownPlugin`], or why the new version cannot load, in which case the old
     /// one goes on serving.
     pub fn reload(&self, name: &str) -> Result<SwapOutcome, HostError> {
+        let _turn = read(&self.changes);
         self.slot(name)?.reload(&self.loader, false)
     }
 
-    /// [`PluginHost::reload`] for every plugin, in chain order: one result each.
-    pub fn reload_all(&self) -> Vec<Result<SwapOutcome, HostError>> {
-        self.slots
-            .iter()
-            .map(|slot| slot.reload(&self.loader, false))
-            .collect()
+    /// [`PluginHost::reload`] for every plugin, in chain order: each one's name and result.
+    pub fn reload_all(&self) -> Vec<(String, Result<SwapOutcome, HostError>)> {
+        self.each(|slot| slot.reload(&self.loader, false))
     }
 
     /// Reloads plugin `name` if its file changed since it was last loaded from (at start or by a
@@ -491,14 +603,27 @@ impl PluginHost {
     ///
     /// As [`PluginHost::reload`].
     pub fn reload_if_changed(&self, name: &str) -> Result<SwapOutcome, HostError> {
+        let _turn = read(&self.changes);
         self.slot(name)?.reload(&self.loader, true)
     }
 
-    /// [`PluginHost::reload_if_changed`] for every plugin, in chain order: one result each.
-    pub fn reload_all_if_changed(&self) -> Vec<Result<SwapOutcome, HostError>> {
-        self.slots
+    /// [`PluginHost::reload_if_changed`] for every plugin, in chain order: each one's name and
+    /// result.
+    pub fn reload_all_if_changed(&self) -> Vec<(String, Result<SwapOutcome, HostError>)> {
+        self.each(|slot| slot.reload(&self.loader, true))
+    }
+
+    /// `f` for every plugin of the chain in force, in order, its turn held.
+    fn each(
+        &self,
+        f: impl Fn(&Slot) -> Result<SwapOutcome, HostError>,
+    ) -> Vec<(String, Result<SwapOutcome, HostError>)> {
+        let _turn = read(&self.changes);
+        let chain = self.chain.load();
+        chain
+            .slots
             .iter()
-            .map(|slot| slot.reload(&self.loader, true))
+            .map(|slot| (slot.spec.name.clone(), f(slot)))
             .collect()
     }
 
@@ -513,18 +638,147 @@ impl PluginHost {
     /// [`HostError::UnknownPlugin`], [`HostError::NoPreviousVersion`], or why the earlier
     /// version cannot load, in which case the current one goes on serving.
     pub fn rollback(&self, name: &str) -> Result<SwapOutcome, HostError> {
+        let _turn = read(&self.changes);
         self.slot(name)?.rollback(&self.loader)
     }
 
-    fn slot(&self, name: &str) -> Result<&Arc<Slot>, HostError> {
-        self.slots
+    /// Replaces the chain with the one `options` lays out, as a config reload does: plugins
+    /// added, removed, reordered, their entries changed, the lock changed. Only
+    /// [`HostOptions::plugins`] and [`HostOptions::lock`] are read; the engine's settings, the
+    /// metrics and the decision sink are the ones the host was made with.
+    ///
+    /// Every plugin that is new, or whose entry changed, is loaded first (read, checked against
+    /// its pin and the new lock, compiled unless its compiled code is at hand, `init` run); when
+    /// the lock changes, every plugin is. Only when all of them have loaded does the new chain
+    /// replace the old one, in one step: each event runs wholly on one or the other. A failure
+    /// changes nothing. A plugin whose entry did not change keeps its slot, with its version, its
+    /// history and its counters; a changed one keeps its kv store (unless its `kv_file` changed)
+    /// and may be rolled back to the version it had before. Blocks as [`PluginHost::reload`]
+    /// does, for every plugin it loads.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::Capacity`] for more plugins, or a larger memory cap, than the engine has
+    /// room for; [`HostError::DuplicatePlugin`]; otherwise the first plugin that cannot load, and
+    /// why.
+    pub fn reconfigure(&self, options: HostOptions) -> Result<Reconfigured, HostError> {
+        let _turn = self.changes.write().unwrap_or_else(PoisonError::into_inner);
+        if options.plugins.len() > self.capacity {
+            return Err(HostError::Capacity {
+                message: format!(
+                    "the config has {} plugins, and this process has room for {} (those it \
+                     started with and {RELOAD_HEADROOM} more); restart qgate to load them all",
+                    options.plugins.len(),
+                    self.capacity
+                ),
+            });
+        }
+        if let Some(spec) = options
+            .plugins
+            .iter()
+            .find(|spec| spec.memory_limit_bytes > self.max_memory_bytes)
+        {
+            return Err(HostError::Capacity {
+                message: format!(
+                    "plugins `{}`: memory_limit is {} bytes, and this process was started with \
+                     room for {} bytes an instance; restart qgate to raise it",
+                    spec.name, spec.memory_limit_bytes, self.max_memory_bytes
+                ),
+            });
+        }
+        for (index, spec) in options.plugins.iter().enumerate() {
+            if options.plugins[..index]
+                .iter()
+                .any(|other| other.name == spec.name)
+            {
+                return Err(HostError::DuplicatePlugin {
+                    plugin: spec.name.clone(),
+                });
+            }
+        }
+        let old = self.chain.load_full();
+        let lock_changed = **self.loader.policy.load() != options.lock;
+        let mut report = Reconfigured {
+            lock_changed,
+            ..Reconfigured::default()
+        };
+        let mut slots = Vec::with_capacity(options.plugins.len());
+        for spec in options.plugins {
+            let earlier = old.slots.iter().find(|slot| slot.spec.name == spec.name);
+            match earlier {
+                Some(slot) if slot.spec == spec && !lock_changed => {
+                    report.unchanged.push(spec.name.clone());
+                    slots.push(Arc::clone(slot));
+                }
+                Some(slot) => {
+                    report.changed.push(spec.name.clone());
+                    let name = spec.name.clone();
+                    let loaded = Slot::load(&self.loader, &options.lock, spec, Some(slot), true);
+                    self.loader.metrics.plugin_swap(&name, loaded.is_ok());
+                    let loaded = loaded?;
+                    loaded.inherit(slot);
+                    slots.push(Arc::new(loaded));
+                }
+                None => {
+                    report.added.push(spec.name.clone());
+                    slots.push(Arc::new(Slot::load(
+                        &self.loader,
+                        &options.lock,
+                        spec,
+                        None,
+                        true,
+                    )?));
+                }
+            }
+        }
+        report.removed = old
+            .slots
+            .iter()
+            .filter(|slot| !slots.iter().any(|new| new.spec.name == slot.spec.name))
+            .map(|slot| slot.spec.name.clone())
+            .collect();
+        let kept = |names: &mut dyn Iterator<Item = &String>| {
+            names
+                .filter(|name| !report.added.contains(name))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let before = old.slots.iter().map(|slot| &slot.spec.name);
+        let after = slots.iter().map(|slot| &slot.spec.name);
+        let before = kept(&mut before.filter(|name| !report.removed.contains(name)));
+        report.reordered = before != kept(&mut { after });
+        let chain = Chain::new(slots);
+        self.start_workers(&chain)?;
+        self.loader.policy.store(Arc::new(options.lock));
+        self.chain.store(Arc::new(chain));
+        tracing::info!(
+            added = ?report.added,
+            removed = ?report.removed,
+            changed = ?report.changed,
+            reordered = report.reordered,
+            lock_changed = report.lock_changed,
+            "plugin chain replaced"
+        );
+        Ok(report)
+    }
+
+    fn slot(&self, name: &str) -> Result<Arc<Slot>, HostError> {
+        let chain = self.chain.load();
+        chain
+            .slots
             .iter()
             .find(|slot| slot.spec.name == name)
+            .cloned()
             .ok_or_else(|| HostError::UnknownPlugin {
                 plugin: name.to_owned(),
-                loaded: self.plugin_names().collect::<Vec<_>>().join(", "),
+                loaded: self.plugin_names().join(", "),
             })
     }
+}
+
+fn read(lock: &RwLock<()>) -> std::sync::RwLockReadGuard<'_, ()> {
+    // It guards no data: a panic cannot leave anything half-updated.
+    lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Checks a plugin's file against its pin and `policy` without loading it, as a start or a swap
@@ -581,11 +835,13 @@ enum Current<'a> {
 impl PluginHost {
     fn message_chain(&self, session: &Session, request: &Request, sync: bool) -> Verdict {
         let started = Instant::now();
+        // The chain this event uses, read once: a config reload during it does not touch it.
+        let chain = self.chain.load();
         let wit_session = state::session(session);
         let summary = state::summary(request);
         let facts = FactsCell::new();
         let lent = Lent::request(request, &facts);
-        let (verdict, decided_by) = self.decide_message(&wit_session, &summary, lent, sync);
+        let (verdict, decided_by) = self.decide_message(&chain, &wit_session, &summary, lent, sync);
         if let Some(sink) = &self.decisions {
             let (decision, reason) = decision_of(&verdict);
             let event = if sync {
@@ -609,15 +865,15 @@ impl PluginHost {
             record.latency = started.elapsed();
             sink.record(with_decider(record, decided_by.as_ref()));
         }
-        if let Some(shadows) = &self.shadows {
+        if let Some(shadows) = self.shadows(&chain) {
             let asked = if sync {
                 shadow::Asked::Sync(request)
             } else {
                 shadow::Asked::Async(request)
             };
-            shadows.submit(session, asked, decision_of(&verdict).0);
+            shadows.submit(&chain.shadows, session, asked, decision_of(&verdict).0);
         }
-        if self.takes(types::Events::OUTCOME) {
+        if chain.takes(types::Events::OUTCOME) {
             let (decision, reason) = match &verdict {
                 Verdict::Pass => (types::Decision::Passed, None),
                 Verdict::Deny(message) => (types::Decision::Denied, Some(message.clone())),
@@ -629,7 +885,7 @@ impl PluginHost {
             } else {
                 types::EventKind::AsyncMessage
             };
-            self.tell_outcome(
+            chain.tell_outcome(
                 &wit_session,
                 Some((&summary, lent)),
                 outcome(event, decision, reason, decided_by.as_ref(), started),
@@ -641,6 +897,7 @@ impl PluginHost {
     /// The message chain proper: the verdict, and the plugin that gave it.
     fn decide_message(
         &self,
+        chain: &Chain,
         wit_session: &types::Session,
         summary: &types::Summary,
         lent: Lent<'_>,
@@ -652,7 +909,7 @@ impl PluginHost {
         } else {
             types::Events::ASYNC_MESSAGE
         };
-        for slot in self.live() {
+        for slot in chain.live() {
             // The version this event uses, read once: a swap during the call does not touch it.
             let plugin = slot.current.load();
             if !plugin.events.contains(flag) {
@@ -702,13 +959,13 @@ impl PluginHost {
     /// The auth chain proper: the verdict and the plugin that decided it. An allow's new user
     /// name goes into `wit_session`, for the plugins after it and the outcome.
     fn decide_auth(
-        &self,
+        chain: &Chain,
         wit_session: &mut types::Session,
         credentials: &Credentials,
     ) -> (AuthVerdict, Option<Arc<PluginShared>>) {
         let mut verdict = AuthVerdict::Pass;
         let mut decided_by = None;
-        for slot in self.live() {
+        for slot in chain.live() {
             let plugin = slot.current.load();
             if !plugin.events.contains(types::Events::AUTH) {
                 continue;
@@ -750,12 +1007,12 @@ impl PluginHost {
     /// The open chain proper: every plugin that takes it, and the first that closed the
     /// connection.
     fn decide_open(
-        &self,
+        chain: &Chain,
         wit_session: &types::Session,
     ) -> (OpenVerdict, Option<Arc<PluginShared>>) {
         let mut verdict = OpenVerdict::Keep;
         let mut decided_by = None;
-        for slot in self.live() {
+        for slot in chain.live() {
             let plugin = slot.current.load();
             if !plugin.events.contains(types::Events::OPEN) {
                 continue;
@@ -810,7 +1067,8 @@ impl PluginHost {
         let facts = FactsCell::new();
         let mut current = Current::Original(message);
         let publication = request.is_none();
-        for (index, slot) in self
+        let chain = self.chain.load();
+        for (index, slot) in chain
             .slots
             .iter()
             .enumerate()
@@ -1011,6 +1269,25 @@ impl PluginHost {
         }
     }
 
+    /// The shadow worker, when `chain` has shadow plugins.
+    fn shadows(&self, chain: &Chain) -> Option<&shadow::Shadows> {
+        if chain.shadows.is_empty() {
+            return None;
+        }
+        self.shadows.get()
+    }
+}
+
+impl Chain {
+    fn new(slots: Vec<Arc<Slot>>) -> Self {
+        let shadows = slots
+            .iter()
+            .filter(|slot| slot.spec.shadow)
+            .cloned()
+            .collect();
+        Self { slots, shadows }
+    }
+
     /// Whether any plugin takes `event`.
     fn takes(&self, event: types::Events) -> bool {
         self.live()
@@ -1140,34 +1417,35 @@ fn reply(plugin: &Plugin, bytes: &[u8]) -> Verdict {
 impl Hooks for PluginHost {
     async fn on_auth(&self, session: &Session, credentials: &Credentials) -> AuthVerdict {
         let started = Instant::now();
+        let chain = self.chain.load();
         let mut wit_session = state::session(session);
-        let (verdict, decided_by) = self.decide_auth(&mut wit_session, credentials);
+        let (verdict, decided_by) = Self::decide_auth(&chain, &mut wit_session, credentials);
+        let decision = match verdict {
+            AuthVerdict::Allow(_) => DecisionKind::Allowed,
+            AuthVerdict::Deny => DecisionKind::Denied,
+            AuthVerdict::Pass => DecisionKind::Passed,
+        };
         if let Some(sink) = &self.decisions {
             // The password is never recorded.
-            let decision = match verdict {
-                AuthVerdict::Allow(_) => DecisionKind::Allowed,
-                AuthVerdict::Deny => DecisionKind::Denied,
-                AuthVerdict::Pass => DecisionKind::Passed,
-            };
             let mut record = DecisionRecord::new(session.clone(), DecisionEvent::Auth, decision);
             record.latency = started.elapsed();
             sink.record(with_decider(record, decided_by.as_ref()));
         }
-        if let Some(shadows) = &self.shadows {
-            let live = match verdict {
-                AuthVerdict::Allow(_) => DecisionKind::Allowed,
-                AuthVerdict::Deny => DecisionKind::Denied,
-                AuthVerdict::Pass => DecisionKind::Passed,
-            };
-            shadows.submit(session, shadow::Asked::Auth(credentials), live);
+        if let Some(shadows) = self.shadows(&chain) {
+            shadows.submit(
+                &chain.shadows,
+                session,
+                shadow::Asked::Auth(credentials),
+                decision,
+            );
         }
-        if self.takes(types::Events::OUTCOME) {
+        if chain.takes(types::Events::OUTCOME) {
             let decision = match verdict {
                 AuthVerdict::Allow(_) => types::Decision::Allowed,
                 AuthVerdict::Deny => types::Decision::Denied,
                 AuthVerdict::Pass => types::Decision::Passed,
             };
-            self.tell_outcome(
+            chain.tell_outcome(
                 &wit_session,
                 None,
                 outcome(
@@ -1184,8 +1462,9 @@ impl Hooks for PluginHost {
 
     async fn on_open(&self, session: &Session) -> OpenVerdict {
         let started = Instant::now();
+        let chain = self.chain.load();
         let wit_session = state::session(session);
-        let (verdict, decided_by) = self.decide_open(&wit_session);
+        let (verdict, decided_by) = Self::decide_open(&chain, &wit_session);
         if let Some(sink) = &self.decisions {
             let (decision, reason) = match &verdict {
                 OpenVerdict::Keep => (DecisionKind::Passed, None),
@@ -1196,12 +1475,12 @@ impl Hooks for PluginHost {
             record.latency = started.elapsed();
             sink.record(with_decider(record, decided_by.as_ref()));
         }
-        if self.takes(types::Events::OUTCOME) {
+        if chain.takes(types::Events::OUTCOME) {
             let (decision, reason) = match &verdict {
                 OpenVerdict::Keep => (types::Decision::Passed, None),
                 OpenVerdict::Close(why) => (types::Decision::Denied, Some(why.clone())),
             };
-            self.tell_outcome(
+            chain.tell_outcome(
                 &wit_session,
                 None,
                 outcome(
@@ -1226,7 +1505,8 @@ impl Hooks for PluginHost {
 
     fn outbound(&self, session: &Session) -> Outbound {
         let mut outbound = Outbound::default();
-        for (index, slot) in self
+        let chain = self.chain.load();
+        for (index, slot) in chain
             .slots
             .iter()
             .enumerate()
@@ -1265,7 +1545,7 @@ impl Hooks for PluginHost {
         self.standing.forget(session.handle);
         let wit_session = state::session(session);
         let reason = reason.to_string();
-        for slot in self.live() {
+        for slot in self.chain.load().live() {
             let plugin = slot.current.load();
             if !plugin.events.contains(types::Events::CLOSE) {
                 continue;

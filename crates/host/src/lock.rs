@@ -209,7 +209,7 @@ fn decode_base64<const N: usize>(
 }
 
 /// What a deployment requires of the plugins it runs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LockPolicy {
     /// Whether every plugin must be pinned or signed (`[lock] enabled`). Pins are checked

@@ -66,6 +66,8 @@ enum Event {
 }
 
 struct Job {
+    /// The shadow plugins of the chain that decided it.
+    slots: Arc<[Arc<Slot>]>,
     session: Session,
     event: Event,
     live: DecisionKind,
@@ -79,32 +81,37 @@ pub(crate) struct Shadows {
 }
 
 impl Shadows {
-    /// Starts the worker for `slots`, the shadow plugins; `None` when there are none.
+    /// Starts the worker. It runs until this is dropped; each job names the shadow plugins that
+    /// ask about it, those of the chain that decided it, so that a config reload needs no word
+    /// with the worker.
     pub(crate) fn start(
-        slots: Vec<Arc<Slot>>,
         decisions: Option<Arc<dyn DecisionSink>>,
         metrics: Metrics,
-    ) -> std::io::Result<Option<Self>> {
-        if slots.is_empty() {
-            return Ok(None);
-        }
+    ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::sync_channel(QUEUE);
         let worker_metrics = metrics.clone();
         let worker = std::thread::Builder::new()
             .name("qgate-shadow".into())
             .spawn(move || {
                 crate::swap::lower_priority();
-                work(&jobs, &slots, decisions.as_deref(), &worker_metrics);
+                work(&jobs, decisions.as_deref(), &worker_metrics);
             })?;
-        Ok(Some(Self {
+        Ok(Self {
             queue,
             metrics,
             _worker: worker,
-        }))
+        })
     }
 
-    /// Queues an event the live chain decided as `live`, or counts it dropped.
-    pub(crate) fn submit(&self, session: &Session, asked: Asked<'_>, live: DecisionKind) {
+    /// Queues an event the live chain decided as `live` for the shadow plugins `slots`, or counts
+    /// it dropped.
+    pub(crate) fn submit(
+        &self,
+        slots: &Arc<[Arc<Slot>]>,
+        session: &Session,
+        asked: Asked<'_>,
+        live: DecisionKind,
+    ) {
         let event = match asked {
             Asked::Auth(credentials) => Event::Auth(credentials.clone()),
             Asked::Sync(request) | Asked::Async(request)
@@ -117,6 +124,7 @@ impl Shadows {
             Asked::Async(request) => Event::Async(request.clone()),
         };
         let job = Job {
+            slots: Arc::clone(slots),
             session: session.clone(),
             event,
             live,
@@ -130,17 +138,12 @@ impl Shadows {
 
 /// The worker: every [`TICK`], each queued event through each shadow plugin, until the host is
 /// dropped.
-fn work(
-    jobs: &Receiver<Job>,
-    slots: &[Arc<Slot>],
-    decisions: Option<&dyn DecisionSink>,
-    metrics: &Metrics,
-) {
+fn work(jobs: &Receiver<Job>, decisions: Option<&dyn DecisionSink>, metrics: &Metrics) {
     loop {
         loop {
             match jobs.try_recv() {
                 Ok(job) => {
-                    for slot in slots {
+                    for slot in &*job.slots {
                         shadow(slot, &job, decisions, metrics);
                     }
                 }

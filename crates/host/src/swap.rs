@@ -3,7 +3,7 @@
 //! status that `qgate plugins` shows.
 //!
 //! ```text
-//!   Slot (one per [[plugins]] entry, for the life of the host)
+//!   Slot (one per [[plugins]] entry, until a config reload changes the entry)
 //!   ├── current: ArcSwap<Plugin> ── an event loads it once per plugin call; the Arc keeps an
 //!   │                               old version alive until its calls in flight return
 //!   ├── kv: Arc<Kv>              ── handed to every version: state outlives versions
@@ -68,7 +68,9 @@ pub const MAX_PREVIOUS_VERSIONS: usize = 4;
 pub(crate) struct Loader {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
-    pub(crate) policy: LockPolicy,
+    /// The lock policy in force; a config reload replaces it, after reloading every plugin under
+    /// the new one.
+    pub(crate) policy: ArcSwap<LockPolicy>,
     /// Where calls (per version) and swaps are counted.
     pub(crate) metrics: Metrics,
 }
@@ -174,26 +176,50 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Slot {
-    /// Loads the first version of `spec`'s plugin.
-    pub(crate) fn load(loader: &Loader, spec: PluginSpec) -> Result<Self, HostError> {
-        let kv = match &spec.kv_file {
-            Some(path) => Arc::new(Kv::load(path).map_err(|message| HostError::KvFile {
+    /// Loads the first version of `spec`'s plugin, checked against `policy`.
+    ///
+    /// With `earlier`, the slot of the same name that a config reload replaces, the new slot
+    /// shares its kv store (when `kv_file` is the same) and reuses its compiled code (when the
+    /// component is the same). When `serving` (a config reload), a compile runs at the lowest
+    /// priority, as a swap's does.
+    pub(crate) fn load(
+        loader: &Loader,
+        policy: &LockPolicy,
+        spec: PluginSpec,
+        earlier: Option<&Slot>,
+        serving: bool,
+    ) -> Result<Self, HostError> {
+        let kv = match (&spec.kv_file, earlier) {
+            (file, Some(earlier)) if earlier.spec.kv_file == *file => Arc::clone(&earlier.kv),
+            (Some(path), _) => Arc::new(Kv::load(path).map_err(|message| HostError::KvFile {
                 plugin: spec.name.clone(),
                 path: path.clone(),
                 message,
             })?),
-            None => Arc::<Kv>::default(),
+            (None, _) => Arc::<Kv>::default(),
         };
         let readers = Readers::new(&spec);
-        let read = read_checked(&loader.policy, &spec, &readers)?;
-        // Nothing is serving yet: the first compile runs at normal priority.
-        let component =
-            Component::new(&loader.engine, &read.bytes).map_err(|e| HostError::Load {
-                plugin: spec.name.clone(),
-                message: format!("{e:?}"),
-            })?;
+        let read = read_checked(policy, &spec, &readers)?;
         let digest = read.version.digest;
-        let plugin = load_component(loader, &spec, &kv, &component, read.version, read.started)?;
+        let known = earlier.and_then(|earlier| earlier.component(read.version.component_digest));
+        let Read {
+            bytes,
+            version,
+            started,
+        } = read;
+        let plugin = match known {
+            Some(component) => load_component(loader, &spec, &kv, &component, version, started)?,
+            None if serving => compile_and_load(loader, &spec, &kv, &bytes, version, started)?,
+            None => {
+                // Nothing is serving yet: the first compile runs at normal priority.
+                let component =
+                    Component::new(&loader.engine, &bytes).map_err(|e| HostError::Load {
+                        plugin: spec.name.clone(),
+                        message: format!("{e:?}"),
+                    })?;
+                load_component(loader, &spec, &kv, &component, version, started)?
+            }
+        };
         Ok(Self {
             spec,
             current: ArcSwap::from_pointee(plugin),
@@ -236,7 +262,7 @@ impl Slot {
         since_file_load: bool,
     ) -> Result<SwapOutcome, HostError> {
         let _turn = lock(&self.changes);
-        let read = read_checked(&loader.policy, &self.spec, &self.readers)?;
+        let read = read_checked(&loader.policy.load(), &self.spec, &self.readers)?;
         let digest = read.version.digest;
         let current = self.current.load_full();
         let unchanged = if current.digest == digest {
@@ -251,17 +277,7 @@ impl Slot {
                 digest,
             });
         }
-        // The component serving (only a config file changed), or one seen before (a redeploy of
-        // an earlier release, in the history), is compiled already.
-        let component_digest = read.version.component_digest;
-        let known_component = if current.version.component_digest == component_digest {
-            Some(current.component.clone())
-        } else {
-            lock(&self.history)
-                .iter()
-                .find(|previous| previous.version.component_digest == component_digest)
-                .map(|previous| previous.component.clone())
-        };
+        let known_component = self.component(read.version.component_digest);
         let Read {
             bytes,
             version,
@@ -282,6 +298,44 @@ impl Slot {
             to: digest,
             load_time,
         })
+    }
+
+    /// Takes over the history of `earlier`, the slot of the same name that a config reload
+    /// replaces with this one, and its version serving, so that a rollback undoes the reload's
+    /// change of this plugin.
+    pub(crate) fn inherit(&self, earlier: &Slot) {
+        let serving = earlier.current.load();
+        let mut history = lock(&earlier.history)
+            .iter()
+            .map(|previous| Previous {
+                version: previous.version.clone(),
+                component: previous.component.clone(),
+            })
+            .collect::<History>();
+        let current = self.current.load();
+        if serving.digest != current.digest || serving.version.config != current.version.config {
+            history.push_back(Previous {
+                version: serving.version.clone(),
+                component: serving.component.clone(),
+            });
+        }
+        while history.len() > MAX_PREVIOUS_VERSIONS {
+            history.pop_front();
+        }
+        *lock(&self.history) = history;
+    }
+
+    /// The compiled code of the component whose file has `digest`, if it is the one serving (only
+    /// a config file changed) or one in the history (a redeploy of an earlier release).
+    fn component(&self, digest: Digest) -> Option<Component> {
+        let current = self.current.load();
+        if current.version.component_digest == digest {
+            return Some(current.component.clone());
+        }
+        lock(&self.history)
+            .iter()
+            .find(|previous| previous.version.component_digest == digest)
+            .map(|previous| previous.component.clone())
     }
 
     /// Switches back to the version that the current one replaced. The current version is

@@ -551,3 +551,7 @@ async fn a_kv_file_keeps_the_store_across_a_restart() {
     );
     std::fs::remove_dir_all(&dir).expect("removable");
 }
+
+/// Config reload: the chain replaced whole, all or nothing, under calls.
+#[path = "host/reconfig.rs"]
+mod reconfig;

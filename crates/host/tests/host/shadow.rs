@@ -137,6 +137,5 @@ async fn a_shadow_plugin_never_changes_a_verdict_and_its_disagreements_are_recor
         .count();
     assert_eq!(live, 3);
     // The shadows are loaded and listed, and take no part in the chain's status otherwise.
-    let names: Vec<_> = host.plugin_names().collect();
-    assert_eq!(names, ["allowlist", "candidate", "spin"]);
+    assert_eq!(host.plugin_names(), ["allowlist", "candidate", "spin"]);
 }
