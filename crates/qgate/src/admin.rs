@@ -21,7 +21,8 @@
 //! ```text
 //!   {"command":"plugins"}                    -> {"ok":true,"plugins":[{...}, ...]}
 //!   {"command":"reload","plugin":"policy"}   -> {"ok":true,"results":[{"plugin":"policy",...}]}
-//!   {"command":"reload"}                     -> one result per plugin, in chain order
+//!   {"command":"reload"}                     -> the config file read again and applied
+//!                                               ("config"), then one result per plugin
 //!   {"command":"rollback","plugin":"policy"} -> {"ok":true,"results":[{...}]}
 //!   {"command":"upstreams"}                  -> {"ok":true,"upstreams":[{...}, ...]}
 //!   anything it cannot do                    -> {"ok":false,"error":"..."}
@@ -42,6 +43,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use qgate_config::Config;
 use qgate_gateway::{Gateway, Health, Mode, UpstreamStatus};
 use qgate_host::{HostError, PluginHost, PluginStatus, SwapOutcome};
+
+use crate::reconfig::{ConfigReport, ConfigSource};
 use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
@@ -73,7 +76,8 @@ pub(crate) const MAX_ADMIN_JOBS: usize = 2;
 pub(crate) enum Request {
     /// The loaded plugins with their versions and counters.
     Plugins,
-    /// Reload one plugin from its file, or every plugin.
+    /// Reload one plugin from its file; or, without one, read the config file again and apply
+    /// it, then reload every plugin.
     Reload {
         /// The plugin; every plugin when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +99,8 @@ pub(crate) struct Admin {
     pub(crate) host: Option<Arc<PluginHost>>,
     /// The upstreams, when there are any.
     pub(crate) gateway: Option<Gateway>,
+    /// The config file, which a reload of every plugin reads again first.
+    pub(crate) config: Arc<ConfigSource>,
 }
 
 /// One response.
@@ -115,6 +121,9 @@ pub(crate) struct Response {
     /// For `upstreams`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) upstreams: Option<Vec<UpstreamRow>>,
+    /// For `reload` of every plugin: what reading the config file again changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) config: Option<ConfigReport>,
 }
 
 /// One `[[upstream]]` in an `upstreams` response.
@@ -628,6 +637,9 @@ impl Response {
 
 async fn handle(admin: &Admin, jobs: &Jobs, request: Request) -> Response {
     info!(?request, "admin request");
+    if let Request::Reload { plugin: None } = request {
+        return reload_config(admin, jobs).await;
+    }
     let host = match (&request, &admin.host) {
         (Request::Upstreams, _) => return upstreams(admin.gateway.as_ref()),
         (_, Some(host)) => host,
@@ -652,17 +664,8 @@ async fn handle(admin: &Admin, jobs: &Jobs, request: Request) -> Response {
             })
             .await
         }
-        Request::Reload { plugin: None } => {
-            blocking(host, jobs, |host| {
-                let names = host.plugin_names().map(str::to_owned).collect::<Vec<_>>();
-                names
-                    .iter()
-                    .zip(host.reload_all())
-                    .map(|(name, result)| SwapResult::new(name, result))
-                    .collect()
-            })
-            .await
-        }
+        // Answered above.
+        Request::Reload { plugin: None } => return reload_config(admin, jobs).await,
         Request::Rollback { plugin } => {
             blocking(host, jobs, move |host| {
                 vec![SwapResult::new(&plugin, host.rollback(&plugin))]
@@ -697,6 +700,42 @@ async fn handle(admin: &Admin, jobs: &Jobs, request: Request) -> Response {
             error: Some(format!("{error:#}")),
             ..Response::default()
         },
+    }
+}
+
+/// `reload` of every plugin: the config file read again and applied, then every plugin's file,
+/// on one of the socket's threads. A config that cannot be applied changes nothing, the plugins'
+/// files included, and is the request's error.
+async fn reload_config(admin: &Admin, jobs: &Jobs) -> Response {
+    let source = Arc::clone(&admin.config);
+    let host = admin.host.clone();
+    let done = jobs
+        .run(move || {
+            let report = source.reload_logged()?;
+            let results = host
+                .map(|host| {
+                    host.reload_all()
+                        .into_iter()
+                        .map(|(name, result)| SwapResult::new(&name, result))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            anyhow::Ok((report, results))
+        })
+        .await;
+    match done.and_then(|done| done) {
+        Ok((report, results)) => {
+            for result in &results {
+                log_result(result);
+            }
+            Response {
+                ok: true,
+                results: Some(results),
+                config: Some(report),
+                ..Response::default()
+            }
+        }
+        Err(error) => Response::error(format!("{error:#}")),
     }
 }
 
@@ -743,9 +782,8 @@ pub(crate) fn log_result(result: &SwapResult) {
 
 /// Reloads every plugin whose file changed: SIGHUP's swap. Blocks; logs each result.
 pub(crate) fn reload_changed_logged(host: &PluginHost) {
-    let names = host.plugin_names().map(str::to_owned).collect::<Vec<_>>();
-    for (name, result) in names.iter().zip(host.reload_all_if_changed()) {
-        log_result(&SwapResult::new(name, result));
+    for (name, result) in host.reload_all_if_changed() {
+        log_result(&SwapResult::new(&name, result));
     }
 }
 

@@ -40,6 +40,30 @@ pub(crate) struct Args {
 pub(crate) fn run(args: &Args) -> Result<()> {
     let file = args.file.display();
     let config = Config::load(&args.file)?;
+    validate(&config, &file.to_string(), Artifacts::Check)?;
+    writeln!(io::stdout(), "{file}: ok").context("cannot write to stdout")
+}
+
+/// Which plugins' files [`validate`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Artifacts {
+    /// Every plugin's, as a start reads them.
+    Check,
+    /// None: a config reload reads those of the plugins it loads, as it loads them, and a file
+    /// that is broken under a plugin whose entry did not change is that plugin's reload's
+    /// failure, not the config's.
+    Skip,
+}
+
+/// Checks what `serve` checks of `config` at start beyond its schema, as the module's `//!`
+/// lists, without binding, connecting, compiling or creating anything; errors start with `file`.
+///
+/// A config reload runs it on the new config before anything changes.
+///
+/// # Errors
+///
+/// The first problem found.
+pub(crate) fn validate(config: &Config, file: &str, artifacts: Artifacts) -> Result<()> {
     logging::filter(&config.log.level).map_err(|error| anyhow!("{file}: log.level: {error}"))?;
     // As `qgate serve` resolves it, with kdb+'s SSL_* variables where [tls] says nothing.
     if let Some(tls) = config
@@ -67,7 +91,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     // The password file under the rules `serve` reads it by (a regular file, a size cap, a
     // read timeout, every line well-formed), so that a FIFO, a directory or `/dev/zero` is
     // refused here too, and never waited on.
-    let options = crate::serve::server_options(&config, |name| std::env::var(name).ok())
+    let options = crate::serve::server_options(config, |name| std::env::var(name).ok())
         .map_err(|error| anyhow!("{file}: {error:#}"))?;
     if let Some(password_file) = &options.password_file {
         password_file
@@ -77,8 +101,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     // Each plugin's file read as a start reads it (a regular file, within its size cap and the
     // time limit), and checked against its pin and, in a locked deployment, its signature.
     let options =
-        crate::serve::host_options(&config).map_err(|error| anyhow!("{file}: {error:#}"))?;
-    for spec in &options.plugins {
+        crate::serve::host_options(config).map_err(|error| anyhow!("{file}: {error:#}"))?;
+    let checked = match artifacts {
+        Artifacts::Check => options.plugins.as_slice(),
+        Artifacts::Skip => &[],
+    };
+    for spec in checked {
         qgate_host::check_artifact(spec, &options.lock).map_err(|error| {
             let hint = match &error {
                 HostError::Read { error, .. } if error.is_not_found() => {
@@ -91,7 +119,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     }
     // Upstreams as a start would take them: `password_env` set, TLS files loadable. Nothing is
     // connected: an upstream that is down is not a config error.
-    if let Some(gateway) = crate::gateway::gateway_options(&config, |name| std::env::var(name).ok())
+    if let Some(gateway) = crate::gateway::gateway_options(config, |name| std::env::var(name).ok())
         .map_err(|error| anyhow!("{file}: {error:#}"))?
     {
         qgate_gateway::Gateway::new(gateway).map_err(|error| anyhow!("{file}: {error}"))?;
@@ -121,5 +149,5 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             ));
         }
     }
-    writeln!(io::stdout(), "{file}: ok").context("cannot write to stdout")
+    Ok(())
 }

@@ -12,7 +12,10 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use qgate_config::Config;
 
-use crate::admin::{self, PluginRow, Request, Response, SwapResult, UpstreamRow};
+use crate::{
+    admin::{self, PluginRow, Request, Response, SwapResult, UpstreamRow},
+    reconfig::ConfigReport,
+};
 
 /// How long a command waits for the server's answer.
 ///
@@ -78,7 +81,13 @@ impl Target {
             return Ok(path.clone());
         }
         let config = match &self.config {
-            Some(path) => Config::load(path)?,
+            Some(path) => Config::load(path).with_context(|| {
+                format!(
+                    "cannot find the server's admin socket from {}, so the server was not asked \
+                     and nothing changed; fix the file, or pass --admin-socket PATH",
+                    path.display()
+                )
+            })?,
             None => Config::default(),
         };
         admin::socket_path(&config)?.ok_or_else(|| {
@@ -246,6 +255,9 @@ fn report(response: Response) -> Result<()> {
     }
     let results = response.results.unwrap_or_default();
     let mut out = io::stdout().lock();
+    if let Some(config) = &response.config {
+        write_config(&mut out, config)?;
+    }
     let mut failed = 0;
     for result in &results {
         write_result(&mut out, result)?;
@@ -253,6 +265,48 @@ fn report(response: Response) -> Result<()> {
     }
     if failed > 0 {
         bail!("{failed} plugin(s) failed to load; their old versions go on serving");
+    }
+    Ok(())
+}
+
+fn write_config(out: &mut impl io::Write, report: &ConfigReport) -> io::Result<()> {
+    let Some(file) = &report.file else {
+        return writeln!(
+            out,
+            "config: the server runs without a config file; only its plugins' files were read"
+        );
+    };
+    let mut changes = Vec::new();
+    for (what, names) in [
+        ("added", &report.added),
+        ("removed", &report.removed),
+        ("reloaded", &report.changed),
+    ] {
+        if !names.is_empty() {
+            changes.push(format!("{what} {}", names.join(", ")));
+        }
+    }
+    if report.reordered {
+        changes.push("reordered".to_owned());
+    }
+    if report.lock_changed {
+        changes.push("[lock] applied".to_owned());
+    }
+    if changes.is_empty() {
+        changes.push("the chain is unchanged".to_owned());
+    }
+    writeln!(
+        out,
+        "config: {} read again: {}",
+        file.display(),
+        changes.join("; ")
+    )?;
+    if !report.restart_needed.is_empty() {
+        writeln!(
+            out,
+            "config: changed, and applied only when qgate restarts: {}",
+            report.restart_needed.join(", ")
+        )?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod logging;
 mod metrics;
 mod parse;
 mod policy_test;
+mod reconfig;
 mod replay;
 mod serve;
 mod watch;

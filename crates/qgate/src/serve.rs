@@ -40,7 +40,9 @@ use crate::{
     admin,
     decisions::{self, DecisionLog},
     gateway::gateway_options,
-    logging, metrics, watch,
+    logging, metrics,
+    reconfig::ConfigSource,
+    watch,
 };
 
 /// How long the process waits, once the server has stopped, for work still running on its threads
@@ -52,7 +54,7 @@ use crate::{
 const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// `qgate serve`: flags follow q's where q has one, and override the config file.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub(crate) struct Args {
     /// The config file. Without one, the built-in defaults apply; the reference config.toml
     /// spells them out.
@@ -86,8 +88,13 @@ pub(crate) struct Args {
 }
 
 impl Args {
+    /// The config file, when there is one: what a config reload reads again.
+    pub(crate) fn config_file(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
     /// The config to run with: the file (or the defaults), then the flags on top.
-    fn config(&self) -> Result<Config> {
+    pub(crate) fn config(&self) -> Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
@@ -187,7 +194,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         let host = PluginHost::new(options)
             .context("cannot start: a plugin in `[[plugins]]` failed to load")?;
         info!(
-            plugins = ?host.plugin_names().collect::<Vec<_>>(),
+            plugins = ?host.plugin_names(),
             locked = config.lock.enabled,
             "plugins loaded"
         );
@@ -231,6 +238,8 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         watch: config.admin.watch,
     });
     let parts = Parts {
+        args: args.clone(),
+        started: config.clone(),
         addr: config.server.listen.get(),
         options,
         plugins,
@@ -259,6 +268,10 @@ pub(crate) fn run(args: &Args) -> Result<()> {
 /// What `serve` runs: the q port's address and options, the plugins, the gateway, the admin
 /// socket and the metrics.
 struct Parts {
+    /// The command line, which a config reload reads the config by again.
+    args: Args,
+    /// The config the process started with.
+    started: Config,
     addr: SocketAddr,
     options: ServerOptions,
     plugins: Option<Plugins>,
@@ -443,6 +456,8 @@ async fn build<H: Hooks>(parts: Parts, hooks: H) -> Result<()> {
 /// Binds, announces the address, and runs the server until SIGINT or SIGTERM.
 async fn serve<H: Hooks, B: Backend>(server: Server<H, B>, parts: Parts) -> Result<()> {
     let Parts {
+        args,
+        started,
         addr,
         plugins,
         gateway,
@@ -466,6 +481,18 @@ async fn serve<H: Hooks, B: Backend>(server: Server<H, B>, parts: Parts) -> Resu
     };
     // Installed before the address is announced: from then on, a signal is a clean shutdown.
     let shutdown = shutdown_signal()?;
+    let watch = match &plugins {
+        Some(plugins) if plugins.watch => {
+            Some(watch::start(&plugins.host).context("cannot start the plugin file watch")?)
+        }
+        _ => None,
+    };
+    let source = Arc::new(ConfigSource::new(
+        args,
+        started,
+        plugins.as_ref().map(|plugins| plugins.host.clone()),
+        watch,
+    ));
     let admin_socket = match &admin_socket {
         Some(path) => {
             let socket = admin::bind(path)?;
@@ -473,17 +500,13 @@ async fn serve<H: Hooks, B: Backend>(server: Server<H, B>, parts: Parts) -> Resu
             let admin = admin::Admin {
                 host: plugins.as_ref().map(|plugins| plugins.host.clone()),
                 gateway: gateway.clone(),
+                config: Arc::clone(&source),
             };
             Some(tokio::spawn(socket.serve(admin)))
         }
         None => None,
     };
-    if let Some(plugins) = &plugins {
-        reload_on_hangup(plugins.host.clone())?;
-        if plugins.watch {
-            watch::start(&plugins.host).context("cannot start the plugin file watch")?;
-        }
-    }
+    reload_on_hangup(plugins.as_ref().map(|plugins| plugins.host.clone()), source)?;
     let addr = listener
         .local_addr()
         .context("cannot read the listener's address")?;
@@ -507,16 +530,27 @@ async fn serve<H: Hooks, B: Backend>(server: Server<H, B>, parts: Parts) -> Resu
     Ok(())
 }
 
-/// Reloads every plugin whose file changed on each SIGHUP, on a blocking thread.
-fn reload_on_hangup(host: Arc<PluginHost>) -> Result<()> {
+/// On each SIGHUP, on a blocking thread: reads the config file again and applies it, then
+/// reloads every plugin whose file changed. A config that cannot be applied changes nothing, the
+/// plugins' files included.
+fn reload_on_hangup(host: Option<Arc<PluginHost>>, source: Arc<ConfigSource>) -> Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            info!(signal = "SIGHUP", "reloading every changed plugin");
+            info!(
+                signal = "SIGHUP",
+                "reading the config again and reloading every changed plugin"
+            );
             let host = host.clone();
-            if let Err(error) =
-                tokio::task::spawn_blocking(move || admin::reload_changed_logged(&host)).await
-            {
+            let source = Arc::clone(&source);
+            let reload = move || {
+                if source.reload_logged().is_ok()
+                    && let Some(host) = &host
+                {
+                    admin::reload_changed_logged(host);
+                }
+            };
+            if let Err(error) = tokio::task::spawn_blocking(reload).await {
                 warn!(%error, "SIGHUP reload failed");
             }
         }

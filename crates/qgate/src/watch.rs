@@ -14,10 +14,14 @@
 //! it reads only a regular file, so a FIFO or a device renamed over a plugin is refused at once.
 
 use std::{
+    collections::HashMap,
     fs,
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
-    sync::{Arc, Weak},
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -60,38 +64,82 @@ struct Watched {
     pending: Option<Seen>,
 }
 
-/// Starts a watch thread for each plugin file. Each ends when the host is dropped.
+/// The watch threads, by plugin and file, each with the flag that stops it.
+pub(crate) struct Watch {
+    host: Weak<PluginHost>,
+    /// A `std` mutex, held to start or stop threads (at start and after a config reload).
+    threads: Mutex<HashMap<(String, PathBuf), Arc<AtomicBool>>>,
+}
+
+/// Starts a watch thread for each plugin file. Each ends when the host is dropped, or when a
+/// config reload takes its file out of the chain ([`Watch::sync`]).
 ///
 /// # Errors
 ///
 /// When a thread cannot be started.
-pub(crate) fn start(host: &Arc<PluginHost>) -> std::io::Result<()> {
-    let files = host
-        .plugin_paths()
-        .map(|(name, path)| Watched {
-            name: name.to_owned(),
-            acted: seen(&path),
-            path,
-            pending: None,
-        })
-        .collect::<Vec<_>>();
-    for mut file in files {
-        let host: Weak<PluginHost> = Arc::downgrade(host);
-        std::thread::Builder::new()
-            .name("qgate-watch".into())
-            .spawn(move || {
-                loop {
-                    #[expect(
-                        clippy::disallowed_methods,
-                        reason = "a dedicated thread, not an async worker"
-                    )]
-                    std::thread::sleep(POLL_INTERVAL);
-                    let Some(host) = host.upgrade() else { return };
-                    poll(&host, &mut file);
-                }
-            })?;
+pub(crate) fn start(host: &Arc<PluginHost>) -> std::io::Result<Arc<Watch>> {
+    let watch = Arc::new(Watch {
+        host: Arc::downgrade(host),
+        threads: Mutex::default(),
+    });
+    watch.sync()?;
+    Ok(watch)
+}
+
+impl Watch {
+    /// Watches the files of the chain in force: a thread for each file not yet watched, and a
+    /// stop for each thread whose file is no longer the chain's.
+    ///
+    /// # Errors
+    ///
+    /// When a thread cannot be started.
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
+        let Some(host) = self.host.upgrade() else {
+            return Ok(());
+        };
+        let wanted = host.plugin_paths();
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        threads.retain(|key, stop| {
+            let keep = wanted.contains(key);
+            if !keep {
+                stop.store(true, Ordering::Relaxed);
+            }
+            keep
+        });
+        for (name, path) in wanted {
+            let key = (name, path);
+            if threads.contains_key(&key) {
+                continue;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut file = Watched {
+                name: key.0.clone(),
+                acted: seen(&key.1),
+                path: key.1.clone(),
+                pending: None,
+            };
+            let host = self.host.clone();
+            let flag = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("qgate-watch".into())
+                .spawn(move || {
+                    loop {
+                        #[expect(
+                            clippy::disallowed_methods,
+                            reason = "a dedicated thread, not an async worker"
+                        )]
+                        std::thread::sleep(POLL_INTERVAL);
+                        if flag.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let Some(host) = host.upgrade() else { return };
+                        poll(&host, &mut file);
+                    }
+                })?;
+            threads.insert(key, stop);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn poll(host: &PluginHost, file: &mut Watched) {

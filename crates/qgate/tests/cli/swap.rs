@@ -595,3 +595,110 @@ fn the_admin_socket_answers_bad_lines_and_bounds_its_threads() {
     assert_eq!(serving(&config), digest_of(&dir, &component("version-a")));
     assert!(server.terminate().success());
 }
+
+/// The names `qgate plugins --json` lists, in chain order.
+fn chain(config: &str) -> Vec<String> {
+    let output = admin(&["plugins", "--json"], config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row["name"].as_str().expect("a name").to_owned())
+        .collect()
+}
+
+/// What the query `version` gets over a new connection.
+fn version(server: &Server) -> String {
+    let mut stream = std::net::TcpStream::connect(server.addr).expect("the server accepts");
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("a read timeout");
+    std::io::Write::write_all(&mut stream, b"alice:x\x03\x00").expect("a handshake");
+    let mut capability = [0_u8; 1];
+    std::io::Read::read_exact(&mut stream, &mut capability).expect("a login");
+    super::query(&mut stream, "version")
+}
+
+#[test]
+fn a_config_reload_changes_the_chain_and_names_what_needs_a_restart() {
+    let dir = TempDir::new("reconfig");
+    let (mut server, _, config) = start(&dir, "watch = true");
+    deploy(&dir.0.join("second.wasm"), &component("version-b"));
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
+    let write = |limits: &str, plugins: &[&str]| {
+        let tables = plugins
+            .iter()
+            .map(|name| format!("[[plugins]]\nname = \"{name}\"\npath = \"{name}.wasm\"\n"))
+            .collect::<String>();
+        dir.write(
+            "qgate.toml",
+            &format!(
+                "[server]\nplugin_cache_dir = {cache:?}\n[admin]\nsocket = \"admin.sock\"\n\
+                 watch = true\n{limits}\n{tables}"
+            ),
+        );
+    };
+    assert_eq!(version(&server), "`a");
+
+    // A plugin added in front, and a limit that waits for a restart.
+    write("[limits]\nmax_connections = 100", &["second", "policy"]);
+    let output = admin(&["reload"], &config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("read again: added second\n"), "{text}");
+    assert!(
+        text.contains("applied only when qgate restarts: [limits]"),
+        "{text}"
+    );
+    assert_eq!(chain(&config), ["second", "policy"]);
+    assert_eq!(version(&server), "`b");
+
+    // The file watch follows the new plugin's file.
+    let before = serving_plugin(&config, "second");
+    deploy(&dir.0.join("second.wasm"), &component("version-a"));
+    eventually("the watch's reload of an added plugin", || {
+        serving_plugin(&config, "second") != before
+    });
+    assert_eq!(version(&server), "`a");
+
+    // A config that does not parse, and one whose plugin does not load: nothing changes.
+    dir.write("qgate.toml", "[[plugins]\n");
+    let output = admin(&["reload"], &config);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("the server was not asked"),
+        "{output:?}"
+    );
+    let socket = dir.0.join("admin.sock");
+    let output = run(&["reload", "--admin-socket", socket.to_str().expect("UTF-8")]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("not valid TOML") && message.contains("not reloaded, nothing changed"),
+        "{message}"
+    );
+    write("", &["missing", "policy"]);
+    let output = admin(&["reload"], &config);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("missing.wasm") && message.contains("nothing changed"),
+        "{message}"
+    );
+    assert_eq!(chain(&config), ["second", "policy"]);
+
+    // SIGHUP reads it again too: `second` removed.
+    write("", &["policy"]);
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    eventually("SIGHUP's config reload", || chain(&config) == ["policy"]);
+    assert_eq!(version(&server), "`a");
+    assert!(server.terminate().success());
+    let log = server.stderr();
+    assert!(log.contains("plugin chain replaced"), "{log}");
+    assert!(log.contains("not reloaded, nothing changed"), "{log}");
+}
