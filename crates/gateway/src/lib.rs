@@ -20,6 +20,11 @@
 //! down or not yet tried, and every change of its state is a log line (the diagram in `replica.rs`).
 //! Health checks run on connections of their own ([`Gateway::watch`]).
 //!
+//! A config reload replaces the services ([`Gateway::prepare`], then [`PreparedUpstreams::apply`]):
+//! a service whose options did not change is kept as it is (its pool, its replicas' health), a
+//! new or changed one is made afresh, and each session keeps the services in force when it
+//! logged in (a pinned session's connections among them), while new sessions get the new ones.
+//!
 //! Timeouts are separate and named: `connect_timeout` (a connection and its login),
 //! `queue_timeout` (waiting for a pooled connection) and `query_timeout` (waiting for a reply);
 //! [`UpstreamOptions`] gives each default its reason.
@@ -41,8 +46,10 @@ mod stream;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
 };
+
+use arc_swap::ArcSwap;
 
 use qgate_hooks::{Backend, Credentials as ClientCredentials, Session};
 
@@ -58,7 +65,88 @@ pub use crate::{
 /// The gateway: every upstream service, and the [`Backend`] that forwards to them.
 #[derive(Clone, Debug)]
 pub struct Gateway {
-    inner: Arc<Inner>,
+    state: Arc<State>,
+}
+
+/// The services in force, and their health checks.
+#[derive(Debug)]
+struct State {
+    /// Read once by each session at its login, and by each status and scrape.
+    current: ArcSwap<Inner>,
+    /// The health-check task of each service, once [`Gateway::watch`] runs. A `std` mutex, held
+    /// to start or stop tasks.
+    health: Mutex<Option<Watching>>,
+}
+
+/// The health checks running, and the runtime to start new ones on.
+#[derive(Debug)]
+struct Watching {
+    runtime: tokio::runtime::Handle,
+    tasks: Vec<(Arc<Service>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Watching {
+    /// Runs the checks of exactly `services`: those that left stop, new ones start.
+    fn follow(&mut self, services: &[Arc<Service>]) {
+        self.tasks.retain(|(service, task)| {
+            let kept = services.iter().any(|other| Arc::ptr_eq(service, other));
+            if !kept {
+                task.abort();
+            }
+            kept
+        });
+        for service in services {
+            if !self
+                .tasks
+                .iter()
+                .any(|(other, _)| Arc::ptr_eq(service, other))
+            {
+                let task = self.runtime.spawn(health::watch(Arc::clone(service)));
+                self.tasks.push((Arc::clone(service), task));
+            }
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        for (_, task) in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// New services, made and checked by [`Gateway::prepare`], ready to swap in.
+#[derive(Debug)]
+#[must_use = "nothing changes until it is applied"]
+pub struct PreparedUpstreams {
+    gateway: Gateway,
+    inner: Inner,
+    changes: UpstreamChanges,
+}
+
+/// What a config reload changed among the upstreams, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpstreamChanges {
+    /// Services the new config adds.
+    pub added: Vec<String>,
+    /// Services it leaves out.
+    pub removed: Vec<String>,
+    /// Services whose options changed, made afresh.
+    pub changed: Vec<String>,
+    /// Whether the services are in another order: the first is the default.
+    pub reordered: bool,
+}
+
+impl UpstreamChanges {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.reordered
+    }
 }
 
 /// What every link shares.
@@ -78,52 +166,71 @@ impl Gateway {
     ///
     /// [`GatewayError`] naming the service and the setting that cannot work.
     pub fn new(options: GatewayOptions) -> Result<Self, GatewayError> {
-        if options.upstreams.is_empty() {
-            return Err(GatewayError::Invalid {
-                upstream: String::new(),
-                message: "no upstream: a gateway needs at least one [[upstream]]".to_owned(),
-            });
-        }
-        let mut by_name = HashMap::new();
-        let mut services = Vec::with_capacity(options.upstreams.len());
-        for (index, upstream) in options.upstreams.into_iter().enumerate() {
-            if by_name.insert(upstream.name.clone(), index).is_some() {
-                return Err(GatewayError::DuplicateName(upstream.name));
-            }
-            services.push(Arc::new(Service::new(upstream)?));
-        }
+        let (inner, _) = Inner::new(options, None)?;
         Ok(Self {
-            inner: Arc::new(Inner { services, by_name }),
+            state: Arc::new(State {
+                current: ArcSwap::from_pointee(inner),
+                health: Mutex::new(None),
+            }),
         })
     }
 
     /// The services' names, the default first.
-    pub fn upstream_names(&self) -> impl Iterator<Item = &str> {
-        self.inner
+    pub fn upstream_names(&self) -> Vec<String> {
+        self.state
+            .current
+            .load()
             .services
             .iter()
-            .map(|service| service.options.name.as_str())
+            .map(|service| service.options.name.clone())
+            .collect()
     }
 
-    /// Runs the health checks of every replica of every service, for ever: spawn it on the
-    /// runtime that serves clients. The first round runs at once, so an upstream that is down at
-    /// start is logged at start.
+    /// Runs the health checks of every replica of every service, for as long as it is polled:
+    /// spawn it on the runtime that serves clients. The first round runs at once, so an
+    /// upstream that is down at start is logged at start. Services that a config reload adds
+    /// are checked from then on, and those it removes no longer.
     pub async fn watch(&self) {
-        let tasks: Vec<_> = self
-            .inner
-            .services
-            .iter()
-            .map(|service| tokio::spawn(health::watch(Arc::clone(service))))
-            .collect();
-        for task in tasks {
-            let _ = task.await;
+        {
+            let mut health = self
+                .state
+                .health
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut watching = Watching {
+                runtime: tokio::runtime::Handle::current(),
+                tasks: Vec::new(),
+            };
+            watching.follow(&self.state.current.load().services);
+            *health = Some(watching);
         }
+        // Dropped (the task aborted): the checks stop with it.
+        let _stop = StopWatching(Arc::clone(&self.state));
+        std::future::pending::<()>().await;
+    }
+
+    /// Makes the services `options` lists, reusing each service whose options did not change,
+    /// without changing anything yet.
+    ///
+    /// # Errors
+    ///
+    /// As [`Gateway::new`].
+    pub fn prepare(&self, options: GatewayOptions) -> Result<PreparedUpstreams, GatewayError> {
+        let current = self.state.current.load_full();
+        let (inner, changes) = Inner::new(options, Some(&current))?;
+        Ok(PreparedUpstreams {
+            gateway: self.clone(),
+            inner,
+            changes,
+        })
     }
 
     /// Every replica of every service: its state, connections, requests in flight, requests
     /// queued for its service, and the last error seen.
     pub fn status(&self) -> Vec<UpstreamStatus> {
-        self.inner
+        self.state
+            .current
+            .load()
             .services
             .iter()
             .map(|service| UpstreamStatus {
@@ -163,7 +270,8 @@ impl Backend for Gateway {
             user: credentials.user.clone(),
             password: credentials.password.clone(),
         };
-        GatewayLink::open(Arc::clone(&self.inner), Arc::clone(&session.user), login).await
+        let services = self.state.current.load_full();
+        GatewayLink::open(services, Arc::clone(&session.user), login).await
     }
 }
 
@@ -171,7 +279,9 @@ impl Backend for Gateway {
 /// [`Gateway::status`], with each replica's error count and query durations.
 impl qgate_metrics::UpstreamSource for Gateway {
     fn upstreams(&self) -> Vec<qgate_metrics::Upstream> {
-        self.inner
+        self.state
+            .current
+            .load()
             .services
             .iter()
             .map(|service| qgate_metrics::Upstream {
@@ -196,6 +306,113 @@ impl qgate_metrics::UpstreamSource for Gateway {
                     .collect(),
             })
             .collect()
+    }
+}
+
+/// Stops the health checks when [`Gateway::watch`] is dropped.
+struct StopWatching(Arc<State>);
+
+impl Drop for StopWatching {
+    fn drop(&mut self) {
+        let watching = self
+            .0
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(watching);
+    }
+}
+
+impl PreparedUpstreams {
+    /// Swaps the new services in: sessions that log in from now on use them, and the health
+    /// checks follow. What changed, by name.
+    pub fn apply(self) -> UpstreamChanges {
+        let Self {
+            gateway,
+            inner,
+            changes,
+        } = self;
+        if changes.is_empty() {
+            return changes;
+        }
+        let services = inner.services.clone();
+        gateway.state.current.store(Arc::new(inner));
+        if let Some(watching) = gateway
+            .state
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            watching.follow(&services);
+        }
+        tracing::info!(
+            added = ?changes.added,
+            removed = ?changes.removed,
+            changed = ?changes.changed,
+            "upstreams replaced: sessions that log in from now on use them"
+        );
+        changes
+    }
+}
+
+impl Inner {
+    /// The services `options` lists, each reused from `current` when its options are the same
+    /// there, and what changed against `current`.
+    fn new(
+        options: GatewayOptions,
+        current: Option<&Inner>,
+    ) -> Result<(Self, UpstreamChanges), GatewayError> {
+        if options.upstreams.is_empty() {
+            return Err(GatewayError::Invalid {
+                upstream: String::new(),
+                message: "no upstream: a gateway needs at least one [[upstream]]".to_owned(),
+            });
+        }
+        let mut changes = UpstreamChanges::default();
+        let mut by_name = HashMap::new();
+        let mut services = Vec::with_capacity(options.upstreams.len());
+        for (index, upstream) in options.upstreams.into_iter().enumerate() {
+            if by_name.insert(upstream.name.clone(), index).is_some() {
+                return Err(GatewayError::DuplicateName(upstream.name));
+            }
+            let earlier = current.and_then(|current| {
+                current
+                    .services
+                    .iter()
+                    .find(|service| service.options.name == upstream.name)
+            });
+            match earlier {
+                Some(service) if service.options == upstream => services.push(Arc::clone(service)),
+                Some(_) => {
+                    changes.changed.push(upstream.name.clone());
+                    services.push(Arc::new(Service::new(upstream)?));
+                }
+                None => {
+                    changes.added.push(upstream.name.clone());
+                    services.push(Arc::new(Service::new(upstream)?));
+                }
+            }
+        }
+        if let Some(current) = current {
+            changes.removed = current
+                .services
+                .iter()
+                .map(|service| service.options.name.clone())
+                .filter(|name| !by_name.contains_key(name))
+                .collect();
+            // The services that stayed, in their old order and in the new.
+            let stayed = |inner: &[Arc<Service>]| {
+                inner
+                    .iter()
+                    .map(|service| service.options.name.clone())
+                    .filter(|name| current.by_name.contains_key(name) && by_name.contains_key(name))
+                    .collect::<Vec<_>>()
+            };
+            changes.reordered = stayed(&current.services) != stayed(&services);
+        }
+        Ok((Self { services, by_name }, changes))
     }
 }
 

@@ -879,3 +879,60 @@ fn bad_options_are_refused_at_start_naming_the_service() {
     tls.tls = Some(UpstreamTls::new("/nonexistent/ca.pem"));
     check(vec![tls], "TLS");
 }
+
+/// A config reload: services added, changed and reordered for the sessions that log in after it,
+/// the sessions before it keeping theirs, an unchanged service kept whole, and a service that
+/// cannot be made refusing the whole change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_gives_new_sessions_the_new_upstreams_and_old_ones_theirs() {
+    let (a, b, c) = (upstream("a"), upstream("b"), upstream("c"));
+    let gateway = gateway(vec![service("rdb", &[&a]), service("hdb", &[&c])]);
+    let watch = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.watch().await }
+    });
+    let mut before = open(&gateway, "alice").await;
+    assert_eq!(who(&mut before, None).await, "a");
+
+    // The same options: nothing to do.
+    let same = GatewayOptions::new(vec![service("rdb", &[&a]), service("hdb", &[&c])]);
+    assert!(gateway.prepare(same).unwrap().apply().is_empty());
+
+    // `rdb` moves to b, `hdb` is removed, `tp` added first: the default is now `tp`.
+    let next = GatewayOptions::new(vec![service("tp", &[&c]), service("rdb", &[&b])]);
+    let changes = gateway.prepare(next).unwrap().apply();
+    assert_eq!(changes.added, ["tp"]);
+    assert_eq!(changes.changed, ["rdb"]);
+    assert_eq!(changes.removed, ["hdb"]);
+    assert_eq!(gateway.upstream_names(), ["tp", "rdb"]);
+    let mut after = open(&gateway, "alice").await;
+    assert_eq!(who(&mut after, None).await, "c");
+    assert_eq!(who(&mut after, Some("rdb")).await, "b");
+    // The session from before keeps what it logged in with.
+    assert_eq!(who(&mut before, None).await, "a");
+    assert_eq!(who(&mut before, Some("hdb")).await, "c");
+    // The new service's replica is health-checked, the removed one's no longer listed.
+    eventually("rdb's new replica checked", || {
+        gateway.status()[1].servers[0].health == Health::Up
+    })
+    .await;
+
+    // A service that cannot be made: refused whole.
+    let mut broken = service("rdb", &[&a]);
+    broken.tls = Some(qgate_gateway::UpstreamTls::new("/nonexistent/ca.pem"));
+    let error = gateway
+        .prepare(GatewayOptions::new(vec![broken, service("new", &[&a])]))
+        .expect_err("a CA file that is not there");
+    assert!(error.to_string().contains("rdb"), "{error}");
+    assert_eq!(gateway.upstream_names(), ["tp", "rdb"]);
+    watch.abort();
+}
+
+/// The upstream that answers `whoami` on `link`, by `route`.
+async fn who(link: &mut qgate_gateway::GatewayLink, route: Option<&str>) -> String {
+    let who = ask(link, route, &call("whoami", vec![]))
+        .await
+        .unwrap()
+        .reply();
+    symbol(&field(&who, "upstream"))
+}

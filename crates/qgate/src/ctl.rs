@@ -292,6 +292,22 @@ fn write_config(out: &mut impl io::Write, report: &ConfigReport) -> io::Result<(
     if report.lock_changed {
         changes.push("[lock] applied".to_owned());
     }
+    if !report.settings.is_empty() {
+        changes.push(format!("applied {}", report.settings.join(", ")));
+    }
+    let upstreams = &report.upstreams;
+    for (what, names) in [
+        ("upstreams added", &upstreams.added),
+        ("upstreams removed", &upstreams.removed),
+        ("upstreams changed", &upstreams.changed),
+    ] {
+        if !names.is_empty() {
+            changes.push(format!("{what} {}", names.join(", ")));
+        }
+    }
+    if upstreams.reordered {
+        changes.push("upstreams reordered".to_owned());
+    }
     if changes.is_empty() {
         changes.push("the chain is unchanged".to_owned());
     }

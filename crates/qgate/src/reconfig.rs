@@ -12,21 +12,30 @@
 //!   reported, in the log and to `qgate reload`, until a restart applies them
 //! ```
 //!
-//! What changes live: `[[plugins]]` (added, removed, reordered, reconfigured, pins, modes) and
-//! `[lock]`. Everything else is read when the process starts and reported as needing a restart
-//! when it differs: `server.*`, `[auth]`, `[limits]`, `[tls]` (its files are reloaded when they
-//! change, as ever), `[log]`, `[admin]`, `[metrics]`, `[decision_log]` and `[[upstream]]`; and
-//! plugins, when the process started without any (its connections were set up without a chain).
+//! What changes live: `[[plugins]]` (added, removed, reordered, reconfigured, pins, modes),
+//! `[lock]`, `[limits]` and `[auth]` (the server's [`ServerSettings`]), and `[[upstream]]` (the
+//! gateway's services, for the sessions that log in after the reload). The server's settings and
+//! the upstreams are prepared first (a new password file read, new services made), and applied
+//! only once the plugins have loaded. Everything else is read when the process starts and
+//! reported as needing a restart when it differs: `server.*`, `[tls]` (its files are reloaded
+//! when they change, as ever), `[log]`, `[admin]`, `[metrics]` and `[decision_log]`; and plugins
+//! or upstreams, when the process started without any (its connections were set up without a
+//! chain or a gateway), or all upstreams removed.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use anyhow::{Context as _, Result};
 use qgate_config::Config;
+use qgate_gateway::Gateway;
 use qgate_host::PluginHost;
+use qgate_server::ServerSettings;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::{check, serve, watch::Watch};
+use crate::{check, gateway::gateway_options, serve, watch::Watch};
 
 /// Where the running server's config comes from, and what it started with.
 pub(crate) struct ConfigSource {
@@ -38,6 +47,14 @@ pub(crate) struct ConfigSource {
     host: Option<Arc<PluginHost>>,
     /// The plugin file watch, when it is on: it follows the chain's files.
     watch: Option<Arc<Watch>>,
+    /// The upstreams, when the process started with any.
+    gateway: Option<Gateway>,
+    /// The server's live settings, and the runtime their loading runs on.
+    server: ServerSettings,
+    runtime: tokio::runtime::Handle,
+    /// One reload at a time (SIGHUP and `qgate reload` may come together). A `std` mutex, held
+    /// on the thread that reloads.
+    turn: Mutex<()>,
 }
 
 /// What a config reload did, as `qgate reload` shows it.
@@ -60,10 +77,39 @@ pub(crate) struct ConfigReport {
     /// Whether `[lock]` changed.
     #[serde(default)]
     pub(crate) lock_changed: bool,
+    /// The server's settings that changed and apply from now on (`limits.max_connections`,
+    /// `auth.password_file`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) settings: Vec<String>,
+    /// What changed among the upstreams, for the sessions that log in from now on.
+    #[serde(default, skip_serializing_if = "UpstreamReport::is_empty")]
+    pub(crate) upstreams: UpstreamReport,
     /// The settings that differ from those the process started with and take effect only at a
     /// restart, by their place in the file (`server.listen`, `[limits]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) restart_needed: Vec<String>,
+}
+
+/// What a reload changed among the upstreams.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UpstreamReport {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) added: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) removed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) changed: Vec<String>,
+    #[serde(default)]
+    pub(crate) reordered: bool,
+}
+
+impl UpstreamReport {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.reordered
+    }
 }
 
 impl ConfigSource {
@@ -72,12 +118,18 @@ impl ConfigSource {
         started: Config,
         host: Option<Arc<PluginHost>>,
         watch: Option<Arc<Watch>>,
+        gateway: Option<Gateway>,
+        server: ServerSettings,
     ) -> Self {
         Self {
             args,
             started,
             host,
             watch,
+            gateway,
+            server,
+            runtime: tokio::runtime::Handle::current(),
+            turn: Mutex::new(()),
         }
     }
 
@@ -89,6 +141,7 @@ impl ConfigSource {
     /// The config does not parse, does not validate, or a plugin it names does not load: nothing
     /// changed.
     pub(crate) fn reload(&self) -> Result<ConfigReport> {
+        let _turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(file) = self.args.config_file() else {
             return Ok(ConfigReport::default());
         };
@@ -101,16 +154,37 @@ impl ConfigSource {
             .with_context(|| format!("{shown}: not reloaded, nothing changed"))?;
         let mut report = ConfigReport {
             file: Some(file.to_path_buf()),
-            restart_needed: restart_needed(&self.started, &config, self.host.is_some()),
+            restart_needed: restart_needed(
+                &self.started,
+                &config,
+                self.host.is_some(),
+                self.gateway.is_some(),
+            ),
             ..ConfigReport::default()
+        };
+        let nothing_changed = || format!("{shown}: not reloaded, nothing changed");
+        let options = serve::server_options(&config, |name| std::env::var(name).ok())
+            .with_context(nothing_changed)?;
+        let prepared = self
+            .runtime
+            .block_on(self.server.prepare(&options))
+            .with_context(nothing_changed)?;
+        let upstreams = match (
+            &self.gateway,
+            gateway_options(&config, |name| std::env::var(name).ok())
+                .with_context(nothing_changed)?,
+        ) {
+            (Some(gateway), Some(options)) => {
+                Some(gateway.prepare(options).with_context(nothing_changed)?)
+            }
+            // A restart's work, reported above.
+            _ => None,
         };
         if let Some(host) = &self.host {
             let mut options = serve::host_options(&config)?;
             // The engine's settings are the ones it started with; a change is reported above.
             options.cache_dir = self.started.server.plugin_cache_dir.clone();
-            let changes = host
-                .reconfigure(options)
-                .with_context(|| format!("{shown}: not reloaded, nothing changed"))?;
+            let changes = host.reconfigure(options).with_context(nothing_changed)?;
             report.added = changes.added;
             report.removed = changes.removed;
             report.changed = changes.changed;
@@ -121,6 +195,16 @@ impl ConfigSource {
             {
                 warn!(%error, "cannot watch the new plugins' files; `qgate reload` swaps them");
             }
+        }
+        report.settings = prepared.apply().into_iter().map(str::to_owned).collect();
+        if let Some(upstreams) = upstreams {
+            let changes = upstreams.apply();
+            report.upstreams = UpstreamReport {
+                added: changes.added,
+                removed: changes.removed,
+                changed: changes.changed,
+                reordered: changes.reordered,
+            };
         }
         Ok(report)
     }
@@ -149,6 +233,8 @@ fn log_report(report: &ConfigReport) {
         changed = ?report.changed,
         reordered = report.reordered,
         lock_changed = report.lock_changed,
+        settings = ?report.settings,
+        upstreams = ?report.upstreams,
         "config reloaded"
     );
     if !report.restart_needed.is_empty() {
@@ -160,7 +246,12 @@ fn log_report(report: &ConfigReport) {
 }
 
 /// The settings of `new` that differ from `started`'s and cannot change while the process runs.
-fn restart_needed(started: &Config, new: &Config, has_host: bool) -> Vec<String> {
+fn restart_needed(
+    started: &Config,
+    new: &Config,
+    has_host: bool,
+    has_gateway: bool,
+) -> Vec<String> {
     let mut keys = Vec::new();
     let mut differs = |key: &str, changed: bool| {
         if changed {
@@ -176,14 +267,19 @@ fn restart_needed(started: &Config, new: &Config, has_host: bool) -> Vec<String>
         "server.plugin_cache_dir",
         started.server.plugin_cache_dir != new.server.plugin_cache_dir,
     );
-    differs("[auth]", started.auth != new.auth);
-    differs("[limits]", started.limits != new.limits);
     differs("[tls]", started.tls != new.tls);
     differs("[log]", started.log != new.log);
     differs("[admin]", started.admin != new.admin);
     differs("[metrics]", started.metrics != new.metrics);
     differs("[decision_log]", started.decision_log != new.decision_log);
-    differs("[[upstream]]", started.upstream != new.upstream);
+    differs(
+        "[[upstream]] (the server started without upstreams)",
+        !has_gateway && !new.upstream.is_empty(),
+    );
+    differs(
+        "[[upstream]] (a server in front of kdb+ keeps at least one)",
+        has_gateway && new.upstream.is_empty(),
+    );
     differs(
         "[[plugins]] (the server started without plugins)",
         !has_host && !new.plugins.is_empty(),
@@ -227,23 +323,28 @@ mod tests {
             sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
             "#,
         );
-        assert_eq!(restart_needed(&started, &live, true), Vec::<String>::new());
+        assert_eq!(
+            restart_needed(&started, &live, true, false),
+            Vec::<String>::new()
+        );
         let moved = config(
             r#"
             [server]
             listen = "127.0.0.1:5002"
             [limits]
             idle_timeout = "5m"
+            [log]
+            level = "debug"
             "#,
         );
         assert_eq!(
-            restart_needed(&started, &moved, true),
-            ["server.listen", "[limits]"]
+            restart_needed(&started, &moved, true, false),
+            ["server.listen", "[log]"]
         );
         // A server that started without plugins has no chain to put them in.
         let bare = config("");
         assert_eq!(
-            restart_needed(&bare, &started, false),
+            restart_needed(&bare, &started, false, false),
             [
                 "server.listen",
                 "[[plugins]] (the server started without plugins)"

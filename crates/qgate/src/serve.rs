@@ -208,7 +208,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         .context("cannot start: an `[[upstream]]` is not set up right")?;
     if let Some(gateway) = &gateway {
         info!(
-            upstreams = ?gateway.upstream_names().collect::<Vec<_>>(),
+            upstreams = ?gateway.upstream_names(),
             "gateway mode: what the plugins pass goes to the first upstream"
         );
         if config.metrics.is_some() {
@@ -492,6 +492,8 @@ async fn serve<H: Hooks, B: Backend>(server: Server<H, B>, parts: Parts) -> Resu
         started,
         plugins.as_ref().map(|plugins| plugins.host.clone()),
         watch,
+        gateway.clone(),
+        server.settings(),
     ));
     let admin_socket = match &admin_socket {
         Some(path) => {

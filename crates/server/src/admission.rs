@@ -40,15 +40,17 @@ pub(crate) const EARLY_DROP_PERCENT: u64 = 30;
 /// The handshake slots, counted in all and per address.
 #[derive(Debug)]
 pub(crate) struct Admission {
-    max: usize,
-    early_drop: usize,
-    per_address: usize,
     /// A `std` mutex: held for a counter update and a map lookup, never across an `.await`.
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 struct State {
+    /// `max_handshakes`, `handshake_early_drop` (at most `max`) and
+    /// `max_handshakes_per_address`: a config reload changes them.
+    max: usize,
+    early_drop: usize,
+    per_address: usize,
     pending: usize,
     by_address: HashMap<IpAddr, usize>,
     /// A xorshift generator for early drop: it needs to be unpredictable to nobody, only fair.
@@ -97,10 +99,10 @@ impl Admission {
     /// The slots that `limits` allow.
     pub(crate) fn new(limits: &ServerLimits) -> Self {
         Self {
-            max: limits.max_handshakes,
-            early_drop: limits.handshake_early_drop.min(limits.max_handshakes),
-            per_address: limits.max_handshakes_per_address,
             state: Mutex::new(State {
+                max: limits.max_handshakes,
+                early_drop: limits.handshake_early_drop.min(limits.max_handshakes),
+                per_address: limits.max_handshakes_per_address,
                 pending: 0,
                 by_address: HashMap::new(),
                 // Any odd seed works; this one differs from process to process.
@@ -109,19 +111,27 @@ impl Admission {
         }
     }
 
+    /// Applies `limits` to the handshakes admitted from now on; those pending keep their slots.
+    pub(crate) fn set_limits(&self, limits: &ServerLimits) {
+        let mut state = self.lock();
+        state.max = limits.max_handshakes;
+        state.early_drop = limits.handshake_early_drop.min(limits.max_handshakes);
+        state.per_address = limits.max_handshakes_per_address;
+    }
+
     /// A handshake slot for a connection from `address`, or why there is none.
     pub(crate) fn admit(self: &Arc<Self>, address: IpAddr) -> Result<HandshakeSlot, Refusal> {
         let address = address_key(address);
         let mut state = self.lock();
-        if state.pending >= self.max {
+        if state.pending >= state.max {
             return Err(Refusal::Full);
         }
-        if state.by_address.get(&address).copied().unwrap_or(0) >= self.per_address {
+        if state.by_address.get(&address).copied().unwrap_or(0) >= state.per_address {
             return Err(Refusal::PerAddress);
         }
-        if state.pending >= self.early_drop {
-            let over = (state.pending - self.early_drop) as u64;
-            let span = (self.max - self.early_drop).max(1) as u64;
+        if state.pending >= state.early_drop {
+            let over = (state.pending - state.early_drop) as u64;
+            let span = (state.max - state.early_drop).max(1) as u64;
             let percent = EARLY_DROP_PERCENT + (100 - EARLY_DROP_PERCENT) * over / span;
             if state.next_random() % 100 < percent {
                 return Err(Refusal::EarlyDrop);

@@ -29,7 +29,13 @@
 //! owned permit, so that a charge can move with its buffer from task to task (a gateway's reply
 //! stream will carry one per chunk).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -49,7 +55,8 @@ pub struct MemoryBudget {
     /// One permit per byte. Tokio's semaphores hold up to `usize::MAX >> 3` permits, far more
     /// than any machine's memory.
     bytes: Arc<Semaphore>,
-    total: usize,
+    /// The whole budget; a config reload changes it ([`MemoryBudget::resize`]).
+    total: Arc<AtomicUsize>,
 }
 
 /// Bytes taken from a [`MemoryBudget`], given back when dropped.
@@ -85,13 +92,43 @@ impl MemoryBudget {
         let total = total.min(Semaphore::MAX_PERMITS);
         Self {
             bytes: Arc::new(Semaphore::new(total)),
-            total,
+            total: Arc::new(AtomicUsize::new(total)),
         }
     }
 
     /// The whole budget, in bytes.
     pub fn total(&self) -> usize {
-        self.total
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Makes the budget `total` bytes. A larger one is free at once. A smaller one refuses a
+    /// larger charge at once, and takes back what is free now; the rest it takes back as the
+    /// charges holding it end, on a task of its own (on the current tokio runtime), so that the
+    /// bytes in flight shrink to the new budget without cutting anything short.
+    pub fn resize(&self, total: usize) {
+        let total = total.min(Semaphore::MAX_PERMITS);
+        let old = self.total.swap(total, Ordering::Relaxed);
+        if total >= old {
+            self.bytes.add_permits(total - old);
+            return;
+        }
+        let owed = (old - total) - self.bytes.forget_permits(old - total);
+        if owed == 0 {
+            return;
+        }
+        let bytes = Arc::clone(&self.bytes);
+        tokio::spawn(async move {
+            let mut owed = owed;
+            while owed > 0 {
+                let step = u32::try_from(owed).unwrap_or(u32::MAX);
+                // The semaphore is never closed.
+                let Ok(permit) = bytes.acquire_many(step).await else {
+                    return;
+                };
+                permit.forget();
+                owed -= step as usize;
+            }
+        });
     }
 
     /// The bytes not charged at the moment.
@@ -145,13 +182,13 @@ impl Charge {
         }
         let exhausted = BudgetExhausted {
             wanted: more,
-            total: self.budget.total,
+            total: self.budget.total(),
         };
         // A charge larger than the whole budget would wait for ever.
         let Ok(permits) = u32::try_from(more) else {
             return Err(exhausted);
         };
-        if more > self.budget.total {
+        if more > self.budget.total() {
             return Err(exhausted);
         }
         let semaphore = Arc::clone(&self.budget.bytes);
@@ -189,6 +226,24 @@ impl Charge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_resize_grows_at_once_and_shrinks_as_charges_end() {
+        let budget = MemoryBudget::new(1000);
+        budget.resize(1500);
+        assert_eq!((budget.total(), budget.available()), (1500, 1500));
+        let held = budget.charge(1200).await.unwrap();
+        budget.resize(500);
+        // Over the new budget: refused at once, not waited for.
+        assert!(budget.charge(600).await.is_err());
+        assert_eq!(budget.available(), 0);
+        drop(held);
+        // The 1200 bytes come back, and 1000 of them go to the shrink.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!((budget.total(), budget.available()), (500, 500));
+    }
 
     #[tokio::test]
     async fn charges_come_back_when_dropped() {

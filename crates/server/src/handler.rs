@@ -22,6 +22,7 @@ use std::{
     time::Instant,
 };
 
+use arc_swap::ArcSwap;
 use qgate_hooks::{
     AuthVerdict, Backend, CloseReason, Credentials, DataVerdict, Downstream, ForwardError, Hooks,
     Link, OpenVerdict, Push, Request, Session, TlsFacts, Verdict,
@@ -31,7 +32,6 @@ use qgate_ipc::{
     message_len,
 };
 use qgate_metrics::{self as metrics, Decision, Event, Metrics};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument as _, field};
 
 use crate::{
@@ -40,10 +40,10 @@ use crate::{
     buffers::BufferPool,
     connection::{ClientStream, Connection, ConnectionError, Frame, Incoming},
     context,
+    live::{PasswordSlot, Seat, Seats},
     logging::{ClientText, Repeats},
     options::{ServerLimits, UserFrom},
     outbound::{self, Capture},
-    password::PasswordStore,
     registry::{HandleGuard, Registry, UserGuard},
     shutdown::Signals,
     throttle::{Admission, Attempt, LoginThrottle},
@@ -56,8 +56,10 @@ pub(crate) struct ServerState<H, B> {
     pub(crate) hooks: H,
     /// What answers the messages every hook passed: the gateway, or nothing.
     pub(crate) backend: B,
-    pub(crate) limits: ServerLimits,
-    pub(crate) password: Option<Arc<PasswordStore>>,
+    /// The limits in force: each connection takes a copy when it is accepted.
+    pub(crate) limits: Arc<ArcSwap<ServerLimits>>,
+    /// The password file in force.
+    pub(crate) password: Arc<PasswordSlot>,
     pub(crate) registry: Arc<Registry>,
     /// Large message buffers for reuse.
     pub(crate) buffers: Arc<BufferPool>,
@@ -65,9 +67,9 @@ pub(crate) struct ServerState<H, B> {
     pub(crate) budget: MemoryBudget,
     /// Failed logins and the waits they cost.
     pub(crate) logins: Arc<LoginThrottle>,
-    /// One permit per logged-in connection: `max_connections` in all. Taken when a login
+    /// One seat per logged-in connection: `max_connections` in all. Taken when a login
     /// succeeds, so that connections still in their handshake never hold one.
-    pub(crate) logged_in: Arc<Semaphore>,
+    pub(crate) seats: Seats,
     /// Whether a verified client certificate names the user (`UserFrom::None` without TLS).
     pub(crate) user_from: UserFrom,
     /// Connections, logins and messages are counted here.
@@ -87,6 +89,8 @@ pub(crate) fn span(handle: &HandleGuard, peer: &SocketAddr) -> tracing::Span {
 /// A connection that has been accepted, until its login is decided.
 pub(crate) struct Handler<H, B, S> {
     state: Arc<ServerState<H, B>>,
+    /// The limits in force when the connection was accepted, which it keeps.
+    limits: Arc<ServerLimits>,
     connection: Connection<S>,
     peer: SocketAddr,
     handle: HandleGuard,
@@ -110,7 +114,7 @@ struct Login {
 /// What a logged-in connection holds for as long as it lives.
 struct Slots {
     /// One of `max_connections`.
-    _logged_in: OwnedSemaphorePermit,
+    _seat: Seat,
     /// One of the user's `max_connections_per_user`.
     _user: UserGuard,
 }
@@ -126,14 +130,16 @@ impl<H: Hooks, B: Backend, S: ClientStream> Handler<H, B, S> {
         signals: Signals,
         tls: Option<Arc<TlsFacts>>,
     ) -> Self {
+        let limits = state.limits.load_full();
         let connection = Connection::new(
             stream,
-            &state.limits,
+            &limits,
             Arc::clone(&state.buffers),
             state.budget.clone(),
         );
         Self {
             state,
+            limits,
             connection,
             peer,
             handle,
@@ -197,6 +203,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> Handler<H, B, S> {
                 locality: locality(&self.peer),
             },
             state: self.state,
+            limits: self.limits,
             connection: self.connection,
             session: login.session,
             link,
@@ -210,7 +217,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> Handler<H, B, S> {
 
     /// The handshake, within `handshake_timeout` and `max_handshake_bytes`.
     async fn read_handshake(&mut self) -> Option<handshake::Handshake> {
-        let limits = &self.state.limits;
+        let limits = &self.limits;
         let read = tokio::time::timeout(
             limits.handshake_timeout,
             self.connection.read_handshake(limits.max_handshake_bytes),
@@ -336,7 +343,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> Handler<H, B, S> {
     async fn check_credentials(&self, login: &mut Login) -> Option<&'static str> {
         let credentials = &login.credentials;
         if !login.by_certificate
-            && let Some(store) = &self.state.password
+            && let Some(store) = self.state.password.load()
             && !store.check(&credentials.user, credentials.password.as_deref())
         {
             return Some("password file");
@@ -356,8 +363,8 @@ impl<H: Hooks, B: Backend, S: ClientStream> Handler<H, B, S> {
 
     /// A slot among `max_connections`, and one among the user's `max_connections_per_user`.
     fn claim_slots(&self, session: &Session) -> Option<Slots> {
-        let limits = &self.state.limits;
-        let Ok(logged_in) = Arc::clone(&self.state.logged_in).try_acquire_owned() else {
+        let limits = &self.limits;
+        let Some(seat) = self.state.seats.take(limits.max_connections) else {
             tracing::warn!(
                 limit = "max_connections",
                 max = limits.max_connections,
@@ -375,7 +382,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> Handler<H, B, S> {
             return None;
         };
         Some(Slots {
-            _logged_in: logged_in,
+            _seat: seat,
             _user: user,
         })
     }
@@ -399,6 +406,8 @@ struct ConnectionRepeats {
 /// A connection past its handshake and authentication, whose client has its capability byte.
 struct LoggedIn<H, B: Backend, S> {
     state: Arc<ServerState<H, B>>,
+    /// The limits in force when the connection was accepted.
+    limits: Arc<ServerLimits>,
     connection: Connection<S>,
     session: Session,
     /// The session's way to the backend (in pinned gateway mode, its own upstream connection),
@@ -661,7 +670,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
             bytes,
             charge,
         } = frame;
-        let limits = self.state.limits.codec();
+        let limits = self.limits.codec();
         let mut charge = charge;
         if header.compressed {
             let len = match Message::uncompressed_len(&header, &bytes, &limits) {
@@ -996,10 +1005,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
     /// restricts in q (file access outside the working directory, `exit`, `hopen` of files) is
     /// up to whatever answers the queries, a plugin or a backend.
     fn restricted(&self, request: &Request) -> bool {
-        self.state
-            .password
-            .as_deref()
-            .is_some_and(PasswordStore::restricted)
+        self.state.password.restricted()
             && request
                 .view()
                 .string()

@@ -14,6 +14,7 @@
 //!   buffers    large message buffers kept a few seconds for the next large message
 //!   throttle   failed logins and the growing waits they cost (brute-force protection)
 //!   password   password files (-U / -u), reloaded in the background when they change
+//!   live       the limits, login backoff and password file a config reload changes
 //!   logging    client text escaped for the log, repeated events summarised
 //!   context    the answers to PyKX's context queries
 //!   registry   handles (.z.w) and per-user connection counts
@@ -34,6 +35,7 @@ mod connection;
 mod context;
 mod handler;
 mod listener;
+mod live;
 mod logging;
 mod options;
 mod outbound;
@@ -51,6 +53,7 @@ pub use crate::context::answer as pykx_context_answer;
 pub use crate::{
     budget::{BudgetExhausted, Charge, MemoryBudget},
     listener::{Server, run},
+    live::{Prepared, ServerSettings},
     logging::ClientText,
     options::{
         ClientAuth, LoginBackoff, PasswordFile, ServerLimits, ServerOptions, TlsMode, TlsOptions,

@@ -6,7 +6,7 @@
 //! A connection that has not logged in holds a handshake slot (`max_handshakes` in all,
 //! `max_handshakes_per_address` from one address, random early drop past
 //! `handshake_early_drop`: see `admission.rs`); one that has logged in holds one of
-//! `max_connections` (an `Arc<Semaphore>` whose permits the connection tasks hold) instead.
+//! `max_connections` (a seat, counted against the limit in force at its login) instead.
 //! Silent sockets thus fill handshake slots at most, never the logged-in ones.
 //!
 //! When a limit is reached the listener still accepts the next connection, logs a warning naming
@@ -35,12 +35,10 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use qgate_hooks::{Backend, Hooks, NoBackend, TlsFacts};
 use qgate_metrics::Metrics;
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::Semaphore,
-};
+use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument as _;
 
 use crate::{
@@ -49,6 +47,7 @@ use crate::{
     buffers::{BufferPool, POOLED_IDLE},
     connection::ClientStream,
     handler::{self, Handler, ServerState},
+    live::{PasswordSlot, Seats, ServerSettings},
     logging::Repeats,
     options::{ServerOptions, TlsMode, UserFrom},
     password::PasswordStore,
@@ -91,6 +90,8 @@ pub async fn run<H: Hooks>(
 #[derive(Debug)]
 pub struct Server<H, B = NoBackend> {
     state: Arc<ServerState<H, B>>,
+    /// The live settings, shared with `state`.
+    settings: ServerSettings,
     /// The TLS layer, when the port serves TLS.
     tls: Option<Arc<Tls>>,
     admission: Arc<Admission>,
@@ -143,7 +144,7 @@ impl<H: Hooks, B: Backend> Server<H, B> {
         backend: B,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
-        let limits = options.limits;
+        let limits = options.limits.clone();
         limits.check()?;
         let mut background = Vec::new();
         let password = match &options.password_file {
@@ -155,11 +156,12 @@ impl<H: Hooks, B: Backend> Server<H, B> {
                     restricted = store.restricted(),
                     "password file loaded"
                 );
-                background.push(AbortOnDrop(tokio::spawn(Arc::clone(&store).watch())));
                 Some(store)
             }
             None => None,
         };
+        let password_slot = Arc::new(PasswordSlot::default());
+        password_slot.set(password);
         let tls = match &options.tls {
             Some(tls_options) => {
                 let tls = Arc::new(Tls::load(tls_options, metrics.clone())?);
@@ -177,26 +179,41 @@ impl<H: Hooks, B: Backend> Server<H, B> {
         };
         let buffers = Arc::new(BufferPool::new(limits.max_message_bytes));
         background.push(AbortOnDrop(tokio::spawn(sweep(Arc::clone(&buffers)))));
+        let settings = ServerSettings {
+            admission: Arc::new(Admission::new(&limits)),
+            budget: MemoryBudget::new(limits.memory_budget),
+            logins: Arc::new(LoginThrottle::new(options.login_backoff.clone())),
+            password: password_slot,
+            limits: Arc::new(ArcSwap::from_pointee(limits)),
+            runtime: tokio::runtime::Handle::current(),
+        };
         let state = Arc::new(ServerState {
             hooks,
             backend,
-            logged_in: Arc::new(Semaphore::new(limits.max_connections)),
-            budget: MemoryBudget::new(limits.memory_budget),
-            logins: Arc::new(LoginThrottle::new(options.login_backoff)),
-            password,
+            seats: Seats::default(),
+            budget: settings.budget.clone(),
+            logins: Arc::clone(&settings.logins),
+            password: Arc::clone(&settings.password),
             registry: Arc::new(Registry::default()),
             buffers,
             user_from: tls.as_ref().map_or(UserFrom::None, |tls| tls.user_from),
-            limits,
+            limits: Arc::clone(&settings.limits),
             metrics,
         });
         Ok(Self {
-            admission: Arc::new(Admission::new(&state.limits)),
+            admission: Arc::clone(&settings.admission),
+            settings,
             state,
             tls,
             shutdown_grace: options.shutdown_grace,
             background,
         })
+    }
+
+    /// The settings a config reload changes while the server serves: its limits, login backoff
+    /// and password file.
+    pub fn settings(&self) -> ServerSettings {
+        self.settings.clone()
     }
 
     /// The memory budget every connection charges its messages to, for a part of the server
@@ -281,11 +298,12 @@ impl<H: Hooks, B: Backend> AcceptLoop<H, B> {
     async fn run(&mut self) {
         loop {
             let (stream, peer) = self.accept().await;
-            if self.state.logged_in.available_permits() == 0 {
+            let max_connections = self.state.limits.load().max_connections;
+            if self.state.seats.taken() >= max_connections {
                 self.refuse(
                     peer,
                     "max_connections",
-                    self.state.limits.max_connections,
+                    max_connections,
                     "too many connections; closing the new one",
                 );
                 continue;
@@ -296,7 +314,7 @@ impl<H: Hooks, B: Backend> AcceptLoop<H, B> {
                     self.refuse(
                         peer,
                         refusal.limit(),
-                        refusal.max(&self.state.limits),
+                        refusal.max(&self.state.limits.load()),
                         "too many connections in their handshake; closing the new one",
                     );
                     continue;
@@ -373,7 +391,7 @@ impl<H: Hooks, B: Backend> Accepted<H, B> {
             // Without TLS there is nothing to sniff.
             None => Some(Secured::Plain(stream)),
             Some(tls) => {
-                let timeout = parts.state.limits.handshake_timeout;
+                let timeout = parts.state.limits.load().handshake_timeout;
                 tokio::select! {
                     biased;
                     () = parts.signals.draining() => None,

@@ -49,6 +49,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::{admission::address_key, logging::Repeats, options::LoginBackoff};
@@ -69,7 +70,8 @@ pub(crate) const MAX_RECORDS: usize = 100_000;
 /// Failed logins by address and by user name, and the turns they give later attempts.
 #[derive(Debug)]
 pub(crate) struct LoginThrottle {
-    rules: LoginBackoff,
+    /// A config reload replaces them; the failures counted so far stay.
+    rules: ArcSwap<LoginBackoff>,
     /// A `std` mutex: held for a few map operations, never across an `.await`.
     state: Mutex<State>,
 }
@@ -145,9 +147,19 @@ impl LoginThrottle {
     /// A throttle with these rules.
     pub(crate) fn new(rules: LoginBackoff) -> Self {
         Self {
-            rules,
+            rules: ArcSwap::from_pointee(rules),
             state: Mutex::default(),
         }
+    }
+
+    /// The rules in force.
+    pub(crate) fn rules(&self) -> LoginBackoff {
+        LoginBackoff::clone(&self.rules.load())
+    }
+
+    /// Applies `rules` to the attempts from now on.
+    pub(crate) fn set_rules(&self, rules: LoginBackoff) {
+        self.rules.store(Arc::new(rules));
     }
 
     /// Admits a login attempt from `address` for `user`: the wait before its check, or a
@@ -168,7 +180,7 @@ impl LoginThrottle {
             && let Some(penalty) = self.queued_penalty(record.failures)
         {
             let turn = record.next_turn.saturating_duration_since(now);
-            if turn > self.rules.max_delay {
+            if turn > self.rules.load().max_delay {
                 return Admission::Refuse {
                     failures: record.failures,
                     log: record.log.note(),
@@ -197,12 +209,12 @@ impl LoginThrottle {
 
     /// [`LoginThrottle::penalty`], `None` while it is nothing.
     fn queued_penalty(&self, failures: u32) -> Option<Duration> {
-        let first_delay = self.rules.first_delay?;
-        let over = failures.checked_sub(self.rules.failures_before_delay)?;
+        let first_delay = self.rules.load().first_delay?;
+        let over = failures.checked_sub(self.rules.load().failures_before_delay)?;
         Some(
             first_delay
                 .saturating_mul(1 << over.min(30))
-                .min(self.rules.max_delay),
+                .min(self.rules.load().max_delay),
         )
     }
 

@@ -911,6 +911,83 @@ async fn the_per_user_limit_refuses_without_a_byte() {
     server.shut_down().await.unwrap();
 }
 
+/// A config reload's part of the server: limits, login backoff and the password file swapped in
+/// while it serves, all or nothing, applying to what comes after.
+#[tokio::test]
+async fn live_settings_apply_to_what_comes_after() {
+    init_logging();
+    let (users, other, broken) = (
+        temp_file("live-users.txt"),
+        temp_file("live-other.txt"),
+        temp_file("live-broken.txt"),
+    );
+    std::fs::write(&users, "alice:one\n").unwrap();
+    std::fs::write(&other, "bob:two\n").unwrap();
+    std::fs::write(&broken, "alice:one\nbroken\n").unwrap();
+    let mut options = with_password_file(users.clone(), false);
+    options.login_backoff.first_delay = None;
+    let hooks = Arc::new(FakeHooks::default());
+    let server = qgate_server::Server::new(options.clone(), Arc::clone(&hooks))
+        .await
+        .unwrap();
+    let settings = server.settings();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+
+    // The same settings: nothing to do.
+    let unchanged = settings.prepare(&options).await.unwrap().apply();
+    assert!(unchanged.is_empty(), "{unchanged:?}");
+
+    // One connection at most: the one open stays, the next is refused.
+    let mut first = Client::open(addr, "alice:one").await;
+    let mut next = options.clone();
+    next.limits.max_connections = 1;
+    let changed = settings.prepare(&next).await.unwrap().apply();
+    assert_eq!(changed, ["limits.max_connections"]);
+    expect_refused(addr, "alice:one").await;
+    assert_eq!(first.sync(&K::long(1)).await, K::long(1));
+
+    // A password file that cannot be used, and limits that disagree: refused whole.
+    let mut bad = next.clone();
+    bad.password_file = Some(PasswordFile {
+        path: broken,
+        restricted: false,
+    });
+    bad.limits.max_connections = 10;
+    let error = settings.prepare(&bad).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("live-broken.txt"),
+        "{error:#}"
+    );
+    let mut bad = next.clone();
+    bad.limits.memory_budget = bad.limits.max_message_bytes - 1;
+    assert!(settings.prepare(&bad).await.is_err());
+    assert_eq!(settings.limits().max_connections, 1);
+    expect_refused(addr, "alice:one").await;
+
+    // Another password file, restricted, and room again.
+    let mut last = next.clone();
+    last.limits.max_connections = 10;
+    last.password_file = Some(PasswordFile {
+        path: other,
+        restricted: true,
+    });
+    let changed = settings.prepare(&last).await.unwrap().apply();
+    assert_eq!(changed, ["limits.max_connections", "auth.password_file"]);
+    let mut bob = Client::open(addr, "bob:two").await;
+    expect_refused(addr, "alice:one").await;
+    assert!(matches!(bob.sync(&K::string("\\ls")).await, K::Error(_)));
+    // The connection opened under the first file goes on.
+    assert_eq!(first.sync(&K::long(2)).await, K::long(2));
+
+    let _ = stop.send(());
+    tokio::time::timeout(SOON, task).await.unwrap().unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shutdown.
 // ---------------------------------------------------------------------------------------------

@@ -337,3 +337,41 @@ fn upstreams_lists_each_replica_with_its_health() {
     let status = server.terminate();
     assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
 }
+
+/// A config reload moves an upstream to another server for the sessions that log in after it;
+/// a session from before keeps its own upstream connection.
+#[test]
+fn a_config_reload_moves_new_sessions_to_the_new_upstreams() {
+    let (a, b) = (upstream("a"), upstream("b"));
+    let dir = TempDir::new("gateway-reload");
+    let write = |server: &Upstream| {
+        dir.write(
+            "qgate.toml",
+            &format!(
+                "[admin]\nsocket = \"admin.sock\"\n\n[[upstream]]\nname = \"rdb\"\nservers = \
+                 [\"{}\"]\n",
+                server.addr()
+            ),
+        )
+    };
+    let config = write(&a);
+    let config = config.to_str().expect("a UTF-8 path");
+    let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0"]);
+    let who = |stream: &mut TcpStream| ask(stream, &call("whoami", vec![])).to_string();
+    let mut before = login(server.addr, "alice:pw");
+    assert!(who(&mut before).contains("`a"), "{}", who(&mut before));
+
+    write(&b);
+    let output = run(&["reload", "--config", config]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("upstreams changed rdb"),
+        "{}",
+        stdout(&output)
+    );
+    let mut after = login(server.addr, "bob:pw");
+    assert!(who(&mut after).contains("`b"), "{}", who(&mut after));
+    assert!(who(&mut before).contains("`a"), "{}", who(&mut before));
+    let status = server.terminate();
+    assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
+}

@@ -641,14 +641,21 @@ fn a_config_reload_changes_the_chain_and_names_what_needs_a_restart() {
     };
     assert_eq!(version(&server), "`a");
 
-    // A plugin added in front, and a limit that waits for a restart.
-    write("[limits]\nmax_connections = 100", &["second", "policy"]);
+    // A plugin added in front, a limit that applies at once, and a log level that waits for a
+    // restart.
+    write(
+        "[limits]\nmax_connections = 100\n[log]\nlevel = \"debug\"",
+        &["second", "policy"],
+    );
     let output = admin(&["reload"], &config);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(text.contains("read again: added second\n"), "{text}");
     assert!(
-        text.contains("applied only when qgate restarts: [limits]"),
+        text.contains("read again: added second; applied limits.max_connections\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("applied only when qgate restarts: [log]"),
         "{text}"
     );
     assert_eq!(chain(&config), ["second", "policy"]);
@@ -688,7 +695,23 @@ fn a_config_reload_changes_the_chain_and_names_what_needs_a_restart() {
     );
     assert_eq!(chain(&config), ["second", "policy"]);
 
-    // SIGHUP reads it again too: `second` removed.
+    // A password file, applied to the next login.
+    dir.write("users.txt", "bob:pw\n");
+    write(
+        "[auth]\npassword_file = \"users.txt\"",
+        &["second", "policy"],
+    );
+    let output = admin(&["reload"], &config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("applied limits.max_connections, auth.password_file"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(super::handshake(server.addr, b"alice:x\x03\x00"), None);
+    assert_eq!(super::handshake(server.addr, b"bob:pw\x03\x00"), Some(3));
+
+    // SIGHUP reads it again too: `second` removed, and the password file with it.
     write("", &["policy"]);
     let status = Command::new("kill")
         .args(["-HUP", &server.child.id().to_string()])
