@@ -361,7 +361,7 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
             };
             let bin = qgate_bin(env)?;
             let passwords = env.work.join("passwords.txt");
-            std::fs::write(&passwords, "bench:bench\n")?;
+            write_passwords(&passwords)?;
             let config = env.work.join(format!("{}.toml", kind.name()));
             let (text, ca) = if kind == Kind::QgateTls {
                 let certs = certs(env, &bin)?;
@@ -391,7 +391,7 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
                 _ => String::new(),
             };
             let passwords = env.work.join("passwords.txt");
-            std::fs::write(&passwords, "bench:bench\n")?;
+            write_passwords(&passwords)?;
             Spec::Gateway {
                 name: kind.name(),
                 bin: qgate_bin(env)?,
@@ -1082,6 +1082,20 @@ fn wait_listening(guard: &mut Guard, addr: SocketAddr, log: &Path) -> Result<()>
         }
         crate::pause(Duration::from_millis(20));
     }
+}
+
+/// Writes the harness's password file, unless it holds it already: the servers of the targets
+/// started before watch it, and a file rewritten in place under a running server is a file that
+/// is empty for a moment. A change is written beside it and renamed over it.
+fn write_passwords(path: &Path) -> Result<()> {
+    const TEXT: &str = "bench:bench\n";
+    if std::fs::read(path).is_ok_and(|bytes| bytes == TEXT.as_bytes()) {
+        return Ok(());
+    }
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, TEXT)?;
+    std::fs::rename(&staging, path)?;
+    Ok(())
 }
 
 /// Starts a server that prints `NAME listening on ADDR` on stdout once bound, and returns it with

@@ -47,7 +47,10 @@
 //!
 //! As q's `\u` reloads the file, qgate notices changes by itself, off the login path: a task
 //! checks the file's stamp (device, inode, length, modification and change times, the path after
-//! symbolic links) every [`RELOAD_INTERVAL`] and reads it again when the stamp changed.
+//! symbolic links) every [`RELOAD_INTERVAL`] and reads it again once a changed stamp has stayed
+//! the same for two checks in a row, so that a file being written in place (truncated, then
+//! written) is not read half-way: read between the two, it would be an empty file, which is
+//! valid, and would lock every user out until the next check.
 //! Logins read the entries in force from an [`ArcSwap`]: they never wait on the file, on a lock
 //! that a reader holds, or on the reload.
 //!
@@ -187,21 +190,25 @@ impl PasswordStore {
         }
     }
 
-    /// Checks the file's stamp every [`RELOAD_INTERVAL`] and swaps in its new entries once they
-    /// read and parse whole; runs until dropped.
+    /// Checks the file's stamp every [`RELOAD_INTERVAL`] and, once a change has stayed the same
+    /// for two checks, swaps in its new entries if they read and parse whole; runs until
+    /// dropped.
     pub(crate) async fn watch(self: Arc<Self>) {
         let reader = Arc::new(FileReader::new(&self.path, rules()));
         let mut seen = self.loaded.clone();
+        // A changed stamp seen at the last check, to be read if this check sees it again.
+        let mut pending: Option<Option<Stamp>> = None;
         let mut interval = tokio::time::interval(RELOAD_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
             let previous = seen.clone();
+            let settled = pending.clone();
             let path = self.path.clone();
             let reader = Arc::clone(&reader);
             let mut poll = tokio::task::spawn_blocking(move || {
                 let stamp = Stamp::of(&path);
-                if stamp == previous {
+                if !settled_change(previous.as_ref(), settled.as_ref(), stamp.as_ref()) {
                     return (stamp, None);
                 }
                 let read = reader.read().map_err(PasswordFileError::from);
@@ -225,10 +232,15 @@ impl PasswordStore {
                 // The blocking task panicked: try again at the next tick.
                 continue;
             };
+            let Some(read) = read else {
+                // Unchanged, or changed since the last check: wait for it to settle.
+                pending = (stamp != seen).then_some(stamp);
+                continue;
+            };
             seen = stamp;
+            pending = None;
             match read {
-                None => {}
-                Some(Ok(entries)) => {
+                Ok(entries) => {
                     tracing::info!(
                         path = %self.path.display(),
                         users = entries.len(),
@@ -236,13 +248,25 @@ impl PasswordStore {
                     );
                     self.entries.store(Arc::new(entries));
                 }
-                Some(Err(error)) => tracing::error!(
+                Err(error) => tracing::error!(
                     %error,
                     "password file changed but cannot be used; keeping the previous version"
                 ),
             }
         }
     }
+}
+
+/// Whether the file is to be read now: its stamp `now` differs from the one last acted on,
+/// `acted`, and is the one the previous check saw, `pending` (`Some(None)` for a file that was
+/// missing then). A file written in place shows a new stamp at each step of the write, so it is
+/// read once it has stopped changing.
+fn settled_change(
+    acted: Option<&Stamp>,
+    pending: Option<&Option<Stamp>>,
+    now: Option<&Stamp>,
+) -> bool {
+    now != acted && pending.map(Option::as_ref) == Some(now)
 }
 
 /// The rules every read of a password file follows.
@@ -385,6 +409,43 @@ mod tests {
             expect,
             "{user}:{password} against {file:?}"
         );
+    }
+
+    #[test]
+    fn a_file_is_read_once_its_change_has_settled() {
+        let dir = std::env::temp_dir().join(format!("qgate-settle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users.txt");
+        std::fs::write(&path, "alice:one\n").unwrap();
+        let loaded = Stamp::of(&path);
+        // Unchanged: nothing to read.
+        assert!(!settled_change(loaded.as_ref(), None, loaded.as_ref()));
+        // Truncated by a write in place: seen once, not read.
+        std::fs::write(&path, "").unwrap();
+        let truncated = Stamp::of(&path);
+        assert_ne!(truncated, loaded);
+        assert!(!settled_change(loaded.as_ref(), None, truncated.as_ref()));
+        // Written by the next check: changed again, still not read.
+        std::fs::write(&path, "alice:one\nbob:two\n").unwrap();
+        let written = Stamp::of(&path);
+        assert!(!settled_change(
+            loaded.as_ref(),
+            Some(&truncated),
+            written.as_ref()
+        ));
+        // The same at the check after: read.
+        assert!(settled_change(
+            loaded.as_ref(),
+            Some(&written),
+            written.as_ref()
+        ));
+        // Removed, then back as it was loaded: nothing to read.
+        assert!(!settled_change(
+            loaded.as_ref(),
+            Some(&None),
+            loaded.as_ref()
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
