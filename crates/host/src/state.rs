@@ -183,6 +183,17 @@ impl host::Host for HostState {
         Ok(())
     }
 
+    fn log_enabled(&mut self, level: host::Level) -> wasmtime::Result<bool> {
+        // The same target as `log`'s lines: this module's.
+        Ok(match level {
+            host::Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            host::Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            host::Level::Info => tracing::enabled!(tracing::Level::INFO),
+            host::Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            host::Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        })
+    }
+
     fn config(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         Ok(self.shared.config.get(&key).cloned())
     }

@@ -16,6 +16,12 @@ pub fn log(level: Level, message: &str) {
     imp::log(level, message);
 }
 
+/// Whether a line at `level` would be written: false when qgate's log filter drops it. A plugin
+/// that builds lines costing more than a check (a JSON object, say) asks first.
+pub fn log_enabled(level: Level) -> bool {
+    imp::log_enabled(level)
+}
+
 /// Logs at [`Level::Debug`].
 pub fn debug(message: &str) {
     log(Level::Debug, message);
@@ -107,7 +113,7 @@ pub mod kv {
 #[cfg(target_arch = "wasm32")]
 mod imp {
     pub(super) use crate::bindings::qgate::plugin::host::{
-        config, kv_delete, kv_get, kv_keys, kv_set, log, now,
+        config, kv_delete, kv_get, kv_keys, kv_set, log, log_enabled, now,
     };
 }
 
@@ -125,6 +131,8 @@ pub(crate) mod imp {
         pub(crate) logs: Vec<(Level, String)>,
         pub(crate) config: BTreeMap<String, String>,
         pub(crate) now: i64,
+        /// Whether [`log_enabled`] says yes: `testing::set_logs_enabled`.
+        pub(crate) logs_disabled: bool,
     }
 
     thread_local! {
@@ -133,6 +141,10 @@ pub(crate) mod imp {
 
     pub(super) fn log(level: Level, message: &str) {
         FAKE.with(|f| f.borrow_mut().logs.push((level, message.to_owned())));
+    }
+
+    pub(super) fn log_enabled(_level: Level) -> bool {
+        FAKE.with(|f| !f.borrow().logs_disabled)
     }
 
     pub(super) fn config(key: &str) -> Option<String> {

@@ -25,6 +25,12 @@ pub fn logs() -> Vec<(Level, String)> {
     FAKE.with(|f| std::mem::take(&mut f.borrow_mut().logs))
 }
 
+/// Sets what [`host::log_enabled`](crate::host::log_enabled) answers, for every level: as if
+/// qgate's log filter kept (`true`, the default) or dropped every plugin line.
+pub fn set_logs_enabled(enabled: bool) {
+    FAKE.with(|f| f.borrow_mut().logs_disabled = !enabled);
+}
+
 /// Sets what [`host::now`](crate::host::now) returns, nanoseconds since the Unix epoch.
 pub fn set_now(nanos: i64) {
     FAKE.with(|f| f.borrow_mut().now = nanos);

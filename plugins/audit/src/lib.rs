@@ -32,6 +32,10 @@
 //! / `replied` (accepted). The open time is kept in the key-value store, so `connected_ns`
 //! survives a hot-swap.
 //!
+//! A line that qgate's log filter would drop (its `level` below `log.level`) is not built: the
+//! plugin asks `host::log_enabled` first, so auditing at `info` under a server that logs at
+//! `warn` costs an outcome call and nothing more.
+//!
 //! # Config
 //!
 //! ```toml
@@ -138,6 +142,14 @@ impl Plugin for Audit {
     fn on_outcome(&self, ctx: &OutcomeCtx<'_>) {
         let now = host::now();
         let session = ctx.session();
+        if ctx.event() == EventKind::Open && ctx.decision() == Decision::Passed {
+            kv::set(&key(session.handle), &now.to_le_bytes());
+        }
+        // A line the log filter drops is not built: at the default `info` under a server logging
+        // at `warn`, this is the whole cost of auditing a message.
+        if !host::log_enabled(self.level) {
+            return;
+        }
         let mut line = base(event_name(ctx.event()), session, now);
         line.insert("verdict".into(), json!(decision_name(ctx.decision())));
         line.insert("decided_by".into(), json!(ctx.decided_by()));
@@ -149,9 +161,6 @@ impl Plugin for Audit {
                     "tls".into(),
                     json!(session.tls.as_ref().map(|tls| tls.protocol.clone())),
                 );
-                if ctx.event() == EventKind::Open && ctx.decision() == Decision::Passed {
-                    kv::set(&key(session.handle), &now.to_le_bytes());
-                }
             }
             EventKind::Sync | EventKind::AsyncMessage => {
                 if let Some(summary) = ctx.summary() {
@@ -177,6 +186,10 @@ impl Plugin for Audit {
     fn on_close(&self, ctx: &CloseCtx) {
         let now = host::now();
         let session = ctx.session();
+        if !host::log_enabled(self.level) {
+            kv::delete(&key(session.handle));
+            return;
+        }
         let mut line = base("close", session, now);
         line.insert("reason".into(), json!(ctx.reason()));
         let opened = kv::get(&key(session.handle))
@@ -291,6 +304,30 @@ mod tests {
         assert!(lines[3].get("text").is_none(), "text only when asked");
         assert_eq!(lines[4]["event"], "close");
         assert_eq!(lines[4]["connected_ns"], 1_000);
+        assert!(kv::keys("audit/").is_empty());
+    }
+
+    #[test]
+    fn lines_the_log_filter_drops_are_not_built_and_the_store_stays_tidy() {
+        testing::reset();
+        testing::set_logs_enabled(false);
+        let audit = audit("{}");
+        let s = session(6, "alice");
+        let open = outcome(EventKind::Open, Decision::Passed, None, None, 30);
+        audit.on_outcome(&OutcomeCtx::new(s.clone(), None, open));
+        assert_eq!(
+            kv::keys("audit/").len(),
+            1,
+            "the open time is kept all the same"
+        );
+        let query = outcome(EventKind::Sync, Decision::Passed, None, None, 90);
+        audit.on_outcome(&OutcomeCtx::new(
+            s.clone(),
+            Some(summary(Some("f"), None)),
+            query,
+        ));
+        audit.on_close(&CloseCtx::new(s, "client closed"));
+        assert!(testing::logs().is_empty());
         assert!(kv::keys("audit/").is_empty());
     }
 
