@@ -1,0 +1,102 @@
+//! What one plugin call costs the host: the `echo` plugin alone, and the walkthrough's chain,
+//! each answering the harness's ping, `` (`ping;42) ``, in a loop on one thread.
+
+use std::{hint::black_box, net::SocketAddr, path::Path};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use qgate_hooks::{Handle, Hooks, Request, Session};
+use qgate_host::{HostOptions, PluginHost, PluginSpec};
+use qgate_ipc::{K, Limits, Message, MessageType};
+use serde_json::{Value, json};
+
+fn spec(name: &str, file: &str, config: Value) -> PluginSpec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/target/wasm32-wasip2/release")
+        .join(format!("{file}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask plugins`",
+        path.display()
+    );
+    let mut spec = PluginSpec::new(name, path);
+    if let Value::Object(config) = config {
+        spec.config = config;
+    }
+    spec
+}
+
+fn host(specs: Vec<PluginSpec>) -> PluginHost {
+    let mut options = HostOptions::new(specs);
+    options.cache_dir =
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugin-cache"));
+    PluginHost::new(options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn calls(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let peer: SocketAddr = "127.0.0.1:5001".parse().expect("an address");
+    let session = Session::new(Handle(7), b"bench".to_vec(), peer, 3);
+    let frame = qgate_ipc::encode_message(
+        MessageType::Sync,
+        &K::list(vec![K::symbol("ping"), K::long(42)]),
+    )
+    .expect("encodable");
+    let ping = Request::new(Message::from_frame(frame, &Limits::default()).expect("a frame"))
+        .expect("a valid message");
+    let hosts = [
+        ("echo", host(vec![spec("echo", "echo", json!({}))])),
+        (
+            "conns",
+            host(vec![spec("conns", "conns", json!({ "query": "conns" }))]),
+        ),
+        (
+            "audit",
+            host(vec![spec(
+                "audit",
+                "audit",
+                json!({ "include_text": false }),
+            )]),
+        ),
+        (
+            "allowlist",
+            host(vec![spec(
+                "allowlist",
+                "allowlist",
+                json!({ "users": { "bench": ["ping"] } }),
+            )]),
+        ),
+        (
+            "demo-api",
+            host(vec![spec("demo-api", "demo_api", json!({}))]),
+        ),
+        (
+            "version-a",
+            host(vec![spec("version-a", "version_a", json!({}))]),
+        ),
+        (
+            "chain",
+            host(vec![
+                spec("conns", "conns", json!({ "query": "conns" })),
+                spec("audit", "audit", json!({ "include_text": false })),
+                spec(
+                    "allowlist",
+                    "allowlist",
+                    json!({ "users": { "bench": ["ping"] } }),
+                ),
+                spec("demo-api", "demo_api", json!({})),
+            ]),
+        ),
+    ];
+    let mut group = c.benchmark_group("call");
+    for (name, host) in &hosts {
+        group.bench_function(*name, |b| {
+            b.iter(|| runtime.block_on(host.on_sync(&session, black_box(&ping))));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, calls);
+criterion_main!(benches);
