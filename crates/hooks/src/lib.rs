@@ -228,6 +228,19 @@ pub enum Verdict {
     Route(String),
 }
 
+impl Verdict {
+    /// The verdict in a decision log's words, with its reason: a deny's message, or a route's
+    /// upstream.
+    pub fn decision(&self) -> (DecisionKind, Option<String>) {
+        match self {
+            Self::Pass => (DecisionKind::Passed, None),
+            Self::Deny(message) => (DecisionKind::Denied, Some(message.clone())),
+            Self::Reply(_) => (DecisionKind::Replied, None),
+            Self::Route(upstream) => (DecisionKind::Routed, Some(upstream.clone())),
+        }
+    }
+}
+
 /// Which messages on their way back to a client the hooks look at ([`Hooks::outbound`]).
 ///
 /// When neither is asked for, the backend's replies and pushes go to the client as the bytes they

@@ -843,7 +843,7 @@ impl PluginHost {
         let lent = Lent::request(request, &facts);
         let (verdict, decided_by) = self.decide_message(&chain, &wit_session, &summary, lent, sync);
         if let Some(sink) = &self.decisions {
-            let (decision, reason) = decision_of(&verdict);
+            let (decision, reason) = verdict.decision();
             let event = if sync {
                 DecisionEvent::Sync
             } else {
@@ -871,7 +871,7 @@ impl PluginHost {
             } else {
                 shadow::Asked::Async(request)
             };
-            shadows.submit(&chain.shadows, session, asked, decision_of(&verdict).0);
+            shadows.submit(&chain.shadows, session, asked, verdict.decision().0);
         }
         if chain.takes(types::Events::OUTCOME) {
             let (decision, reason) = match &verdict {
@@ -1353,16 +1353,6 @@ pub(crate) fn ask_message(
         instance.store.data_mut().message_rep = 0;
         verdict
     })
-}
-
-/// A message verdict in a decision log's words: the decision, and its reason.
-fn decision_of(verdict: &Verdict) -> (DecisionKind, Option<String>) {
-    match verdict {
-        Verdict::Pass => (DecisionKind::Passed, None),
-        Verdict::Deny(message) => (DecisionKind::Denied, Some(message.clone())),
-        Verdict::Reply(_) => (DecisionKind::Replied, None),
-        Verdict::Route(upstream) => (DecisionKind::Routed, Some(upstream.clone())),
-    }
 }
 
 /// `record` with the plugin that decided, and its version.

@@ -15,7 +15,7 @@ use std::{fs, io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode,
 use anyhow::{Context as _, Result, anyhow, bail};
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use qgate_config::Config;
-use qgate_hooks::{CertIdentity, Handle, Hooks, Request, Session, TlsFacts, Verdict};
+use qgate_hooks::{CertIdentity, Handle, Hooks, Request, Session, TlsFacts};
 use qgate_host::PluginHost;
 use qgate_ipc::{Endian, Header, Limits, Message, MessageType};
 use serde_json::Value;
@@ -114,7 +114,8 @@ fn replay(args: &Args) -> Result<Summary> {
                     host.on_async(&recorded.session, &recorded.request).await
                 }
             });
-            let (now, reason) = decision_of(&verdict);
+            let (now, reason) = verdict.decision();
+            let now = now.as_str();
             if now != recorded.decision {
                 summary.changed += 1;
                 let _ = writeln!(
@@ -147,15 +148,6 @@ fn replay(args: &Args) -> Result<Summary> {
 }
 
 /// A message verdict in the decision log's words, and its reason.
-fn decision_of(verdict: &Verdict) -> (&'static str, Option<String>) {
-    match verdict {
-        Verdict::Pass => ("passed", None),
-        Verdict::Deny(message) => ("denied", Some(message.clone())),
-        Verdict::Reply(_) => ("replied", None),
-        Verdict::Route(upstream) => ("routed", Some(upstream.clone())),
-    }
-}
-
 /// A record that can be replayed.
 struct Recorded {
     id: String,
