@@ -73,6 +73,23 @@ pub(crate) fn request(value: &K) -> Request {
     Request::new(message).expect("a valid message")
 }
 
+/// A directory of its own for `test` of `group`, empty.
+pub(crate) fn scratch(group: &str, test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(group)
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+/// Puts `bytes` at `path` the way a deploy should: written beside it, then renamed over it.
+pub(crate) fn deploy(path: &Path, bytes: impl AsRef<[u8]>) {
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, bytes).expect("write");
+    std::fs::rename(&staging, path).expect("rename");
+}
+
 /// The `conns` plugin's answer to the query `conns`, in q syntax.
 pub(crate) async fn conns_table(host: &PluginHost) -> String {
     let Verdict::Reply(table) = host

@@ -17,23 +17,11 @@ use qgate_host::{
 };
 use qgate_ipc::K;
 
-use super::{component, options, request, root};
+use super::{component, deploy, options, request, root};
 
 /// A directory of its own for `test`, empty.
 fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("cedar")
-        .join(test);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("a scratch directory");
-    dir
-}
-
-/// Puts `text` at `path` the way a deploy should: written beside it, then renamed over it.
-fn deploy(path: &Path, text: &str) {
-    let staging = path.with_extension("staging");
-    fs::write(&staging, text).expect("write");
-    fs::rename(&staging, path).expect("rename");
+    super::scratch("cedar", test)
 }
 
 fn session_of(user: &str) -> Session {
@@ -235,7 +223,7 @@ async fn an_edited_policy_file_is_a_new_version_and_a_broken_edit_is_refused() {
         Ok(SwapOutcome::Unchanged { .. })
     ));
 
-    deploy(&policy, &format!("{PERMIT_F}{FORBID_F}"));
+    deploy(&policy, format!("{PERMIT_F}{FORBID_F}"));
     let Ok(SwapOutcome::Swapped { from, to, .. }) = host.reload_if_changed("cedar") else {
         panic!("an edited policy file is a new version");
     };

@@ -179,9 +179,7 @@ async fn a_config_that_cannot_be_applied_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_lock_reloads_every_plugin_under_it() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reconfig-lock");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let dir = super::scratch("reconfig", "lock");
     let path = dir.join("policy.wasm");
     std::fs::copy(component("version-a"), &path).expect("a copy");
     let host = PluginHost::new(options(vec![versioned("policy", "version-a")]))

@@ -16,23 +16,11 @@ use qgate_host::{
 };
 use qgate_ipc::K;
 
-use super::{component, conns_table, options, request, session};
+use super::{component, conns_table, deploy, options, request, session};
 
 /// A directory of its own for `test`, empty.
 fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("swap")
-        .join(test);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("a scratch directory");
-    dir
-}
-
-/// Puts `bytes` at `path` the way a deploy should: written beside it, then renamed over it.
-fn deploy(path: &Path, bytes: &[u8]) {
-    let staging = path.with_extension("staging");
-    fs::write(&staging, bytes).expect("write");
-    fs::rename(&staging, path).expect("rename");
+    super::scratch("swap", test)
 }
 
 fn bytes(fixture: &str) -> Vec<u8> {
@@ -65,7 +53,7 @@ fn swapped_to(outcome: &SwapOutcome) -> Digest {
 /// A host running the `version-a` fixture from a file of its own, as plugin `policy`.
 fn policy_host(dir: &Path) -> (PluginHost, PathBuf) {
     let path = dir.join("policy.wasm");
-    deploy(&path, &bytes("version-a"));
+    deploy(&path, bytes("version-a"));
     let host = PluginHost::new(options(vec![PluginSpec::new("policy", &path)]))
         .unwrap_or_else(|e| panic!("{e}"));
     (host, path)
@@ -86,7 +74,7 @@ async fn a_reload_switches_to_the_new_version_and_counts_per_version() {
         "{outcome:?}"
     );
 
-    deploy(&path, &bytes("version-b"));
+    deploy(&path, bytes("version-b"));
     let outcome = host.reload("policy").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(swapped_to(&outcome), Digest::of(&bytes("version-b")));
     assert_eq!(version(&host).await, answer("b"));
@@ -107,13 +95,13 @@ async fn a_reload_switches_to_the_new_version_and_counts_per_version() {
 async fn calls_and_swaps_are_counted_per_version_in_the_metrics() {
     let dir = scratch("metrics");
     let path = dir.join("policy.wasm");
-    deploy(&path, &bytes("version-a"));
+    deploy(&path, bytes("version-a"));
     let mut registry = qgate_metrics::Registry::default();
     let mut host_options = options(vec![PluginSpec::new("policy", &path)]);
     host_options.metrics = qgate_metrics::Metrics::register(&mut registry, "test");
     let host = PluginHost::new(host_options).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(version(&host).await, answer("a"));
-    deploy(&path, &bytes("version-b"));
+    deploy(&path, bytes("version-b"));
     host.reload("policy").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(version(&host).await, answer("b"));
     assert_eq!(version(&host).await, answer("b"));
@@ -156,7 +144,7 @@ async fn kv_state_survives_a_swap() {
     // `conns` keeps a row per open connection in kv; a new build of it sees the same rows.
     let dir = scratch("kv");
     let path = dir.join("conns.wasm");
-    deploy(&path, &bytes("conns"));
+    deploy(&path, bytes("conns"));
     let host = PluginHost::new(options(vec![PluginSpec::new("conns", &path)]))
         .unwrap_or_else(|e| panic!("{e}"));
     let peer = "127.0.0.1:5001".parse().expect("an address");
@@ -169,7 +157,7 @@ async fn kv_state_survives_a_swap() {
         );
         assert_eq!(host.on_open(&s).await, OpenVerdict::Keep);
     }
-    deploy(&path, &rebuilt(bytes("conns"), 1));
+    deploy(&path, rebuilt(bytes("conns"), 1));
     let outcome = host.reload("conns").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         swapped_to(&outcome),
@@ -189,7 +177,7 @@ async fn a_broken_new_version_leaves_the_old_one_serving() {
         ("init-fails", "always refuses its config"),
         ("init-traps", "wasm trap"),
     ] {
-        deploy(&path, &bytes(fixture));
+        deploy(&path, bytes(fixture));
         let error = host.reload("policy").expect_err("a broken version loaded");
         assert!(
             matches!(&error, HostError::Load { plugin, .. } if plugin == "policy"),
@@ -259,7 +247,7 @@ async fn a_plugin_path_that_is_not_a_regular_file_or_too_large_is_refused() {
     spec.max_file_bytes = a.len() as u64;
     deploy(&spec.path, &a);
     let capped = PluginHost::new(options(vec![spec.clone()])).unwrap_or_else(|e| panic!("{e}"));
-    deploy(&spec.path, &rebuilt(a, 1));
+    deploy(&spec.path, rebuilt(a, 1));
     let error = capped
         .reload("capped")
         .expect_err("a file over the cap loaded");
@@ -291,9 +279,9 @@ async fn rollback_goes_back_one_version_at_a_time() {
         "{error}"
     );
 
-    deploy(&path, &bytes("version-b"));
+    deploy(&path, bytes("version-b"));
     host.reload("policy").unwrap_or_else(|e| panic!("{e}"));
-    deploy(&path, &rebuilt(bytes("version-b"), 2));
+    deploy(&path, rebuilt(bytes("version-b"), 2));
     host.reload("policy").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(host.status()[0].previous.len(), 2);
 
@@ -341,7 +329,7 @@ async fn calls_in_flight_during_swaps_never_fail() {
         } else {
             "version-a"
         };
-        deploy(&path, &bytes(next));
+        deploy(&path, bytes(next));
         let swapper = host.clone();
         tokio::task::spawn_blocking(move || swapper.reload("policy"))
             .await
@@ -368,7 +356,7 @@ fn locked(keys: Vec<qgate_host::PublicKey>) -> LockPolicy {
 fn a_pin_refuses_any_other_version_at_start_and_on_swap() {
     let dir = scratch("pin");
     let path = dir.join("policy.wasm");
-    deploy(&path, &bytes("version-a"));
+    deploy(&path, bytes("version-a"));
     let mut spec = PluginSpec::new("policy", &path);
     spec.sha256 = Some(Digest::of(&bytes("version-b")));
     let error = PluginHost::new(options(vec![spec.clone()])).expect_err("a pin mismatch loaded");
@@ -387,7 +375,7 @@ fn a_pin_refuses_any_other_version_at_start_and_on_swap() {
     let mut options = options(vec![spec]);
     options.lock = locked(vec![]);
     let host = PluginHost::new(options).unwrap_or_else(|e| panic!("{e}"));
-    deploy(&path, &bytes("version-b"));
+    deploy(&path, bytes("version-b"));
     let error = host.reload("policy").expect_err("a swap past the pin");
     assert!(matches!(&error, HostError::Refused { .. }), "{error}");
     assert_eq!(host.status()[0].digest, Digest::of(&bytes("version-a")));
@@ -406,7 +394,7 @@ fn a_locked_deployment_runs_only_signed_plugins() {
     };
 
     // Unpinned and unsigned: refused at start, naming the digest and the missing signature.
-    deploy(&path, &bytes("version-a"));
+    deploy(&path, bytes("version-a"));
     let error = PluginHost::new(policy()).expect_err("an unsigned plugin loaded");
     let message = error.to_string();
     assert!(matches!(&error, HostError::Refused { .. }), "{message}");
@@ -418,7 +406,7 @@ fn a_locked_deployment_runs_only_signed_plugins() {
     let host = PluginHost::new(policy()).unwrap_or_else(|e| panic!("{e}"));
 
     // A new version signed by another key: refused, the old one stays.
-    deploy(&path, &bytes("version-b"));
+    deploy(&path, bytes("version-b"));
     fs::write(signature_path(&path), other.sign(&bytes("version-b"))).expect("write");
     let error = host.reload("policy").expect_err("a wrong signature loaded");
     let message = error.to_string();
