@@ -737,16 +737,16 @@ impl PluginHost {
             .filter(|slot| !slots.iter().any(|new| new.spec.name == slot.spec.name))
             .map(|slot| slot.spec.name.clone())
             .collect();
-        let kept = |names: &mut dyn Iterator<Item = &String>| {
-            names
-                .filter(|name| !report.added.contains(name))
+        // The plugins in both chains, in each one's order.
+        let stayed = |slots: &[Arc<Slot>]| {
+            slots
+                .iter()
+                .map(|slot| &slot.spec.name)
+                .filter(|name| !report.added.contains(name) && !report.removed.contains(name))
                 .cloned()
                 .collect::<Vec<_>>()
         };
-        let before = old.slots.iter().map(|slot| &slot.spec.name);
-        let after = slots.iter().map(|slot| &slot.spec.name);
-        let before = kept(&mut before.filter(|name| !report.removed.contains(name)));
-        report.reordered = before != kept(&mut { after });
+        report.reordered = stayed(&old.slots) != stayed(&slots);
         let chain = Chain::new(slots);
         self.start_workers(&chain)?;
         self.loader.policy.store(Arc::new(options.lock));

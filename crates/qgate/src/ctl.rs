@@ -14,7 +14,7 @@ use qgate_config::Config;
 
 use crate::{
     admin::{self, PluginRow, Request, Response, SwapResult, UpstreamRow},
-    reconfig::ConfigReport,
+    reconfig::{Changes, ConfigReport},
 };
 
 /// How long a command waits for the server's answer.
@@ -269,6 +269,23 @@ fn report(response: Response) -> Result<()> {
     Ok(())
 }
 
+/// Adds `changes` to `out` in words, each part prefixed with `prefix`; a changed one is
+/// `changed`.
+fn describe(out: &mut Vec<String>, prefix: &str, changed: &str, changes: &Changes) {
+    for (what, names) in [
+        ("added", &changes.added),
+        ("removed", &changes.removed),
+        (changed, &changes.changed),
+    ] {
+        if !names.is_empty() {
+            out.push(format!("{prefix}{what} {}", names.join(", ")));
+        }
+    }
+    if changes.reordered {
+        out.push(format!("{prefix}reordered"));
+    }
+}
+
 fn write_config(out: &mut impl io::Write, report: &ConfigReport) -> io::Result<()> {
     let Some(file) = &report.file else {
         return writeln!(
@@ -277,37 +294,14 @@ fn write_config(out: &mut impl io::Write, report: &ConfigReport) -> io::Result<(
         );
     };
     let mut changes = Vec::new();
-    for (what, names) in [
-        ("added", &report.added),
-        ("removed", &report.removed),
-        ("reloaded", &report.changed),
-    ] {
-        if !names.is_empty() {
-            changes.push(format!("{what} {}", names.join(", ")));
-        }
-    }
-    if report.reordered {
-        changes.push("reordered".to_owned());
-    }
+    describe(&mut changes, "", "reloaded", &report.plugins);
     if report.lock_changed {
         changes.push("[lock] applied".to_owned());
     }
     if !report.settings.is_empty() {
         changes.push(format!("applied {}", report.settings.join(", ")));
     }
-    let upstreams = &report.upstreams;
-    for (what, names) in [
-        ("upstreams added", &upstreams.added),
-        ("upstreams removed", &upstreams.removed),
-        ("upstreams changed", &upstreams.changed),
-    ] {
-        if !names.is_empty() {
-            changes.push(format!("{what} {}", names.join(", ")));
-        }
-    }
-    if upstreams.reordered {
-        changes.push("upstreams reordered".to_owned());
-    }
+    describe(&mut changes, "upstreams ", "changed", &report.upstreams);
     if changes.is_empty() {
         changes.push("the chain is unchanged".to_owned());
     }

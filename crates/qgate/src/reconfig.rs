@@ -62,18 +62,10 @@ pub(crate) struct ConfigSource {
 pub(crate) struct ConfigReport {
     /// The file read again; `None` when the server runs without one.
     pub(crate) file: Option<PathBuf>,
-    /// Plugins added to the chain.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) added: Vec<String>,
-    /// Plugins taken out of it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) removed: Vec<String>,
-    /// Plugins loaded again under a changed entry (or a changed `[lock]`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) changed: Vec<String>,
-    /// Whether the plugins that stayed are in another order.
-    #[serde(default)]
-    pub(crate) reordered: bool,
+    /// What changed in the plugin chain: a changed plugin is one loaded again under a changed
+    /// entry (or a changed `[lock]`).
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub(crate) plugins: Changes,
     /// Whether `[lock]` changed.
     #[serde(default)]
     pub(crate) lock_changed: bool,
@@ -82,28 +74,29 @@ pub(crate) struct ConfigReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) settings: Vec<String>,
     /// What changed among the upstreams, for the sessions that log in from now on.
-    #[serde(default, skip_serializing_if = "UpstreamReport::is_empty")]
-    pub(crate) upstreams: UpstreamReport,
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub(crate) upstreams: Changes,
     /// The settings that differ from those the process started with and take effect only at a
     /// restart, by their place in the file (`server.listen`, `[limits]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) restart_needed: Vec<String>,
 }
 
-/// What a reload changed among the upstreams.
+/// What a reload changed in a list of named things (plugins, upstreams), by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct UpstreamReport {
+pub(crate) struct Changes {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) added: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) removed: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) changed: Vec<String>,
+    /// Whether those in both lists are in another order.
     #[serde(default)]
     pub(crate) reordered: bool,
 }
 
-impl UpstreamReport {
+impl Changes {
     pub(crate) fn is_empty(&self) -> bool {
         self.added.is_empty()
             && self.removed.is_empty()
@@ -185,10 +178,12 @@ impl ConfigSource {
             // The engine's settings are the ones it started with; a change is reported above.
             options.cache_dir = self.started.server.plugin_cache_dir.clone();
             let changes = host.reconfigure(options).with_context(nothing_changed)?;
-            report.added = changes.added;
-            report.removed = changes.removed;
-            report.changed = changes.changed;
-            report.reordered = changes.reordered;
+            report.plugins = Changes {
+                added: changes.added,
+                removed: changes.removed,
+                changed: changes.changed,
+                reordered: changes.reordered,
+            };
             report.lock_changed = changes.lock_changed;
             if let Some(watch) = &self.watch
                 && let Err(error) = watch.sync()
@@ -199,7 +194,7 @@ impl ConfigSource {
         report.settings = prepared.apply().into_iter().map(str::to_owned).collect();
         if let Some(upstreams) = upstreams {
             let changes = upstreams.apply();
-            report.upstreams = UpstreamReport {
+            report.upstreams = Changes {
                 added: changes.added,
                 removed: changes.removed,
                 changed: changes.changed,
@@ -228,10 +223,7 @@ fn log_report(report: &ConfigReport) {
     };
     info!(
         config = %file.display(),
-        added = ?report.added,
-        removed = ?report.removed,
-        changed = ?report.changed,
-        reordered = report.reordered,
+        plugins = ?report.plugins,
         lock_changed = report.lock_changed,
         settings = ?report.settings,
         upstreams = ?report.upstreams,

@@ -191,59 +191,29 @@ impl Prepared {
 
 /// The limits that differ between `old` and `new`, by their keys in the config.
 fn limit_changes(old: &ServerLimits, new: &ServerLimits) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    let mut differs = |key, changed_here: bool| {
-        if changed_here {
-            changed.push(key);
-        }
-    };
-    differs(
-        "limits.max_message_bytes",
-        old.max_message_bytes != new.max_message_bytes,
-    );
-    differs(
-        "limits.max_handshake_bytes",
-        old.max_handshake_bytes != new.max_handshake_bytes,
-    );
-    differs(
-        "limits.handshake_timeout",
-        old.handshake_timeout != new.handshake_timeout,
-    );
-    differs("limits.idle_timeout", old.idle_timeout != new.idle_timeout);
-    differs("limits.body_timeout", old.body_timeout != new.body_timeout);
-    differs(
-        "limits.write_timeout",
-        old.write_timeout != new.write_timeout,
-    );
-    differs(
-        "limits.max_expansion",
-        old.max_expansion != new.max_expansion,
-    );
-    differs(
-        "limits.memory_budget",
-        old.memory_budget != new.memory_budget,
-    );
-    differs(
-        "limits.max_connections",
-        old.max_connections != new.max_connections,
-    );
-    differs(
-        "limits.max_connections_per_user",
-        old.max_connections_per_user != new.max_connections_per_user,
-    );
-    differs(
-        "limits.max_handshakes",
-        old.max_handshakes != new.max_handshakes,
-    );
-    differs(
-        "limits.handshake_early_drop",
-        old.handshake_early_drop != new.handshake_early_drop,
-    );
-    differs(
-        "limits.max_handshakes_per_address",
-        old.max_handshakes_per_address != new.max_handshakes_per_address,
-    );
-    changed
+    macro_rules! differing {
+        ($($field:ident),* $(,)?) => {
+            [$((concat!("limits.", stringify!($field)), old.$field != new.$field)),*]
+        };
+    }
+    differing!(
+        max_message_bytes,
+        max_handshake_bytes,
+        handshake_timeout,
+        idle_timeout,
+        body_timeout,
+        write_timeout,
+        max_expansion,
+        memory_budget,
+        max_connections,
+        max_connections_per_user,
+        max_handshakes,
+        handshake_early_drop,
+        max_handshakes_per_address,
+    )
+    .into_iter()
+    .filter_map(|(key, differs)| differs.then_some(key))
+    .collect()
 }
 
 /// The logged-in connections, against `max_connections` as it is at each login.
