@@ -1,36 +1,16 @@
 //! What one plugin call costs the host: the `echo` plugin alone, and the walkthrough's chain,
 //! each answering the harness's ping, `` (`ping;42) ``, in a loop on one thread.
 
-use std::{hint::black_box, net::SocketAddr, path::Path};
+mod common;
+
+use std::{hint::black_box, net::SocketAddr};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use qgate_hooks::{Handle, Hooks, Request, Session};
-use qgate_host::{HostOptions, PluginHost, PluginSpec};
 use qgate_ipc::{K, Limits, Message, MessageType};
-use serde_json::{Value, json};
+use serde_json::json;
 
-fn spec(name: &str, file: &str, config: Value) -> PluginSpec {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../plugins/target/wasm32-wasip2/release")
-        .join(format!("{file}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo xtask plugins`",
-        path.display()
-    );
-    let mut spec = PluginSpec::new(name, path);
-    if let Value::Object(config) = config {
-        spec.config = config;
-    }
-    spec
-}
-
-fn host(specs: Vec<PluginSpec>) -> PluginHost {
-    let mut options = HostOptions::new(specs);
-    options.cache_dir =
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugin-cache"));
-    PluginHost::new(options).unwrap_or_else(|e| panic!("{e}"))
-}
+use crate::common::{host, spec};
 
 fn calls(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -8,54 +8,34 @@
 //!
 //! The components come from `plugins/target/wasm32-wasip2/release/` (`cargo xtask plugins`).
 
+mod common;
+
 use std::{
     hint::black_box,
     net::SocketAddr,
-    path::Path,
     time::{Duration, Instant},
 };
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use qgate_hooks::{Handle, Hooks, Request, Session, Verdict};
-use qgate_host::{HostOptions, PluginHost, PluginSpec};
+use qgate_host::PluginHost;
 use qgate_ipc::{K, Limits, Message, MessageType};
 use serde_json::{Value, json};
+
+use crate::common::{host, spec};
 
 /// The query, as a dashboard sends it.
 const QUERY: &str = "select last price, sum size by sym, 5 xbar time.minute from trade where \
                      date=2024.01.02, sym in `A`B";
 
-/// The chain's components' directory.
-fn components() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/wasm32-wasip2/release")
-}
-
-fn spec(name: &str, file: &str, config: Value) -> PluginSpec {
-    let path = components().join(format!("{file}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo xtask plugins`",
-        path.display()
-    );
-    let mut spec = PluginSpec::new(name, path);
-    if let Value::Object(config) = config {
-        spec.config = config;
-    }
-    spec
-}
-
 /// The walkthrough's chain (`config.toml`), with `allowlist` as given.
 fn chain(allowlist: Value) -> PluginHost {
-    let specs = vec![
+    host(vec![
         spec("conns", "conns", json!({ "query": "conns" })),
         spec("audit", "audit", json!({ "include_text": false })),
         spec("allowlist", "allowlist", allowlist),
         spec("demo-api", "demo_api", json!({})),
-    ];
-    let mut options = HostOptions::new(specs);
-    options.cache_dir =
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugin-cache"));
-    PluginHost::new(options).unwrap_or_else(|e| panic!("{e}"))
+    ])
 }
 
 fn request(value: &K) -> Request {
