@@ -73,6 +73,50 @@ pub(crate) fn request(value: &K) -> Request {
     Request::new(message).expect("a valid message")
 }
 
+/// Four tasks that ask the query `version` over and over until stopped, each answer checked to
+/// be `a` or `b` (the `version-a` and `version-b` fixtures): calls made while the host swaps.
+pub(crate) struct VersionCallers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<u32>>,
+}
+
+impl VersionCallers {
+    /// Starts them on the current runtime.
+    pub(crate) fn start(host: &Arc<PluginHost>) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..4)
+            .map(|_| {
+                let (host, stop) = (host.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut calls = 0_u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let verdict = host
+                            .on_sync(&session(), &request(&K::string("version")))
+                            .await;
+                        assert!(
+                            verdict == Verdict::Reply(K::symbol("a"))
+                                || verdict == Verdict::Reply(K::symbol("b")),
+                            "{verdict:?}"
+                        );
+                        calls += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    calls
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stops them, and checks that each made calls.
+    pub(crate) async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in self.tasks {
+            assert!(task.await.expect("a caller") > 0);
+        }
+    }
+}
+
 /// A directory of its own for `test` of `group`, empty.
 pub(crate) fn scratch(group: &str, test: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))

@@ -1,10 +1,7 @@
 //! Config reload: `PluginHost::reconfigure` adds, removes, reorders and reconfigures plugins and
 //! applies a new lock, all or nothing, while calls run.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
 use qgate_hooks::{Hooks, Request, Verdict};
 use qgate_host::{
@@ -13,7 +10,7 @@ use qgate_host::{
 };
 use qgate_ipc::{K, Limits, Message, MessageType};
 
-use super::{component, options, request, session};
+use super::{VersionCallers, component, options, request, session};
 
 fn allowlist(functions: &[&str]) -> PluginSpec {
     let mut spec = PluginSpec::new("policy", component("allowlist"));
@@ -228,26 +225,7 @@ async fn calls_during_reloads_never_fail() {
         PluginHost::new(options(vec![versioned("a", "version-a")]))
             .unwrap_or_else(|e| panic!("{e}")),
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let callers = (0..4)
-        .map(|_| {
-            let (host, stop) = (host.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut calls = 0_u32;
-                while !stop.load(Ordering::Relaxed) {
-                    let verdict = sync(&host, &K::string("version")).await;
-                    assert!(
-                        verdict == Verdict::Reply(K::symbol("a"))
-                            || verdict == Verdict::Reply(K::symbol("b")),
-                        "{verdict:?}"
-                    );
-                    calls += 1;
-                    tokio::task::yield_now().await;
-                }
-                calls
-            })
-        })
-        .collect::<Vec<_>>();
+    let callers = VersionCallers::start(&host);
     for round in 0..20 {
         let (chain, first) = if round % 2 == 0 {
             (
@@ -268,8 +246,5 @@ async fn calls_during_reloads_never_fail() {
             Verdict::Reply(K::symbol(first))
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    for caller in callers {
-        assert!(caller.await.expect("a caller") > 0);
-    }
+    callers.stop().await;
 }

@@ -4,10 +4,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
 };
 
 use qgate_hooks::{Handle, Hooks, OpenVerdict, Session, Verdict};
@@ -16,7 +13,7 @@ use qgate_host::{
 };
 use qgate_ipc::K;
 
-use super::{component, conns_table, deploy, options, request, session};
+use super::{VersionCallers, component, conns_table, deploy, options, request, session};
 
 /// A directory of its own for `test`, empty.
 fn scratch(test: &str) -> PathBuf {
@@ -304,25 +301,7 @@ async fn rollback_goes_back_one_version_at_a_time() {
 async fn calls_in_flight_during_swaps_never_fail() {
     let (host, path) = policy_host(&scratch("under-load"));
     let host = Arc::new(host);
-    let stop = Arc::new(AtomicBool::new(false));
-    let callers = (0..4)
-        .map(|_| {
-            let (host, stop) = (host.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut calls = 0_u32;
-                while !stop.load(Ordering::Relaxed) {
-                    let verdict = version(&host).await;
-                    assert!(
-                        verdict == answer("a") || verdict == answer("b"),
-                        "{verdict:?}"
-                    );
-                    calls += 1;
-                    tokio::task::yield_now().await;
-                }
-                calls
-            })
-        })
-        .collect::<Vec<_>>();
+    let callers = VersionCallers::start(&host);
     for round in 0..20 {
         let next = if round % 2 == 0 {
             "version-b"
@@ -338,10 +317,7 @@ async fn calls_in_flight_during_swaps_never_fail() {
         // Visible at once: the next call runs on the new version.
         assert_eq!(version(&host).await, answer(&next[8..]));
     }
-    stop.store(true, Ordering::Relaxed);
-    for caller in callers {
-        assert!(caller.await.expect("a caller") > 0);
-    }
+    callers.stop().await;
     assert_eq!(host.status()[0].traps, 0);
 }
 
