@@ -397,6 +397,18 @@ pub trait Hooks: Send + Sync + 'static {
         async {}
     }
 
+    /// The memory these hooks may hold beside the server's own while they decide on `request`
+    /// (a sync or async message): copies of it in a sandbox, say, and the reply they build.
+    ///
+    /// For a large message, the server charges this to its memory budget before the hooks see
+    /// it and gives it back once they have decided, so that many large messages decided on at
+    /// once wait for memory rather than grow the process past its budget. The default is
+    /// nothing: hooks that only read the message in place.
+    fn deciding_bytes(&self, request: &Request) -> usize {
+        let _ = request;
+        0
+    }
+
     /// Which messages from the backend these hooks look at on `session`'s connection before the
     /// client gets them, asked before each reply and each push (so that hooks that change while
     /// the server runs, or that have said they pass everything on this connection, are heeded at
@@ -469,6 +481,10 @@ impl<H: Hooks> Hooks for Arc<H> {
 
     fn on_close(&self, session: &Session, reason: &CloseReason) -> impl Future<Output = ()> + Send {
         (**self).on_close(session, reason)
+    }
+
+    fn deciding_bytes(&self, request: &Request) -> usize {
+        (**self).deciding_bytes(request)
     }
 
     fn outbound(&self, session: &Session) -> Outbound {

@@ -1404,7 +1404,35 @@ fn reply(plugin: &Plugin, bytes: &[u8]) -> Verdict {
     }
 }
 
+/// How many copies of a message a plugin call may hold beside the server's own, at most: the
+/// message lowered into the guest, the reply the guest builds, and that reply's bytes lifted
+/// back into the host before they are decoded ([`Hooks::deciding_bytes`]).
+const DECIDING_COPIES: usize = 3;
+
 impl Hooks for PluginHost {
+    /// A plugin call holds copies of the message in its instance's memory (at most the plugin's
+    /// `memory_limit`) and the reply's bytes in the host; the calls of a chain run one after the
+    /// other, so the largest of them is what the chain holds at once.
+    fn deciding_bytes(&self, request: &Request) -> usize {
+        let event = match request.message_type() {
+            qgate_ipc::MessageType::Sync => types::Events::SYNC,
+            qgate_ipc::MessageType::Async => types::Events::ASYNC_MESSAGE,
+            qgate_ipc::MessageType::Response => return 0,
+        };
+        let len = request.body().len();
+        self.chain
+            .load()
+            .live()
+            .map(|slot| slot.current.load())
+            .filter(|plugin| plugin.events.contains(event))
+            .map(|plugin| {
+                let guest = len.saturating_mul(DECIDING_COPIES - 1);
+                guest.min(plugin.memory_limit()).saturating_add(len)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     async fn on_auth(&self, session: &Session, credentials: &Credentials) -> AuthVerdict {
         let started = Instant::now();
         let chain = self.chain.load();

@@ -170,6 +170,26 @@ async fn echo_answers_with_the_message() {
     host.on_close(&s, &CloseReason::ClientClosed).await;
 }
 
+#[test]
+fn what_a_call_holds_while_it_decides_is_its_copies_within_the_memory_limit() {
+    let mut echo = spec("echo");
+    echo.memory_limit_bytes = 16 << 20;
+    let host = host(vec![echo]);
+    let sync = |len: usize| request(&K::string("x".repeat(len)));
+    // A 1 MiB message: its copy and the reply in the guest, and the reply lifted into the host.
+    let small = sync(1 << 20);
+    assert_eq!(host.deciding_bytes(&small), 3 * small.body().len());
+    // A 10 MiB one: the guest's share stops at the plugin's memory limit.
+    let large = sync(10 << 20);
+    assert_eq!(host.deciding_bytes(&large), (16 << 20) + large.body().len());
+    // Echo takes only sync messages: an async one costs nothing beside the server.
+    let frame = qgate_ipc::encode_message(MessageType::Async, &K::string("x".repeat(1 << 20)))
+        .expect("encodable");
+    let message = Message::from_frame(frame, &Limits::default()).expect("a frame");
+    let async_message = Request::new(message).expect("a valid message");
+    assert_eq!(host.deciding_bytes(&async_message), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_that_grew_large_are_not_kept_and_not_counted() {
     // Each echo of a message this large grows its instance past KEEP_INSTANCE_MEMORY_BYTES, so

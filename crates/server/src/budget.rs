@@ -16,8 +16,12 @@
 //!
 //! Messages and replies under [`CHARGED_MIN_BYTES`] are not counted: each connection holds at
 //! most one of each at a time, and counting them would cost every small query two semaphore
-//! operations. Nor are the read-ahead buffers (a few KiB a connection) or the large buffers kept
-//! for reuse (`buffers.rs`, at most `max_message_bytes` in all, dropped after 10 s).
+//! operations. Nor are the read-ahead buffers (a few KiB a connection).
+//!
+//! The large buffers kept for reuse (`buffers.rs`) are charged too, while the budget has room
+//! for them: a buffer the budget cannot hold is not kept, and a charge that finds the budget
+//! spent has every kept buffer dropped before it waits, so that memory kept for speed never
+//! stands in the way of a message.
 //!
 //! When the budget is spent, a charge waits for bytes to come back for at most
 //! [`MemoryBudget::WAIT`], then fails: the caller refuses that one message or reply with a q error that
@@ -31,13 +35,15 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, OnceLock, Weak,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::buffers::BufferPool;
 
 /// Messages and replies smaller than this are not charged.
 ///
@@ -57,6 +63,9 @@ pub struct MemoryBudget {
     bytes: Arc<Semaphore>,
     /// The whole budget; a config reload changes it ([`MemoryBudget::resize`]).
     total: Arc<AtomicUsize>,
+    /// The pool of kept buffers, which the budget empties when a charge finds it spent. Weak:
+    /// the pool holds a budget of its own, and its buffers hold charges.
+    spare: Arc<OnceLock<Weak<BufferPool>>>,
 }
 
 /// Bytes taken from a [`MemoryBudget`], given back when dropped.
@@ -93,7 +102,35 @@ impl MemoryBudget {
         Self {
             bytes: Arc::new(Semaphore::new(total)),
             total: Arc::new(AtomicUsize::new(total)),
+            spare: Arc::default(),
         }
+    }
+
+    /// Makes `pool` the kept buffers this budget drops when it is spent. A budget has one pool;
+    /// a second is not registered.
+    pub(crate) fn keep_spare(&self, pool: &Arc<BufferPool>) {
+        let _ = self.spare.set(Arc::downgrade(pool));
+    }
+
+    /// Charges `bytes` if they are free now, without waiting and without dropping kept buffers:
+    /// what the pool uses to keep one.
+    pub(crate) fn try_charge(&self, bytes: usize) -> Option<Charge> {
+        let permits = u32::try_from(bytes).ok()?;
+        let permit = Arc::clone(&self.bytes)
+            .try_acquire_many_owned(permits)
+            .ok()?;
+        Some(Charge {
+            budget: self.clone(),
+            permit: (bytes > 0).then_some(permit),
+        })
+    }
+
+    /// Drops every kept buffer, giving its bytes back; true if there were any.
+    fn drop_spare(&self) -> bool {
+        self.spare
+            .get()
+            .and_then(Weak::upgrade)
+            .is_some_and(|pool| pool.release() > 0)
     }
 
     /// The whole budget, in bytes.
@@ -192,7 +229,12 @@ impl Charge {
             return Err(exhausted);
         }
         let semaphore = Arc::clone(&self.budget.bytes);
-        let permit = match semaphore.clone().try_acquire_many_owned(permits) {
+        let mut first = semaphore.clone().try_acquire_many_owned(permits);
+        if first.is_err() && self.budget.drop_spare() {
+            // Memory kept for speed gives way to a message.
+            first = semaphore.clone().try_acquire_many_owned(permits);
+        }
+        let permit = match first {
             Ok(permit) => permit,
             Err(_) => {
                 match tokio::time::timeout_at(deadline, semaphore.acquire_many_owned(permits)).await
@@ -208,6 +250,17 @@ impl Charge {
             None => self.permit = Some(permit),
         }
         Ok(())
+    }
+
+    /// Takes over `other`'s bytes (a charge on the same budget), as one charge.
+    pub(crate) fn absorb(&mut self, other: Self) {
+        let Some(permit) = other.permit else {
+            return;
+        };
+        match &mut self.permit {
+            Some(held) => held.merge(permit),
+            None => self.permit = Some(permit),
+        }
     }
 
     /// Gives back what is charged beyond `bytes`.

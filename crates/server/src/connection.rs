@@ -341,18 +341,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let mut charge = self.budget.empty();
         let mut frame = Vec::new();
         if charged {
-            // A kept buffer may be far larger than the frame: it is taken only if the budget has
-            // room for all of it now, and the frame grows a buffer of its own otherwise.
-            let kept = self.pool.take(len);
-            if kept.capacity() > 0 {
-                match charge
-                    .grow(kept.capacity(), tokio::time::Instant::now())
-                    .await
-                {
-                    Ok(()) => frame = kept,
-                    Err(_) => self.pool.put(kept),
-                }
-            }
+            // A kept buffer comes with the charge for all of its capacity.
+            (frame, charge) = self.pool.take(len);
         }
         if frame.capacity() == 0 {
             frame = std::mem::take(&mut self.buffer);
@@ -533,16 +523,23 @@ mod tests {
 
     use tokio::io::duplex;
 
+    /// A connection with `change`'s limits and a pool of kept buffers on its budget, which
+    /// `pool` may put buffers in first.
     fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         stream: S,
         change: impl FnOnce(&mut ServerLimits),
-        pool: Arc<BufferPool>,
+        pool: impl FnOnce(&BufferPool),
     ) -> Connection<S> {
         let mut limits = ServerLimits::default();
         change(&mut limits);
         let budget = MemoryBudget::new(limits.memory_budget);
-        Connection::new(stream, &limits, pool, budget)
+        let buffers = BufferPool::new(16 << 20, budget.clone());
+        pool(&buffers);
+        Connection::new(stream, &limits, buffers, budget)
     }
+
+    /// No buffers kept.
+    fn pool(_: &BufferPool) {}
 
     fn frame(incoming: Option<Incoming>) -> Frame {
         match incoming {
@@ -554,7 +551,7 @@ mod tests {
     #[tokio::test]
     async fn keeps_the_bytes_after_the_handshake() {
         let (mut client, server) = duplex(1024);
-        let mut connection = connection(server, |_| {}, Arc::default());
+        let mut connection = connection(server, |_| {}, pool);
         client
             .write_all(b"u:p\x03\0\x01\x01\0\0\x0a\0\0\0\xff\x01")
             .await
@@ -570,7 +567,7 @@ mod tests {
     #[tokio::test]
     async fn a_handshake_without_end_names_its_limit() {
         let (mut client, server) = duplex(1024);
-        let mut connection = connection(server, |_| {}, Arc::default());
+        let mut connection = connection(server, |_| {}, pool);
         client.write_all(&[b'a'; 100]).await.unwrap();
         let error = connection.read_handshake(64).await.unwrap_err();
         assert!(
@@ -586,9 +583,7 @@ mod tests {
     #[tokio::test]
     async fn a_large_frame_is_read_into_a_pooled_buffer_and_charged() {
         let (mut client, server) = duplex(64 * 1024);
-        let pool = Arc::new(BufferPool::new(16 << 20));
-        pool.put(vec![9; 4 << 20]);
-        let mut connection = connection(server, |_| {}, Arc::clone(&pool));
+        let mut connection = connection(server, |_| {}, |pool| pool.put(vec![9; 4 << 20]));
         let len = 3_000_000u32;
         let mut bytes = vec![1, 1, 0, 0];
         bytes.extend_from_slice(&len.to_le_bytes());
@@ -603,7 +598,7 @@ mod tests {
             "the pooled buffer was used"
         );
         assert!(first.charge.bytes() >= first.bytes.capacity());
-        pool.put(first.bytes);
+        connection.pool.put(first.bytes);
         let second = frame(connection.read_frame().await.unwrap());
         assert_eq!(second.bytes, bytes);
         assert!(second.charge.bytes() >= len as usize);
@@ -613,7 +608,7 @@ mod tests {
     #[tokio::test]
     async fn a_large_claim_is_refused_before_the_body() {
         let (mut client, server) = duplex(1024);
-        let mut connection = connection(server, |l| l.max_message_bytes = 1 << 20, Arc::default());
+        let mut connection = connection(server, |l| l.max_message_bytes = 1 << 20, pool);
         client
             .write_all(&[1, 1, 0, 0, 0, 0, 0, 0x80])
             .await
@@ -625,7 +620,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_larger_than_a_chunk_arrives_whole() {
         let (mut client, server) = duplex(4096);
-        let mut connection = connection(server, |_| {}, Arc::default());
+        let mut connection = connection(server, |_| {}, pool);
         let len = 300_000u32;
         let mut bytes = vec![1, 1, 0, 0];
         bytes.extend_from_slice(&len.to_le_bytes());
@@ -645,7 +640,7 @@ mod tests {
                 l.memory_budget = 1 << 20;
                 l.max_message_bytes = 1 << 20;
             },
-            Arc::default(),
+            pool,
         );
         // The budget is held elsewhere, so the frame cannot be charged.
         let held = connection.budget.charge(1 << 20).await.unwrap();
@@ -672,11 +667,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_body_hits_the_body_timeout_with_idle_off() {
         let (mut client, server) = duplex(1024);
-        let mut connection = connection(
-            server,
-            |l| l.body_timeout = Duration::from_secs(30),
-            Arc::default(),
-        );
+        let mut connection = connection(server, |l| l.body_timeout = Duration::from_secs(30), pool);
         client
             .write_all(&[1, 1, 0, 0, 100, 0, 0, 0, 1, 2, 3])
             .await
@@ -689,7 +680,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_reads_nothing_hits_the_write_timeout() {
         let (client, server) = duplex(1024);
-        let mut connection = connection(server, |_| {}, Arc::default());
+        let mut connection = connection(server, |_| {}, pool);
         let error = connection
             .write_message(&vec![0; 1 << 20])
             .await

@@ -551,16 +551,23 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
         };
         let started = timed.then(Instant::now);
         let elapsed = move || started.map(|started| started.elapsed());
-        let (request, charge) = match self.decode(frame).await {
+        let (request, mut charge) = match self.decode(frame).await {
             Decoded::Request(request, charge) => (request, charge),
             Decoded::OverBudget(len, error) => {
                 return self.over_budget(message_type, len, &error).await;
             }
             Decoded::Close(reason) => return Err(reason),
         };
+        let held = charge.bytes();
+        if let Err(error) = self.charge_deciding(&request, &mut charge).await {
+            let len = request.body().len();
+            self.done_with(request, charge);
+            return self.over_budget(message_type, len, &error).await;
+        }
         match request.message_type() {
             MessageType::Sync => {
                 let answer = self.answer(&request).await;
+                charge.shrink_to(held);
                 let decision = match &answer {
                     Answer::Value(Ok(_)) => Decision::Reply,
                     Answer::Value(Err(_)) => Decision::Deny,
@@ -594,6 +601,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                 } else {
                     self.state.hooks.on_async(&self.session, &request).await
                 };
+                charge.shrink_to(held);
                 let decision = match &verdict {
                     Verdict::Reply(_) => Decision::Reply,
                     Verdict::Deny(_) => Decision::Deny,
@@ -672,6 +680,8 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
         } = frame;
         let limits = self.limits.codec();
         let mut charge = charge;
+        // The compressed frame's charge, while it is decompressed: both are in memory meanwhile.
+        let mut compressed = None;
         if header.compressed {
             let len = match Message::uncompressed_len(&header, &bytes, &limits) {
                 Ok(len) => len,
@@ -684,15 +694,17 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                 }
             };
             if len >= CHARGED_MIN_BYTES {
-                // The compressed frame's charge stays until it is decompressed: both are in
-                // memory meanwhile.
                 match self.state.budget.charge(len).await {
-                    Ok(uncompressed) => charge = uncompressed,
+                    Ok(uncompressed) => {
+                        compressed = Some(std::mem::replace(&mut charge, uncompressed))
+                    }
                     Err(error) => return Decoded::OverBudget(len, error),
                 }
             }
         }
-        let message = match Message::from_parsed(header, bytes, &limits) {
+        let message = Message::from_parsed(header, bytes, &limits);
+        drop(compressed);
+        let message = match message {
             Ok(message) => message,
             Err(error) => {
                 let close = Close::from(&error);
@@ -706,6 +718,28 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                 Decoded::Close(bad_message(close, &qgate_ipc::Error::Decode(error)))
             }
         }
+    }
+
+    /// Charges what the hooks hold while they decide on a large request (one whose `charge` is
+    /// not nothing), on top of it; [`Charge::shrink_to`] gives it back once they have decided. A
+    /// request whose copies would take more than the whole budget takes all of it, and is decided
+    /// on alone.
+    async fn charge_deciding(
+        &self,
+        request: &Request,
+        charge: &mut Charge,
+    ) -> Result<(), crate::budget::BudgetExhausted> {
+        let held = charge.bytes();
+        if held == 0 {
+            return Ok(());
+        }
+        let deciding = self
+            .state
+            .hooks
+            .deciding_bytes(request)
+            .min(self.state.budget.total().saturating_sub(held));
+        let deadline = tokio::time::Instant::now() + MemoryBudget::WAIT;
+        charge.grow(deciding, deadline).await
     }
 
     /// Refuses a message the memory budget cannot hold: a sync request gets a q error naming
@@ -1070,12 +1104,16 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
         };
         let mut charge = carried;
         if len >= CHARGED_MIN_BYTES {
-            // A reply compressed for a remote peer needs its plain and its compressed form at
-            // once, the second at most half the first.
+            // While it is encoded, the value is in memory beside its encoding (about as large:
+            // `len` is the value's own encoded size); a reply compressed for a remote peer needs
+            // its plain and its compressed form at once, the second at most half the first.
+            // A reply whose peak is more than the whole budget takes all of it, and is encoded
+            // alone.
             let peak = match self.encode.locality {
-                Locality::Remote => len + len / 2,
-                Locality::Local => len,
-            };
+                Locality::Remote => len + len + len / 2,
+                Locality::Local => len + len,
+            }
+            .min(self.state.budget.total());
             let more = peak.saturating_sub(charge.bytes());
             let deadline = tokio::time::Instant::now() + MemoryBudget::WAIT;
             match charge.grow(more, deadline).await {

@@ -177,11 +177,12 @@ impl<H: Hooks, B: Backend> Server<H, B> {
             }
             None => None,
         };
-        let buffers = Arc::new(BufferPool::new(limits.max_message_bytes));
+        let budget = MemoryBudget::new(limits.memory_budget);
+        let buffers = BufferPool::new(limits.max_message_bytes, budget.clone());
         background.push(AbortOnDrop(tokio::spawn(sweep(Arc::clone(&buffers)))));
         let settings = ServerSettings {
             admission: Arc::new(Admission::new(&limits)),
-            budget: MemoryBudget::new(limits.memory_budget),
+            budget,
             logins: Arc::new(LoginThrottle::new(options.login_backoff.clone())),
             password: password_slot,
             limits: Arc::new(ArcSwap::from_pointee(limits)),

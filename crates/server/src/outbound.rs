@@ -92,11 +92,16 @@ impl<'a, S: ClientStream> Capture<'a, S> {
         if target >= POOLED_MIN_BYTES {
             // A kept buffer, when there is one larger than this: the bytes so far (a header, a
             // few pushes) move into it.
-            let mut pooled = self.pool.take(target);
+            let (mut pooled, pooled_charge) = self.pool.take(target);
             if pooled.capacity() > self.bytes.capacity() {
                 pooled.extend_from_slice(&self.bytes);
                 self.pool.put(std::mem::replace(&mut self.bytes, pooled));
+                // The kept buffer's charge pays for it, and what was charged for `target` beyond
+                // it goes back.
+                self.charge.absorb(pooled_charge);
+                self.charge.shrink_to(self.bytes.capacity());
             } else {
+                drop(pooled_charge);
                 self.pool.put(pooled);
             }
         }

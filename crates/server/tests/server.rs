@@ -49,10 +49,13 @@ enum Event {
 ///
 /// Behaviour by input: user `deny` is refused and user `alias` becomes `mapped` at auth; user
 /// `closeme` is closed at open; the sync strings `"deny"` and `"pass"` are denied and passed;
-/// `"slow:N"` is answered after N milliseconds; the async string `"deny"` is denied.
+/// `"slow:N"` is answered after N milliseconds; the async string `"deny"` is denied. While they
+/// decide, they say they hold `deciding_copies` copies of the message (none unless a test sets
+/// it).
 #[derive(Debug, Default)]
 struct FakeHooks {
     events: Mutex<Vec<Event>>,
+    deciding_copies: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeHooks {
@@ -100,6 +103,13 @@ fn user(session: &Session) -> String {
 }
 
 impl Hooks for FakeHooks {
+    fn deciding_bytes(&self, request: &Request) -> usize {
+        let copies = self
+            .deciding_copies
+            .load(std::sync::atomic::Ordering::Relaxed);
+        copies * request.body().len()
+    }
+
     async fn on_auth(&self, session: &Session, credentials: &Credentials) -> AuthVerdict {
         self.record(Event::Auth {
             user: user(session),

@@ -27,7 +27,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use qgate_hooks::{CloseReason, Handle, Hooks, Request, Session, Verdict};
-use qgate_ipc::K;
+use qgate_ipc::{K, MessageType};
 use qgate_server::{PasswordFile, ServerOptions};
 use tokio::{
     net::TcpListener,
@@ -243,6 +243,14 @@ impl Hooks for EchoHooks {
         match request.to_k() {
             Ok(value) => Verdict::Reply(value),
             Err(error) => Verdict::Deny(error.to_string()),
+        }
+    }
+
+    /// A sync request's answer is its decoded copy, made while the request is held.
+    fn deciding_bytes(&self, request: &Request) -> usize {
+        match request.message_type() {
+            MessageType::Sync => request.body().len(),
+            _ => 0,
         }
     }
 

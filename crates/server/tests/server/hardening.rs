@@ -13,8 +13,8 @@ use tokio::{
 };
 
 use super::{
-    SOON, Server, WALKTHROUGH, eventually, eventually_accepted, expect_refused, handshake, options,
-    temp_file, with_password_file,
+    Client, SOON, Server, WALKTHROUGH, eventually, eventually_accepted, expect_refused, handshake,
+    options, temp_file, with_password_file,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -225,6 +225,57 @@ fn large_request(len: usize) -> Vec<u8> {
     .unwrap()
 }
 
+/// A server with a 64 MiB memory budget, and a client that reads nothing and holds its 40 MiB
+/// echo, charged, while it waits to be written: 24 MiB of the budget are left.
+async fn budget_held_by_a_client_that_reads_nothing() -> (Server, Client) {
+    let server = Server::start(options(|o| {
+        o.limits.memory_budget = 64 << 20;
+        o.limits.max_message_bytes = 48 << 20;
+        o.limits.write_timeout = Duration::from_secs(60);
+    }))
+    .await;
+    let mut holder = server.client("holder").await;
+    holder.send_raw(&large_request(40 << 20)).await;
+    let hooks = std::sync::Arc::clone(&server.hooks);
+    eventually("the holder's request handled", || !hooks.syncs().is_empty()).await;
+    (server, holder)
+}
+
+#[tokio::test]
+async fn what_the_hooks_hold_while_they_decide_is_charged_to_the_budget() {
+    let (server, mut holder) = budget_held_by_a_client_that_reads_nothing().await;
+    let hooks = std::sync::Arc::clone(&server.hooks);
+
+    // A 10 MiB message, whose echo also fits (10 MiB, 20 while it is encoded), does not when
+    // the hooks hold two copies of it while they decide: 30 MiB. It is refused with the
+    // budget's error, and the connection goes on.
+    server
+        .hooks
+        .deciding_copies
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    let mut other = server.client("other").await;
+    other.send_raw(&large_request(10 << 20)).await;
+    let (_, reply) = other.receive().await;
+    let K::Error(text) = reply else {
+        panic!("expected a q error, got {reply:?}")
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    assert!(text.contains("limits.memory_budget"), "{text}");
+    assert_eq!(hooks.syncs().len(), 1, "the hooks never saw it");
+
+    // Hooks that hold nothing beside the server get the same message through.
+    server
+        .hooks
+        .deciding_copies
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    other.send_raw(&large_request(10 << 20)).await;
+    let (_, echoed) = other.receive().await;
+    assert_eq!(echoed, K::vector(VectorData::Byte(vec![7; 10 << 20])));
+    let (_, echoed) = holder.receive().await;
+    assert_eq!(echoed, K::vector(VectorData::Byte(vec![7; 40 << 20])));
+    server.shut_down().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_client_that_reads_nothing_is_closed_by_the_write_timeout() {
     // The idle timeout is off, as by default.
@@ -268,17 +319,7 @@ async fn a_body_that_stops_is_closed_by_the_body_timeout() {
 
 #[tokio::test]
 async fn a_message_the_budget_cannot_hold_gets_a_q_error_and_the_connection_goes_on() {
-    let server = Server::start(options(|o| {
-        o.limits.memory_budget = 64 << 20;
-        o.limits.max_message_bytes = 48 << 20;
-        o.limits.write_timeout = Duration::from_secs(60);
-    }))
-    .await;
-    // A client that reads nothing holds its 40 MiB echo, charged, while it waits to be written.
-    let mut holder = server.client("holder").await;
-    holder.send_raw(&large_request(40 << 20)).await;
-    let hooks = std::sync::Arc::clone(&server.hooks);
-    eventually("the holder's request handled", || !hooks.syncs().is_empty()).await;
+    let (server, mut holder) = budget_held_by_a_client_that_reads_nothing().await;
 
     // 30 MiB more do not fit the 64 MiB budget: the message is read past and refused with a q
     // error naming the limit, and the connection goes on.
