@@ -7,10 +7,14 @@
 //! - a received message's buffer, charged as its body arrives (a client that claims 256 MiB and
 //!   sends ten bytes has ten bytes charged, not 256 MiB), then the uncompressed copy of a
 //!   compressed one, charged before it is allocated;
+//! - what the hooks hold beside the server while they decide on a large message
+//!   (`Hooks::deciding_bytes`: a plugin call's copies of it and of its reply), charged before
+//!   they see it and given back once they have decided;
 //! - a request's answer, from the moment the request's bytes go back for reuse until the answer
 //!   is encoded: the request's charge pays for it (most answers are about the size of what was
 //!   asked; an echo is exactly that);
-//! - a reply, charged at its encoded length before it is encoded, until it is written; the charge
+//! - a reply, charged at twice its encoded length before it is encoded (the value and its
+//!   encoding are both in memory meanwhile), then at its encoded length until it is written; the charge
 //!   grows from the request's, so that a client waiting for its reply's bytes holds its answer
 //!   counted, never beside the budget.
 //!
