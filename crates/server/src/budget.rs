@@ -61,15 +61,20 @@ pub(crate) const CHARGED_MIN_BYTES: usize = 64 * 1024;
 ///
 /// Clone it to hand it to another connection or task: clones share the same budget.
 #[derive(Clone, Debug)]
-pub struct MemoryBudget {
+pub struct MemoryBudget(Arc<Budget>);
+
+/// What every clone of a [`MemoryBudget`] shares: one `Arc`, so that the charge of nothing that
+/// every message starts with costs one reference count.
+#[derive(Debug)]
+struct Budget {
     /// One permit per byte. Tokio's semaphores hold up to `usize::MAX >> 3` permits, far more
-    /// than any machine's memory.
+    /// than any machine's memory. In an `Arc` of its own: charges are owned permits.
     bytes: Arc<Semaphore>,
     /// The whole budget; a config reload changes it ([`MemoryBudget::resize`]).
-    total: Arc<AtomicUsize>,
+    total: AtomicUsize,
     /// The pool of kept buffers, which the budget empties when a charge finds it spent. Weak:
     /// the pool holds a budget of its own, and its buffers hold charges.
-    spare: Arc<OnceLock<Weak<BufferPool>>>,
+    spare: OnceLock<Weak<BufferPool>>,
 }
 
 /// Bytes taken from a [`MemoryBudget`], given back when dropped.
@@ -103,24 +108,24 @@ impl MemoryBudget {
     /// A budget of `total` bytes.
     pub fn new(total: usize) -> Self {
         let total = total.min(Semaphore::MAX_PERMITS);
-        Self {
+        Self(Arc::new(Budget {
             bytes: Arc::new(Semaphore::new(total)),
-            total: Arc::new(AtomicUsize::new(total)),
-            spare: Arc::default(),
-        }
+            total: AtomicUsize::new(total),
+            spare: OnceLock::new(),
+        }))
     }
 
     /// Makes `pool` the kept buffers this budget drops when it is spent. A budget has one pool;
     /// a second is not registered.
     pub(crate) fn keep_spare(&self, pool: &Arc<BufferPool>) {
-        let _ = self.spare.set(Arc::downgrade(pool));
+        let _ = self.0.spare.set(Arc::downgrade(pool));
     }
 
     /// Charges `bytes` if they are free now, without waiting and without dropping kept buffers:
     /// what the pool uses to keep one.
     pub(crate) fn try_charge(&self, bytes: usize) -> Option<Charge> {
         let permits = u32::try_from(bytes).ok()?;
-        let permit = Arc::clone(&self.bytes)
+        let permit = Arc::clone(&self.0.bytes)
             .try_acquire_many_owned(permits)
             .ok()?;
         Some(Charge {
@@ -131,7 +136,8 @@ impl MemoryBudget {
 
     /// Drops every kept buffer, giving its bytes back; true if there were any.
     fn drop_spare(&self) -> bool {
-        self.spare
+        self.0
+            .spare
             .get()
             .and_then(Weak::upgrade)
             .is_some_and(|pool| pool.release() > 0)
@@ -139,7 +145,7 @@ impl MemoryBudget {
 
     /// The whole budget, in bytes.
     pub fn total(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
+        self.0.total.load(Ordering::Relaxed)
     }
 
     /// Makes the budget `total` bytes. A larger one is free at once. A smaller one refuses a
@@ -148,16 +154,16 @@ impl MemoryBudget {
     /// bytes in flight shrink to the new budget without cutting anything short.
     pub fn resize(&self, total: usize) {
         let total = total.min(Semaphore::MAX_PERMITS);
-        let old = self.total.swap(total, Ordering::Relaxed);
+        let old = self.0.total.swap(total, Ordering::Relaxed);
         if total >= old {
-            self.bytes.add_permits(total - old);
+            self.0.bytes.add_permits(total - old);
             return;
         }
-        let owed = (old - total) - self.bytes.forget_permits(old - total);
+        let owed = (old - total) - self.0.bytes.forget_permits(old - total);
         if owed == 0 {
             return;
         }
-        let bytes = Arc::clone(&self.bytes);
+        let bytes = Arc::clone(&self.0.bytes);
         tokio::spawn(async move {
             let mut owed = owed;
             while owed > 0 {
@@ -174,7 +180,7 @@ impl MemoryBudget {
 
     /// The bytes not charged at the moment.
     pub fn available(&self) -> usize {
-        self.bytes.available_permits()
+        self.0.bytes.available_permits()
     }
 
     /// A charge of nothing, to grow later.
@@ -232,7 +238,7 @@ impl Charge {
         if more > self.budget.total() {
             return Err(exhausted);
         }
-        let semaphore = Arc::clone(&self.budget.bytes);
+        let semaphore = Arc::clone(&self.budget.0.bytes);
         let mut first = semaphore.clone().try_acquire_many_owned(permits);
         if first.is_err() && self.budget.drop_spare() {
             // Memory kept for speed gives way to a message.
