@@ -64,6 +64,7 @@ mod swap;
 mod wasi;
 
 use std::{
+    cell::OnceCell,
     path::PathBuf,
     sync::{Arc, Mutex, OnceLock, PoisonError, RwLock},
     time::{Duration, Instant},
@@ -834,14 +835,20 @@ enum Current<'a> {
 
 impl PluginHost {
     fn message_chain(&self, session: &Session, request: &Request, sync: bool) -> Verdict {
-        let started = Instant::now();
         // The chain this event uses, read once: a config reload during it does not touch it.
         let chain = self.chain.load();
-        let wit_session = state::session(session);
+        let told = chain.takes_outcome();
+        // The clock is read only for what reports the latency.
+        let started = (told || self.decisions.is_some()).then(Instant::now);
+        let latency = || started.map(|started| started.elapsed()).unwrap_or_default();
+        // Made on the first plugin call or outcome: a chain of standing verdicts makes none.
+        let wit_session = OnceCell::new();
+        let wit_session = || wit_session.get_or_init(|| state::session(session));
         let summary = state::summary(request);
         let facts = FactsCell::new();
         let lent = Lent::request(request, &facts);
-        let (verdict, decided_by) = self.decide_message(&chain, &wit_session, &summary, lent, sync);
+        let (verdict, decided_by) =
+            self.decide_message(&chain, session, &wit_session, &summary, lent, sync);
         if let Some(sink) = &self.decisions {
             let (decision, reason) = verdict.decision();
             let event = if sync {
@@ -862,7 +869,7 @@ impl PluginHost {
                 });
             }
             record.reason = reason;
-            record.latency = started.elapsed();
+            record.latency = latency();
             sink.record(with_decider(record, decided_by.as_ref()));
         }
         if let Some(shadows) = self.shadows(&chain) {
@@ -873,7 +880,7 @@ impl PluginHost {
             };
             shadows.submit(&chain.shadows, session, asked, verdict.decision().0);
         }
-        if chain.takes(types::Events::OUTCOME) {
+        if told {
             let (decision, reason) = match &verdict {
                 Verdict::Pass => (types::Decision::Passed, None),
                 Verdict::Deny(message) => (types::Decision::Denied, Some(message.clone())),
@@ -886,19 +893,22 @@ impl PluginHost {
                 types::EventKind::AsyncMessage
             };
             chain.tell_outcome(
-                &wit_session,
+                wit_session(),
                 Some((&summary, lent)),
-                outcome(event, decision, reason, decided_by.as_ref(), started),
+                outcome(event, decision, reason, decided_by.as_ref(), latency()),
             );
         }
         verdict
     }
 
-    /// The message chain proper: the verdict, and the plugin that gave it.
-    fn decide_message(
+    /// The message chain proper: the verdict, and the plugin that gave it. A verdict that
+    /// stands for the connection's calls of this function (`same-for-head`) is given without
+    /// calling its plugin.
+    fn decide_message<'s>(
         &self,
         chain: &Chain,
-        wit_session: &types::Session,
+        session: &Session,
+        wit_session: &dyn Fn() -> &'s types::Session,
         summary: &types::Summary,
         lent: Lent<'_>,
         sync: bool,
@@ -909,13 +919,41 @@ impl PluginHost {
         } else {
             types::Events::ASYNC_MESSAGE
         };
-        for slot in chain.live() {
+        let call = summary.head.as_deref().map(|head| standing::Call {
+            sync,
+            head,
+            symbol: summary.head_is_symbol,
+        });
+        for (index, slot) in chain
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| !slot.spec.shadow)
+        {
             // The version this event uses, read once: a swap during the call does not touch it.
             let plugin = slot.current.load();
             if !plugin.events.contains(flag) {
                 continue;
             }
-            let result = ask_message(&plugin, wit_session, summary, lent, sync);
+            let standing =
+                call.and_then(|call| self.standing.verdict(session, index, call, &plugin));
+            let result = match standing {
+                Some(verdict) => Ok(verdict),
+                None => ask_message(&plugin, wit_session(), summary, lent, sync).map(
+                    |(verdict, same_for_head)| {
+                        if let (true, Some(call)) = (same_for_head, call) {
+                            self.standing.set_verdict(
+                                session,
+                                index,
+                                call,
+                                &plugin,
+                                verdict.clone(),
+                            );
+                        }
+                        verdict
+                    },
+                ),
+            };
             let by = || Some(plugin.shared.clone());
             let verdict = match result {
                 Ok(verdict) => verdict,
@@ -1097,9 +1135,7 @@ impl PluginHost {
                 // Invariant: a changed value was made a message just above.
                 Current::Changed(_, None) => continue,
             };
-            let standing = self
-                .standing
-                .get(session.handle, index, publication, &plugin);
+            let standing = self.standing.get(session, index, publication, &plugin);
             let changed = match standing {
                 Some(standing::Rule::Pass) => continue,
                 Some(standing::Rule::Filter(filter)) => match filter.apply(current_message) {
@@ -1143,7 +1179,7 @@ impl PluginHost {
                             }
                             types::DataVerdict::PassAlways => {
                                 self.standing.set(
-                                    session.handle,
+                                    session,
                                     index,
                                     publication,
                                     &plugin,
@@ -1154,7 +1190,7 @@ impl PluginHost {
                             types::DataVerdict::FilterAlways(filter) if publication => {
                                 let filter = Arc::new(standing::Filter::new(filter));
                                 self.standing.set(
-                                    session.handle,
+                                    session,
                                     index,
                                     publication,
                                     &plugin,
@@ -1288,10 +1324,12 @@ impl Chain {
         Self { slots, shadows }
     }
 
-    /// Whether any plugin takes `event`.
-    fn takes(&self, event: types::Events) -> bool {
-        self.live()
-            .any(|slot| slot.current.load().events.contains(event))
+    /// Whether any plugin takes outcomes.
+    fn takes_outcome(&self) -> bool {
+        self.live().any(|slot| {
+            slot.takes_outcome
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 
     /// The live plugins, in chain order: every plugin but the shadow ones.
@@ -1332,15 +1370,18 @@ impl Chain {
 }
 
 /// Asks `plugin` about a sync or async message lent as `lent`.
+/// A message verdict, and whether the plugin asked for it to stand for the message's function
+/// (`same-for-head`).
 pub(crate) fn ask_message(
     plugin: &Plugin,
     wit_session: &types::Session,
     summary: &types::Summary,
     lent: Lent<'_>,
     sync: bool,
-) -> Result<types::Verdict, Failure> {
+) -> Result<(types::Verdict, bool), Failure> {
     plugin.call(Some(lent), |instance| {
         let message = next_message(instance.store.data_mut());
+        instance.store.data_mut().same_for_head = false;
         let verdict = if sync {
             instance
                 .bindings
@@ -1350,8 +1391,9 @@ pub(crate) fn ask_message(
                 .bindings
                 .call_on_async(&mut instance.store, wit_session, summary, message)
         };
-        instance.store.data_mut().message_rep = 0;
-        verdict
+        let state = instance.store.data_mut();
+        state.message_rep = 0;
+        Ok((verdict?, std::mem::take(&mut state.same_for_head)))
     })
 }
 
@@ -1364,20 +1406,20 @@ fn with_decider(mut record: DecisionRecord, plugin: Option<&Arc<PluginShared>>) 
     record
 }
 
-/// The WIT outcome of an event that started at `started`.
+/// The WIT outcome of an event decided in `latency`.
 fn outcome(
     event: types::EventKind,
     decision: types::Decision,
     reason: Option<String>,
     decided_by: Option<&Arc<PluginShared>>,
-    started: Instant,
+    latency: Duration,
 ) -> types::Outcome {
     types::Outcome {
         event,
         decision,
         reason,
         decided_by: decided_by.map(|plugin| plugin.name.to_string()),
-        latency_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        latency_ns: u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
     }
 }
 
@@ -1457,7 +1499,7 @@ impl Hooks for PluginHost {
                 decision,
             );
         }
-        if chain.takes(types::Events::OUTCOME) {
+        if chain.takes_outcome() {
             let decision = match verdict {
                 AuthVerdict::Allow(_) => types::Decision::Allowed,
                 AuthVerdict::Deny => types::Decision::Denied,
@@ -1471,7 +1513,7 @@ impl Hooks for PluginHost {
                     decision,
                     None,
                     decided_by.as_ref(),
-                    started,
+                    started.elapsed(),
                 ),
             );
         }
@@ -1493,7 +1535,7 @@ impl Hooks for PluginHost {
             record.latency = started.elapsed();
             sink.record(with_decider(record, decided_by.as_ref()));
         }
-        if chain.takes(types::Events::OUTCOME) {
+        if chain.takes_outcome() {
             let (decision, reason) = match &verdict {
                 OpenVerdict::Keep => (types::Decision::Passed, None),
                 OpenVerdict::Close(why) => (types::Decision::Denied, Some(why.clone())),
@@ -1506,7 +1548,7 @@ impl Hooks for PluginHost {
                     decision,
                     reason,
                     decided_by.as_ref(),
-                    started,
+                    started.elapsed(),
                 ),
             );
         }
@@ -1535,8 +1577,7 @@ impl Hooks for PluginHost {
             let looks = |flag, publication| {
                 plugin.events.contains(flag)
                     && !matches!(
-                        self.standing
-                            .get(session.handle, index, publication, &plugin),
+                        self.standing.get(session, index, publication, &plugin),
                         Some(standing::Rule::Pass)
                     )
             };

@@ -198,6 +198,7 @@ fn shadow(slot: &Slot, job: &Job, decisions: Option<&dyn DecisionSink>, metrics:
             let facts = FactsCell::new();
             let lent = Lent::request(request, &facts);
             let (decision, reason) = match ask_message(&plugin, &wit_session, &summary, lent, sync)
+                .map(|(verdict, _)| verdict)
             {
                 Ok(types::Verdict::Pass) => (DecisionKind::Passed, None),
                 Ok(types::Verdict::Deny(message)) => (DecisionKind::Denied, Some(message)),

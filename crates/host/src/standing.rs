@@ -1,6 +1,8 @@
 //! Verdicts that stand for a connection: a plugin that answers `pass-always` or
 //! `filter-always` is not called again for that event on that connection; the host passes, or
-//! applies the filter itself, until the connection closes or the plugin is swapped.
+//! applies the filter itself, until the connection closes or the plugin is swapped. Likewise a
+//! message verdict given with `same-for-head` stands for the connection's later calls of the
+//! same function: an allowed feed function costs one plugin call, not one a message.
 //!
 //! A subscriber's feed is thousands of publications a second. Calling a plugin for each costs
 //! microseconds a message; a filter that depends on the connection and the table alone (the
@@ -21,10 +23,11 @@
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::{Arc, Mutex, PoisonError, Weak},
 };
 
-use qgate_hooks::{Body, Handle, Request};
+use qgate_hooks::{Body, Handle, Request, Session};
 use qgate_ipc::{
     Endian,
     table::{self, Mask, Rewritten, RowSelection, TableEdit, TableError},
@@ -41,24 +44,85 @@ pub(crate) enum Rule {
     Filter(Arc<Filter>),
 }
 
+/// The most message verdicts that stand for one connection (`same-for-head`), in all: a client
+/// that calls a thousand different functions makes the plugins' calls past these as usual,
+/// rather than growing the host's memory.
+pub(crate) const MAX_CALL_VERDICTS: usize = 64;
+
+/// A sync or async message that calls a function: what a message verdict stands for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Call<'a> {
+    pub(crate) sync: bool,
+    /// The function's name, or the string q evaluates for it.
+    pub(crate) head: &'a str,
+    /// Whether the head is a symbol rather than a string.
+    pub(crate) symbol: bool,
+}
+
+/// What a standing rule is for.
+#[derive(Debug, PartialEq, Eq)]
+enum Key {
+    /// Replies (`false`) or publications (`true`): a [`Rule`].
+    Data { publication: bool },
+    /// Sync (`true`) or async messages that call the function `head`, a symbol or a string
+    /// (which q evaluates, and a plugin may tell apart): a message verdict.
+    Call {
+        sync: bool,
+        head: Box<str>,
+        symbol: bool,
+    },
+}
+
+/// What stands.
+#[derive(Debug)]
+enum Standing {
+    Data(Rule),
+    Call(types::Verdict),
+}
+
 /// One standing rule.
 #[derive(Debug)]
 struct Entry {
     /// The plugin's place in the chain.
     slot: usize,
-    /// For publications, or for replies.
-    publication: bool,
+    key: Key,
     /// The version that gave it.
     plugin: Weak<Plugin>,
-    rule: Rule,
+    standing: Standing,
+}
+
+impl Key {
+    /// Whether this is the key of `call`, without making one to compare.
+    fn is_call(&self, call: Call<'_>) -> bool {
+        matches!(self, Key::Call { sync, head, symbol }
+            if *sync == call.sync && **head == *call.head && *symbol == call.symbol)
+    }
+}
+
+/// What stands for one connection.
+#[derive(Debug)]
+struct Connection {
+    /// Whose connection the handle is: q reuses a closed connection's handle, and a handle seen
+    /// with another user or address is another connection (in `qgate replay` and `qgate test`,
+    /// which may not close one before the next).
+    user: Arc<[u8]>,
+    peer: SocketAddr,
+    /// A few entries (one per plugin and data event, and at most [`MAX_CALL_VERDICTS`] message
+    /// verdicts).
+    entries: Vec<Entry>,
+}
+
+impl Connection {
+    fn is(&self, session: &Session) -> bool {
+        self.peer == session.peer && self.user == session.user
+    }
 }
 
 /// The standing rules of every connection.
 #[derive(Debug, Default)]
 pub(crate) struct Standings {
-    /// By connection handle: a few entries each (one per plugin and event at most). A `std`
-    /// mutex, held for a lookup or an insert.
-    rules: Mutex<HashMap<Handle, Vec<Entry>>>,
+    /// By connection handle. A `std` mutex, held for a lookup or an insert.
+    rules: Mutex<HashMap<Handle, Connection>>,
 }
 
 impl Standings {
@@ -66,40 +130,129 @@ impl Standings {
     /// current version) gave it; a rule from an older version is dropped.
     pub(crate) fn get(
         &self,
-        handle: Handle,
+        session: &Session,
         slot: usize,
         publication: bool,
         plugin: &Arc<Plugin>,
     ) -> Option<Rule> {
-        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
-        let entries = rules.get_mut(&handle)?;
-        let at = entries
-            .iter()
-            .position(|e| e.slot == slot && e.publication == publication)?;
-        if std::ptr::eq(entries[at].plugin.as_ptr(), Arc::as_ptr(plugin)) {
-            return Some(entries[at].rule.clone());
+        let key = Key::Data { publication };
+        match self.find(session, slot, plugin, |k| *k == key)? {
+            Standing::Data(rule) => Some(rule),
+            Standing::Call(_) => None,
         }
-        entries.swap_remove(at);
-        None
     }
 
-    /// Records `rule` for `handle`'s connection from `plugin`, the current version in `slot`.
+    /// Records `rule` for `session`'s connection from `plugin`, the current version in `slot`.
     pub(crate) fn set(
         &self,
-        handle: Handle,
+        session: &Session,
         slot: usize,
         publication: bool,
         plugin: &Arc<Plugin>,
         rule: Rule,
     ) {
+        self.insert(
+            session,
+            slot,
+            Key::Data { publication },
+            plugin,
+            Standing::Data(rule),
+        );
+    }
+
+    /// The verdict standing for `session`'s messages like `call` from the plugin in `slot`, if
+    /// `plugin` (its current version) gave it.
+    pub(crate) fn verdict(
+        &self,
+        session: &Session,
+        slot: usize,
+        call: Call<'_>,
+        plugin: &Arc<Plugin>,
+    ) -> Option<types::Verdict> {
+        match self.find(session, slot, plugin, |k| k.is_call(call))? {
+            Standing::Call(verdict) => Some(verdict),
+            Standing::Data(_) => None,
+        }
+    }
+
+    /// Records `verdict` for `session`'s later messages like `call`, from `plugin`, the current
+    /// version in `slot`; nothing once the connection has [`MAX_CALL_VERDICTS`].
+    pub(crate) fn set_verdict(
+        &self,
+        session: &Session,
+        slot: usize,
+        call: Call<'_>,
+        plugin: &Arc<Plugin>,
+        verdict: types::Verdict,
+    ) {
+        let key = Key::Call {
+            sync: call.sync,
+            head: call.head.into(),
+            symbol: call.symbol,
+        };
+        self.insert(session, slot, key, plugin, Standing::Call(verdict));
+    }
+
+    /// What stands for the plugin in `slot` under the key `is` picks, if `plugin` (its current
+    /// version) gave it; what an older version gave is dropped.
+    fn find(
+        &self,
+        session: &Session,
+        slot: usize,
+        plugin: &Arc<Plugin>,
+        is: impl Fn(&Key) -> bool,
+    ) -> Option<Standing> {
         let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
-        let entries = rules.entry(handle).or_default();
-        entries.retain(|e| !(e.slot == slot && e.publication == publication));
+        let connection = rules.get_mut(&session.handle)?;
+        if !connection.is(session) {
+            connection.entries.clear();
+            return None;
+        }
+        let entries = &mut connection.entries;
+        let at = entries.iter().position(|e| e.slot == slot && is(&e.key))?;
+        if std::ptr::eq(entries[at].plugin.as_ptr(), Arc::as_ptr(plugin)) {
+            return Some(match &entries[at].standing {
+                Standing::Data(rule) => Standing::Data(rule.clone()),
+                Standing::Call(verdict) => Standing::Call(verdict.clone()),
+            });
+        }
+        entries.swap_remove(at);
+        None
+    }
+
+    fn insert(
+        &self,
+        session: &Session,
+        slot: usize,
+        key: Key,
+        plugin: &Arc<Plugin>,
+        standing: Standing,
+    ) {
+        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        let connection = rules.entry(session.handle).or_insert_with(|| Connection {
+            user: Arc::clone(&session.user),
+            peer: session.peer,
+            entries: Vec::new(),
+        });
+        if !connection.is(session) {
+            connection.user = Arc::clone(&session.user);
+            connection.peer = session.peer;
+            connection.entries.clear();
+        }
+        let entries = &mut connection.entries;
+        entries.retain(|e| !(e.slot == slot && e.key == key));
+        let calls = entries
+            .iter()
+            .filter(|e| matches!(e.key, Key::Call { .. }))
+            .count();
+        if matches!(key, Key::Call { .. }) && calls >= MAX_CALL_VERDICTS {
+            return;
+        }
         entries.push(Entry {
             slot,
-            publication,
+            key,
             plugin: Arc::downgrade(plugin),
-            rule,
+            standing,
         });
     }
 

@@ -106,6 +106,9 @@ pub(crate) struct HostState {
     /// Whether the call in progress has left the async worker it started on (see
     /// `offload::on_epoch`).
     pub(crate) off_async: bool,
+    /// Whether the `on-sync` or `on-async` call in progress asked for its verdict to stand for
+    /// its function (`same-for-head`); reset before each such call.
+    pub(crate) same_for_head: bool,
     /// An empty WASI context: no preopened directory, no environment, no network, stdio
     /// connected to nothing.
     wasi: WasiCtx,
@@ -124,6 +127,7 @@ impl HostState {
             limits,
             message_rep: 0,
             reply_rep: 0,
+            same_for_head: false,
             deadline: Deadline::past(),
             off_async: false,
             wasi,
@@ -192,6 +196,11 @@ impl host::Host for HostState {
             host::Level::Warn => tracing::enabled!(tracing::Level::WARN),
             host::Level::Error => tracing::enabled!(tracing::Level::ERROR),
         })
+    }
+
+    fn same_for_head(&mut self) -> wasmtime::Result<()> {
+        self.same_for_head = true;
+        Ok(())
     }
 
     fn config(&mut self, key: String) -> wasmtime::Result<Option<String>> {

@@ -37,7 +37,10 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -51,6 +54,7 @@ use wasmtime::{
 
 use crate::{
     HostError, PluginSpec,
+    bindings::types,
     kv::Kv,
     lock::{self, Digest, LockPolicy},
     plugin::{LoadOptions, Plugin},
@@ -103,6 +107,9 @@ pub(crate) struct Slot {
     pub(crate) spec: PluginSpec,
     /// The version that new calls go to. Read without a lock on every call; replaced whole.
     pub(crate) current: ArcSwap<Plugin>,
+    /// Whether the current version takes outcomes: what every message asks of every plugin,
+    /// read without loading `current`. Set with it.
+    pub(crate) takes_outcome: AtomicBool,
     /// The plugin's store, shared by all its versions.
     pub(crate) kv: Arc<Kv>,
     /// The plugin's files. One reader each for the life of the slot: a reader remembers a read
@@ -222,6 +229,7 @@ impl Slot {
         };
         Ok(Self {
             spec,
+            takes_outcome: AtomicBool::new(plugin.events.contains(types::Events::OUTCOME)),
             current: ArcSwap::from_pointee(plugin),
             kv,
             readers,
@@ -387,7 +395,9 @@ impl Slot {
     /// `keep_replaced`.
     fn switch(&self, plugin: Plugin, keep_replaced: bool) {
         let (to, load_time) = (plugin.digest, plugin.load_time);
+        let takes_outcome = plugin.events.contains(types::Events::OUTCOME);
         let old = self.current.swap(Arc::new(plugin));
+        self.takes_outcome.store(takes_outcome, Ordering::Relaxed);
         tracing::info!(
             plugin = self.spec.name,
             from = %old.digest.short(),

@@ -191,6 +191,72 @@ fn what_a_call_holds_while_it_decides_is_its_copies_within_the_memory_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_that_stands_for_its_function_is_given_without_a_call() {
+    // `allowlist` lets alice call `f` (a pass that stands for `f`) and denies `g` (a deny that
+    // stands for `g`); `demo-api` answers an unknown name with its error, which stands too.
+    let mut allowlist = spec("allowlist");
+    allowlist
+        .config
+        .insert("users".into(), serde_json::json!({ "alice": ["f"] }));
+    let host = host(vec![allowlist, spec("demo-api")]);
+    let calls = || -> Vec<u64> { host.status().iter().map(|p| p.calls).collect() };
+    let alice = |handle| {
+        let peer: SocketAddr = "127.0.0.1:5001".parse().expect("an address");
+        Session::new(Handle(handle), b"alice".to_vec(), peer, 3)
+    };
+    let f = |x| K::list(vec![K::symbol("f"), K::long(x)]);
+    let (one, two) = (alice(7), alice(8));
+    assert_eq!(
+        host.on_sync(&one, &request(&f(1))).await,
+        Verdict::Deny("f".into())
+    );
+    assert_eq!(calls(), [1, 1]);
+    // Other arguments, the same function: both verdicts stand.
+    assert_eq!(
+        host.on_sync(&one, &request(&f(2))).await,
+        Verdict::Deny("f".into())
+    );
+    assert_eq!(calls(), [1, 1]);
+    let g = K::list(vec![K::symbol("g"), K::long(1)]);
+    let denied = Verdict::Deny("access: g is not allowed for alice".into());
+    assert_eq!(host.on_sync(&one, &request(&g)).await, denied);
+    assert_eq!(host.on_sync(&one, &request(&g)).await, denied);
+    assert_eq!(calls(), [2, 1]);
+    // Per connection, per event, and a string head is not a symbol head.
+    assert_eq!(
+        host.on_sync(&two, &request(&f(1))).await,
+        Verdict::Deny("f".into())
+    );
+    assert_eq!(calls(), [3, 2]);
+    let by_string = K::list(vec![K::string("f"), K::long(1)]);
+    host.on_sync(&one, &request(&by_string)).await;
+    assert_eq!(calls(), [4, 3]);
+    let frame = qgate_ipc::encode_message(MessageType::Async, &f(1)).expect("encodable");
+    let message = Message::from_frame(frame, &Limits::default()).expect("a frame");
+    host.on_async(&one, &Request::new(message).expect("a valid message"))
+        .await;
+    assert_eq!(calls(), [5, 4]);
+    // Free text has no head: asked every time.
+    for _ in 0..2 {
+        host.on_sync(&one, &request(&K::string("1+1"))).await;
+    }
+    assert_eq!(calls(), [7, 4]);
+    // A connection that closes forgets what stood for it: its handle may be a new client's.
+    host.on_close(&one, &CloseReason::ClientClosed).await;
+    host.on_sync(&one, &request(&f(1))).await;
+    assert_eq!(calls(), [8, 5]);
+    // Nor does a handle seen with another user inherit alice's verdicts (`qgate replay` and
+    // `qgate test` may not close one connection before the next).
+    let peer: SocketAddr = "127.0.0.1:5001".parse().expect("an address");
+    let bob = Session::new(Handle(7), b"bob".to_vec(), peer, 3);
+    assert_eq!(
+        host.on_sync(&bob, &request(&f(1))).await,
+        Verdict::Deny("access: f is not allowed for bob".into())
+    );
+    assert_eq!(calls(), [9, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_that_grew_large_are_not_kept_and_not_counted() {
     // Each echo of a message this large grows its instance past KEEP_INSTANCE_MEMORY_BYTES, so
     // the instance is dropped after the call. More such calls than a version may have instances

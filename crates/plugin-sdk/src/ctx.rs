@@ -383,6 +383,16 @@ impl<'a> MessageCtx<'a> {
         self.summary.head_is_symbol
     }
 
+    /// Says that the verdict this handler returns holds for every later call of the same
+    /// function (its [`head`](Self::head), symbol or string alike) on this connection, whatever
+    /// the arguments: qgate then gives it without calling the plugin, until the connection closes
+    /// or the plugin is swapped. For a verdict that depends on the user and the function alone,
+    /// such as a function this user may call, or one the plugin never answers. Nothing for a
+    /// message that is not a call.
+    pub fn same_for_head(&self) {
+        crate::host::imp::same_for_head();
+    }
+
     /// The number of arguments after the head of a call; 0 when the message is not a call.
     pub fn arg_count(&self) -> usize {
         self.summary.arg_count as usize

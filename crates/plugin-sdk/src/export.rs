@@ -54,7 +54,7 @@ impl<P: Plugin> Guest for Glue<P> {
     }
 
     fn events() -> Events {
-        P::EVENTS
+        with_plugin::<P, _>(P::EVENTS, |plugin| plugin.events())
     }
 
     fn on_auth(session: Session, password: Option<Vec<u8>>) -> AuthVerdict {

@@ -111,7 +111,8 @@ pub mod kv {
 
 /// The host's imports.
 #[cfg(target_arch = "wasm32")]
-mod imp {
+pub(crate) mod imp {
+    pub(crate) use crate::bindings::qgate::plugin::host::same_for_head;
     pub(super) use crate::bindings::qgate::plugin::host::{
         config, kv_delete, kv_get, kv_keys, kv_set, log, log_enabled, now,
     };
@@ -133,6 +134,8 @@ pub(crate) mod imp {
         pub(crate) now: i64,
         /// Whether [`log_enabled`] says yes: `testing::set_logs_enabled`.
         pub(crate) logs_disabled: bool,
+        /// Whether a handler called `same_for_head`: `testing::same_for_head`.
+        pub(crate) same_for_head: bool,
     }
 
     thread_local! {
@@ -145,6 +148,10 @@ pub(crate) mod imp {
 
     pub(super) fn log_enabled(_level: Level) -> bool {
         FAKE.with(|f| !f.borrow().logs_disabled)
+    }
+
+    pub(crate) fn same_for_head() {
+        FAKE.with(|f| f.borrow_mut().same_for_head = true);
     }
 
     pub(super) fn config(key: &str) -> Option<String> {

@@ -47,6 +47,13 @@ pub trait Plugin: Sized + 'static {
     /// from a later one, that call fails like a trap.
     fn init(config: &Config) -> Result<Self, String>;
 
+    /// The events this plugin takes, asked once after `init`: [`Plugin::EVENTS`], unless the
+    /// plugin decides at start (an auditor whose every line the log filter drops takes nothing,
+    /// and costs nothing). The log filter and the config do not change while a version runs.
+    fn events(&self) -> Events {
+        Self::EVENTS
+    }
+
     /// `.z.pw`: fires after the handshake and the host's password-file check, before the client
     /// gets its capability byte, with the user name and the password the client sent.
     ///
@@ -79,6 +86,10 @@ pub trait Plugin: Sized + 'static {
     /// (build one with [`Verdict::reply`]), [`Verdict::Pass`] hands the request to the next
     /// plugin and then to the backend (in gateway mode, the default upstream), and
     /// [`Verdict::Route`] sends it to the named upstream (build one with [`Verdict::route`]).
+    ///
+    /// When the verdict depends on the user and the function alone, call
+    /// [`MessageCtx::same_for_head`] before returning it: qgate then gives it for the
+    /// connection's later calls of the function without calling the plugin.
     ///
     /// The default passes.
     fn on_sync(&self, ctx: &MessageCtx<'_>) -> Verdict {

@@ -31,6 +31,12 @@ pub fn set_logs_enabled(enabled: bool) {
     FAKE.with(|f| f.borrow_mut().logs_disabled = !enabled);
 }
 
+/// Whether a handler called [`MessageCtx::same_for_head`](crate::MessageCtx::same_for_head)
+/// since the last call of this function.
+pub fn same_for_head() -> bool {
+    FAKE.with(|f| std::mem::take(&mut f.borrow_mut().same_for_head))
+}
+
 /// Sets what [`host::now`](crate::host::now) returns, nanoseconds since the Unix epoch.
 pub fn set_now(nanos: i64) {
     FAKE.with(|f| f.borrow_mut().now = nanos);

@@ -324,6 +324,9 @@ impl Allowlist {
         let grants = self.grants.get(user);
         if let Some(function) = ctx.head() {
             if !self.policy.may_call(user, function) {
+                // The user and the function decide it: it stands for the connection's later
+                // calls of the function.
+                ctx.same_for_head();
                 return Verdict::deny(format!("access: {function} is not allowed for {user}"));
             }
             if let Err(message) = self.policy.check_args(function, ctx) {
@@ -331,7 +334,15 @@ impl Allowlist {
             }
             return match grants.map(|g| self.policy.check_facts(user, g, ctx.facts())) {
                 Some(Err(message)) => Verdict::deny(message),
-                _ => Verdict::Pass,
+                Some(Ok(())) => Verdict::Pass,
+                None => {
+                    // Without argument rules for the function or table rules for the user, the
+                    // arguments play no part: the pass stands for later calls of it.
+                    if !self.policy.args.contains_key(function) {
+                        ctx.same_for_head();
+                    }
+                    Verdict::Pass
+                }
             };
         }
         if ctx.is_query() {
@@ -382,7 +393,10 @@ export_plugin!(Allowlist);
 
 #[cfg(test)]
 mod tests {
-    use qgate_plugin_sdk::{Atom, K, testing::session};
+    use qgate_plugin_sdk::{
+        Atom, K,
+        testing::{self, session},
+    };
 
     use super::*;
 
@@ -435,6 +449,25 @@ mod tests {
     fn text(user: &str, query: &str, expect: &str) {
         let actual = verdict(TABLES, user, &K::string(query));
         assert_eq!(actual, expect, "{user} sending {query:?}");
+    }
+
+    #[test]
+    fn a_verdict_stands_for_its_function_only_when_the_arguments_play_no_part() {
+        let call = |name: &str| K::list(vec![K::symbol(name), K::long(1), K::long(2)]);
+        // Allowed with no argument rule, or not allowed: the user and the function decide.
+        for (user, value) in [("alice", call("echo")), ("bob", call("echo"))] {
+            verdict(CONFIG, user, &value);
+            assert!(testing::same_for_head(), "{user} calling {value}");
+        }
+        // An argument rule, table rules (carol's), or free text: asked each time.
+        for (config, user, value) in [
+            (CONFIG, "alice", call("legalOperation")),
+            (TABLES, "carol", call("getTrades")),
+            (CONFIG, "admin", K::string("1+1")),
+        ] {
+            verdict(config, user, &value);
+            assert!(!testing::same_for_head(), "{user} sending {value}");
+        }
     }
 
     #[test]

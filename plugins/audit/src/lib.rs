@@ -139,6 +139,17 @@ impl Plugin for Audit {
         })
     }
 
+    /// Nothing when the log filter drops every line at this plugin's level: then no line would
+    /// ever be written (the filter does not change while qgate runs), and the plugin costs
+    /// nothing.
+    fn events(&self) -> Events {
+        if host::log_enabled(self.level) {
+            Self::EVENTS
+        } else {
+            Events::empty()
+        }
+    }
+
     fn on_outcome(&self, ctx: &OutcomeCtx<'_>) {
         let now = host::now();
         let session = ctx.session();

@@ -131,6 +131,10 @@ impl Plugin for Conns {
 
     fn on_sync(&self, ctx: &MessageCtx<'_>) -> Verdict {
         if !self.asks_for_table(ctx) {
+            // A call of any other function passes whatever its arguments, and goes on passing.
+            if ctx.head().is_some_and(|head| head != self.settings.query) {
+                ctx.same_for_head();
+            }
             return Verdict::Pass;
         }
         match table() {

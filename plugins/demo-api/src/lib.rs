@@ -42,6 +42,9 @@ pub fn evaluate(ctx: &MessageCtx<'_>) -> Result<K, String> {
         // An unknown name is refused before any argument is copied into the plugin: a 100 MB
         // insert sent to the wrong backend costs a few bytes.
         if !FUNCTIONS.contains(&name) {
+            // q's error for an unknown name, whatever the arguments: it stands for every later
+            // call of it on the connection.
+            ctx.same_for_head();
             return Err(name.to_owned());
         }
         let args = (0..ctx.arg_count())
