@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--quick] [--report-only]`: runs the codec benchmarks and writes the
-//! comparison with kdbplus into BENCHMARKS.md, runs the q parser's benchmark and writes its
-//! section (see `parser`), then runs the server harness (`qgate-bench`, see `harness`; not with
+//! comparison with kdbplus into BENCHMARKS.md, runs the q parser's benchmark, the chain's on
+//! free text and the plugin call benchmark and writes their sections (see `parser`, `chain` and
+//! `calls`), then runs the server harness (`qgate-bench`, see `harness`; not with
 //! `--report-only`).
 //!
 //! The benchmarks are `crates/ipc/benches/codec.rs` (criterion). After the run, each benchmark's
@@ -54,26 +55,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             other => bail!("unknown argument `{other}` ({USAGE})"),
         }
     }
-    let mut what = String::from("cargo bench -p qgate-ipc --bench codec");
-    if quick {
-        what.push_str(" -- --quick");
-    }
     // Results older than this run are left out, so that a renamed benchmark's old figures do not
     // linger in the table.
-    let started = if report_only {
-        SystemTime::UNIX_EPOCH
-    } else {
-        let started = SystemTime::now();
-        let mut command = cargo();
-        command.args(["bench", "-p", "qgate-ipc", "--bench", "codec"]);
-        if quick {
-            command.args(["--", "--quick"]);
-        }
-        eprintln!("==> {what}");
-        run_command(&what, &mut command)?;
-        started
-    };
-
+    let (what, started) = run_criterion("qgate-ipc", "codec", quick, report_only)?;
     let criterion = target_dir().join("criterion");
     let results = read_results(&criterion, started)?;
     if results.is_empty() {
@@ -82,24 +66,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             criterion.display()
         );
     }
-    let table = table(&results);
-    println!("{table}");
-
-    let section = format!(
-        "{BEGIN}\n\n{}\n{table}\n{END}",
-        context(if report_only {
-            "cargo xtask bench"
-        } else {
-            &what
-        })
-    );
-    let path = project_root().join("BENCHMARKS.md");
-    let old = fs::read_to_string(&path).unwrap_or_default();
-    fs::write(&path, replace_section(&old, &section))
-        .with_context(|| format!("failed to write {}", path.display()))?;
-    eprintln!("==> wrote {}", path.display());
+    write_section(
+        (BEGIN, END, "## Codec"),
+        &what,
+        report_only,
+        &table(&results),
+    )?;
     parser(quick, report_only)?;
     chain(quick, report_only)?;
+    calls(quick, report_only)?;
     if report_only {
         return Ok(());
     }
@@ -125,38 +100,14 @@ const PARSER_ROWS: [(&str, &str, Option<f64>); 3] = [
 /// Runs the q parser's benchmark (unless `report_only`) and writes its section of BENCHMARKS.md
 /// from criterion's `target/criterion/<group>/select_100/new/estimates.json`.
 fn parser(quick: bool, report_only: bool) -> Result<()> {
-    let mut what = String::from("cargo bench -p qgate-q --bench parse");
-    if quick {
-        what.push_str(" -- --quick");
-    }
-    let started = if report_only {
-        SystemTime::UNIX_EPOCH
-    } else {
-        let started = SystemTime::now();
-        let mut command = cargo();
-        command.args(["bench", "-p", "qgate-q", "--bench", "parse"]);
-        if quick {
-            command.args(["--", "--quick"]);
-        }
-        eprintln!("==> {what}");
-        run_command(&what, &mut command)?;
-        started
-    };
+    let (what, started) = run_criterion("qgate-q", "parse", quick, report_only)?;
     let criterion = target_dir().join("criterion");
     let mut rows = Vec::new();
     for (group, description, target) in PARSER_ROWS {
         let estimates = criterion.join(group).join("select_100/new/estimates.json");
-        let fresh = fs::metadata(&estimates)
-            .and_then(|m| m.modified())
-            .is_ok_and(|modified| modified >= started);
-        if !fresh {
-            continue;
+        if let Some(median_ns) = fresh_median(&estimates, started)? {
+            rows.push((group, description, target, median_ns));
         }
-        let text = fs::read_to_string(&estimates)
-            .with_context(|| format!("failed to read {}", estimates.display()))?;
-        let median_ns =
-            median(&text).with_context(|| format!("no median in {}", estimates.display()))?;
-        rows.push((group, description, target, median_ns));
     }
     if rows.is_empty() {
         bail!(
@@ -164,25 +115,12 @@ fn parser(quick: bool, report_only: bool) -> Result<()> {
             criterion.display()
         );
     }
-    let table = parser_table(&rows);
-    println!("{table}");
-    let section = format!(
-        "{PARSER_BEGIN}\n\n{}\n{table}\n{PARSER_END}",
-        context(if report_only {
-            "cargo xtask bench"
-        } else {
-            &what
-        })
-    );
-    let path = project_root().join("BENCHMARKS.md");
-    let old = fs::read_to_string(&path).unwrap_or_default();
-    fs::write(
-        &path,
-        replace_marked(&old, &section, PARSER_BEGIN, PARSER_END, "## q parser"),
+    write_section(
+        (PARSER_BEGIN, PARSER_END, "## q parser"),
+        &what,
+        report_only,
+        &parser_table(&rows),
     )
-    .with_context(|| format!("failed to write {}", path.display()))?;
-    eprintln!("==> wrote {}", path.display());
-    Ok(())
 }
 
 /// The parser's table, in markdown: one row a benchmark, its median and its verdict.
@@ -214,70 +152,32 @@ const CHAIN_FACTS_TARGET_NS: f64 = 3_000.0;
 /// section of BENCHMARKS.md: the chain on a free-text select passed whole, the same with the
 /// allowlist deciding on its facts, and the difference against its target.
 fn chain(quick: bool, report_only: bool) -> Result<()> {
-    let mut what = String::from("cargo bench -p qgate-host --bench chain");
-    if quick {
-        what.push_str(" -- --quick");
-    }
-    let started = if report_only {
-        SystemTime::UNIX_EPOCH
-    } else {
+    if !report_only {
         // The benchmark loads the components `cargo xtask plugins` builds.
         crate::plugins::run(&[])?;
-        let started = SystemTime::now();
-        let mut command = cargo();
-        command.args(["bench", "-p", "qgate-host", "--bench", "chain"]);
-        if quick {
-            command.args(["--", "--quick"]);
-        }
-        eprintln!("==> {what}");
-        run_command(&what, &mut command)?;
-        started
-    };
+    }
+    let (what, started) = run_criterion("qgate-host", "chain", quick, report_only)?;
     let criterion = target_dir().join("criterion").join("chain");
     let read = |name: &str| -> Result<f64> {
         let estimates = criterion.join(name).join("new/estimates.json");
-        let fresh = fs::metadata(&estimates)
-            .and_then(|m| m.modified())
-            .is_ok_and(|modified| modified >= started);
-        if !fresh {
-            bail!(
+        fresh_median(&estimates, started)?.with_context(|| {
+            format!(
                 "no fresh result at {} (run `cargo xtask bench` first)",
                 estimates.display()
-            );
-        }
-        let text = fs::read_to_string(&estimates)
-            .with_context(|| format!("failed to read {}", estimates.display()))?;
-        median(&text).with_context(|| format!("no median in {}", estimates.display()))
+            )
+        })
     };
     let table = chain_table(
         read("text_whole")?,
         read("text_facts")?,
         read("facts_added")?,
     );
-    println!("{table}");
-    let section = format!(
-        "{CHAIN_BEGIN}\n\n{}\n{table}\n{CHAIN_END}",
-        context(if report_only {
-            "cargo xtask bench"
-        } else {
-            &what
-        })
-    );
-    let path = project_root().join("BENCHMARKS.md");
-    let old = fs::read_to_string(&path).unwrap_or_default();
-    fs::write(
-        &path,
-        replace_marked(
-            &old,
-            &section,
-            CHAIN_BEGIN,
-            CHAIN_END,
-            "## Free text through the chain",
-        ),
+    write_section(
+        (CHAIN_BEGIN, CHAIN_END, "## Free text through the chain"),
+        &what,
+        report_only,
+        &table,
     )
-    .with_context(|| format!("failed to write {}", path.display()))?;
-    eprintln!("==> wrote {}", path.display());
-    Ok(())
 }
 
 /// The chain's table, in markdown: the two medians, and the difference measured in pairs with its
@@ -299,6 +199,174 @@ fn chain_table(whole_ns: f64, facts_ns: f64, added: f64) -> String {
         duration(facts_ns),
         duration(added)
     )
+}
+
+/// The markers around the plugin calls' section of BENCHMARKS.md.
+const CALLS_BEGIN: &str = "<!-- calls:begin -->";
+const CALLS_END: &str = "<!-- calls:end -->";
+
+/// What a plugin call may cost beyond an empty component call, in nanoseconds.
+const CALL_COST_TARGET_NS: f64 = 500.0;
+
+/// The rows of `crates/host/benches/call.rs`: benchmark, what it measures, and whether it is a
+/// plugin call each time (its cost beyond an empty call has the target).
+const CALL_ROWS: [(&str, &str, bool); 8] = [
+    ("empty", "an empty component call (the baseline)", false),
+    (
+        "echo",
+        "`echo`: a call each time (its reply never stands)",
+        true,
+    ),
+    (
+        "version-a",
+        "a fixture that replies a symbol: a call each time",
+        true,
+    ),
+    ("conns", "`conns`: its pass stands for the function", false),
+    (
+        "audit",
+        "`audit`: no event under the bench's log filter",
+        false,
+    ),
+    (
+        "allowlist",
+        "`allowlist`: its pass stands for the function",
+        false,
+    ),
+    (
+        "demo-api",
+        "`demo-api`: its error stands for the function",
+        false,
+    ),
+    ("chain", "the four together", false),
+];
+
+/// Runs the plugin call benchmark (`crates/host/benches/call.rs`, unless `report_only`) and
+/// writes its section of BENCHMARKS.md: each row's median, and what a plugin call costs beyond
+/// an empty component call measured in the same run.
+fn calls(quick: bool, report_only: bool) -> Result<()> {
+    if !report_only {
+        crate::plugins::run(&[])?;
+    }
+    let (what, started) = run_criterion("qgate-host", "call", quick, report_only)?;
+    let criterion = target_dir().join("criterion").join("call");
+    let mut medians = Vec::new();
+    for (name, description, each) in CALL_ROWS {
+        let estimates = criterion.join(name).join("new/estimates.json");
+        let median_ns = fresh_median(&estimates, started)?.with_context(|| {
+            format!(
+                "no fresh result at {} (run `cargo xtask bench` first)",
+                estimates.display()
+            )
+        })?;
+        medians.push((name, description, each, median_ns));
+    }
+    write_section(
+        (CALLS_BEGIN, CALLS_END, "## The plugin path"),
+        &what,
+        report_only,
+        &calls_table(&medians),
+    )
+}
+
+/// The plugin calls' table, in markdown: each median, and for a plugin call each time, its cost
+/// beyond the empty call with the target's verdict.
+fn calls_table(rows: &[(&str, &str, bool, f64)]) -> String {
+    let empty = rows
+        .iter()
+        .find(|(name, ..)| *name == "empty")
+        .map_or(0.0, |row| row.3);
+    let mut out = String::from(
+        "| benchmark | what | median | beyond an empty call | target |\n|---|---|--:|--:|---|\n",
+    );
+    for (name, description, each, median_ns) in rows {
+        let (beyond, verdict) = if *each {
+            let beyond = median_ns - empty;
+            let met = if beyond <= CALL_COST_TARGET_NS {
+                "met"
+            } else {
+                "**missed**"
+            };
+            (
+                duration(beyond),
+                format!("≤ {}: {met}", duration(CALL_COST_TARGET_NS)),
+            )
+        } else {
+            ("—".to_owned(), "—".to_owned())
+        };
+        out.push_str(&format!(
+            "| call/{name} | {description} | {} | {beyond} | {verdict} |\n",
+            duration(*median_ns)
+        ));
+    }
+    out
+}
+
+/// Runs `cargo bench -p PACKAGE --bench BENCH` (`--quick` for a short run), unless
+/// `report_only`: the command as text, and when it started (results older than that are stale;
+/// the epoch when only reporting).
+fn run_criterion(
+    package: &str,
+    bench: &str,
+    quick: bool,
+    report_only: bool,
+) -> Result<(String, SystemTime)> {
+    let mut what = format!("cargo bench -p {package} --bench {bench}");
+    if quick {
+        what.push_str(" -- --quick");
+    }
+    if report_only {
+        return Ok((what, SystemTime::UNIX_EPOCH));
+    }
+    let started = SystemTime::now();
+    let mut command = cargo();
+    command.args(["bench", "-p", package, "--bench", bench]);
+    if quick {
+        command.args(["--", "--quick"]);
+    }
+    eprintln!("==> {what}");
+    run_command(&what, &mut command)?;
+    Ok((what, started))
+}
+
+/// The median in criterion's `estimates` file, in nanoseconds, if the file was written since
+/// `started`.
+fn fresh_median(estimates: &Path, started: SystemTime) -> Result<Option<f64>> {
+    let fresh = fs::metadata(estimates)
+        .and_then(|m| m.modified())
+        .is_ok_and(|modified| modified >= started);
+    if !fresh {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(estimates)
+        .with_context(|| format!("failed to read {}", estimates.display()))?;
+    median(&text)
+        .map(Some)
+        .with_context(|| format!("no median in {}", estimates.display()))
+}
+
+/// Prints `table` and writes it, with how it was made (`what`, or `cargo xtask bench` when only
+/// reporting), between `begin` and `end` in BENCHMARKS.md, under `heading` when the markers are
+/// missing.
+fn write_section(
+    (begin, end, heading): (&str, &str, &str),
+    what: &str,
+    report_only: bool,
+    table: &str,
+) -> Result<()> {
+    println!("{table}");
+    let command = if report_only {
+        "cargo xtask bench"
+    } else {
+        what
+    };
+    let section = format!("{begin}\n\n{}\n{table}\n{end}", context(command));
+    let path = project_root().join("BENCHMARKS.md");
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    fs::write(&path, replace_marked(&old, &section, begin, end, heading))
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    eprintln!("==> wrote {}", path.display());
+    Ok(())
 }
 
 /// Runs the server harness (`bench/`, `qgate-bench`) after the codec benchmarks: qgate against
@@ -560,12 +628,6 @@ fn field(text: &str, key: &str) -> Option<String> {
     })
 }
 
-/// `document` with the text between the codec markers (markers included) replaced by `section`,
-/// or with `section` appended when the markers are missing.
-fn replace_section(document: &str, section: &str) -> String {
-    replace_marked(document, section, BEGIN, END, "## Codec")
-}
-
 /// `document` with the text between `begin` and `end` (markers included) replaced by `section`,
 /// or with `heading` and `section` appended when the markers are missing.
 fn replace_marked(document: &str, section: &str, begin: &str, end: &str, heading: &str) -> String {
@@ -604,12 +666,24 @@ mod tests {
     #[test]
     fn replaces_the_section_between_the_markers() {
         let doc = format!("# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\ntail\n");
-        let new = replace_section(&doc, &format!("{BEGIN}\nnew\n{END}"));
+        let new = replace_marked(
+            &doc,
+            &format!("{BEGIN}\nnew\n{END}"),
+            BEGIN,
+            END,
+            "## Codec",
+        );
         assert_eq!(
             new,
             format!("# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\ntail\n")
         );
-        let appended = replace_section("# B\n", &format!("{BEGIN}\nx\n{END}"));
+        let appended = replace_marked(
+            "# B\n",
+            &format!("{BEGIN}\nx\n{END}"),
+            BEGIN,
+            END,
+            "## Codec",
+        );
         assert_eq!(appended, format!("# B\n\n## Codec\n\n{BEGIN}\nx\n{END}\n"));
     }
 

@@ -1,5 +1,11 @@
 //! What one plugin call costs the host: the `echo` plugin alone, and the walkthrough's chain,
-//! each answering the harness's ping, `` (`ping;42) ``, in a loop on one thread.
+//! each answering the harness's ping, `` (`ping;42) ``, in a loop on one thread, and an empty
+//! component call to read them against.
+//!
+//! One session asks again and again, so a plugin whose verdict stands for the function
+//! (`same-for-head`: `conns`, `allowlist`, `demo-api`) is called once and then answered by the
+//! host: those rows are the standing path. `echo` and `version-a` reply with values, which never
+//! stand: their rows are a plugin call each.
 
 mod common;
 
@@ -70,12 +76,44 @@ fn calls(c: &mut Criterion) {
         ),
     ];
     let mut group = c.benchmark_group("call");
+    group.bench_function("empty", empty_call());
     for (name, host) in &hosts {
         group.bench_function(*name, |b| {
             b.iter(|| runtime.block_on(host.on_sync(&session, black_box(&ping))));
         });
     }
     group.finish();
+}
+
+/// The baseline: a call of a component's export that takes nothing, does nothing and returns
+/// nothing, on an engine with wasmtime's defaults: what the engine itself costs a call, which a
+/// plugin call's cost is read against.
+fn empty_call() -> impl FnMut(&mut criterion::Bencher<'_>) {
+    use wasmtime::{
+        Engine, Store,
+        component::{Component, Linker},
+    };
+    let engine = Engine::default();
+    let bytes = wat::parse_str(
+        r#"(component
+            (core module $m (func (export "f")))
+            (core instance $i (instantiate $m))
+            (func (export "f") (canon lift (core func $i "f"))))"#,
+    )
+    .expect("the empty component parses");
+    let component = Component::new(&engine, bytes).expect("the empty component compiles");
+    let mut store = Store::new(&engine, ());
+    let instance = Linker::new(&engine)
+        .instantiate(&mut store, &component)
+        .expect("the empty component instantiates");
+    let f = instance
+        .get_typed_func::<(), ()>(&mut store, "f")
+        .expect("the export `f`");
+    move |b| {
+        b.iter(|| {
+            f.call(&mut store, ()).expect("the empty call");
+        });
+    }
 }
 
 criterion_group!(benches, calls);
