@@ -844,11 +844,24 @@ impl PluginHost {
         // Made on the first plugin call or outcome: a chain of standing verdicts makes none.
         let wit_session = OnceCell::new();
         let wit_session = || wit_session.get_or_init(|| state::session(session));
-        let summary = state::summary(request);
+        // Likewise the summary, which copies the head and the text into strings.
+        let summary = OnceCell::new();
+        let summary = || summary.get_or_init(|| state::summary(request));
         let facts = FactsCell::new();
         let lent = Lent::request(request, &facts);
+        let view = request.view();
+        let call = view.call();
+        // The head as the client sent it: one that is not UTF-8 never stands, so that two heads
+        // a plugin saw alike (as replacement characters) never share a verdict.
+        let call = call.as_ref().and_then(|call| {
+            Some(standing::Call {
+                sync,
+                head: std::str::from_utf8(call.name()).ok()?,
+                symbol: call.has_symbol_head(),
+            })
+        });
         let (verdict, decided_by) =
-            self.decide_message(&chain, session, &wit_session, &summary, lent, sync);
+            self.decide_message(&chain, session, &wit_session, &summary, call, lent, sync);
         if let Some(sink) = &self.decisions {
             let (decision, reason) = verdict.decision();
             let event = if sync {
@@ -857,6 +870,7 @@ impl PluginHost {
                 DecisionEvent::Async
             };
             let mut record = DecisionRecord::new(session.clone(), event, decision);
+            let summary = summary();
             record.head = summary.head.as_deref().map(Arc::from);
             if sink.include_text() {
                 record.text = summary.text.as_deref().map(Arc::from);
@@ -894,7 +908,7 @@ impl PluginHost {
             };
             chain.tell_outcome(
                 wit_session(),
-                Some((&summary, lent)),
+                Some((summary(), lent)),
                 outcome(event, decision, reason, decided_by.as_ref(), latency()),
             );
         }
@@ -904,12 +918,17 @@ impl PluginHost {
     /// The message chain proper: the verdict, and the plugin that gave it. A verdict that
     /// stands for the connection's calls of this function (`same-for-head`) is given without
     /// calling its plugin.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one message event, two of them made on first use"
+    )]
     fn decide_message<'s>(
         &self,
         chain: &Chain,
         session: &Session,
         wit_session: &dyn Fn() -> &'s types::Session,
-        summary: &types::Summary,
+        summary: &dyn Fn() -> &'s types::Summary,
+        call: Option<standing::Call<'_>>,
         lent: Lent<'_>,
         sync: bool,
     ) -> (Verdict, Option<Arc<PluginShared>>) {
@@ -919,11 +938,6 @@ impl PluginHost {
         } else {
             types::Events::ASYNC_MESSAGE
         };
-        let call = summary.head.as_deref().map(|head| standing::Call {
-            sync,
-            head,
-            symbol: summary.head_is_symbol,
-        });
         for (index, slot) in chain
             .slots
             .iter()
@@ -939,7 +953,7 @@ impl PluginHost {
                 call.and_then(|call| self.standing.verdict(session, index, call, &plugin));
             let result = match standing {
                 Some(verdict) => Ok(verdict),
-                None => ask_message(&plugin, wit_session(), summary, lent, sync).map(
+                None => ask_message(&plugin, wit_session(), summary(), lent, sync).map(
                     |(verdict, same_for_head)| {
                         if let (true, Some(call)) = (same_for_head, call) {
                             self.standing.set_verdict(
