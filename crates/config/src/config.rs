@@ -37,6 +37,8 @@ pub struct Config {
     pub limits: Limits,
     /// TLS on the q port: `[tls]`.
     pub tls: Tls,
+    /// HTTP on the q port: `[http]`.
+    pub http: Http,
     /// Logging: `[log]`.
     pub log: Log,
     /// The plugin chain, in order: `[[plugins]]`. None by default.
@@ -681,6 +683,61 @@ impl DecisionLog {
 
     fn default_include_bytes() -> ByteSize {
         ByteSize(0)
+    }
+}
+
+/// `[http]`: HTTP on the q port, as kdb+ serves `.z.ph` and `.z.pp`. A client whose first bytes
+/// are an HTTP request line is served HTTP, plain or inside TLS; each default's reason is in the
+/// server's `HttpOptions`, whose numbers these repeat (a test in the binary keeps them equal).
+///
+/// ```toml
+/// [http]
+/// enabled = true
+/// max_header_bytes = "16KiB"
+/// max_body_bytes = "1MiB"
+/// header_timeout = "10s"
+/// keepalive_idle = "60s"
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Http {
+    /// Whether HTTP is served: `enabled = true`, the default. `false` reads an HTTP request as a
+    /// q handshake, which fails, as before HTTP was served.
+    pub enabled: bool,
+    /// The largest request head (request line and headers): `max_header_bytes = "16KiB"`, the
+    /// default. A larger one gets `431`.
+    pub max_header_bytes: ByteSize,
+    /// The largest request body: `max_body_bytes = "1MiB"`, the default. A larger one gets `413`.
+    pub max_body_bytes: ByteSize,
+    /// How long a request may take from its first byte to the end of its head:
+    /// `header_timeout = "10s"`, the default. A slower client is closed.
+    pub header_timeout: Timeout,
+    /// How long a kept-alive connection may wait for its next request: `keepalive_idle = "60s"`,
+    /// the default.
+    pub keepalive_idle: Timeout,
+}
+
+impl Http {
+    /// 16 KiB.
+    pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 << 10;
+    /// 1 MiB.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+    /// 10 s.
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// 60 s.
+    pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_header_bytes: ByteSize(Self::DEFAULT_MAX_HEADER_BYTES),
+            max_body_bytes: ByteSize(Self::DEFAULT_MAX_BODY_BYTES),
+            header_timeout: Timeout(Self::DEFAULT_HEADER_TIMEOUT),
+            keepalive_idle: Timeout(Self::DEFAULT_KEEPALIVE_IDLE),
+        }
     }
 }
 

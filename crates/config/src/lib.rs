@@ -39,7 +39,7 @@ mod value;
 pub use crate::{
     // The schema: one struct per table.
     config::{
-        Admin, Auth, Config, ConfigFile, DecisionLog, Limits, Lock, Log, LogFormat, Metrics,
+        Admin, Auth, Config, ConfigFile, DecisionLog, Http, Limits, Lock, Log, LogFormat, Metrics,
         Plugin, PluginMode, Plugins, Server,
     },
     // What can go wrong, with the key's path and position.

@@ -25,7 +25,7 @@
 
 use std::{fmt, future::Future, io};
 
-use crate::{Credentials, Request, Session};
+use crate::{Credentials, HttpRequest, HttpResponse, NOTHING_ANSWERED_HTTP, Request, Session};
 
 /// What answers the messages that every hook passed.
 pub trait Backend: Send + Sync + 'static {
@@ -42,6 +42,23 @@ pub trait Backend: Send + Sync + 'static {
         session: &Session,
         credentials: &Credentials,
     ) -> impl Future<Output = Self::Link> + Send;
+
+    /// Answers an HTTP request that every hook passed; `route` names the service a hook chose,
+    /// `None` the default. The default answers `404` with [`NOTHING_ANSWERED_HTTP`].
+    ///
+    /// # Errors
+    ///
+    /// [`ForwardError::Refuse`] with the reason when the backend cannot answer (no service, an
+    /// upstream down or too slow): the client gets a `502` saying so.
+    fn http(
+        &self,
+        route: Option<&str>,
+        session: &Session,
+        request: &HttpRequest,
+    ) -> impl Future<Output = Result<HttpResponse, ForwardError>> + Send {
+        let _ = (route, session, request);
+        async { Ok(HttpResponse::text(404, NOTHING_ANSWERED_HTTP)) }
+    }
 }
 
 /// One client session's way to the backend, used by one task, one message at a time.

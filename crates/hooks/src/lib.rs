@@ -15,6 +15,7 @@
 //! | `.z.pg` | [`Hooks::on_sync`] | for each sync message, in order |
 //! | `.z.ps` | [`Hooks::on_async`] | for each async message, in order |
 //! | `.z.pc` | [`Hooks::on_close`] | once, after the connection has closed |
+//! | `.z.ph`, `.z.pp` | [`Hooks::on_http`] | for each HTTP request on the q port, after its login |
 //!
 //! In gateway mode two more events look at what comes back from the [`Backend`] before the
 //! client gets it, for the hooks that say so in [`Hooks::outbound`]: [`Hooks::on_response`] for
@@ -25,6 +26,7 @@
 
 mod backend;
 mod decision;
+mod http;
 
 use std::{fmt, future::Future, net::SocketAddr, sync::Arc};
 
@@ -36,6 +38,7 @@ pub use crate::{
         Push,
     },
     decision::{DecisionEvent, DecisionKind, DecisionRecord, DecisionSink, RecordedBytes},
+    http::{HttpRequest, HttpResponse, HttpVerdict, NOTHING_ANSWERED_HTTP, percent_decode},
 };
 
 /// A connection's handle, q's `.z.w`: unique among live connections.
@@ -397,6 +400,18 @@ pub trait Hooks: Send + Sync + 'static {
         async {}
     }
 
+    /// `.z.ph` and `.z.pp`: an HTTP request on the q port, once its login is accepted (the
+    /// session's user is the one its Basic credentials or client certificate named, as
+    /// [`Hooks::on_auth`] left it). The default passes.
+    fn on_http(
+        &self,
+        session: &Session,
+        request: &HttpRequest,
+    ) -> impl Future<Output = HttpVerdict> + Send {
+        let _ = (session, request);
+        async { HttpVerdict::Pass }
+    }
+
     /// The memory these hooks may hold beside the server's own while they decide on `request`
     /// (a sync or async message): copies of it in a sandbox, say, and the reply they build.
     ///
@@ -481,6 +496,14 @@ impl<H: Hooks> Hooks for Arc<H> {
 
     fn on_close(&self, session: &Session, reason: &CloseReason) -> impl Future<Output = ()> + Send {
         (**self).on_close(session, reason)
+    }
+
+    fn on_http(
+        &self,
+        session: &Session,
+        request: &HttpRequest,
+    ) -> impl Future<Output = HttpVerdict> + Send {
+        (**self).on_http(session, request)
     }
 
     fn deciding_bytes(&self, request: &Request) -> usize {

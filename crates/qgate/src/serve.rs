@@ -408,6 +408,11 @@ pub(crate) fn server_options(
         restricted: config.auth.restricted,
     });
     options.shutdown_grace = config.server.shutdown_grace.get();
+    options.http.enabled = config.http.enabled;
+    options.http.max_header_bytes = config.http.max_header_bytes.get();
+    options.http.max_body_bytes = config.http.max_body_bytes.get();
+    options.http.header_timeout = config.http.header_timeout.get();
+    options.http.keepalive_idle = config.http.keepalive_idle.get();
     options.tls = config.tls.resolve(env)?.map(|tls| {
         let mode = match tls.mode {
             TlsMode::Required => qgate_server::TlsMode::Required,

@@ -122,6 +122,15 @@ pub(crate) enum Incoming {
     },
 }
 
+/// What a client opened its connection with.
+#[derive(Debug)]
+pub(crate) enum Opening {
+    /// A q handshake.
+    Handshake(handshake::Handshake),
+    /// An HTTP request, still in the read-ahead buffer.
+    Http,
+}
+
 /// How long each kind of await on the peer may make no progress.
 #[derive(Clone, Copy, Debug)]
 struct Timeouts {
@@ -151,7 +160,7 @@ impl Timeouts {
 }
 
 /// A client's byte stream: plain TCP, or TLS over it.
-pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The TCP socket itself, when the client's bytes go on it as they are (not over TLS).
     fn tcp(&self) -> Option<&tokio::net::TcpStream>;
 }
@@ -224,6 +233,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// How long one write may wait for the peer to read.
     pub(crate) fn write_timeout(&self) -> Duration {
         self.timeouts.write
+    }
+
+    /// Reads what the client opens with: a q handshake, or (when `http` is on) the start of an
+    /// HTTP request, told apart by its first bytes (`GET `, `POST `, ...). The bytes of an HTTP
+    /// request stay buffered, for [`Connection::into_parts`].
+    ///
+    /// Returns `Ok(None)` when the peer closes before sending a byte.
+    pub(crate) async fn read_opening(
+        &mut self,
+        max_bytes: usize,
+        http: bool,
+    ) -> Result<Option<Opening>, ConnectionError> {
+        if http {
+            loop {
+                match crate::tls::classify(self.unread()) {
+                    Some(crate::tls::Sniffed::Http) => return Ok(Some(Opening::Http)),
+                    Some(_) => break,
+                    None => {
+                        // Too few bytes to tell (a prefix of a method, or none yet).
+                        if self.fill(READ_CHUNK_BYTES, None).await? == 0 {
+                            return self.end_of_stream("handshake");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(self
+            .read_handshake(max_bytes)
+            .await?
+            .map(Opening::Handshake))
+    }
+
+    /// The stream and the bytes read ahead of it, for a connection that leaves q (HTTP).
+    pub(crate) fn into_parts(self) -> (S, Vec<u8>) {
+        let unread = self.unread().to_vec();
+        (self.stream, unread)
     }
 
     /// Reads the handshake: the bytes up to the first NUL.

@@ -38,17 +38,26 @@ use crate::{
     admission::HandshakeSlot,
     budget::{CHARGED_MIN_BYTES, Charge, MemoryBudget},
     buffers::BufferPool,
-    connection::{ClientStream, Connection, ConnectionError, Frame, Incoming},
+    connection::{ClientStream, Connection, ConnectionError, Frame, Incoming, Opening},
     context,
+    http::HttpConnection,
     live::{PasswordSlot, Seat, Seats},
     logging::{ClientText, Repeats},
-    options::{ServerLimits, UserFrom},
+    options::{HttpOptions, ServerLimits, UserFrom},
     outbound::{self, Capture},
     registry::{HandleGuard, Registry, UserGuard},
     shutdown::Signals,
     throttle::{Admission, Attempt, LoginThrottle},
     tls,
 };
+
+/// What a connection turned out to be once its first bytes arrived.
+enum Opened<H, B: Backend, S> {
+    /// A q client, logged in.
+    Q(Box<LoggedIn<H, B, S>>),
+    /// An HTTP client.
+    Http(HttpConnection<H, B, S>),
+}
 
 /// What every connection of a server shares.
 #[derive(Debug)]
@@ -74,6 +83,8 @@ pub(crate) struct ServerState<H, B> {
     pub(crate) user_from: UserFrom,
     /// Connections, logins and messages are counted here.
     pub(crate) metrics: Metrics,
+    /// HTTP on the q port.
+    pub(crate) http: HttpOptions,
 }
 
 /// The span every log line of one connection is in.
@@ -157,26 +168,52 @@ impl<H: Hooks, B: Backend, S: ClientStream> Handler<H, B, S> {
             let signals = self.signals.clone();
             // Until the client has its capability byte nothing is in flight: a shutdown closes
             // the socket at once, and the client reports 'access as for a refusal.
-            let logged_in = tokio::select! {
+            let opened = tokio::select! {
                 biased;
                 () = signals.draining() => {
                     tracing::debug!("closed before the handshake completed: shutting down");
                     None
                 }
-                logged_in = self.log_in() => logged_in,
+                opened = self.open() => opened,
             };
-            if let Some(logged_in) = logged_in {
-                logged_in.run().await;
+            match opened {
+                Some(Opened::Q(logged_in)) => logged_in.run().await,
+                Some(Opened::Http(http)) => http.run(tracing::Span::current()).await,
+                None => {}
             }
         }
         .instrument(span)
         .await;
     }
 
+    /// Reads the client's first bytes: a q login, or an HTTP connection.
+    async fn open(mut self) -> Option<Opened<H, B, S>> {
+        match self.read_opening().await? {
+            Opening::Handshake(handshake) => self
+                .log_in(handshake)
+                .await
+                .map(|logged_in| Opened::Q(Box::new(logged_in))),
+            Opening::Http => {
+                let (stream, prefix) = self.connection.into_parts();
+                Some(Opened::Http(HttpConnection {
+                    state: self.state,
+                    stream,
+                    prefix,
+                    peer: self.peer,
+                    handle: self.handle,
+                    signals: self.signals,
+                    tls: self.tls,
+                    handshake: self._handshake,
+                    write_timeout: self.limits.write_timeout,
+                    body_timeout: self.limits.body_timeout,
+                }))
+            }
+        }
+    }
+
     /// The steps of a login, each of which may refuse the client; the socket is then closed
     /// without a byte.
-    async fn log_in(mut self) -> Option<LoggedIn<H, B, S>> {
-        let handshake = self.read_handshake().await?;
+    async fn log_in(mut self, handshake: handshake::Handshake) -> Option<LoggedIn<H, B, S>> {
         let mut login = self.identify(handshake)?;
         self.authenticate(&mut login).await?;
         let Some(slots) = self.claim_slots(&login.session) else {
@@ -215,16 +252,18 @@ impl<H: Hooks, B: Backend, S: ClientStream> Handler<H, B, S> {
         })
     }
 
-    /// The handshake, within `handshake_timeout` and `max_handshake_bytes`.
-    async fn read_handshake(&mut self) -> Option<handshake::Handshake> {
+    /// The handshake, or the start of an HTTP request, within `handshake_timeout` and
+    /// `max_handshake_bytes`.
+    async fn read_opening(&mut self) -> Option<Opening> {
         let limits = &self.limits;
         let read = tokio::time::timeout(
             limits.handshake_timeout,
-            self.connection.read_handshake(limits.max_handshake_bytes),
+            self.connection
+                .read_opening(limits.max_handshake_bytes, self.state.http.enabled),
         )
         .await;
         match read {
-            Ok(Ok(Some(handshake))) => Some(handshake),
+            Ok(Ok(Some(opening))) => Some(opening),
             Ok(Ok(None)) => {
                 tracing::debug!("closed before sending a handshake");
                 None

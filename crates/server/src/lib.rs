@@ -10,6 +10,7 @@
 //!   handler    handshake → identify → authenticate → slots → capability byte → on_open       ◄───┘
 //!              → message loop (on_sync / on_async, one at a time) → on_close
 //!   connection bytes ↔ handshake and frames over the stream, limits checked before buffering
+//!   http       HTTP on the q port (hyper): Basic logins, on_http, the backend, ACME's HTTP-01
 //!   budget     the memory budget that large messages and replies are charged to
 //!   buffers    large message buffers kept a few seconds for the next large message
 //!   throttle   failed logins and the growing waits they cost (brute-force protection)
@@ -34,6 +35,7 @@ mod buffers;
 mod connection;
 mod context;
 mod handler;
+mod http;
 mod listener;
 mod live;
 mod logging;
@@ -56,7 +58,7 @@ pub use crate::{
     live::{Prepared, ServerSettings},
     logging::ClientText,
     options::{
-        ClientAuth, LoginBackoff, PasswordFile, ServerLimits, ServerOptions, TlsMode, TlsOptions,
-        UserFrom,
+        ChallengeAnswers, ClientAuth, HttpOptions, LoginBackoff, PasswordFile, ServerLimits,
+        ServerOptions, TlsMode, TlsOptions, UserFrom,
     },
 };

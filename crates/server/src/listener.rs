@@ -164,7 +164,11 @@ impl<H: Hooks, B: Backend> Server<H, B> {
         password_slot.set(password);
         let tls = match &options.tls {
             Some(tls_options) => {
-                let tls = Arc::new(Tls::load(tls_options, metrics.clone())?);
+                let tls = Arc::new(Tls::load(
+                    tls_options,
+                    metrics.clone(),
+                    options.http.challenges.as_ref(),
+                )?);
                 tracing::info!(
                     mode = ?tls_options.mode,
                     cert_file = %tls_options.cert_file.display(),
@@ -200,6 +204,7 @@ impl<H: Hooks, B: Backend> Server<H, B> {
             user_from: tls.as_ref().map_or(UserFrom::None, |tls| tls.user_from),
             limits: Arc::clone(&settings.limits),
             metrics,
+            http: options.http.clone(),
         });
         Ok(Self {
             admission: Arc::clone(&settings.admission),
@@ -476,7 +481,8 @@ async fn sniff_and_secure(tls: &Tls, stream: TcpStream, timeout: Duration) -> Op
     };
     match (kind, tls.mode) {
         (Sniffed::Tls, _) => match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
-            Ok(Ok(stream)) => Some(Secured::Tls(Box::new(stream))),
+            Ok(Ok(Some(stream))) => Some(Secured::Tls(Box::new(stream))),
+            Ok(Ok(None)) => None,
             Ok(Err(error)) => {
                 tracing::info!(%error, "TLS handshake failed; closing");
                 None

@@ -1,7 +1,7 @@
 //! What the server can be told: limits, the password file, shutdown. Built by the binary from
 //! the config file; the server never reads configuration itself.
 
-use std::{path::PathBuf, time::Duration};
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 /// Everything [`crate::run`] needs besides the listener, the hooks and the shutdown signal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub struct ServerOptions {
     pub tls: Option<TlsOptions>,
     /// How failed logins slow down later attempts from the same address or for the same user.
     pub login_backoff: LoginBackoff,
+    /// HTTP on the q port, as kdb+ serves it.
+    pub http: HttpOptions,
 }
 
 impl Default for ServerOptions {
@@ -28,6 +30,7 @@ impl Default for ServerOptions {
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
             tls: None,
             login_backoff: LoginBackoff::default(),
+            http: HttpOptions::default(),
         }
     }
 }
@@ -36,6 +39,88 @@ impl ServerOptions {
     /// 10 s: enough for a typical query to finish, short enough for a deploy or an orchestrator's
     /// stop timeout (Kubernetes waits 30 s by default).
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+}
+
+/// HTTP on the q port: a client whose first bytes are an HTTP request line (`GET /`, `POST /`)
+/// is served HTTP instead of q, on a plain connection and inside TLS alike, as kdb+ serves
+/// `.z.ph` and `.z.pp` on its port (see `http.rs`).
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpOptions {
+    /// Whether HTTP is served; when `false`, an HTTP request is read as a q handshake and fails
+    /// as one.
+    pub enabled: bool,
+    /// The largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// The largest request body, in bytes; a larger one gets `413`.
+    pub max_body_bytes: usize,
+    /// How long a request may take from its first byte to the end of its headers.
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub keepalive_idle: Duration,
+    /// The answers to ACME challenges in flight (`/.well-known/acme-challenge/` and
+    /// TLS-ALPN-01), when certificates come from an ACME CA.
+    pub challenges: Option<Arc<dyn ChallengeAnswers>>,
+}
+
+impl HttpOptions {
+    /// 16 KiB: twice what most servers (nginx's `large_client_header_buffers`, Apache's line
+    /// limit) take per line; a browser's request head with cookies fits, and a client that sends
+    /// more is not a browser.
+    pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+    /// 1 MiB: a POSTed q query is text, a few KiB at most; data belongs on q IPC, where the
+    /// memory budget governs it.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+    /// 10 s, as the q handshake's `handshake_timeout`: a real client sends its request head at
+    /// once; a slowloris client that trickles it holds a connection for no longer.
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// 60 s: long enough that a dashboard polling every few seconds keeps its connection (and its
+    /// TLS session), short enough that idle browsers do not pile up (nginx keeps 75 s).
+    pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_header_bytes: Self::DEFAULT_MAX_HEADER_BYTES,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
+            keepalive_idle: Self::DEFAULT_KEEPALIVE_IDLE,
+            challenges: None,
+        }
+    }
+}
+
+impl fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("enabled", &self.enabled)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("header_timeout", &self.header_timeout)
+            .field("keepalive_idle", &self.keepalive_idle)
+            .field("challenges", &self.challenges.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq for dyn ChallengeAnswers {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::addr_eq(self, other)
+    }
+}
+
+impl Eq for dyn ChallengeAnswers {}
+
+/// The answers to ACME challenges in flight, given by whatever obtains certificates (the binary
+/// wires its ACME client here): the server only serves them.
+pub trait ChallengeAnswers: Send + Sync + 'static {
+    /// TLS-ALPN-01: the certificate to present to a ClientHello that offers the ALPN protocol
+    /// `acme-tls/1` for `server_name`; `None` when no challenge for it is in flight.
+    fn tls_alpn(&self, server_name: &str) -> Option<Arc<rustls::sign::CertifiedKey>>;
+    /// HTTP-01: the key authorization that answers `GET /.well-known/acme-challenge/{token}`.
+    fn http01(&self, token: &str) -> Option<String>;
 }
 
 /// Brute-force protection: how failed logins make later attempts wait (see `throttle.rs`).
@@ -144,7 +229,7 @@ impl TlsOptions {
     /// As [`crate::run`] for TLS: a file that cannot be read or parsed, a key that does not match
     /// the certificate or that others may read, a CA bundle without a usable certificate.
     pub fn check(&self) -> anyhow::Result<()> {
-        crate::tls::Tls::load(self, qgate_metrics::Metrics::new()).map(drop)
+        crate::tls::Tls::load(self, qgate_metrics::Metrics::new(), None).map(drop)
     }
 
     /// TLS with `cert_file` and `key_file`, without client authentication.

@@ -52,7 +52,7 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 use crate::{
     logging::ClientText,
-    options::{ClientAuth, TlsMode, TlsOptions, UserFrom},
+    options::{ChallengeAnswers, ClientAuth, TlsMode, TlsOptions, UserFrom},
     stamp::Stamp,
 };
 
@@ -143,6 +143,11 @@ pub(crate) async fn sniff(stream: &TcpStream) -> io::Result<Option<Sniffed>> {
 /// handlers need to know about it.
 pub(crate) struct Tls {
     pub(crate) acceptor: TlsAcceptor,
+    /// The acceptor's config, for a handshake that reads the ClientHello first (ACME).
+    config: Arc<ServerConfig>,
+    provider: Arc<CryptoProvider>,
+    /// The answers to ACME TLS-ALPN-01 validations in flight, when certificates come from ACME.
+    challenges: Option<Arc<dyn ChallengeAnswers>>,
     pub(crate) mode: TlsMode,
     pub(crate) user_from: UserFrom,
     /// The certificate the acceptor serves, swapped by [`Tls::watch`].
@@ -173,7 +178,11 @@ impl Tls {
     ///
     /// If a file cannot be read, holds no certificate or key, or the key does not match the
     /// certificate; if others may read the key; if the CA bundle has no usable certificate.
-    pub(crate) fn load(options: &TlsOptions, metrics: Metrics) -> anyhow::Result<Self> {
+    pub(crate) fn load(
+        options: &TlsOptions,
+        metrics: Metrics,
+        challenges: Option<&Arc<dyn ChallengeAnswers>>,
+    ) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let files = KeyPairFiles {
             cert: options.cert_file.clone(),
@@ -192,8 +201,10 @@ impl Tls {
             ClientAuth::None => builder.with_no_client_auth(),
             ClientAuth::Optional(ca) | ClientAuth::Required(ca) => {
                 let roots = load_roots(ca)?;
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&provider),
+                );
                 let verifier = if matches!(options.client_auth, ClientAuth::Optional(_)) {
                     verifier.allow_unauthenticated()
                 } else {
@@ -205,9 +216,12 @@ impl Tls {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let config = builder.with_cert_resolver(Arc::clone(&resolver) as _);
+        let config = Arc::new(builder.with_cert_resolver(Arc::clone(&resolver) as _));
         Ok(Self {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            acceptor: TlsAcceptor::from(Arc::clone(&config)),
+            config,
+            provider,
+            challenges: challenges.cloned(),
             mode: options.mode,
             user_from: options.user_from,
             resolver,
@@ -263,9 +277,42 @@ impl Tls {
         }
     }
 
-    /// Runs the TLS handshake on `stream`; the caller bounds its time.
-    pub(crate) async fn accept(&self, stream: TcpStream) -> io::Result<TlsStream<TcpStream>> {
-        self.acceptor.accept(stream).await
+    /// Runs the TLS handshake on `stream`; the caller bounds its time. `None` when the
+    /// connection was an ACME CA's TLS-ALPN-01 validation, answered and done.
+    pub(crate) async fn accept(
+        &self,
+        stream: TcpStream,
+    ) -> io::Result<Option<TlsStream<TcpStream>>> {
+        let Some(challenges) = &self.challenges else {
+            return self.acceptor.accept(stream).await.map(Some);
+        };
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await?;
+        let hello = start.client_hello();
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|protocol| protocol == ACME_TLS_ALPN));
+        if acme {
+            let name = hello.server_name().unwrap_or_default().to_owned();
+            let Some(key) = challenges.tls_alpn(&name) else {
+                return Err(io::Error::other(format!(
+                    "an ACME TLS-ALPN-01 validation for {} with no challenge in flight",
+                    ClientText(name.as_bytes())
+                )));
+            };
+            let mut config = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(io::Error::other)?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(Fixed(key)));
+            config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+            let mut stream = start.into_stream(Arc::new(config)).await?;
+            let _ = stream.shutdown().await;
+            tracing::info!(domain = %ClientText(name.as_bytes()), "ACME TLS-ALPN-01 validation answered");
+            return Ok(None);
+        }
+        start.into_stream(Arc::clone(&self.config)).await.map(Some)
     }
 }
 
@@ -384,6 +431,19 @@ fn load_roots(path: &Path) -> anyhow::Result<RootCertStore> {
         );
     }
     Ok(roots)
+}
+
+/// The ALPN protocol of ACME's TLS-ALPN-01 validation (RFC 8737).
+const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// One certificate, whatever the client asks: a TLS-ALPN-01 challenge's.
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
 }
 
 /// The server's certificate and key, as the last good load left them.

@@ -17,7 +17,8 @@ use std::{
 };
 
 use qgate_hooks::{
-    AuthVerdict, CloseReason, Credentials, Handle, Hooks, OpenVerdict, Request, Session, Verdict,
+    AuthVerdict, CloseReason, Credentials, Handle, Hooks, HttpRequest, HttpResponse, HttpVerdict,
+    OpenVerdict, Request, Session, Verdict,
 };
 use qgate_ipc::{Atom, K, Limits, Message, MessageType, encode_message};
 use qgate_server::{PasswordFile, ServerOptions};
@@ -169,6 +170,23 @@ impl Hooks for FakeHooks {
             user: user(session),
             reason: reason.clone(),
         });
+    }
+
+    /// `/?deny` is denied with a 451, `/?pass` and any other path pass; any other query is
+    /// answered with the user and the request's q text.
+    async fn on_http(&self, session: &Session, request: &HttpRequest) -> HttpVerdict {
+        let text = request.q_text().unwrap_or_default();
+        match &text[..] {
+            b"deny" => HttpVerdict::Deny {
+                status: 451,
+                text: "not here".into(),
+            },
+            b"pass" | b"" => HttpVerdict::Pass,
+            _ => HttpVerdict::Respond(
+                HttpResponse::new(200, [user(session).as_bytes(), b":", &text].concat())
+                    .with_header("x-method", request.method.clone()),
+            ),
+        }
     }
 }
 
@@ -1089,3 +1107,5 @@ async fn pykx_connects_with_its_context_interface() {
 
 #[path = "server/hardening.rs"]
 mod hardening;
+#[path = "server/http.rs"]
+mod http;

@@ -19,7 +19,10 @@ use std::{
     time::Duration,
 };
 
-use qgate_hooks::{AuthVerdict, Credentials, Hooks, Request, Session, Verdict};
+use qgate_hooks::{
+    AuthVerdict, Credentials, Hooks, HttpRequest, HttpResponse, HttpVerdict, Request, Session,
+    Verdict,
+};
 use qgate_ipc::{K, Limits, Message, MessageType, encode_message};
 use qgate_server::{ClientAuth, PasswordFile, ServerOptions, TlsMode, TlsOptions, UserFrom};
 use rcgen::{
@@ -220,6 +223,14 @@ impl Hooks for Whoami {
             cert.map(|c| c.fingerprint_sha256.as_str()).unwrap_or("-"),
         );
         Verdict::Reply(K::string(text))
+    }
+
+    async fn on_http(&self, session: &Session, _request: &HttpRequest) -> HttpVerdict {
+        let protocol = session.tls.as_deref().map_or("plain", |tls| &tls.protocol);
+        HttpVerdict::Respond(HttpResponse::new(
+            200,
+            format!("{}|{protocol}", session.user_lossy()),
+        ))
     }
 }
 
@@ -866,4 +877,60 @@ async fn the_served_certificate_expiry_is_a_metric_set_at_each_load() {
         async move { now.as_deref() == Some("2240611200") }
     })
     .await;
+}
+
+/// Sends an HTTP request with `Connection: close` on `stream` and returns the response, whole.
+async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &str) -> String {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    // A TLS peer that closes without close_notify is an error to rustls; the bytes are read.
+    let _ = tokio::time::timeout(SOON, stream.read_to_end(&mut bytes))
+        .await
+        .expect("the response comes");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn https_requests_are_served_inside_tls_with_the_certificate_user() {
+    let pki = Pki::new("https");
+    fs::write(pki.path("passwords.txt"), "web:secret\n").unwrap();
+    let mut tls = pki.options(TlsMode::Optional);
+    tls.client_auth = ClientAuth::Optional(pki.path("root.pem"));
+    tls.user_from = UserFrom::Cn;
+    let mut options = ServerOptions::default();
+    options.tls = Some(tls);
+    options.password_file = Some(PasswordFile {
+        path: pki.path("passwords.txt"),
+        restricted: false,
+    });
+    let server = Server::start_with(options).await;
+    let request = "GET /?1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+    // The client certificate is the credential, as for a q client.
+    let config = client_config(&pki.root.pem, Some(pki.client("grace")));
+    let mut stream = tls_connect(server.addr, config).await.unwrap();
+    let response = http_exchange(&mut stream, request).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("grace|TLSv1.3"), "{response}");
+
+    // Without one, HTTP Basic against the password file.
+    let mut stream = tls_connect(server.addr, client_config(&pki.root.pem, None))
+        .await
+        .unwrap();
+    let response = http_exchange(&mut stream, request).await;
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    let mut stream = tls_connect(server.addr, client_config(&pki.root.pem, None))
+        .await
+        .unwrap();
+    let authorized = request.replace(
+        "Connection",
+        "Authorization: Basic d2ViOnNlY3JldA==\r\nConnection",
+    );
+    let response = http_exchange(&mut stream, &authorized).await;
+    assert!(response.ends_with("web|TLSv1.3"), "{response}");
+
+    // Plain HTTP on an optional port is served too.
+    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    let response = http_exchange(&mut plain, &authorized).await;
+    assert!(response.ends_with("web|plain"), "{response}");
 }
