@@ -49,20 +49,6 @@ impl HttpRequest {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_slice())
     }
-
-    /// The q text the request carries, as kdb+'s default handlers read it: for a `GET` of the
-    /// root path, the query string percent-decoded (`/?select%20from%20t` is `select from t`;
-    /// `+` stays `+`, as q's `.h.uh` leaves it); for a `POST`, the body. `None` otherwise.
-    pub fn q_text(&self) -> Option<Vec<u8>> {
-        match self.method.as_str() {
-            "GET" | "HEAD" if self.path == "/" => self
-                .query
-                .as_deref()
-                .map(|query| percent_decode(query.as_bytes())),
-            "POST" => Some(self.body.clone()),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Debug for HttpRequest {
@@ -74,34 +60,6 @@ impl fmt::Debug for HttpRequest {
             .field("headers", &self.headers.len())
             .field("body", &self.body.len())
             .finish()
-    }
-}
-
-/// `%XX` sequences decoded; anything else (a `+`, a `%` not followed by two hex digits) as it is.
-pub fn percent_decode(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut rest = text;
-    while let Some((&byte, tail)) = rest.split_first() {
-        if byte == b'%'
-            && let [high, low, after @ ..] = tail
-            && let (Some(high), Some(low)) = (hex(*high), hex(*low))
-        {
-            out.push((high << 4) | low);
-            rest = after;
-            continue;
-        }
-        out.push(byte);
-        rest = tail;
-    }
-    out
-}
-
-fn hex(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
     }
 }
 
@@ -173,27 +131,3 @@ pub enum HttpVerdict {
 /// The response a request gets when every hook passed and there is no backend.
 pub const NOTHING_ANSWERED_HTTP: &str =
     "qgate: nothing answered this request: no plugin answered it and no upstream is configured";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding_leaves_plus_and_broken_escapes_alone() {
-        assert_eq!(percent_decode(b"select%20from%20t"), b"select from t");
-        assert_eq!(percent_decode(b"2+2"), b"2+2");
-        assert_eq!(percent_decode(b"%41%4a%zz%4"), b"AJ%zz%4");
-        assert_eq!(percent_decode(b"%"), b"%");
-    }
-
-    #[test]
-    fn q_text_is_the_root_query_or_the_post_body() {
-        let get = HttpRequest::new("GET", "/", Some("til%2010".into()));
-        assert_eq!(get.q_text().as_deref(), Some(&b"til 10"[..]));
-        let page = HttpRequest::new("GET", "/index.html", Some("a".into()));
-        assert_eq!(page.q_text(), None);
-        let mut post = HttpRequest::new("POST", "/", None);
-        post.body = b"1+1".to_vec();
-        assert_eq!(post.q_text().as_deref(), Some(&b"1+1"[..]));
-    }
-}

@@ -38,7 +38,7 @@ pub use crate::{
         Push,
     },
     decision::{DecisionEvent, DecisionKind, DecisionRecord, DecisionSink, RecordedBytes},
-    http::{HttpRequest, HttpResponse, HttpVerdict, NOTHING_ANSWERED_HTTP, percent_decode},
+    http::{HttpRequest, HttpResponse, HttpVerdict, NOTHING_ANSWERED_HTTP},
 };
 
 /// A connection's handle, q's `.z.w`: unique among live connections.

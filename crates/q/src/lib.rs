@@ -33,6 +33,7 @@
 mod display;
 mod error;
 mod facts;
+mod http;
 mod keyword;
 mod lexer;
 mod literal;
@@ -46,6 +47,8 @@ pub use crate::{
     error::{ParseError, ParseErrorKind},
     // What a policy reads.
     facts::{CallArg, Facts, Flags},
+    // The q text of an HTTP request (`GET /?expr`, a POST's body).
+    http::{http_text, percent_decode},
     keyword::Keyword,
     shape::shape,
     // The tree.

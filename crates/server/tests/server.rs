@@ -172,10 +172,15 @@ impl Hooks for FakeHooks {
         });
     }
 
-    /// `/?deny` is denied with a 451, `/?pass` and any other path pass; any other query is
-    /// answered with the user and the request's q text.
+    /// `/?deny` is denied with a 451, `/?pass` and no query pass; any other query (or a POST's
+    /// body) is answered with the user and that text.
     async fn on_http(&self, session: &Session, request: &HttpRequest) -> HttpVerdict {
-        let text = request.q_text().unwrap_or_default();
+        let text = if request.method == "POST" {
+            request.body.clone()
+        } else {
+            let query = request.query.as_deref().unwrap_or_default();
+            query.replace("%20", " ").into_bytes()
+        };
         match &text[..] {
             b"deny" => HttpVerdict::Deny {
                 status: 451,
