@@ -12,6 +12,8 @@ wasmtime::component::bindgen!({
     with: {
         // The message a call is about: the host lends it for one call (see `state::MessageRef`).
         "qgate:plugin/types.message": crate::state::MessageRef,
+        // An HTTP request, lent the same way (see `state::HttpRequestRef`).
+        "qgate:plugin/types.http-request": crate::state::HttpRequestRef,
     },
 });
 

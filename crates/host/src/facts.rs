@@ -20,6 +20,16 @@ pub(crate) fn of_view(view: ValueView<'_>) -> types::Facts {
     wit(&q_facts(view))
 }
 
+/// The facts of q text (an HTTP request's).
+pub(crate) fn of_text(text: &[u8]) -> types::Facts {
+    wit(&Facts::of_text(text))
+}
+
+/// No facts: what a request without q text has.
+pub(crate) fn none() -> types::Facts {
+    wit(&Facts::default())
+}
+
 /// The parser's facts of a message.
 fn q_facts(view: ValueView<'_>) -> Facts {
     if let Some(text) = view.string() {

@@ -74,8 +74,8 @@ use arc_swap::ArcSwap;
 
 use qgate_hooks::{
     AuthVerdict, Body, CloseReason, Credentials, DataVerdict, DecisionEvent, DecisionKind,
-    DecisionRecord, DecisionSink, Hooks, OpenVerdict, Outbound, RecordedBytes, Request, Session,
-    Verdict,
+    DecisionRecord, DecisionSink, Hooks, HttpRequest, HttpResponse, HttpVerdict, OpenVerdict,
+    Outbound, RecordedBytes, Request, Session, Verdict,
 };
 use qgate_ipc::{DecodeOptions, Endian};
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -1633,4 +1633,121 @@ impl Hooks for PluginHost {
             }
         }
     }
+
+    async fn on_http(&self, session: &Session, request: &HttpRequest) -> HttpVerdict {
+        let chain = self.chain.load();
+        let takes = |event| {
+            chain
+                .live()
+                .any(|slot| slot.current.load().events.contains(event))
+        };
+        // Fail closed: an HTTP request carries q text (`GET /?expr`, a POST's body) that the
+        // upstream's `.z.ph` and `.z.pp` run, so it must not pass a chain that checks q queries
+        // and never looks at HTTP.
+        if takes(types::Events::SYNC) && !takes(types::Events::HTTP) {
+            return HttpVerdict::Deny {
+                status: 403,
+                text: "qgate: HTTP requests are refused: the plugins check q queries but none \
+                       checks HTTP requests (`http` in a plugin's events), which carry q text too"
+                    .to_owned(),
+            };
+        }
+        let wit_session = OnceCell::new();
+        let head = OnceCell::new();
+        let text = state::HttpText::default();
+        for slot in chain.live() {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(types::Events::HTTP) {
+                continue;
+            }
+            let wit_session = wit_session.get_or_init(|| state::session(session));
+            let head = head.get_or_init(|| http_head(request));
+            let result = plugin.call(None, |instance| {
+                let rep = next_http(instance.store.data_mut());
+                let verdict = state::with_http(request, &text, || {
+                    instance
+                        .bindings
+                        .call_on_http(&mut instance.store, wit_session, head, rep)
+                });
+                instance.store.data_mut().http_rep = 0;
+                verdict
+            });
+            let verdict = match result {
+                Ok(verdict) => verdict,
+                Err(failure) if failed(&plugin, "http", &failure) => continue,
+                Err(_) => {
+                    Counters::count(&plugin.counters.denies);
+                    return HttpVerdict::Deny {
+                        status: 500,
+                        text: format!("qgate: plugin {} failed", plugin.shared.name),
+                    };
+                }
+            };
+            match verdict {
+                types::HttpVerdict::Pass => {}
+                types::HttpVerdict::Respond(response) => {
+                    let mut made = HttpResponse::new(response.status, response.body);
+                    made.headers = response
+                        .headers
+                        .into_iter()
+                        .map(|header| (header.name, header.value))
+                        .collect();
+                    return HttpVerdict::Respond(made);
+                }
+                types::HttpVerdict::Deny(deny) => {
+                    Counters::count(&plugin.counters.denies);
+                    return HttpVerdict::Deny {
+                        status: deny.status,
+                        text: deny.text,
+                    };
+                }
+                types::HttpVerdict::Route(upstream) => {
+                    if slot.spec.routes.contains(&upstream) {
+                        return HttpVerdict::Route(upstream);
+                    }
+                    Counters::count(&plugin.counters.denies);
+                    tracing::warn!(
+                        plugin = &*plugin.shared.name,
+                        version = &*plugin.shared.version,
+                        upstream,
+                        "plugin routed an HTTP request to an upstream its `routes` does not list; \
+                         denied"
+                    );
+                    return HttpVerdict::Deny {
+                        status: 403,
+                        text: format!(
+                            "qgate: plugin {} routed to upstream {upstream:?}, which its `routes` \
+                             in config.toml does not list",
+                            plugin.shared.name
+                        ),
+                    };
+                }
+            }
+        }
+        HttpVerdict::Pass
+    }
+}
+
+/// The WIT head of an HTTP request.
+fn http_head(request: &HttpRequest) -> types::HttpHead {
+    types::HttpHead {
+        method: request.method.clone(),
+        path: request.path.clone(),
+        query: request.query.clone(),
+        headers: request
+            .headers
+            .iter()
+            .map(|(name, value)| types::HttpHeader {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        body_size: request.body.len() as u64,
+    }
+}
+
+/// The next rep for a lent HTTP request in `state`: never 0, which means none.
+fn next_http(state: &mut HostState) -> Resource<state::HttpRequestRef> {
+    state.http_rep = state.http_rep.wrapping_add(1).max(1);
+    Resource::new_borrow(state.http_rep)
 }

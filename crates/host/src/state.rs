@@ -7,7 +7,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use qgate_hooks::{Request, Session};
+use qgate_hooks::{HttpRequest, Request, Session};
 use qgate_ipc::{Endian, ValueView};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -42,6 +42,36 @@ scoped_tls::scoped_thread_local!(
     /// The reply an `on-response` call is about, lent beside the request it answers.
     static CURRENT_REPLY: Request
 );
+
+scoped_tls::scoped_thread_local!(
+    /// The HTTP request the running `on-http` call is about, lent as [`CURRENT_REQUEST`] is.
+    static CURRENT_HTTP: HttpRequest
+);
+
+scoped_tls::scoped_thread_local!(
+    /// The q text and facts of the lent HTTP request, computed on the chain's first ask.
+    static CURRENT_HTTP_TEXT: HttpText
+);
+
+/// The q text of an HTTP request and its facts, each computed once per chain, on the first ask.
+#[derive(Debug, Default)]
+pub(crate) struct HttpText {
+    text: std::sync::OnceLock<Option<Vec<u8>>>,
+    facts: FactsCell,
+}
+
+/// Runs `f` with `request` and its text lent to the `http-request` resource's host functions.
+pub(crate) fn with_http<R>(request: &HttpRequest, text: &HttpText, f: impl FnOnce() -> R) -> R {
+    CURRENT_HTTP.set(request, || CURRENT_HTTP_TEXT.set(text, f))
+}
+
+/// The host's side of an `http-request`: a marker, as [`MessageRef`] is.
+#[derive(Debug)]
+#[expect(
+    unreachable_pub,
+    reason = "`bindgen!` re-exports it from a `pub` module of its own"
+)]
+pub struct HttpRequestRef;
 
 /// A message lent to the calls of one chain: the request, and its facts once a plugin asked; for
 /// `on-response`, the reply too.
@@ -101,6 +131,8 @@ pub(crate) struct HostState {
     pub(crate) message_rep: u32,
     /// The `rep` of the reply lent to an `on-response` call in progress; 0 otherwise.
     pub(crate) reply_rep: u32,
+    /// The `rep` of the HTTP request lent to an `on-http` call in progress; 0 otherwise.
+    pub(crate) http_rep: u32,
     /// When the call in progress must stop (`store::set_deadline`).
     pub(crate) deadline: Deadline,
     /// Whether the call in progress has left the async worker it started on (see
@@ -127,6 +159,7 @@ impl HostState {
             limits,
             message_rep: 0,
             reply_rep: 0,
+            http_rep: 0,
             same_for_head: false,
             deadline: Deadline::past(),
             off_async: false,
@@ -162,6 +195,66 @@ impl HostState {
             }
             CURRENT_FACTS.with(|cell| cell.get_or_init(|| facts::of_view(request.view())).clone())
         })
+    }
+}
+
+impl HostState {
+    /// The HTTP request lent to the current call that `request` is the handle of.
+    fn http<R>(
+        &self,
+        request: &Resource<HttpRequestRef>,
+        f: impl FnOnce(&HttpRequest, &HttpText) -> R,
+    ) -> wasmtime::Result<R> {
+        let rep = request.rep();
+        if rep != 0 && rep == self.http_rep && CURRENT_HTTP.is_set() && CURRENT_HTTP_TEXT.is_set() {
+            return Ok(CURRENT_HTTP.with(|request| CURRENT_HTTP_TEXT.with(|text| f(request, text))));
+        }
+        wasmtime::bail!("HTTP request used outside the call it was passed to")
+    }
+}
+
+impl HttpText {
+    /// The request's q text (`qgate_q::http_text`), computed once.
+    fn text(&self, request: &HttpRequest) -> Option<Vec<u8>> {
+        self.text
+            .get_or_init(|| {
+                qgate_q::http_text(
+                    &request.method,
+                    &request.path,
+                    request.query.as_deref(),
+                    &request.body,
+                )
+            })
+            .clone()
+    }
+
+    /// The facts of that text, parsed once.
+    pub(crate) fn facts(&self, request: &HttpRequest) -> types::Facts {
+        self.facts
+            .get_or_init(|| match self.text(request) {
+                Some(text) => facts::of_text(&text),
+                None => facts::none(),
+            })
+            .clone()
+    }
+}
+
+impl types::HostHttpRequest for HostState {
+    fn body(&mut self, request: Resource<HttpRequestRef>) -> wasmtime::Result<Vec<u8>> {
+        self.http(&request, |request, _| request.body.clone())
+    }
+
+    fn text(&mut self, request: Resource<HttpRequestRef>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.http(&request, |request, text| text.text(request))
+    }
+
+    fn facts(&mut self, request: Resource<HttpRequestRef>) -> wasmtime::Result<types::Facts> {
+        self.http(&request, |request, text| text.facts(request))
+    }
+
+    fn drop(&mut self, _request: Resource<HttpRequestRef>) -> wasmtime::Result<()> {
+        // Requests are only ever lent (`borrow<http-request>`).
+        Ok(())
     }
 }
 

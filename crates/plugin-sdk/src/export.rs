@@ -9,10 +9,14 @@ use std::{any::Any, cell::RefCell, marker::PhantomData, rc::Rc};
 
 use crate::{
     AuthVerdict, DataSummary, DataVerdict, Events, Outcome, Plugin, Session, Summary, Verdict,
-    bindings::{Guest, qgate::plugin::types::Message},
+    bindings::{
+        Guest,
+        qgate::plugin::types::{HttpHead, HttpRequest, Message},
+    },
     ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
     data::DataCtx,
     host,
+    http::{HttpCtx, HttpVerdict},
 };
 
 thread_local! {
@@ -120,6 +124,12 @@ impl<P: Plugin> Guest for Glue<P> {
             plugin.on_publication(&DataCtx::host(session, None, summary, message))
         })
     }
+
+    fn on_http(session: Session, head: HttpHead, request: &HttpRequest) -> HttpVerdict {
+        with_plugin::<P, _>(crate::http::deny(500, NOT_INITIALIZED), |plugin| {
+            plugin.on_http(&HttpCtx::host(session, head, request))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +166,7 @@ mod tests {
                 .difference(Events::OUTCOME)
                 .difference(Events::RESPONSE)
                 .difference(Events::PUBLICATION)
+                .difference(Events::HTTP)
         );
         assert_eq!(
             G::on_auth(session(1, "u"), Some(b"pw".to_vec())),

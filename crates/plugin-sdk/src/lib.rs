@@ -64,6 +64,7 @@ pub mod data;
 mod export;
 pub mod facts;
 pub mod host;
+pub mod http;
 mod plugin;
 pub mod q;
 pub mod reply;
@@ -83,6 +84,8 @@ pub use crate::{
     data::DataCtx,
     // What a query reads, writes and calls.
     facts::{Facts, FactsExt, Flags},
+    // HTTP on the q port.
+    http::{HttpCtx, HttpVerdict},
     // The trait a plugin implements.
     plugin::Plugin,
 };

@@ -4,6 +4,7 @@ use crate::{
     AuthVerdict, DataVerdict, Events, Verdict,
     ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
     data::DataCtx,
+    http::{HttpCtx, HttpVerdict},
 };
 
 /// A qgate plugin: one value per loaded instance, created by [`Plugin::init`] from the plugin's
@@ -23,17 +24,19 @@ use crate::{
 pub trait Plugin: Sized + 'static {
     /// The events the host calls this plugin for; the host never calls it for the others.
     ///
-    /// The default is every event but `OUTCOME`, `RESPONSE` and `PUBLICATION`, which is always
-    /// correct: a handler you did not override passes. Narrowing it
+    /// The default is every event but `OUTCOME`, `RESPONSE`, `PUBLICATION` and `HTTP`, which is
+    /// always correct: a handler you did not override passes. Narrowing it
     /// (`Events::SYNC.union(Events::CLOSE)`) saves a call into the plugin for each event it
     /// ignores. A handler you override but leave out of `EVENTS` is never called: a plugin that
     /// implements [`Plugin::on_outcome`] adds `Events::OUTCOME`, one that implements
     /// [`Plugin::on_response`] adds `Events::RESPONSE` (taking it makes the host hold each reply
-    /// whole before the client gets it, so it is never on by default).
+    /// whole before the client gets it, so it is never on by default), and one that implements
+    /// [`Plugin::on_http`] adds `Events::HTTP`.
     const EVENTS: Events = Events::all()
         .difference(Events::OUTCOME)
         .difference(Events::RESPONSE)
-        .difference(Events::PUBLICATION);
+        .difference(Events::PUBLICATION)
+        .difference(Events::HTTP);
 
     /// Called in every new instance of the plugin, with its table from `config.toml`: the host
     /// keeps a small pool of interchangeable instances and makes a new one when all are busy or
@@ -154,5 +157,24 @@ pub trait Plugin: Sized + 'static {
     fn on_publication(&self, ctx: &DataCtx<'_>) -> DataVerdict {
         let _ = ctx;
         DataVerdict::Pass
+    }
+
+    /// `.z.ph` and `.z.pp`: fires for each HTTP request on the q port, once its login is
+    /// accepted, when [`Plugin::EVENTS`] has `Events::HTTP`.
+    ///
+    /// [`http::respond`](crate::http::respond) answers, [`http::deny`](crate::http::deny)
+    /// refuses, [`HttpVerdict::Pass`] hands the request to the next plugin and then to the
+    /// backend (in gateway mode, the default upstream's own HTTP, where `.z.ph` runs), and
+    /// [`HttpVerdict::Route`] sends it to a named upstream. The request's q text has the same
+    /// [`facts`](HttpCtx::facts) a free-text query has: a policy that checks queries checks this
+    /// too.
+    ///
+    /// While any plugin of the chain takes `sync` and none takes `http`, the host refuses HTTP
+    /// requests rather than let them past the checks that q queries get.
+    ///
+    /// The default passes.
+    fn on_http(&self, ctx: &HttpCtx<'_>) -> HttpVerdict {
+        let _ = ctx;
+        HttpVerdict::Pass
     }
 }

@@ -614,6 +614,9 @@ mod swap;
 #[path = "cli/gateway.rs"]
 mod gateway;
 
+#[path = "cli/http.rs"]
+mod http;
+
 /// `[metrics]`: `/metrics` scraped around a client's logins and queries.
 #[path = "cli/metrics.rs"]
 mod metrics;

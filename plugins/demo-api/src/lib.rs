@@ -18,12 +18,18 @@
 //!   lists; see [`literal`]), answered with the value they spell. Other q is refused with a
 //!   `'nyi` error that says what could not be read: this backend does not evaluate q.
 //!
-//! Anything else (a lambda, a bare value) is refused with `'nyi`. It has no config.
+//! Anything else (a lambda, a bare value) is refused with `'nyi`.
+//!
+//! Over HTTP on the q port it answers as kdb+'s default `.z.ph` and `.z.pp` would for its
+//! literals: `GET /?expr` (and a POST of `expr` to `/`) with a q data literal gets the value as
+//! text in q's syntax (`-3!`), `text/plain`; text it cannot read gets `400` with the q error.
+//! It has no config.
 
 pub mod literal;
 
 use qgate_plugin_sdk::{
-    Atom, Config, Events, K, MessageCtx, Plugin, VectorData, Verdict, export_plugin, host,
+    Atom, Config, Events, HttpCtx, HttpVerdict, K, MessageCtx, Plugin, VectorData, Verdict,
+    export_plugin, host, http,
     q::{self, KExt as _},
 };
 
@@ -121,7 +127,9 @@ fn add(x: &K, y: &K) -> Result<K, String> {
 }
 
 impl Plugin for DemoApi {
-    const EVENTS: Events = Events::SYNC.union(Events::ASYNC_MESSAGE);
+    const EVENTS: Events = Events::SYNC
+        .union(Events::ASYNC_MESSAGE)
+        .union(Events::HTTP);
 
     fn init(_config: &Config) -> Result<Self, String> {
         Ok(DemoApi)
@@ -141,6 +149,20 @@ impl Plugin for DemoApi {
             Err(message) => Verdict::Deny(message),
         }
     }
+
+    fn on_http(&self, ctx: &HttpCtx<'_>) -> HttpVerdict {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        if ctx.path() != "/" || !matches!(ctx.method(), "GET" | "HEAD" | "POST") {
+            return http::deny(
+                404,
+                "demo-api answers GET /?expr and POST / with a q data literal",
+            );
+        }
+        match literal::parse(&ctx.text().unwrap_or_default()) {
+            Ok(value) => http::respond(200, TEXT, format!("{value}\n")),
+            Err(error) => http::respond(400, TEXT, format!("'{error}\n")),
+        }
+    }
 }
 
 export_plugin!(DemoApi);
@@ -150,6 +172,33 @@ mod tests {
     use qgate_plugin_sdk::testing::{self, session};
 
     use super::*;
+
+    fn get(target: &str) -> HttpVerdict {
+        DemoApi.on_http(&HttpCtx::new(session(5, "u"), "GET", target, &[], b""))
+    }
+
+    fn body_of(verdict: &HttpVerdict) -> (u16, String) {
+        match verdict {
+            HttpVerdict::Respond(response) => (
+                response.status,
+                String::from_utf8_lossy(&response.body).into_owned(),
+            ),
+            HttpVerdict::Deny(deny) => (deny.status, deny.text.clone()),
+            other => panic!("not an answer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn http_literals_are_answered_as_text() {
+        assert_eq!(body_of(&get("/?1%202%203")), (200, "1 2 3\n".to_owned()));
+        assert_eq!(body_of(&get("/?`a`b!1%202")), (200, "`a`b!1 2\n".to_owned()));
+        let (status, text) = body_of(&get("/?select%20from%20t"));
+        assert_eq!(status, 400);
+        assert!(text.starts_with("'nyi"), "{text}");
+        assert_eq!(body_of(&get("/index.html")).0, 404);
+        let post = HttpCtx::new(session(5, "u"), "POST", "/", &[], b"2.5");
+        assert_eq!(body_of(&DemoApi.on_http(&post)), (200, "2.5\n".to_owned()));
+    }
 
     fn sync(value: K) -> Verdict {
         DemoApi.on_sync(&MessageCtx::from_value(session(5, "u"), &value))

@@ -1,0 +1,126 @@
+//! HTTP on the q port through the real binary: curl and Python's standard library against
+//! `qgate serve` with the `demo-api` plugin answering `GET /?expr`, Basic logins against the
+//! password file, and the fail-closed rule for a chain that checks q queries but not HTTP.
+
+use std::process::Command;
+
+use super::{Server, TempDir, component_path};
+
+/// curl's answer to `args`: the status code and the body.
+fn curl(args: &[&str]) -> (String, String) {
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(output.status.success(), "curl {args:?}: {output:?}");
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    let (body, status) = text.rsplit_once('\n').expect("the status line");
+    (status.to_owned(), body.to_owned())
+}
+
+/// Starts qgate with the password file `alice:secret` and `plugins` (TOML `[[plugins]]` tables).
+fn serve(dir: &TempDir, plugins: &str) -> Server {
+    let passwords = dir.write("passwords.txt", "alice:secret\n");
+    let config = dir.write(
+        "qgate.toml",
+        &format!(
+            "[auth]\npassword_file = \"{}\"\n{plugins}",
+            passwords.display()
+        ),
+    );
+    Server::start(&[
+        "--config",
+        config.to_str().expect("a UTF-8 path"),
+        "-p",
+        "127.0.0.1:0",
+    ])
+}
+
+#[test]
+fn demo_api_answers_get_and_post_as_kdb_does_for_its_literals() {
+    let dir = TempDir::new("http-demo");
+    let demo = component_path("demo-api");
+    let server = serve(
+        &dir,
+        &format!(
+            "[[plugins]]\nname = \"demo-api\"\npath = \"{}\"\n",
+            demo.display()
+        ),
+    );
+    let base = format!("http://{}", server.addr);
+
+    let (status, body) = curl(&["-u", "alice:secret", &format!("{base}/?1%202%203")]);
+    assert_eq!((status.as_str(), body.as_str()), ("200", "1 2 3\n"));
+    let (status, body) = curl(&[
+        "-u",
+        "alice:secret",
+        "--data-binary",
+        "`a`b!1 2",
+        &format!("{base}/"),
+    ]);
+    assert_eq!((status.as_str(), body.as_str()), ("200", "`a`b!1 2\n"));
+    let (status, body) = curl(&["-u", "alice:secret", &format!("{base}/?select%20from%20t")]);
+    assert_eq!(status, "400");
+    assert!(body.starts_with("'nyi"), "{body}");
+
+    // Refused logins get 401 with the challenge a browser answers.
+    let (status, _) = curl(&[&format!("{base}/?1")]);
+    assert_eq!(status, "401");
+    let (status, _) = curl(&["-u", "alice:wrong", &format!("{base}/?1")]);
+    assert_eq!(status, "401");
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-D", "-"])
+        .arg(format!("{base}/?1"))
+        .output()
+        .expect("curl runs");
+    let head = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+    assert!(
+        head.contains("www-authenticate: basic realm=\"qgate\""),
+        "{head}"
+    );
+
+    // Python's standard library, as a script or a notebook would call it.
+    let script = format!(
+        r#"
+import base64, urllib.request, urllib.error
+url = "{base}/?2000.01.01D12:00:00.000000000"
+request = urllib.request.Request(url, headers={{"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}})
+with urllib.request.urlopen(request, timeout=10) as response:
+    print(response.status, response.read().decode().strip())
+try:
+    urllib.request.urlopen(url, timeout=10)
+except urllib.error.HTTPError as error:
+    print(error.code, error.headers.get("WWW-Authenticate"))
+"#
+    );
+    let output = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "200 2000.01.01D12:00:00.000000000\n401 Basic realm=\"qgate\", charset=\"UTF-8\"\n"
+    );
+}
+
+#[test]
+fn a_chain_that_checks_queries_but_not_http_refuses_http() {
+    let dir = TempDir::new("http-closed");
+    let allowlist = component_path("allowlist");
+    let server = serve(
+        &dir,
+        &format!(
+            "[[plugins]]\nname = \"allowlist\"\npath = \"{}\"\nconfig = {{ users = {{ alice = [\"echo\"] }} }}\n",
+            allowlist.display()
+        ),
+    );
+    let (status, body) = curl(&[
+        "-u",
+        "alice:secret",
+        &format!("http://{}/?delete%20from%20`t", server.addr),
+    ]);
+    assert_eq!(status, "403");
+    assert!(body.contains("none checks HTTP requests"), "{body}");
+}
