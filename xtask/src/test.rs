@@ -1,6 +1,7 @@
 //! `cargo xtask test`: runs every check that exists, in CI's order, stopping at the first failure.
 //!
-//! First the plugins (built for wasm32-wasip2, with their native unit tests and clippy), which the
+//! First Debian's `pebble` (Let's Encrypt's test CA, for the ACME tests) when it is missing, and
+//! the plugins (built for wasm32-wasip2, with their native unit tests and clippy), which the
 //! tests load; then the cargo steps cheapest first, so a formatting slip fails in seconds rather
 //! than after a build: fmt, clippy, test (which includes the tidy test), the walkthrough's policy
 //! tests (`qgate test tests/policy/walkthrough.toml`), smoke runs of the benchmark harness and
@@ -8,6 +9,8 @@
 //! then the real-client tests (`cargo xtask clients`), which install PyKX, qPython, aiokdb and
 //! node-q on first use.
 //! `.ci/run` is this command and nothing else, so CI and a developer run the same thing.
+
+use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result, bail};
 
@@ -99,6 +102,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     eprintln!("==> ensure the wasm32-wasip2 target is installed");
     ensure_wasm_target().context("step `ensure the wasm32-wasip2 target` failed")?;
+    ensure_pebble().context("step `ensure pebble is installed` failed")?;
     let total = STEPS.len() + 2;
     // First, because the tests need the .wasm files: the host's tests and the reference config
     // (which `qgate check` is tested on) load the built plugins.
@@ -123,5 +127,49 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     clients::run(&[])
         .with_context(|| format!("step {total} of {total} (the real-client tests) failed"))?;
     eprintln!("==> all steps passed");
+    Ok(())
+}
+
+/// Installs Debian's `pebble` package (Let's Encrypt's test CA, with `pebble-challtestsrv`) when
+/// `/usr/bin/pebble` is missing: the ACME tests (`crates/acme/tests/pebble.rs`) run against it,
+/// and fail rather than skip without it.
+///
+/// Needs root, as CI is; elsewhere it says what to run. `apt-get install` is tried first (the
+/// package lists may be recent enough), then again after an `apt-get update`; each command is
+/// bounded by coreutils' `timeout` to ten minutes, so that a stalled mirror fails the step rather
+/// than CI's whole time.
+fn ensure_pebble() -> Result<()> {
+    const PEBBLE: &str = "/usr/bin/pebble";
+    const APT_TIMEOUT: &str = "600";
+    if Path::new(PEBBLE).exists() {
+        return Ok(());
+    }
+    let uid = Command::new("id").arg("-u").output().ok();
+    let root = uid.is_some_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if !root {
+        bail!(
+            "{PEBBLE} is missing and installing it needs root: run \
+             `sudo apt-get install pebble` (the ACME tests run against it)"
+        );
+    }
+    let apt = |args: &[&str]| {
+        let what = format!("apt-get {}", args.join(" "));
+        eprintln!("==> {what}");
+        let mut command = Command::new("timeout");
+        command
+            .arg(APT_TIMEOUT)
+            .arg("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_command(&what, &mut command)
+    };
+    let install = ["install", "-y", "--no-install-recommends", "pebble"];
+    if apt(&install).is_err() {
+        apt(&["update"])?;
+        apt(&install)?;
+    }
+    if !Path::new(PEBBLE).exists() {
+        bail!("{PEBBLE} is still missing after `apt-get install pebble`");
+    }
     Ok(())
 }

@@ -45,6 +45,9 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     // Prometheus metrics: prometheus-client only, below the server, the host and the binary that
     // record into it.
     ("qgate-metrics", &[]),
+    // Certificates from an ACME CA: instant-acme, rustls and rcgen only. The server answers its
+    // challenges and the binary wires the two together, so it needs neither.
+    ("qgate-acme", &[]),
     (
         "qgate-server",
         &["qgate-ipc", "qgate-hooks", "qgate-files", "qgate-metrics"],

@@ -75,6 +75,7 @@ impl Config {
         let config: Self = serde_path_to_error::deserialize(deserializer)
             .map_err(|error| ConfigError::invalid(text, &error))?;
         config.check_routes()?;
+        config.tls.check_acme()?;
         Ok(config)
     }
 
@@ -119,8 +120,8 @@ impl Config {
 
     /// Reads and parses the config file at `path`.
     ///
-    /// Relative paths (`auth.password_file`, `server.plugin_cache_dir`, the `[tls]` files, each
-    /// plugin's `path` and the files its `config` names, `admin.socket`) are resolved against the directory that holds the config
+    /// Relative paths (`auth.password_file`, `server.plugin_cache_dir`, the `[tls]` files and
+    /// `[tls.acme]`'s, each plugin's `path` and the files its `config` names, `admin.socket`) are resolved against the directory that holds the config
     /// file, so a config and the files it names can move together.
     ///
     /// # Errors
@@ -150,6 +151,12 @@ impl Config {
             .flatten()
             {
                 *file = dir.join(&*file);
+            }
+            if let Some(acme) = &mut config.tls.acme {
+                acme.storage = dir.join(&acme.storage);
+                if let Some(ca_file) = &mut acme.directory_ca_file {
+                    *ca_file = dir.join(&*ca_file);
+                }
             }
             for plugin in &mut config.plugins.0 {
                 plugin.path = dir.join(&plugin.path);

@@ -44,8 +44,10 @@ pub use crate::{
     },
     // What can go wrong, with the key's path and position.
     error::ConfigError,
-    // `[tls]`, and kdb+'s environment variables resolved into it.
-    tls::{ClientAuth, ResolvedClientAuth, ResolvedTls, Tls, TlsMode, UserFrom},
+    // `[tls]`, its `[tls.acme]`, and kdb+'s environment variables resolved into it.
+    tls::{
+        Acme, AcmeChallenge, ClientAuth, ResolvedClientAuth, ResolvedTls, Tls, TlsMode, UserFrom,
+    },
     // `[[upstream]]`: the kdb+ services of gateway mode.
     upstream::{CredentialsMode, Password, Upstream, UpstreamMode, UpstreamTls, Upstreams},
     // Validated values, each parsed from its TOML form.

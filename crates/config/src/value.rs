@@ -96,8 +96,8 @@ impl<'de> Deserialize<'de> for Listen {
     }
 }
 
-/// A length of time written with a unit: `"10s"`, `"500ms"`, `"2m"`, `"1h"`, or a sum such as
-/// `"1m30s"`. Zero (`"0s"`) is allowed.
+/// A length of time written with a unit: `"10s"`, `"500ms"`, `"2m"`, `"1h"`, `"30d"`, or a sum
+/// such as `"1m30s"`. Zero (`"0s"`) is allowed. A day is 24 hours.
 ///
 /// A bare number is an error rather than a guess at the unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,7 +392,7 @@ impl<T> Visitor<'_> for StrVisitor<T> {
     }
 }
 
-/// Parses a sum of `<integer><unit>` terms, the units being `ms`, `s`, `m` and `h`, with optional
+/// Parses a sum of `<integer><unit>` terms, the units being `ms`, `s`, `m`, `h` and `d`, with optional
 /// spaces between terms and between a number and its unit.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = |reason: &str| format!("invalid duration {:?}: {reason}", text.trim());
@@ -418,7 +418,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1_000,
             "m" => 60_000,
             "h" => 3_600_000,
-            "" => return Err(invalid("a number needs a unit: ms, s, m or h")),
+            "d" => 86_400_000,
+            "" => return Err(invalid("a number needs a unit: ms, s, m, h or d")),
             fraction if fraction.starts_with('.') => {
                 return Err(invalid(
                     "fractions are not understood; use a smaller unit, such as \"1500ms\"",
@@ -426,7 +427,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             }
             other => {
                 return Err(invalid(&format!(
-                    "unknown unit `{other}`, expected ms, s, m or h"
+                    "unknown unit `{other}`, expected ms, s, m, h or d"
                 )));
             }
         };
@@ -513,6 +514,8 @@ mod tests {
         check::<HumanDuration>("500ms", ok(500));
         check::<HumanDuration>("2m", ok(120_000));
         check::<HumanDuration>("1h", ok(3_600_000));
+        check::<HumanDuration>("30d", ok(30 * 86_400_000));
+        check::<HumanDuration>("1d12h", ok(36 * 3_600_000));
         check::<HumanDuration>("1m30s", ok(90_000));
         check::<HumanDuration>(" 1m 30 s ", ok(90_000));
         check::<HumanDuration>("0s", ok(0));

@@ -285,6 +285,34 @@ fn every_key() {
 
 /// A relative password file is found next to the config file that names it, not in the current
 /// directory.
+/// `[tls.acme]`'s storage and CA bundle are resolved against the config file's directory, and the
+/// resolved `[tls]` loads the certificate and key from the storage.
+#[test]
+fn acme_paths_are_relative_to_the_config() {
+    let dir = env::temp_dir().join(format!("qgate-config-acme-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("a temporary directory");
+    let path = dir.join("qgate.toml");
+    fs::write(
+        &path,
+        "[tls]\nmode = \"required\"\n[tls.acme]\ndomains = [\"q.example.com\"]\n\
+         storage = \"acme\"\ndirectory_ca_file = \"ca.pem\"\n",
+    )
+    .expect("write");
+    let loaded = Config::load(&path);
+    fs::remove_dir_all(&dir).expect("the temporary directory is removed");
+    let config = loaded.unwrap_or_else(|error| panic!("{error}"));
+    let acme = config.tls.acme.as_ref().expect("[tls.acme]");
+    assert_eq!(acme.storage, dir.join("acme"));
+    assert_eq!(acme.directory_ca_file, Some(dir.join("ca.pem")));
+    let tls = config
+        .tls
+        .resolve(|_| None)
+        .expect("valid")
+        .expect("TLS is on");
+    assert_eq!(tls.cert_file, dir.join("acme/cert.pem"));
+    assert_eq!(tls.key_file, dir.join("acme/key.pem"));
+}
+
 #[test]
 fn password_file_is_relative_to_the_config() {
     let dir = env::temp_dir().join(format!("qgate-config-test-{}", std::process::id()));
