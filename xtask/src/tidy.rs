@@ -86,6 +86,8 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "qgate-gateway",
             // The `/metrics` listener, and the upstreams' state read at each scrape.
             "qgate-metrics",
+            // `[tls.acme]`: the certificate manager, wired to the server's challenge answers.
+            "qgate-acme",
         ],
     ),
     // qgate in front of kdb+: the server's backend, on the hooks' vocabulary and the codec. Its

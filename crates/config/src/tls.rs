@@ -22,7 +22,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{error::ConfigError, value::HumanDuration};
+use crate::{
+    error::ConfigError,
+    value::{HumanDuration, Listen},
+};
 
 /// `[tls]`: TLS on the q port, as q's `-E`.
 ///
@@ -122,6 +125,11 @@ pub struct Acme {
     /// this earlier still, at random, so that certificates issued together do not renew
     /// together. Greater than zero.
     pub renew_before: HumanDuration,
+    /// A plain HTTP listener of its own for HTTP-01 validations, which the CA makes on port 80:
+    /// `http_listen = "0.0.0.0:80"`. It answers `/.well-known/acme-challenge/` and redirects
+    /// everything else to `https://`. Left out, HTTP-01 is answered on the q port's HTTP only,
+    /// so port 80 must reach the q port some other way (a port forward).
+    pub http_listen: Option<Listen>,
 }
 
 impl Acme {
@@ -165,6 +173,8 @@ struct RawAcme {
     challenge: AcmeChallenge,
     #[serde(default)]
     renew_before: Option<HumanDuration>,
+    #[serde(default)]
+    http_listen: Option<Listen>,
 }
 
 impl TryFrom<RawAcme> for Acme {
@@ -221,6 +231,7 @@ impl TryFrom<RawAcme> for Acme {
             storage: raw.storage,
             challenge: raw.challenge,
             renew_before,
+            http_listen: raw.http_listen,
         })
     }
 }

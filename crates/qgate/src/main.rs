@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module with its `Args` and a `run` function; `main` only
 //! dispatches and turns an error into one `error: ...` line on stderr and exit status 1.
 
+mod acme;
 mod admin;
 mod certs;
 mod check;
@@ -36,6 +37,9 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show the certificates that `[tls.acme]` keeps: domains, issuer, expiry, next renewal and
+    /// the last error, read from its storage directory.
+    Acme(AcmeArgs),
     /// Make a development CA, an intermediate, a server certificate and client certificates for
     /// trying TLS and mutual TLS; prints the config lines that use them.
     Certs(certs::Args),
@@ -70,12 +74,32 @@ enum Command {
     Upstreams(ctl::UpstreamsArgs),
 }
 
+/// `qgate acme status --config FILE`.
+#[derive(Debug, clap::Args)]
+struct AcmeArgs {
+    /// What to show: `status`.
+    #[arg(value_parser = ["status"])]
+    what: String,
+    /// The config file whose `[tls.acme]` names the storage directory.
+    #[arg(long, value_name = "FILE")]
+    config: std::path::PathBuf,
+}
+
+/// Prints `qgate acme status`.
+fn acme_status(args: &AcmeArgs) -> anyhow::Result<()> {
+    let config = qgate_config::Config::load(&args.config)?;
+    let text = acme::status(&config)?;
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         // Its exit status has three values (passed, failed, broken file), so it reports itself.
         Command::Test(args) => return policy_test::run(args),
         Command::Replay(args) => return replay::run(args),
+        Command::Acme(args) => acme_status(args),
         Command::Certs(args) => certs::run(args),
         Command::Check(args) => check::run(args),
         Command::Decode(args) => decode::run(args),

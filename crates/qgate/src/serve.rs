@@ -37,7 +37,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    admin,
+    acme, admin,
     decisions::{self, DecisionLog},
     gateway::gateway_options,
     logging, metrics,
@@ -144,7 +144,13 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         Some(path) => info!(config = %path.display(), "config loaded"),
         None => info!("no config file: using the built-in defaults"),
     }
-    let options = server_options(&config, |name| std::env::var(name).ok())?;
+    let mut options = server_options(&config, |name| std::env::var(name).ok())?;
+    // Before TLS is checked: on a first start the storage gets a placeholder certificate, which
+    // TLS starts with until the CA issues the real one.
+    let acme = acme::prepare(&config)?;
+    if let Some(acme) = &acme {
+        options.http.challenges = Some(Arc::clone(&acme.answers));
+    }
     // Without `[metrics]` the counts are kept (a few atomic adds) and never read.
     let mut registry = Registry::default();
     let metrics = match config.metrics {
@@ -247,6 +253,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         admin_socket,
         metrics,
         endpoint,
+        acme,
     };
     let result = runtime.block_on(async move {
         match &parts.plugins {
@@ -279,6 +286,8 @@ struct Parts {
     admin_socket: Option<PathBuf>,
     metrics: Metrics,
     endpoint: Option<MetricsEndpoint>,
+    /// The ACME certificate manager, with `[tls.acme]`.
+    acme: Option<acme::Prepared>,
 }
 
 /// Where `/metrics` is served, and what.
@@ -468,9 +477,14 @@ async fn serve<H: Hooks, B: Backend>(server: Server<H, B>, parts: Parts) -> Resu
         gateway,
         admin_socket,
         endpoint,
+        acme,
         ..
     } = parts;
     let listener = bind(addr).await?;
+    let http01 = match acme.as_ref().and_then(|acme| acme.http_listen) {
+        Some(addr) => Some(acme::bind(addr).await?),
+        None => None,
+    };
     // Bound before the address is announced: a metrics address that cannot be used stops the
     // start, and whoever reads the announcement may scrape at once.
     let metrics_task = match endpoint {
@@ -522,7 +536,21 @@ async fn serve<H: Hooks, B: Backend>(server: Server<H, B>, parts: Parts) -> Resu
     // The upstreams' health checks run as long as the server does; their first round logs an
     // upstream that is down at start.
     let health = gateway.map(|gateway| tokio::spawn(async move { gateway.watch().await }));
+    // The certificate manager starts once the q port answers, since the CA's TLS-ALPN-01
+    // validation comes to it.
+    let acme_tasks = acme.map(|acme| {
+        let http01 = http01.map(|listener| {
+            tokio::spawn(acme::serve_http01(listener, Arc::clone(&acme.challenges)))
+        });
+        (tokio::spawn(acme::run(acme.acme)), http01)
+    });
     server.serve(listener, shutdown).await;
+    if let Some((manager, http01)) = acme_tasks {
+        manager.abort();
+        if let Some(http01) = http01 {
+            http01.abort();
+        }
+    }
     if let Some(health) = health {
         health.abort();
     }
