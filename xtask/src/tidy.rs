@@ -116,6 +116,8 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "qgate-ipc",
             "qgate-server",
             "qgate-hooks",
+            // The upstream's HTTP decodes `GET /?expr` as kdb+ does.
+            "qgate-q",
         ],
     ),
     ("qgate-bench", &["qgate-ipc"]),

@@ -16,6 +16,9 @@
 //!                         exchange: write the request, relay pushes and the reply as bytes
 //! ```
 //!
+//! An HTTP request the chain passed (`Backend::http`) goes to the service's own HTTP on its q
+//! port, on a connection of its own (`http.rs`).
+//!
 //! Upstream connections go connecting → idle → busy → (draining) → closed; each replica is up,
 //! down or not yet tried, and every change of its state is a log line (the diagram in `replica.rs`).
 //! Health checks run on connections of their own ([`Gateway::watch`]).
@@ -35,6 +38,7 @@ mod conn;
 mod error;
 mod exchange;
 mod health;
+mod http;
 mod link;
 mod options;
 mod pool;
@@ -51,7 +55,9 @@ use std::{
 
 use arc_swap::ArcSwap;
 
-use qgate_hooks::{Backend, Credentials as ClientCredentials, Session};
+use qgate_hooks::{
+    Backend, Credentials as ClientCredentials, ForwardError, HttpRequest, HttpResponse, Session,
+};
 
 // The public surface: the gateway and its link, its options, its error, and its status.
 use crate::{conn::Login, service::Service};
@@ -272,6 +278,27 @@ impl Backend for Gateway {
         };
         let services = self.state.current.load_full();
         GatewayLink::open(services, Arc::clone(&session.user), login).await
+    }
+
+    async fn http(
+        &self,
+        route: Option<&str>,
+        session: &Session,
+        request: &HttpRequest,
+    ) -> Result<HttpResponse, ForwardError> {
+        let services = self.state.current.load_full();
+        let index = match route {
+            None => 0,
+            Some(name) => *services.by_name.get(name).ok_or_else(|| {
+                ForwardError::Refuse(format!("qgate: no upstream named {name:?}"))
+            })?,
+        };
+        let Some(service) = services.services.get(index) else {
+            return Err(ForwardError::Refuse(
+                "qgate: no upstream is configured".to_owned(),
+            ));
+        };
+        http::forward(service, session, request).await
     }
 }
 

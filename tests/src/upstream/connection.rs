@@ -164,7 +164,13 @@ where
         read = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_handshake(&mut stream)) => read,
     };
     let (handshake, rest) = match handshake {
-        Ok(Ok(Some(read))) => read,
+        Ok(Ok(Some(Opened::Q(handshake, rest)))) => (handshake, rest),
+        Ok(Ok(Some(Opened::Http(first)))) => {
+            // HTTP, as a kdb+ port serves it: the bytes read so far, then the rest.
+            let (read_half, write_half) = tokio::io::split(stream);
+            let stream = tokio::io::join(io::Cursor::new(first).chain(read_half), write_half);
+            return super::http::serve(shared, stream).await;
+        }
         Ok(Ok(None)) => return,
         Ok(Err(error)) => {
             tracing::info!(%peer, %error, "bad handshake: connection closed");
@@ -227,10 +233,9 @@ where
 }
 
 /// Reads the handshake; returns it with the bytes that came after its NUL (the first message,
-/// from a client that did not wait for the capability byte), or `None` if the client closed.
-async fn read_handshake<S: AsyncRead + Unpin>(
-    stream: &mut S,
-) -> io::Result<Option<(qgate_ipc::handshake::Handshake, Vec<u8>)>> {
+/// from a client that did not wait for the capability byte), or the first bytes of an HTTP
+/// request, or `None` if the client closed.
+async fn read_handshake<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Option<Opened>> {
     let mut buffer = Vec::new();
     let mut chunk = [0_u8; 1024];
     loop {
@@ -239,12 +244,26 @@ async fn read_handshake<S: AsyncRead + Unpin>(
             return Ok(None);
         }
         buffer.extend_from_slice(&chunk[..read]);
+        match super::http::starts_http(&buffer) {
+            Some(true) => return Ok(Some(Opened::Http(buffer))),
+            None => continue,
+            Some(false) => {}
+        }
         match qgate_ipc::handshake::parse(&buffer, DEFAULT_MAX_HANDSHAKE_BYTES) {
-            Ok(Some((handshake, used))) => return Ok(Some((handshake, buffer.split_off(used)))),
+            Ok(Some((handshake, used))) => {
+                return Ok(Some(Opened::Q(handshake, buffer.split_off(used))));
+            }
             Ok(None) => {}
             Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
         }
     }
+}
+
+/// What a connection opened with: a q handshake and the bytes after its NUL, or the first
+/// bytes of an HTTP request.
+enum Opened {
+    Q(qgate_ipc::handshake::Handshake, Vec<u8>),
+    Http(Vec<u8>),
 }
 
 /// A message read, decoded and recorded, on its way to the evaluator.

@@ -26,6 +26,8 @@
 //!   `-s`: a `sleep` holds every other connection's query back. [`UpstreamOptions::serialise`]
 //!   turns that off.
 //! - A message that does not validate closes its connection, as kdb+'s `'badmsg` does.
+//! - A connection whose first bytes are an HTTP request line is served HTTP, as a kdb+ port
+//!   serves `.z.ph` and `.z.pp`: see `http.rs` for the receipt it answers with.
 //! - PyKX's context queries (sent right after it connects) get the answers of a q process with
 //!   nothing loaded, from `qgate_server::pykx_context_answer`.
 //!
@@ -77,6 +79,7 @@
 
 mod connection;
 mod eval;
+mod http;
 mod state;
 mod tick;
 mod tls;

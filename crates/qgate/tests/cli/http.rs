@@ -124,3 +124,55 @@ fn a_chain_that_checks_queries_but_not_http_refuses_http() {
     assert_eq!(status, "403");
     assert!(body.contains("none checks HTTP requests"), "{body}");
 }
+
+#[test]
+fn what_the_chain_passes_goes_to_the_upstreams_own_http_with_the_service_login() {
+    let mut options = qgate_e2e::upstream::UpstreamOptions {
+        name: "rdb".into(),
+        ..qgate_e2e::upstream::UpstreamOptions::default()
+    };
+    options.add_login("svc:pw").expect("a login");
+    let rdb = qgate_e2e::upstream::Upstream::start(options).expect("the test upstream starts");
+    let dir = TempDir::new("http-gateway");
+    let server = serve(
+        &dir,
+        &format!(
+            "[[upstream]]\nname = \"rdb\"\nservers = [\"{}\"]\nuser = \"svc\"\npassword = \"pw\"\n",
+            rdb.addr()
+        ),
+    );
+    let base = format!("http://{}", server.addr);
+
+    // The upstream sees the service account, never alice's password, and alice's name in
+    // X-Forwarded-User; the q text is the query, decoded as kdb+ decodes it.
+    let (status, body) = curl(&["-u", "alice:secret", &format!("{base}/?til%2010")]);
+    assert_eq!(status, "200", "{body}");
+    assert!(
+        body.contains("upstream=rdb\nuser=svc\nmethod=GET\ntext=til 10\n"),
+        "{body}"
+    );
+    assert!(body.contains("forwarded-user=alice\n"), "{body}");
+    assert!(body.contains("forwarded-for=127.0.0.1\n"), "{body}");
+    let (status, body) = curl(&[
+        "-u",
+        "alice:secret",
+        "--data-binary",
+        "select from trade",
+        &format!("{base}/"),
+    ]);
+    assert_eq!(status, "200", "{body}");
+    assert!(
+        body.contains("method=POST\ntext=select from trade\n"),
+        "{body}"
+    );
+    // The upstream's own answers come back as they are: its 404 for a file it does not have.
+    let (status, _) = curl(&["-u", "alice:secret", &format!("{base}/index.html")]);
+    assert_eq!(status, "404");
+    // qgate's login still comes first.
+    let (status, _) = curl(&[&format!("{base}/?1")]);
+    assert_eq!(status, "401");
+    drop(rdb);
+    let (status, body) = curl(&["-u", "alice:secret", &format!("{base}/?1")]);
+    assert_eq!(status, "502", "{body}");
+    assert!(body.contains("upstream rdb"), "{body}");
+}
