@@ -69,13 +69,27 @@
 //! users = ["admin"]
 //! ```
 //!
+//!
+//! # HTTP requests without q text: only these paths pass (a dashboard's page, say).
+//! [http]
+//! paths = ["/index.html"]
+//! ```
+//!
 //! Every key is optional; unknown keys and unknown flags are errors. With no config every call
 //! and every query is denied.
+//!
+//! # HTTP
+//!
+//! An HTTP request on the q port carries q text too: the query of `GET /?expr` and a POST's
+//! body, which kdb+'s `.z.ph` and `.z.pp` run. That text is decided exactly as a free-text query
+//! of the same user is, on the same facts (a denial is a `403` saying why); a request without q
+//! text passes only for a path in `http.paths`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use qgate_plugin_sdk::{
-    Config, Events, Facts, Flags, MessageCtx, Plugin, Verdict, export_plugin, q::KExt as _,
+    Config, Events, Facts, Flags, HttpCtx, HttpVerdict, MessageCtx, Plugin, Verdict,
+    export_plugin, http, q::KExt as _,
 };
 use serde::Deserialize;
 
@@ -98,6 +112,18 @@ pub struct Policy {
     /// `[tables.USER] read = [...] write = [...] flags = [...]`.
     #[serde(default)]
     pub tables: BTreeMap<String, TableRule>,
+    /// `[http] paths = [...]`.
+    #[serde(default)]
+    pub http: HttpRule,
+}
+
+/// HTTP requests without q text (a page, a file): which paths pass.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRule {
+    /// The paths, exactly as requested (`/index.html`), that pass to the backend.
+    #[serde(default)]
+    pub paths: BTreeSet<String>,
 }
 
 /// A group of users sharing a list of functions.
@@ -346,23 +372,51 @@ impl Allowlist {
             };
         }
         if ctx.is_query() {
-            return match grants {
-                Some(grants) => match self.policy.check_facts(user, grants, ctx.facts()) {
-                    Ok(()) => Verdict::Pass,
-                    Err(message) => Verdict::deny(message),
-                },
-                None if self.policy.may_query(user) => Verdict::Pass,
-                None => Verdict::deny(format!(
-                    "access: free-text queries are not allowed for {user}"
-                )),
+            return match self.check_text(user, ctx.facts()) {
+                Ok(()) => Verdict::Pass,
+                Err(message) => Verdict::deny(message),
             };
         }
         Verdict::deny("access: only calls to allowed functions are accepted")
     }
+
+    /// Whether `user` may send free text with these `facts`: on the facts for a user with table
+    /// rules, by the `queries` switch for any other; `Err` says why not.
+    fn check_text(&self, user: &str, facts: &Facts) -> Result<(), String> {
+        match self.grants.get(user) {
+            Some(grants) => self.policy.check_facts(user, grants, facts),
+            None if self.policy.may_query(user) => Ok(()),
+            None => Err(format!(
+                "access: free-text queries are not allowed for {user}"
+            )),
+        }
+    }
+
+    /// The verdict for an HTTP request: its q text (`GET /?expr`, a POST's body) is free text,
+    /// decided as a free-text query is; a request without q text passes only for a path in
+    /// `http.paths`.
+    pub fn decide_http(&self, ctx: &HttpCtx<'_>) -> HttpVerdict {
+        let user = ctx.user();
+        if ctx.text().is_some() {
+            return match self.check_text(user, ctx.facts()) {
+                Ok(()) => HttpVerdict::Pass,
+                Err(message) => http::deny(403, message),
+            };
+        }
+        if self.policy.http.paths.contains(ctx.path()) {
+            return HttpVerdict::Pass;
+        }
+        http::deny(
+            403,
+            format!("access: {} is not among the paths http.paths allows", ctx.path()),
+        )
+    }
 }
 
 impl Plugin for Allowlist {
-    const EVENTS: Events = Events::SYNC.union(Events::ASYNC_MESSAGE);
+    const EVENTS: Events = Events::SYNC
+        .union(Events::ASYNC_MESSAGE)
+        .union(Events::HTTP);
 
     fn init(config: &Config) -> Result<Self, String> {
         let policy: Policy = config.parse()?;
@@ -386,6 +440,10 @@ impl Plugin for Allowlist {
 
     fn on_async(&self, ctx: &MessageCtx<'_>) -> Verdict {
         self.decide(ctx)
+    }
+
+    fn on_http(&self, ctx: &HttpCtx<'_>) -> HttpVerdict {
+        self.decide_http(ctx)
     }
 }
 
@@ -695,6 +753,43 @@ mod tests {
             "alice",
             K::long(1),
             "deny: access: only calls to allowed functions are accepted",
+        );
+    }
+
+    #[test]
+    fn http_text_is_decided_as_free_text_and_other_paths_by_http_paths() {
+        let config = r#"{
+            "queries": {"users": ["admin"]},
+            "tables": {"alice": {"read": ["trade"]}},
+            "http": {"paths": ["/index.html"]}
+        }"#;
+        let config = Config::from_json(config).unwrap_or_else(|e| panic!("{e}"));
+        let plugin = Allowlist::init(&config).unwrap_or_else(|e| panic!("{e}"));
+        let ask = |user: &str, method: &str, target: &str, body: &[u8]| {
+            match plugin.decide_http(&HttpCtx::new(session(1, user), method, target, &[], body)) {
+                HttpVerdict::Pass => "pass".to_owned(),
+                HttpVerdict::Deny(deny) => format!("{} {}", deny.status, deny.text),
+                other => format!("{other:?}"),
+            }
+        };
+        assert_eq!(ask("alice", "GET", "/?select%20from%20trade", b""), "pass");
+        assert_eq!(
+            ask("alice", "GET", "/?delete%20from%20`trade", b""),
+            "403 access: alice may not write trade"
+        );
+        assert_eq!(
+            ask("alice", "POST", "/", b"system\"ls\""),
+            "403 access: system is not granted to alice"
+        );
+        assert_eq!(
+            ask("bob", "GET", "/?1+1", b""),
+            "403 access: free-text queries are not allowed for bob"
+        );
+        assert_eq!(ask("admin", "GET", "/?1+1", b""), "pass");
+        assert_eq!(ask("bob", "GET", "/index.html", b""), "pass");
+        assert_eq!(
+            ask("bob", "GET", "/etc/passwd", b""),
+            "403 access: /etc/passwd is not among the paths http.paths allows"
         );
     }
 

@@ -108,12 +108,12 @@ except urllib.error.HTTPError as error:
 #[test]
 fn a_chain_that_checks_queries_but_not_http_refuses_http() {
     let dir = TempDir::new("http-closed");
-    let allowlist = component_path("allowlist");
+    let echo = component_path("echo");
     let server = serve(
         &dir,
         &format!(
-            "[[plugins]]\nname = \"allowlist\"\npath = \"{}\"\nconfig = {{ users = {{ alice = [\"echo\"] }} }}\n",
-            allowlist.display()
+            "[[plugins]]\nname = \"echo\"\npath = \"{}\"\n",
+            echo.display()
         ),
     );
     let (status, body) = curl(&[
@@ -123,6 +123,44 @@ fn a_chain_that_checks_queries_but_not_http_refuses_http() {
     ]);
     assert_eq!(status, "403");
     assert!(body.contains("none checks HTTP requests"), "{body}");
+}
+
+#[test]
+fn the_allowlist_decides_http_text_as_it_decides_free_text() {
+    let dir = TempDir::new("http-allowlist");
+    let allowlist = component_path("allowlist");
+    let server = serve(
+        &dir,
+        &format!(
+            "[[plugins]]\nname = \"allowlist\"\npath = \"{}\"\n\
+             config = {{ tables = {{ alice = {{ read = [\"trade\"] }} }} }}\n",
+            allowlist.display()
+        ),
+    );
+    let base = format!("http://{}", server.addr);
+    // Allowed, and nothing answers it here (no upstream): the 404 says so.
+    let (status, body) = curl(&[
+        "-u",
+        "alice:secret",
+        &format!("{base}/?select%20from%20trade"),
+    ]);
+    assert_eq!(status, "404", "{body}");
+    let (status, body) = curl(&[
+        "-u",
+        "alice:secret",
+        &format!("{base}/?delete%20from%20`trade"),
+    ]);
+    assert_eq!(status, "403");
+    assert_eq!(body, "access: alice may not write trade");
+    let (status, body) = curl(&[
+        "-u",
+        "alice:secret",
+        "--data-binary",
+        "system \"ls\"",
+        &format!("{base}/"),
+    ]);
+    assert_eq!(status, "403");
+    assert_eq!(body, "access: system is not granted to alice");
 }
 
 #[test]
