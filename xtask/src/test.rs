@@ -1,11 +1,12 @@
 //! `cargo xtask test`: runs every check that exists, in CI's order, stopping at the first failure.
 //!
-//! First Debian's `pebble` (Let's Encrypt's test CA, for the ACME tests) when it is missing, and
-//! the plugins (built for wasm32-wasip2, with their native unit tests and clippy), which the
-//! tests load; then the cargo steps cheapest first, so a formatting slip fails in seconds rather
-//! than after a build: fmt, clippy, test (which includes the tidy test), the walkthrough's policy
-//! tests (`qgate test tests/policy/walkthrough.toml`), smoke runs of the benchmark harness and
-//! its hot-swap scenario, doc;
+//! First Debian's `pebble` (Let's Encrypt's test CA, for the ACME tests), `chromium` and
+//! `libnss3-tools` (for the browser test) when they are missing, and the plugins (built for
+//! wasm32-wasip2, with their native unit tests and clippy), which the tests load; then the cargo
+//! steps cheapest first, so a formatting slip fails in seconds rather than after a build: fmt,
+//! clippy, test (which includes the tidy test), the walkthrough's policy tests
+//! (`qgate test tests/policy/walkthrough.toml`), smoke runs of the benchmark harness and its
+//! hot-swap scenario, doc;
 //! then the real-client tests (`cargo xtask clients`), which install PyKX, qPython, aiokdb and
 //! node-q on first use.
 //! `.ci/run` is this command and nothing else, so CI and a developer run the same thing.
@@ -103,6 +104,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     eprintln!("==> ensure the wasm32-wasip2 target is installed");
     ensure_wasm_target().context("step `ensure the wasm32-wasip2 target` failed")?;
     ensure_pebble().context("step `ensure pebble is installed` failed")?;
+    ensure_chromium().context("step `ensure chromium and certutil are installed` failed")?;
     let total = STEPS.len() + 2;
     // First, because the tests need the .wasm files: the host's tests and the reference config
     // (which `qgate check` is tested on) load the built plugins.
@@ -131,25 +133,53 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 }
 
 /// Installs Debian's `pebble` package (Let's Encrypt's test CA, with `pebble-challtestsrv`) when
-/// `/usr/bin/pebble` is missing: the ACME tests (`crates/acme/tests/pebble.rs`) run against it,
-/// and fail rather than skip without it.
+/// `/usr/bin/pebble` is missing: the ACME tests (`crates/acme/tests/pebble.rs` and
+/// `crates/qgate/tests/cli/acme.rs`) run against it, and fail rather than skip without it.
+fn ensure_pebble() -> Result<()> {
+    ensure_packages(
+        &[("/usr/bin/pebble", "pebble")],
+        "the ACME tests run against it",
+    )
+}
+
+/// Installs Debian's `chromium` and `libnss3-tools` (for `certutil`) when missing: the browser
+/// test (`crates/qgate/tests/cli/acme.rs`) loads a page from qgate in headless Chromium, which
+/// trusts Pebble's root through an NSS database that `certutil` makes; it fails rather than
+/// skips without them.
+fn ensure_chromium() -> Result<()> {
+    ensure_packages(
+        &[
+            ("/usr/bin/chromium", "chromium"),
+            ("/usr/bin/certutil", "libnss3-tools"),
+        ],
+        "the browser test runs them",
+    )
+}
+
+/// Installs the Debian packages of `wanted` (a file each installs, and the package) whose file is
+/// missing; `why` tells a user without root why to install them.
 ///
 /// Needs root, as CI is; elsewhere it says what to run. `apt-get install` is tried first (the
 /// package lists may be recent enough), then again after an `apt-get update`; each command is
 /// bounded by coreutils' `timeout` to ten minutes, so that a stalled mirror fails the step rather
 /// than CI's whole time.
-fn ensure_pebble() -> Result<()> {
-    const PEBBLE: &str = "/usr/bin/pebble";
+fn ensure_packages(wanted: &[(&str, &str)], why: &str) -> Result<()> {
     const APT_TIMEOUT: &str = "600";
-    if Path::new(PEBBLE).exists() {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(file, _)| !Path::new(file).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
+    let packages = missing.join(" ");
     let uid = Command::new("id").arg("-u").output().ok();
     let root = uid.is_some_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
     if !root {
         bail!(
-            "{PEBBLE} is missing and installing it needs root: run \
-             `sudo apt-get install pebble` (the ACME tests run against it)"
+            "installing the missing {packages} needs root: run \
+             `sudo apt-get install {packages}` ({why})"
         );
     }
     let apt = |args: &[&str]| {
@@ -163,13 +193,16 @@ fn ensure_pebble() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive");
         run_command(&what, &mut command)
     };
-    let install = ["install", "-y", "--no-install-recommends", "pebble"];
+    let install: Vec<&str> = ["install", "-y", "--no-install-recommends"]
+        .into_iter()
+        .chain(missing.iter().copied())
+        .collect();
     if apt(&install).is_err() {
         apt(&["update"])?;
         apt(&install)?;
     }
-    if !Path::new(PEBBLE).exists() {
-        bail!("{PEBBLE} is still missing after `apt-get install pebble`");
+    if let Some((file, _)) = wanted.iter().find(|(file, _)| !Path::new(file).exists()) {
+        bail!("{file} is still missing after `apt-get install {packages}`");
     }
     Ok(())
 }
