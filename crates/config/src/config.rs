@@ -704,6 +704,8 @@ impl DecisionLog {
 /// max_body_bytes = "1MiB"
 /// header_timeout = "10s"
 /// keepalive_idle = "60s"
+/// max_ws_message_bytes = "1MiB"
+/// ws_ping_interval = "30s"
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -723,6 +725,12 @@ pub struct Http {
     /// How long a kept-alive connection may wait for its next request: `keepalive_idle = "60s"`,
     /// the default.
     pub keepalive_idle: Timeout,
+    /// The largest WebSocket message (and frame): `max_ws_message_bytes = "1MiB"`, the default.
+    /// A larger one closes the WebSocket with 1009.
+    pub max_ws_message_bytes: ByteSize,
+    /// How long a WebSocket may go without a frame from its client before it is pinged, and
+    /// then closed after as long again: `ws_ping_interval = "30s"`, the default.
+    pub ws_ping_interval: Timeout,
 }
 
 impl Http {
@@ -734,6 +742,10 @@ impl Http {
     pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
     /// 60 s.
     pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+    /// 1 MiB.
+    pub const DEFAULT_MAX_WS_MESSAGE_BYTES: usize = 1 << 20;
+    /// 30 s.
+    pub const DEFAULT_WS_PING_INTERVAL: Duration = Duration::from_secs(30);
 }
 
 impl Default for Http {
@@ -744,6 +756,8 @@ impl Default for Http {
             max_body_bytes: ByteSize(Self::DEFAULT_MAX_BODY_BYTES),
             header_timeout: Timeout(Self::DEFAULT_HEADER_TIMEOUT),
             keepalive_idle: Timeout(Self::DEFAULT_KEEPALIVE_IDLE),
+            max_ws_message_bytes: ByteSize(Self::DEFAULT_MAX_WS_MESSAGE_BYTES),
+            ws_ping_interval: Timeout(Self::DEFAULT_WS_PING_INTERVAL),
         }
     }
 }

@@ -25,7 +25,9 @@
 
 use std::{fmt, future::Future, io};
 
-use crate::{Credentials, HttpRequest, HttpResponse, NOTHING_ANSWERED_HTTP, Request, Session};
+use crate::{
+    Credentials, HttpRequest, HttpResponse, NOTHING_ANSWERED_HTTP, Request, Session, WsUpstream,
+};
 
 /// What answers the messages that every hook passed.
 pub trait Backend: Send + Sync + 'static {
@@ -58,6 +60,27 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<HttpResponse, ForwardError>> + Send {
         let _ = (route, session, request);
         async { Ok(HttpResponse::text(404, NOTHING_ANSWERED_HTTP)) }
+    }
+
+    /// Opens the backend's side of a WebSocket the hooks accepted (`request` is its upgrade),
+    /// before the client gets its `101`: in gateway mode, a WebSocket to the upstream's own port,
+    /// where `.z.wo` runs as the client's opens. `route` is as for [`Backend::http`].
+    ///
+    /// `Ok(None)` when there is no backend side: what the hooks pass is dropped (and logged),
+    /// as kdb+ with no `.z.ws` answers nothing. The default has none.
+    ///
+    /// # Errors
+    ///
+    /// [`ForwardError::Refuse`] with the reason when the backend cannot be reached: the client
+    /// gets a `502` saying so instead of the upgrade.
+    fn websocket(
+        &self,
+        route: Option<&str>,
+        session: &Session,
+        request: &HttpRequest,
+    ) -> impl Future<Output = Result<Option<WsUpstream>, ForwardError>> + Send {
+        let _ = (route, session, request);
+        async { Ok(None) }
     }
 }
 

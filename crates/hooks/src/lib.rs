@@ -16,6 +16,9 @@
 //! | `.z.ps` | [`Hooks::on_async`] | for each async message, in order |
 //! | `.z.pc` | [`Hooks::on_close`] | once, after the connection has closed |
 //! | `.z.ph`, `.z.pp` | [`Hooks::on_http`] | for each HTTP request on the q port, after its login |
+//! | `.z.wo` | [`Hooks::on_ws_open`] | for each WebSocket upgrade on the q port, after its login |
+//! | `.z.ws` | [`Hooks::on_ws_message`] | for each WebSocket message, in order |
+//! | `.z.wc` | [`Hooks::on_ws_close`] | once, after a WebSocket has closed |
 //!
 //! In gateway mode two more events look at what comes back from the [`Backend`] before the
 //! client gets it, for the hooks that say so in [`Hooks::outbound`]: [`Hooks::on_response`] for
@@ -27,6 +30,7 @@
 mod backend;
 mod decision;
 mod http;
+mod ws;
 
 use std::{fmt, future::Future, net::SocketAddr, sync::Arc};
 
@@ -39,6 +43,7 @@ pub use crate::{
     },
     decision::{DecisionEvent, DecisionKind, DecisionRecord, DecisionSink, RecordedBytes},
     http::{HttpRequest, HttpResponse, HttpVerdict, NOTHING_ANSWERED_HTTP},
+    ws::{WsMessage, WsOpenVerdict, WsUpstream, WsVerdict},
 };
 
 /// A connection's handle, q's `.z.w`: unique among live connections.
@@ -412,6 +417,34 @@ pub trait Hooks: Send + Sync + 'static {
         async { HttpVerdict::Pass }
     }
 
+    /// `.z.wo`: a WebSocket upgrade on the q port, once its login is accepted, before the
+    /// client gets its `101`. The default accepts.
+    fn on_ws_open(
+        &self,
+        session: &Session,
+        request: &HttpRequest,
+    ) -> impl Future<Output = WsOpenVerdict> + Send {
+        let _ = (session, request);
+        async { WsOpenVerdict::Accept }
+    }
+
+    /// `.z.ws`: each message (text or binary) of an open WebSocket, in order. The default
+    /// passes.
+    fn on_ws_message(
+        &self,
+        session: &Session,
+        message: &WsMessage,
+    ) -> impl Future<Output = WsVerdict> + Send {
+        let _ = (session, message);
+        async { WsVerdict::Pass }
+    }
+
+    /// `.z.wc`: once, after a WebSocket has closed, with why. The default does nothing.
+    fn on_ws_close(&self, session: &Session, reason: &str) -> impl Future<Output = ()> + Send {
+        let _ = (session, reason);
+        async {}
+    }
+
     /// The memory these hooks may hold beside the server's own while they decide on `request`
     /// (a sync or async message): copies of it in a sandbox, say, and the reply they build.
     ///
@@ -504,6 +537,26 @@ impl<H: Hooks> Hooks for Arc<H> {
         request: &HttpRequest,
     ) -> impl Future<Output = HttpVerdict> + Send {
         (**self).on_http(session, request)
+    }
+
+    fn on_ws_open(
+        &self,
+        session: &Session,
+        request: &HttpRequest,
+    ) -> impl Future<Output = WsOpenVerdict> + Send {
+        (**self).on_ws_open(session, request)
+    }
+
+    fn on_ws_message(
+        &self,
+        session: &Session,
+        message: &WsMessage,
+    ) -> impl Future<Output = WsVerdict> + Send {
+        (**self).on_ws_message(session, message)
+    }
+
+    fn on_ws_close(&self, session: &Session, reason: &str) -> impl Future<Output = ()> + Send {
+        (**self).on_ws_close(session, reason)
     }
 
     fn deciding_bytes(&self, request: &Request) -> usize {

@@ -422,6 +422,8 @@ pub(crate) fn server_options(
     options.http.max_body_bytes = config.http.max_body_bytes.get();
     options.http.header_timeout = config.http.header_timeout.get();
     options.http.keepalive_idle = config.http.keepalive_idle.get();
+    options.http.max_ws_message_bytes = config.http.max_ws_message_bytes.get();
+    options.http.ws_ping_interval = config.http.ws_ping_interval.get();
     options.tls = config.tls.resolve(env)?.map(|tls| {
         let mode = match tls.mode {
             TlsMode::Required => qgate_server::TlsMode::Required,

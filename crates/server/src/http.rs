@@ -9,6 +9,7 @@
 //!                          → brute-force wait → password file → Hooks::on_auth  ──> 401
 //!                   Hooks::on_http: respond / deny ──> the client
 //!                                   pass / route   ──> Backend::http (the upstream's own HTTP)
+//!                   Upgrade: websocket ──> Hooks::on_ws_open ──> 101 ──> ws::run (see ws.rs)
 //! ```
 //!
 //! A login is checked once per connection and credentials: later requests with the same
@@ -46,7 +47,7 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use qgate_hooks::{
     AuthVerdict, Backend, Credentials, ForwardError, Hooks, HttpRequest, HttpResponse, HttpVerdict,
-    Session, TlsFacts,
+    Session, TlsFacts, WsOpenVerdict,
 };
 use qgate_metrics as metrics;
 use tokio::{
@@ -64,7 +65,7 @@ use crate::{
     registry::{HandleGuard, UserGuard},
     shutdown::Signals,
     throttle::Admission,
-    tls,
+    tls, ws,
 };
 
 /// The realm of the `WWW-Authenticate` challenge a refused request gets.
@@ -101,6 +102,8 @@ struct Shared<H, B> {
     body_timeout: Duration,
     activity: Arc<Activity>,
     login: Mutex<LoginState>,
+    /// A WebSocket upgrade answered `101`: the connection runs it once hyper hands it over.
+    upgrade: Mutex<Option<ws::Upgrade>>,
 }
 
 /// The connection's login: its handshake slot until the first login succeeds, then its seat,
@@ -145,6 +148,7 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>
                 seat: None,
                 accepted: None,
             }),
+            upgrade: Mutex::new(None),
         });
         async move {
             tracing::debug!("HTTP request on the q port");
@@ -165,7 +169,9 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>
             builder
                 .max_buf_size(shared.options.max_header_bytes.max(8192))
                 .max_header_size(shared.options.max_header_bytes);
-            let connection = builder.serve_connection(TokioIo::new(io), service);
+            let connection = builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
             tokio::pin!(connection);
             let draining = signals.draining();
             tokio::pin!(draining);
@@ -196,6 +202,21 @@ impl<H: Hooks, B: Backend, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>
                     }
                 }
             }
+            let upgrade = shared
+                .upgrade
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(upgrade) = upgrade {
+                ws::run(
+                    &shared.state.hooks,
+                    &shared.options,
+                    write_timeout,
+                    upgrade,
+                    signals.draining(),
+                )
+                .await;
+            }
         }
         .instrument(span)
         .await;
@@ -221,11 +242,16 @@ impl<H: Hooks, B: Backend> Shared<H, B> {
                 None => plain(StatusCode::NOT_FOUND, "no such ACME challenge"),
             };
         }
+        let mut request = request;
+        let on_upgrade = ws::requested(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
         let session = match self.log_in(&parts.headers).await {
             Ok(session) => session,
             Err(refused) => return refused,
         };
+        if let Some(on_upgrade) = on_upgrade {
+            return self.open_ws(&parts, session, on_upgrade).await;
+        }
         let limited = Limited::new(body, self.options.max_body_bytes);
         let body = match tokio::time::timeout(self.body_timeout, limited.collect()).await {
             Ok(Ok(body)) => body.to_bytes().to_vec(),
@@ -258,17 +284,7 @@ impl<H: Hooks, B: Backend> Shared<H, B> {
                 );
             }
         };
-        let mut http = HttpRequest::new(
-            parts.method.as_str(),
-            path,
-            parts.uri.query().map(str::to_owned),
-        );
-        http.headers = parts
-            .headers
-            .iter()
-            .filter(|(name, _)| **name != header::AUTHORIZATION)
-            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-            .collect();
+        let mut http = request_of(&parts);
         http.body = body;
         let verdict = self.state.hooks.on_http(&session, &http).await;
         let route = match verdict {
@@ -309,6 +325,60 @@ impl<H: Hooks, B: Backend> Shared<H, B> {
                 plain(StatusCode::BAD_GATEWAY, why)
             }
         }
+    }
+
+    /// A WebSocket upgrade that logged in: checked, put to the hooks and the backend, and
+    /// answered `101` (the connection then runs it), or refused.
+    async fn open_ws(
+        &self,
+        parts: &hyper::http::request::Parts,
+        session: Session,
+        on_upgrade: hyper::upgrade::OnUpgrade,
+    ) -> Response<Body> {
+        let accept = match ws::accept_key(&parts.method, &parts.headers) {
+            Ok(accept) => accept,
+            Err((status, text)) => {
+                let mut response = plain(status, text);
+                if status == StatusCode::UPGRADE_REQUIRED {
+                    let (name, value) = ws::version_header();
+                    response.headers_mut().insert(name, value);
+                }
+                return response;
+            }
+        };
+        let request = request_of(parts);
+        match self.state.hooks.on_ws_open(&session, &request).await {
+            WsOpenVerdict::Accept => {}
+            WsOpenVerdict::Deny { status, text } => {
+                let status = StatusCode::from_u16(status)
+                    .ok()
+                    .filter(|status| status.is_client_error() || status.is_server_error())
+                    .unwrap_or(StatusCode::FORBIDDEN);
+                tracing::info!(%status, path = %ClientText(request.path.as_bytes()), "WebSocket upgrade denied");
+                return plain(status, text);
+            }
+            _ => return plain(StatusCode::INTERNAL_SERVER_ERROR, "qgate: unknown verdict"),
+        }
+        let upstream = match self.state.backend.websocket(None, &session, &request).await {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                let why = match error {
+                    ForwardError::Refuse(why)
+                    | ForwardError::Close(why)
+                    | ForwardError::Broken(why) => why,
+                    ForwardError::Client(error) => error.to_string(),
+                    _ => "the backend failed".to_owned(),
+                };
+                tracing::info!(%why, "WebSocket not opened upstream");
+                return plain(StatusCode::BAD_GATEWAY, why);
+            }
+        };
+        *self.upgrade.lock().unwrap_or_else(PoisonError::into_inner) = Some(ws::Upgrade {
+            session,
+            upstream,
+            on_upgrade,
+        });
+        ws::switching(&accept)
     }
 
     /// The session a request runs as: its connection's, when its credentials are those that
@@ -430,6 +500,23 @@ impl<H: Hooks, B: Backend> Shared<H, B> {
         login.accepted = Some((authorization, session.clone()));
         Ok(session)
     }
+}
+
+/// A request as the hooks see it, without its body: its `authorization` header is left out,
+/// since the server has checked it and the session carries its user.
+fn request_of(parts: &hyper::http::request::Parts) -> HttpRequest {
+    let mut request = HttpRequest::new(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query().map(str::to_owned),
+    );
+    request.headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| **name != header::AUTHORIZATION)
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    request
 }
 
 /// The user and password of a `Basic` authorization; `None` for any other scheme or a value

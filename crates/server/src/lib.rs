@@ -11,6 +11,7 @@
 //!              → message loop (on_sync / on_async, one at a time) → on_close
 //!   connection bytes ↔ handshake and frames over the stream, limits checked before buffering
 //!   http       HTTP on the q port (hyper): Basic logins, on_http, the backend, ACME's HTTP-01
+//!   ws         WebSocket on the q port (tokio-tungstenite, after hyper's upgrade): on_ws_*
 //!   budget     the memory budget that large messages and replies are charged to
 //!   buffers    large message buffers kept a few seconds for the next large message
 //!   throttle   failed logins and the growing waits they cost (brute-force protection)
@@ -47,6 +48,7 @@ mod shutdown;
 mod stamp;
 mod throttle;
 mod tls;
+mod ws;
 
 /// The answers to PyKX's context queries (sent right after it connects), as qgate gives them before
 /// any hook sees them; public for test doubles that stand in for kdb+ (the test upstream in

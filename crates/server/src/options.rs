@@ -58,6 +58,12 @@ pub struct HttpOptions {
     pub header_timeout: Duration,
     /// How long a kept-alive connection may wait for its next request.
     pub keepalive_idle: Duration,
+    /// The largest WebSocket message (and frame), in bytes; a larger one closes the WebSocket
+    /// with 1009 (message too big).
+    pub max_ws_message_bytes: usize,
+    /// How long a WebSocket may go without a frame from its client before the server pings it;
+    /// a client that sends nothing (not even the pong) for as long again is closed.
+    pub ws_ping_interval: Duration,
     /// The answers to ACME challenges in flight (`/.well-known/acme-challenge/` and
     /// TLS-ALPN-01), when certificates come from an ACME CA.
     pub challenges: Option<Arc<dyn ChallengeAnswers>>,
@@ -77,6 +83,14 @@ impl HttpOptions {
     /// 60 s: long enough that a dashboard polling every few seconds keeps its connection (and its
     /// TLS session), short enough that idle browsers do not pile up (nginx keeps 75 s).
     pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+    /// 1 MiB, as `max_body_bytes`: a WebSocket message to a q process is a query or a small
+    /// update for a dashboard; the bytes are held whole (the hooks see the message whole), and a
+    /// frame's claimed length is checked against this before anything is read.
+    pub const DEFAULT_MAX_WS_MESSAGE_BYTES: usize = 1 << 20;
+    /// 30 s: shorter than the idle timeouts of common proxies and load balancers (60 s for nginx
+    /// and AWS's), so a quiet dashboard's WebSocket stays open through them, while a client that
+    /// vanished without a close is found within a minute.
+    pub const DEFAULT_WS_PING_INTERVAL: Duration = Duration::from_secs(30);
 }
 
 impl Default for HttpOptions {
@@ -87,6 +101,8 @@ impl Default for HttpOptions {
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
             keepalive_idle: Self::DEFAULT_KEEPALIVE_IDLE,
+            max_ws_message_bytes: Self::DEFAULT_MAX_WS_MESSAGE_BYTES,
+            ws_ping_interval: Self::DEFAULT_WS_PING_INTERVAL,
             challenges: None,
         }
     }
@@ -100,6 +116,8 @@ impl fmt::Debug for HttpOptions {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("header_timeout", &self.header_timeout)
             .field("keepalive_idle", &self.keepalive_idle)
+            .field("max_ws_message_bytes", &self.max_ws_message_bytes)
+            .field("ws_ping_interval", &self.ws_ping_interval)
             .field("challenges", &self.challenges.is_some())
             .finish()
     }

@@ -18,7 +18,7 @@ use std::{
 
 use qgate_hooks::{
     AuthVerdict, CloseReason, Credentials, Handle, Hooks, HttpRequest, HttpResponse, HttpVerdict,
-    OpenVerdict, Request, Session, Verdict,
+    OpenVerdict, Request, Session, Verdict, WsMessage, WsOpenVerdict, WsVerdict,
 };
 use qgate_ipc::{Atom, K, Limits, Message, MessageType, encode_message};
 use qgate_server::{PasswordFile, ServerOptions};
@@ -44,6 +44,7 @@ enum Event {
     Sync { user: String, value: K },
     Async { user: String, value: K },
     Close { user: String, reason: CloseReason },
+    WsClose { user: String, reason: String },
 }
 
 /// Echoes sync requests and records every event.
@@ -192,6 +193,43 @@ impl Hooks for FakeHooks {
                     .with_header("x-method", request.method.clone()),
             ),
         }
+    }
+
+    /// A WebSocket to `/deny` is refused with a 403; any other opens.
+    async fn on_ws_open(&self, _session: &Session, request: &HttpRequest) -> WsOpenVerdict {
+        if request.path == "/deny" {
+            WsOpenVerdict::Deny {
+                status: 403,
+                text: "no sockets here".into(),
+            }
+        } else {
+            WsOpenVerdict::Accept
+        }
+    }
+
+    /// `deny` is denied, `close` closes with 4000, `pass` passes; anything else is answered
+    /// with the user and the message, in a frame of the same kind, twice.
+    async fn on_ws_message(&self, session: &Session, message: &WsMessage) -> WsVerdict {
+        match &message.data[..] {
+            b"deny" => WsVerdict::Deny("not that".into()),
+            b"close" => WsVerdict::Close {
+                code: 4000,
+                reason: "asked to".into(),
+            },
+            b"pass" => WsVerdict::Pass,
+            data => {
+                let mut reply = message.clone();
+                reply.data = [user(session).as_bytes(), b":", data].concat();
+                WsVerdict::Reply(vec![reply.clone(), reply])
+            }
+        }
+    }
+
+    async fn on_ws_close(&self, session: &Session, reason: &str) {
+        self.record(Event::WsClose {
+            user: user(session),
+            reason: reason.to_owned(),
+        });
     }
 }
 
@@ -1114,3 +1152,5 @@ async fn pykx_connects_with_its_context_interface() {
 mod hardening;
 #[path = "server/http.rs"]
 mod http;
+#[path = "server/ws.rs"]
+mod ws;
