@@ -67,6 +67,19 @@ pub(crate) async fn forward(
     session: &Session,
     request: &HttpRequest,
 ) -> Result<HttpResponse, ForwardError> {
+    let (replica, stream) = connect(service).await.map_err(ForwardError::Refuse)?;
+    exchange(service, replica, stream, session, request)
+        .await
+        .map_err(|why| ForwardError::Refuse(format!("qgate: {}: {why}", replica.describe())))
+}
+
+/// A connection of its own to one of `service`'s replicas: usable ones first, then the one with
+/// the fewest connections, each within `connect_timeout`.
+///
+/// # Errors
+///
+/// Why no replica could be reached, naming the last one tried.
+pub(crate) async fn connect(service: &Service) -> Result<(&Arc<Replica>, stream::Stream), String> {
     let mut order: Vec<&Arc<Replica>> = service.replicas.iter().collect();
     order.sort_by_key(|replica| {
         (
@@ -83,12 +96,11 @@ pub(crate) async fn forward(
             stream::open(&replica.address, service.tls.as_ref()),
         )
         .await;
-        let stream = match opened {
-            Ok(Ok(stream)) => stream,
+        match opened {
+            Ok(Ok(stream)) => return Ok((replica, stream)),
             Ok(Err(error)) => {
                 last_error = format!("{}: cannot connect: {error}", replica.describe());
                 replica.mark_down(&error.to_string());
-                continue;
             }
             Err(_) => {
                 last_error = format!(
@@ -97,14 +109,10 @@ pub(crate) async fn forward(
                     service.options.connect_timeout
                 );
                 replica.mark_down("connect timeout");
-                continue;
             }
-        };
-        return exchange(service, replica, stream, session, request)
-            .await
-            .map_err(|why| ForwardError::Refuse(format!("qgate: {}: {why}", replica.describe())));
+        }
     }
-    Err(ForwardError::Refuse(format!("qgate: {last_error}")))
+    Err(format!("qgate: {last_error}"))
 }
 
 /// One request and its response over `stream`.

@@ -17,7 +17,9 @@
 //! ```
 //!
 //! An HTTP request the chain passed (`Backend::http`) goes to the service's own HTTP on its q
-//! port, on a connection of its own (`http.rs`).
+//! port, on a connection of its own (`http.rs`), and a WebSocket the chain accepted
+//! (`Backend::websocket`) to a WebSocket of its own there, with frames relayed both ways
+//! (`ws.rs`).
 //!
 //! Upstream connections go connecting → idle → busy → (draining) → closed; each replica is up,
 //! down or not yet tried, and every change of its state is a log line (the diagram in `replica.rs`).
@@ -47,6 +49,7 @@ mod request;
 mod service;
 mod splice;
 mod stream;
+mod ws;
 
 use std::{
     collections::HashMap,
@@ -57,6 +60,7 @@ use arc_swap::ArcSwap;
 
 use qgate_hooks::{
     Backend, Credentials as ClientCredentials, ForwardError, HttpRequest, HttpResponse, Session,
+    WsUpstream,
 };
 
 // The public surface: the gateway and its link, its options, its error, and its status.
@@ -268,6 +272,24 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The service a hook's route names, or the default (the first `[[upstream]]`).
+    fn service(&self, route: Option<&str>) -> Result<Arc<Service>, ForwardError> {
+        let services = self.state.current.load();
+        let index = match route {
+            None => 0,
+            Some(name) => *services.by_name.get(name).ok_or_else(|| {
+                ForwardError::Refuse(format!("qgate: no upstream named {name:?}"))
+            })?,
+        };
+        services
+            .services
+            .get(index)
+            .cloned()
+            .ok_or_else(|| ForwardError::Refuse("qgate: no upstream is configured".to_owned()))
+    }
+}
+
 impl Backend for Gateway {
     type Link = GatewayLink;
 
@@ -286,19 +308,18 @@ impl Backend for Gateway {
         session: &Session,
         request: &HttpRequest,
     ) -> Result<HttpResponse, ForwardError> {
-        let services = self.state.current.load_full();
-        let index = match route {
-            None => 0,
-            Some(name) => *services.by_name.get(name).ok_or_else(|| {
-                ForwardError::Refuse(format!("qgate: no upstream named {name:?}"))
-            })?,
-        };
-        let Some(service) = services.services.get(index) else {
-            return Err(ForwardError::Refuse(
-                "qgate: no upstream is configured".to_owned(),
-            ));
-        };
-        http::forward(service, session, request).await
+        let service = self.service(route)?;
+        http::forward(&service, session, request).await
+    }
+
+    async fn websocket(
+        &self,
+        route: Option<&str>,
+        session: &Session,
+        request: &HttpRequest,
+    ) -> Result<Option<WsUpstream>, ForwardError> {
+        let service = self.service(route)?;
+        ws::open(&service, session, request).await.map(Some)
     }
 }
 
