@@ -75,7 +75,7 @@ use arc_swap::ArcSwap;
 use qgate_hooks::{
     AuthVerdict, Body, CloseReason, Credentials, DataVerdict, DecisionEvent, DecisionKind,
     DecisionRecord, DecisionSink, Hooks, HttpRequest, HttpResponse, HttpVerdict, OpenVerdict,
-    Outbound, RecordedBytes, Request, Session, Verdict,
+    Outbound, RecordedBytes, Request, Session, Verdict, WsMessage, WsOpenVerdict, WsVerdict,
 };
 use qgate_ipc::{DecodeOptions, Endian};
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -1725,6 +1725,135 @@ impl Hooks for PluginHost {
             }
         }
         HttpVerdict::Pass
+    }
+
+    async fn on_ws_open(&self, session: &Session, request: &HttpRequest) -> WsOpenVerdict {
+        let wit_session = OnceCell::new();
+        let head = OnceCell::new();
+        for slot in self.chain.load().live() {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(types::Events::WS_OPEN) {
+                continue;
+            }
+            let wit_session = wit_session.get_or_init(|| state::session(session));
+            let head = head.get_or_init(|| http_head(request));
+            let result = plugin.call(None, |instance| {
+                instance
+                    .bindings
+                    .call_on_ws_open(&mut instance.store, wit_session, head)
+            });
+            match result {
+                Ok(types::WsOpenVerdict::Accept) => {}
+                Ok(types::WsOpenVerdict::Deny(deny)) => {
+                    Counters::count(&plugin.counters.denies);
+                    return WsOpenVerdict::Deny {
+                        status: deny.status,
+                        text: deny.text,
+                    };
+                }
+                Err(failure) if failed(&plugin, "ws-open", &failure) => {}
+                Err(_) => {
+                    Counters::count(&plugin.counters.denies);
+                    return WsOpenVerdict::Deny {
+                        status: 500,
+                        text: format!("qgate: plugin {} failed", plugin.shared.name),
+                    };
+                }
+            }
+        }
+        WsOpenVerdict::Accept
+    }
+
+    async fn on_ws_message(&self, session: &Session, message: &WsMessage) -> WsVerdict {
+        let chain = self.chain.load();
+        let takes = |event| {
+            chain
+                .live()
+                .any(|slot| slot.current.load().events.contains(event))
+        };
+        // Fail closed, as for HTTP: a WebSocket message reaches the upstream's `.z.ws`, which
+        // may evaluate it, so it must not pass a chain that checks q queries and never looks at
+        // WebSocket messages.
+        if takes(types::Events::SYNC) && !takes(types::Events::WS_MESSAGE) {
+            return WsVerdict::Deny(
+                "qgate: WebSocket messages are refused: the plugins check q queries but none \
+                 checks WebSocket messages (`ws-message` in a plugin's events)"
+                    .to_owned(),
+            );
+        }
+        let wit_session = OnceCell::new();
+        let wit_message = OnceCell::new();
+        for slot in chain.live() {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(types::Events::WS_MESSAGE) {
+                continue;
+            }
+            let wit_session = wit_session.get_or_init(|| state::session(session));
+            let wit_message = wit_message.get_or_init(|| types::WsMessage {
+                text: message.text,
+                data: message.data.clone(),
+            });
+            let result = plugin.call(None, |instance| {
+                instance
+                    .bindings
+                    .call_on_ws_message(&mut instance.store, wit_session, wit_message)
+            });
+            let verdict = match result {
+                Ok(verdict) => verdict,
+                Err(failure) if failed(&plugin, "ws-message", &failure) => continue,
+                Err(_) => {
+                    Counters::count(&plugin.counters.denies);
+                    return WsVerdict::Deny(format!("qgate: plugin {} failed", plugin.shared.name));
+                }
+            };
+            match verdict {
+                types::WsVerdict::Pass => {}
+                types::WsVerdict::Reply(messages) => {
+                    return WsVerdict::Reply(
+                        messages
+                            .into_iter()
+                            .map(|message| {
+                                if message.text {
+                                    WsMessage::text(String::from_utf8_lossy(&message.data))
+                                } else {
+                                    WsMessage::binary(message.data)
+                                }
+                            })
+                            .collect(),
+                    );
+                }
+                types::WsVerdict::Deny(text) => {
+                    Counters::count(&plugin.counters.denies);
+                    return WsVerdict::Deny(text);
+                }
+                types::WsVerdict::Close(close) => {
+                    return WsVerdict::Close {
+                        code: close.code,
+                        reason: close.reason,
+                    };
+                }
+            }
+        }
+        WsVerdict::Pass
+    }
+
+    async fn on_ws_close(&self, session: &Session, reason: &str) {
+        let wit_session = OnceCell::new();
+        for slot in self.chain.load().live() {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(types::Events::WS_CLOSE) {
+                continue;
+            }
+            let wit_session = wit_session.get_or_init(|| state::session(session));
+            let result = plugin.call(None, |instance| {
+                instance
+                    .bindings
+                    .call_on_ws_close(&mut instance.store, wit_session, reason)
+            });
+            if let Err(failure) = result {
+                failed(&plugin, "ws-close", &failure);
+            }
+        }
     }
 }
 

@@ -702,3 +702,45 @@ async fn a_kv_file_keeps_the_store_across_a_restart() {
 /// Config reload: the chain replaced whole, all or nothing, under calls.
 #[path = "host/reconfig.rs"]
 mod reconfig;
+
+#[tokio::test]
+async fn websocket_messages_go_through_the_chain_and_fail_closed_without_a_checker() {
+    use qgate_hooks::{HttpRequest, WsMessage, WsOpenVerdict, WsVerdict};
+
+    let demo = host(vec![spec("demo-api")]);
+    let upgrade = HttpRequest::new("GET", "/", None);
+    assert_eq!(
+        demo.on_ws_open(&session(), &upgrade).await,
+        WsOpenVerdict::Accept
+    );
+    assert_eq!(
+        demo.on_ws_message(&session(), &WsMessage::text("`a`b!1 2"))
+            .await,
+        WsVerdict::Reply(vec![WsMessage::text("`a`b!1 2")])
+    );
+    assert_eq!(
+        demo.on_ws_message(&session(), &WsMessage::binary(vec![0, 255]))
+            .await,
+        WsVerdict::Reply(vec![WsMessage::binary(vec![0, 255])])
+    );
+    demo.on_ws_close(&session(), "the client closed the WebSocket")
+        .await;
+
+    // `echo` checks q queries (it takes `sync`) but not WebSocket messages: they are refused,
+    // since the upstream's `.z.ws` would run them unchecked.
+    let guarded = host(vec![spec("echo")]);
+    match guarded
+        .on_ws_message(&session(), &WsMessage::text("1"))
+        .await
+    {
+        WsVerdict::Deny(text) => assert!(text.contains("none checks WebSocket"), "{text}"),
+        other => panic!("not refused: {other:?}"),
+    }
+    // With no plugin at all, a message passes to the backend.
+    assert_eq!(
+        host(Vec::new())
+            .on_ws_message(&session(), &WsMessage::text("1"))
+            .await,
+        WsVerdict::Pass
+    );
+}

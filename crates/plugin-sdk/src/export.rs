@@ -11,12 +11,13 @@ use crate::{
     AuthVerdict, DataSummary, DataVerdict, Events, Outcome, Plugin, Session, Summary, Verdict,
     bindings::{
         Guest,
-        qgate::plugin::types::{HttpHead, HttpRequest, Message},
+        qgate::plugin::types::{HttpHead, HttpRequest, Message, WsMessage},
     },
     ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
     data::DataCtx,
     host,
     http::{HttpCtx, HttpVerdict},
+    ws::{WsCtx, WsOpenVerdict, WsVerdict},
 };
 
 thread_local! {
@@ -130,6 +131,24 @@ impl<P: Plugin> Guest for Glue<P> {
             plugin.on_http(&HttpCtx::host(session, head, request))
         })
     }
+
+    fn on_ws_open(session: Session, head: HttpHead) -> WsOpenVerdict {
+        with_plugin::<P, _>(crate::ws::deny_open(500, NOT_INITIALIZED), |plugin| {
+            plugin.on_ws_open(&HttpCtx::upgrade(session, head))
+        })
+    }
+
+    fn on_ws_message(session: Session, message: WsMessage) -> WsVerdict {
+        with_plugin::<P, _>(crate::ws::deny(NOT_INITIALIZED), |plugin| {
+            plugin.on_ws_message(&WsCtx::new(session, message))
+        })
+    }
+
+    fn on_ws_close(session: Session, reason: String) {
+        with_plugin::<P, _>((), |plugin| {
+            plugin.on_ws_close(&CloseCtx::new(session, reason));
+        });
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +186,26 @@ mod tests {
                 .difference(Events::RESPONSE)
                 .difference(Events::PUBLICATION)
                 .difference(Events::HTTP)
+                .difference(Events::WS_OPEN)
+                .difference(Events::WS_MESSAGE)
+                .difference(Events::WS_CLOSE)
+        );
+        assert_eq!(
+            G::on_ws_message(session(1, "u"), crate::ws::text_message("x")),
+            WsVerdict::Pass
+        );
+        assert_eq!(
+            G::on_ws_open(
+                session(1, "u"),
+                crate::bindings::qgate::plugin::types::HttpHead {
+                    method: "GET".into(),
+                    path: "/".into(),
+                    query: None,
+                    headers: Vec::new(),
+                    body_size: 0,
+                }
+            ),
+            WsOpenVerdict::Accept
         );
         assert_eq!(
             G::on_auth(session(1, "u"), Some(b"pw".to_vec())),

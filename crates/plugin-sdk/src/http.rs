@@ -56,6 +56,17 @@ impl<'a> HttpCtx<'a> {
         }
     }
 
+    /// A context over a WebSocket upgrade: its head, no body.
+    pub(crate) fn upgrade(session: Session, head: HttpHead) -> HttpCtx<'static> {
+        HttpCtx {
+            session,
+            head,
+            source: Source::Local(Vec::new()),
+            text: OnceCell::new(),
+            facts: OnceCell::new(),
+        }
+    }
+
     /// A context over a request built here, as the host would pass it; for tests. `target` is
     /// the path and query as in a request line (`/?til%2010`).
     pub fn new(

@@ -70,6 +70,7 @@ pub mod q;
 pub mod reply;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+pub mod ws;
 
 // The public surface.
 pub use crate::{
@@ -88,6 +89,8 @@ pub use crate::{
     http::{HttpCtx, HttpVerdict},
     // The trait a plugin implements.
     plugin::Plugin,
+    // WebSocket on the q port.
+    ws::{WsCtx, WsMessage, WsOpenVerdict, WsVerdict},
 };
 // q values: the codec's types, re-exported so that plugins need no second dependency.
 pub use qgate_ipc::{self as ipc, Atom, Attr, K, Symbols, Vector, VectorData};

@@ -5,6 +5,7 @@ use crate::{
     ctx::{AuthCtx, CloseCtx, Config, MessageCtx, OpenCtx, OutcomeCtx},
     data::DataCtx,
     http::{HttpCtx, HttpVerdict},
+    ws::{WsCtx, WsOpenVerdict, WsVerdict},
 };
 
 /// A qgate plugin: one value per loaded instance, created by [`Plugin::init`] from the plugin's
@@ -24,19 +25,24 @@ use crate::{
 pub trait Plugin: Sized + 'static {
     /// The events the host calls this plugin for; the host never calls it for the others.
     ///
-    /// The default is every event but `OUTCOME`, `RESPONSE`, `PUBLICATION` and `HTTP`, which is
+    /// The default is every event but `OUTCOME`, `RESPONSE`, `PUBLICATION`, `HTTP` and the
+    /// WebSocket events (`WS_OPEN`, `WS_MESSAGE`, `WS_CLOSE`), which is
     /// always correct: a handler you did not override passes. Narrowing it
     /// (`Events::SYNC.union(Events::CLOSE)`) saves a call into the plugin for each event it
     /// ignores. A handler you override but leave out of `EVENTS` is never called: a plugin that
     /// implements [`Plugin::on_outcome`] adds `Events::OUTCOME`, one that implements
     /// [`Plugin::on_response`] adds `Events::RESPONSE` (taking it makes the host hold each reply
-    /// whole before the client gets it, so it is never on by default), and one that implements
-    /// [`Plugin::on_http`] adds `Events::HTTP`.
+    /// whole before the client gets it, so it is never on by default), one that implements
+    /// [`Plugin::on_http`] adds `Events::HTTP`, and one that implements the WebSocket handlers adds
+    /// their events.
     const EVENTS: Events = Events::all()
         .difference(Events::OUTCOME)
         .difference(Events::RESPONSE)
         .difference(Events::PUBLICATION)
-        .difference(Events::HTTP);
+        .difference(Events::HTTP)
+        .difference(Events::WS_OPEN)
+        .difference(Events::WS_MESSAGE)
+        .difference(Events::WS_CLOSE);
 
     /// Called in every new instance of the plugin, with its table from `config.toml`: the host
     /// keeps a small pool of interchangeable instances and makes a new one when all are busy or
@@ -176,5 +182,40 @@ pub trait Plugin: Sized + 'static {
     fn on_http(&self, ctx: &HttpCtx<'_>) -> HttpVerdict {
         let _ = ctx;
         HttpVerdict::Pass
+    }
+
+    /// `.z.wo`: fires for each WebSocket upgrade on the q port, once its login is accepted (as
+    /// an HTTP request's) and before the client gets its `101`, when [`Plugin::EVENTS`] has
+    /// `Events::WS_OPEN`. The context is the upgrade request (no body).
+    ///
+    /// [`ws::deny_open`](crate::ws::deny_open) refuses it with an HTTP status. The default
+    /// accepts.
+    fn on_ws_open(&self, ctx: &HttpCtx<'_>) -> WsOpenVerdict {
+        let _ = ctx;
+        WsOpenVerdict::Accept
+    }
+
+    /// `.z.ws`: fires for each message (text or binary) of an open WebSocket, in order, when
+    /// [`Plugin::EVENTS`] has `Events::WS_MESSAGE`.
+    ///
+    /// [`ws::reply_text`](crate::ws::reply_text) and [`WsVerdict::Reply`] answer,
+    /// [`ws::deny`](crate::ws::deny) drops the message (nothing is sent back),
+    /// [`ws::close`](crate::ws::close) closes the WebSocket, and [`WsVerdict::Pass`] hands the
+    /// message to the next plugin and then to the backend (in gateway mode, the default
+    /// upstream's own WebSocket, where `.z.ws` runs; with none, it is dropped).
+    ///
+    /// While any plugin of the chain takes `sync` and none takes `ws-message`, the host denies
+    /// WebSocket messages rather than let them past the checks that q queries get.
+    ///
+    /// The default passes.
+    fn on_ws_message(&self, ctx: &WsCtx) -> WsVerdict {
+        let _ = ctx;
+        WsVerdict::Pass
+    }
+
+    /// `.z.wc`: fires once after a WebSocket has closed, whichever side closed it, when
+    /// [`Plugin::EVENTS`] has `Events::WS_CLOSE`. The default does nothing.
+    fn on_ws_close(&self, ctx: &CloseCtx) {
+        let _ = ctx;
     }
 }

@@ -23,13 +23,16 @@
 //! Over HTTP on the q port it answers as kdb+'s default `.z.ph` and `.z.pp` would for its
 //! literals: `GET /?expr` (and a POST of `expr` to `/`) with a q data literal gets the value as
 //! text in q's syntax (`-3!`), `text/plain`; text it cannot read gets `400` with the q error.
+//! On a WebSocket (`.z.ws`) it answers a text message holding a q data literal with its value as
+//! text the same way (text it cannot read gets the q error, `'nyi...`), and echoes a binary
+//! message back.
 //! It has no config.
 
 pub mod literal;
 
 use qgate_plugin_sdk::{
     Atom, Config, Events, HttpCtx, HttpVerdict, K, MessageCtx, Plugin, VectorData, Verdict,
-    export_plugin, host, http,
+    WsCtx, WsVerdict, export_plugin, host, http, ws,
     q::{self, KExt as _},
 };
 
@@ -129,7 +132,8 @@ fn add(x: &K, y: &K) -> Result<K, String> {
 impl Plugin for DemoApi {
     const EVENTS: Events = Events::SYNC
         .union(Events::ASYNC_MESSAGE)
-        .union(Events::HTTP);
+        .union(Events::HTTP)
+        .union(Events::WS_MESSAGE);
 
     fn init(_config: &Config) -> Result<Self, String> {
         Ok(DemoApi)
@@ -161,6 +165,17 @@ impl Plugin for DemoApi {
         match literal::parse(&ctx.text().unwrap_or_default()) {
             Ok(value) => http::respond(200, TEXT, format!("{value}\n")),
             Err(error) => http::respond(400, TEXT, format!("'{error}\n")),
+        }
+    }
+
+    fn on_ws_message(&self, ctx: &WsCtx) -> WsVerdict {
+        match ctx.text() {
+            Some(text) => match literal::parse(text) {
+                Ok(value) => ws::reply_text(&format!("{value}")),
+                Err(error) => ws::reply_text(&format!("'{error}")),
+            },
+            None if ctx.is_text() => ws::deny("a text message that is not UTF-8"),
+            None => ws::reply_binary(ctx.data()),
         }
     }
 }
@@ -198,6 +213,20 @@ mod tests {
         assert_eq!(body_of(&get("/index.html")).0, 404);
         let post = HttpCtx::new(session(5, "u"), "POST", "/", &[], b"2.5");
         assert_eq!(body_of(&DemoApi.on_http(&post)), (200, "2.5\n".to_owned()));
+    }
+
+    #[test]
+    fn websocket_literals_are_answered_as_text_and_bytes_echoed() {
+        let answer = |ctx: WsCtx| match DemoApi.on_ws_message(&ctx) {
+            WsVerdict::Reply(messages) => messages,
+            other => panic!("not a reply: {other:?}"),
+        };
+        let text = answer(WsCtx::text_message(session(5, "u"), "1 2 3"));
+        assert_eq!(text, [ws::text_message("1 2 3")]);
+        let error = answer(WsCtx::text_message(session(5, "u"), "select from t"));
+        assert!(error[0].text && error[0].data.starts_with(b"'nyi"), "{error:?}");
+        let bytes = answer(WsCtx::binary_message(session(5, "u"), b"\x00\xff"));
+        assert_eq!(bytes, [ws::binary_message(b"\x00\xff")]);
     }
 
     fn sync(value: K) -> Verdict {
