@@ -617,6 +617,10 @@ mod gateway;
 #[path = "cli/http.rs"]
 mod http;
 
+/// WebSocket on the q port: demo-api, the fail-closed rule, the gateway to the upstream's.
+#[path = "cli/ws.rs"]
+mod ws;
+
 /// `[metrics]`: `/metrics` scraped around a client's logins and queries.
 #[path = "cli/metrics.rs"]
 mod metrics;
