@@ -24,6 +24,7 @@
 )]
 
 mod floor;
+mod https;
 mod loadgen;
 mod report;
 mod swap;
@@ -94,6 +95,29 @@ enum Sub {
         #[arg(short = 'p', default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// The minimal HTTP server HAProxy fronts in the `https` scenario: answers every request
+    /// with the same text.
+    HttpFloor {
+        /// The address to listen on; port 0 picks a free one, printed once bound.
+        #[arg(short = 'p', default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// The round trip of an HTTPS GET through qgate to a plugin that answers it, against HAProxy
+    /// terminating TLS in front of a minimal HTTP server.
+    Https {
+        /// A short run: checks that the scenario runs.
+        #[arg(long)]
+        smoke: bool,
+        /// Repetitions per target, alternating.
+        #[arg(long, default_value_t = 7)]
+        reps: usize,
+        /// Replace the HTTPS section of this markdown file (BENCHMARKS.md) with the results.
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<PathBuf>,
+        /// The qgate binary to measure; by default `cargo build --release -p qgate` builds it.
+        #[arg(long, value_name = "FILE")]
+        qgate_bin: Option<PathBuf>,
+    },
     /// Round-trip latency while a plugin is swapped every 100 ms, against steady state.
     Swap {
         /// One short round: checks that the scenario runs.
@@ -115,6 +139,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Sub::Floor { listen }) => floor::run(listen).map(|()| true),
+        Some(Sub::HttpFloor { listen }) => https::floor(listen).map(|()| true),
+        Some(Sub::Https {
+            smoke,
+            reps,
+            ref markdown,
+            ref qgate_bin,
+        }) => bench_https(
+            if smoke {
+                (1, 200)
+            } else {
+                (reps.max(1), 5_000)
+            },
+            markdown.as_deref(),
+            qgate_bin.clone(),
+        ),
         Some(Sub::Swap {
             smoke,
             rounds,
@@ -188,6 +227,48 @@ fn bench_swap(rounds: usize, markdown: Option<&Path>, qgate_bin: Option<PathBuf>
         swap::write_markdown(path, &section)?;
     }
     Ok(results.failed_round_trips == 0 && results.swaps() > 0)
+}
+
+/// `qgate-bench https`: runs the scenario, prints the numbers, and says whether it ran (a
+/// missed target is reported, not a failure: the numbers are what BENCHMARKS.md records).
+fn bench_https(
+    (reps, round_trips): (usize, usize),
+    markdown: Option<&Path>,
+    qgate_bin: Option<PathBuf>,
+) -> Result<bool> {
+    stop_servers_on_signal();
+    let root = project_root();
+    let env = Env {
+        work: root.join("target").join("bench"),
+        root: root.clone(),
+        self_exe: std::env::current_exe().context("cannot find this binary")?,
+        qgate_bin,
+    };
+    std::fs::create_dir_all(&env.work)?;
+    let qgate = match &env.qgate_bin {
+        Some(bin) => bin.clone(),
+        None => targets::build_qgate(&env)?,
+    };
+    let results = https::run(&env, &qgate, reps, round_trips)?;
+    let date = report::command_output("date", &["-u"])
+        .map(|d| d.trim().to_owned())
+        .unwrap_or_default();
+    let command = std::env::var("QGATE_BENCH_COMMAND").unwrap_or_else(|_| {
+        std::iter::once("qgate-bench".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let section = https::markdown(&results, &command, &date);
+    say(&section);
+    std::fs::write(
+        env.work.join("https.json"),
+        serde_json::to_string_pretty(&results)? + "\n",
+    )?;
+    if let Some(path) = markdown {
+        https::write_markdown(path, &section)?;
+    }
+    Ok(true)
 }
 
 /// The repository root: the parent of this crate's directory.

@@ -444,7 +444,7 @@ fn qgate_bin(env: &Env) -> Result<PathBuf> {
 
 /// `qgate certs --out target/bench/certs --force`: the TLS targets' certificates, made once per
 /// run.
-fn certs(env: &Env, qgate: &Path) -> Result<PathBuf> {
+pub(crate) fn certs(env: &Env, qgate: &Path) -> Result<PathBuf> {
     let dir = env.work.join("certs");
     if dir.join("ca.pem").is_file() && dir.join("server.key").is_file() {
         return Ok(dir);
@@ -596,7 +596,7 @@ config = {{ column = \"sym\", users = {{ bench = {{ allow = [\"{allow}\"] }} }} 
 /// The `[[plugins]]` tables of `template`, pointing at the components `cargo xtask plugins`
 /// builds, with a compilation cache under the harness's directory so that restarts do not
 /// compile again.
-fn plugins_config(env: &Env, template: &str) -> Result<String> {
+pub(crate) fn plugins_config(env: &Env, template: &str) -> Result<String> {
     let dir = env
         .root
         .join("plugins")
@@ -728,7 +728,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// HAProxy's binary, installing Debian's package when it is missing.
-fn haproxy() -> Result<PathBuf> {
+pub(crate) fn haproxy() -> Result<PathBuf> {
     if let Some(bin) = find_program("haproxy") {
         return Ok(bin);
     }
@@ -788,13 +788,13 @@ pub(crate) fn stopping() -> bool {
 
 /// A child process that is killed and reaped when dropped.
 #[derive(Debug)]
-struct Guard {
+pub(crate) struct Guard {
     name: &'static str,
     child: Child,
 }
 
 impl Guard {
-    fn new(name: &'static str, mut child: Child) -> Self {
+    pub(crate) fn new(name: &'static str, mut child: Child) -> Self {
         let mut children = CHILDREN.lock().unwrap_or_else(PoisonError::into_inner);
         if children.1 {
             // Started while a signal stops the harness: it must not outlive it.
@@ -1058,13 +1058,13 @@ pub(crate) fn haproxy_max_connections() -> u64 {
 }
 
 /// A free loopback port, for a server that cannot be told to pick one and say which.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
 
 /// Waits until `addr` accepts a connection, or the process exits, or [`START_TIMEOUT`] passes.
-fn wait_listening(guard: &mut Guard, addr: SocketAddr, log: &Path) -> Result<()> {
+pub(crate) fn wait_listening(guard: &mut Guard, addr: SocketAddr, log: &Path) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Some(status) = guard.child.try_wait()? {
@@ -1100,7 +1100,7 @@ fn write_passwords(path: &Path) -> Result<()> {
 
 /// Starts a server that prints `NAME listening on ADDR` on stdout once bound, and returns it with
 /// that address. Its stderr goes to `log`; its stdout is drained to the same file.
-fn spawn_announcing(
+pub(crate) fn spawn_announcing(
     name: &'static str,
     command: &mut Command,
     log: &Path,

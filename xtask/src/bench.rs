@@ -404,6 +404,20 @@ fn harness(quick: bool) -> Result<()> {
     eprintln!("==> {what}");
     let mut command = cargo();
     command.args(&args).env("QGATE_BENCH_COMMAND", label);
+    run_command(&what, &mut command)?;
+
+    // An HTTPS GET through qgate to a plugin, against HAProxy terminating TLS in front of a
+    // minimal HTTP server: a full run rewrites BENCHMARKS.md's HTTPS section.
+    let mut args = vec!["run", "--release", "-p", "qgate-bench", "--", "https"];
+    if quick {
+        args.extend(["--reps", "3"]);
+    } else {
+        args.extend(["--markdown", "BENCHMARKS.md"]);
+    }
+    let what = format!("cargo {}", args.join(" "));
+    eprintln!("==> {what}");
+    let mut command = cargo();
+    command.args(&args).env("QGATE_BENCH_COMMAND", label);
     run_command(&what, &mut command)
 }
 

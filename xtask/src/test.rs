@@ -89,6 +89,20 @@ const STEPS: &[Step] = &[
         ],
         env: &[],
     },
+    // A short run of the HTTPS scenario: qgate with a plugin answering a GET, and HAProxy
+    // terminating TLS in front of a minimal HTTP server (installed on first use).
+    Step {
+        args: &[
+            "run",
+            "--release",
+            "-p",
+            "qgate-bench",
+            "--",
+            "https",
+            "--smoke",
+        ],
+        env: &[],
+    },
     // Broken intra-doc links and bad rustdoc syntax fail the build, as warnings do in clippy.
     Step {
         args: &["doc", "--workspace", "--no-deps"],
