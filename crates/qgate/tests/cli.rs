@@ -621,6 +621,11 @@ mod http;
 #[path = "cli/ws.rs"]
 mod ws;
 
+/// `[tls.acme]` against Pebble: both challenges, renewal, a failed renewal, loose permissions,
+/// and a real browser.
+#[path = "cli/acme.rs"]
+mod acme;
+
 /// `[metrics]`: `/metrics` scraped around a client's logins and queries.
 #[path = "cli/metrics.rs"]
 mod metrics;
