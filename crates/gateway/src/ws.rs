@@ -83,7 +83,10 @@ pub(crate) async fn open(
         headers.insert(HeaderName::from_static("x-forwarded-user"), user);
     }
     let max = usize::try_from(service.options.max_reply_bytes).unwrap_or(usize::MAX);
+    // 16 KiB reads, as the server's side: tungstenite zero-fills its whole read buffer before
+    // each read, and its default 128 KiB costs more than a small message's relay.
     let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     let handshake = tokio::time::timeout(

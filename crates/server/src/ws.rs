@@ -59,6 +59,14 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// at most 125 bytes, two of which are the code).
 const MAX_CLOSE_REASON: usize = 123;
 
+/// How much a WebSocket reads from its socket at once (tungstenite's `read_buffer_size`).
+///
+/// 16 KiB, not tungstenite's 128 KiB: tungstenite zero-fills that much of its buffer before each
+/// read, which for a 128 KiB buffer costs more than the rest of a small message's round trip
+/// (measured: 1.6× a q round trip with it, see BENCHMARKS.md); a large message is still read
+/// whole, 16 KiB per read.
+pub(crate) const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// A WebSocket upgrade the hooks accepted, waiting for its `101` to be written.
 pub(crate) struct Upgrade {
     pub(crate) session: Session,
@@ -167,6 +175,7 @@ pub(crate) async fn run<H: Hooks>(
         }
     };
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(options.max_ws_message_bytes))
         .max_frame_size(Some(options.max_ws_message_bytes));
     let ws =
@@ -220,7 +229,12 @@ impl<H: Hooks, S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<
         draining: impl Future<Output = ()>,
     ) -> String {
         tokio::pin!(draining);
-        let mut silent_until = Instant::now() + ping_interval;
+        // One timer for the WebSocket's life: a frame only notes when it came, and the timer,
+        // when it fires, moves itself to that note's deadline; re-arming a timer per frame would
+        // cost a timer-wheel update per message.
+        let mut last_frame = Instant::now();
+        let silence = tokio::time::sleep_until(last_frame + ping_interval);
+        tokio::pin!(silence);
         let mut pinged = false;
         loop {
             let from_backend = async {
@@ -231,7 +245,7 @@ impl<H: Hooks, S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<
             };
             tokio::select! {
                 frame = self.ws.next() => {
-                    silent_until = Instant::now() + ping_interval;
+                    last_frame = Instant::now();
                     pinged = false;
                     let message = match frame {
                         None => return "the client closed the connection".to_owned(),
@@ -289,7 +303,12 @@ impl<H: Hooks, S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<
                     self.close(CloseCode::Away, "qgate is shutting down").await;
                     return "shutdown".to_owned();
                 }
-                () = tokio::time::sleep_until(silent_until) => {
+                () = &mut silence => {
+                    let quiet_until = last_frame + ping_interval;
+                    if !pinged && quiet_until > Instant::now() {
+                        silence.as_mut().reset(quiet_until);
+                        continue;
+                    }
                     if pinged {
                         tracing::info!(
                             limit = "http.ws_ping_interval",
@@ -300,7 +319,7 @@ impl<H: Hooks, S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<
                         return "the client stopped answering".to_owned();
                     }
                     pinged = true;
-                    silent_until = Instant::now() + ping_interval;
+                    silence.as_mut().reset(Instant::now() + ping_interval);
                     if let Err(reason) = self.write(Message::Ping(Bytes::new())).await {
                         return reason;
                     }

@@ -186,3 +186,43 @@ async fn a_message_over_the_limit_closes_with_1009_and_q_clients_go_on() {
     assert_eq!(client.sync(&K::long(1)).await, K::long(1));
     server.shut_down().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_silent_client_is_pinged_and_then_closed_and_one_that_answers_stays() {
+    let server = Server::start(options(|o| {
+        o.http.ws_ping_interval = Duration::from_millis(200);
+    }))
+    .await;
+    // This one reads all along, so tungstenite answers the server's pings.
+    let mut lively = open(server.addr, "/", Some(("bob", "pw"))).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + Duration::from_millis(1000);
+        loop {
+            match tokio::time::timeout_at(until, lively.next()).await {
+                Err(_) => return (lively, true),
+                Ok(Some(Ok(Message::Ping(_)))) => {}
+                Ok(_) => return (lively, false),
+            }
+        }
+    });
+    // This one never reads: it cannot answer the ping, and is closed with 1001.
+    let mut silent = open(server.addr, "/", Some(("carol", "pw"))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut saw_ping = false;
+    let close = loop {
+        match tokio::time::timeout(SOON, silent.next()).await.unwrap() {
+            Some(Ok(Message::Ping(_))) => saw_ping = true,
+            Some(Ok(Message::Close(frame))) => break frame,
+            other => panic!("neither a ping nor a close: {other:?}"),
+        }
+    };
+    assert!(saw_ping);
+    assert_eq!(close.map(|frame| frame.code), Some(CloseCode::Away));
+    assert_eq!(next(&mut silent).await, None);
+    let (mut lively, still_open) = reader.await.unwrap();
+    assert!(still_open, "the client that answers pings stays open");
+    lively.send(Message::text("x")).await.unwrap();
+    assert_eq!(next(&mut lively).await, Some(Message::text("bob:x")));
+    drop(lively);
+    server.shut_down().await.unwrap();
+}
