@@ -5,6 +5,7 @@
 //!             [--out target/bench/results.json] [--markdown BENCHMARKS.md]
 //! qgate-bench floor -p 127.0.0.1:0
 //! qgate-bench swap [--smoke] [--markdown BENCHMARKS.md]
+//! qgate-bench ws [--smoke] [--reps N] [--markdown BENCHMARKS.md]
 //! ```
 //!
 //! The run starts every target ([`targets`]), then for each scenario warms each target up and
@@ -29,6 +30,7 @@ mod loadgen;
 mod report;
 mod swap;
 mod targets;
+mod ws;
 
 use std::{
     net::SocketAddr,
@@ -118,6 +120,22 @@ enum Sub {
         #[arg(long, value_name = "FILE")]
         qgate_bin: Option<PathBuf>,
     },
+    /// The round trip of a WebSocket message through qgate to a plugin that answers it, against
+    /// a q IPC round trip to the same qgate and plugin.
+    Ws {
+        /// A short run: checks that the scenario runs.
+        #[arg(long)]
+        smoke: bool,
+        /// Repetitions per path, alternating.
+        #[arg(long, default_value_t = 7)]
+        reps: usize,
+        /// Replace the WebSocket section of this markdown file (BENCHMARKS.md) with the results.
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<PathBuf>,
+        /// The qgate binary to measure; by default `cargo build --release -p qgate` builds it.
+        #[arg(long, value_name = "FILE")]
+        qgate_bin: Option<PathBuf>,
+    },
     /// Round-trip latency while a plugin is swapped every 100 ms, against steady state.
     Swap {
         /// One short round: checks that the scenario runs.
@@ -146,6 +164,20 @@ fn main() -> ExitCode {
             ref markdown,
             ref qgate_bin,
         }) => bench_https(
+            if smoke {
+                (1, 200)
+            } else {
+                (reps.max(1), 5_000)
+            },
+            markdown.as_deref(),
+            qgate_bin.clone(),
+        ),
+        Some(Sub::Ws {
+            smoke,
+            reps,
+            ref markdown,
+            ref qgate_bin,
+        }) => bench_ws(
             if smoke {
                 (1, 200)
             } else {
@@ -267,6 +299,48 @@ fn bench_https(
     )?;
     if let Some(path) = markdown {
         https::write_markdown(path, &section)?;
+    }
+    Ok(true)
+}
+
+/// `qgate-bench ws`: runs the scenario, prints the numbers, and says whether it ran (a missed
+/// target is reported, not a failure: the numbers are what BENCHMARKS.md records).
+fn bench_ws(
+    (reps, round_trips): (usize, usize),
+    markdown: Option<&Path>,
+    qgate_bin: Option<PathBuf>,
+) -> Result<bool> {
+    stop_servers_on_signal();
+    let root = project_root();
+    let env = Env {
+        work: root.join("target").join("bench"),
+        root: root.clone(),
+        self_exe: std::env::current_exe().context("cannot find this binary")?,
+        qgate_bin,
+    };
+    std::fs::create_dir_all(&env.work)?;
+    let qgate = match &env.qgate_bin {
+        Some(bin) => bin.clone(),
+        None => targets::build_qgate(&env)?,
+    };
+    let results = ws::run(&env, &qgate, reps, round_trips)?;
+    let date = report::command_output("date", &["-u"])
+        .map(|d| d.trim().to_owned())
+        .unwrap_or_default();
+    let command = std::env::var("QGATE_BENCH_COMMAND").unwrap_or_else(|_| {
+        std::iter::once("qgate-bench".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let section = ws::markdown(&results, &command, &date);
+    say(&section);
+    std::fs::write(
+        env.work.join("ws.json"),
+        serde_json::to_string_pretty(&results)? + "\n",
+    )?;
+    if let Some(path) = markdown {
+        ws::write_markdown(path, &section)?;
     }
     Ok(true)
 }

@@ -418,6 +418,20 @@ fn harness(quick: bool) -> Result<()> {
     eprintln!("==> {what}");
     let mut command = cargo();
     command.args(&args).env("QGATE_BENCH_COMMAND", label);
+    run_command(&what, &mut command)?;
+
+    // A WebSocket message through qgate to a plugin, against a q IPC round trip to the same
+    // qgate and plugin: a full run rewrites BENCHMARKS.md's WebSocket section.
+    let mut args = vec!["run", "--release", "-p", "qgate-bench", "--", "ws"];
+    if quick {
+        args.extend(["--reps", "3"]);
+    } else {
+        args.extend(["--markdown", "BENCHMARKS.md"]);
+    }
+    let what = format!("cargo {}", args.join(" "));
+    eprintln!("==> {what}");
+    let mut command = cargo();
+    command.args(&args).env("QGATE_BENCH_COMMAND", label);
     run_command(&what, &mut command)
 }
 

@@ -103,6 +103,20 @@ const STEPS: &[Step] = &[
         ],
         env: &[],
     },
+    // A short run of the WebSocket scenario: a message through qgate to a plugin, beside a q IPC
+    // round trip to the same qgate.
+    Step {
+        args: &[
+            "run",
+            "--release",
+            "-p",
+            "qgate-bench",
+            "--",
+            "ws",
+            "--smoke",
+        ],
+        env: &[],
+    },
     // Broken intra-doc links and bad rustdoc syntax fail the build, as warnings do in clippy.
     Step {
         args: &["doc", "--workspace", "--no-deps"],
