@@ -130,8 +130,8 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression,
 };
 use qgate_plugin_sdk::{
-    AuthCtx, AuthVerdict, Config, Events, Flags, MessageCtx, Plugin, Session, Verdict,
-    export_plugin, host, q::KExt as _,
+    AuthCtx, AuthVerdict, Config, Events, Facts, Flags, HttpCtx, HttpVerdict, MessageCtx, Plugin,
+    Session, Verdict, export_plugin, host, http, q::KExt as _,
 };
 
 /// The plugin: the entities, and the names it asks Cedar about with the policies that can apply
@@ -148,7 +148,8 @@ pub struct Cedar {
 impl Plugin for Cedar {
     const EVENTS: Events = Events::AUTH
         .union(Events::SYNC)
-        .union(Events::ASYNC_MESSAGE);
+        .union(Events::ASYNC_MESSAGE)
+        .union(Events::HTTP);
 
     fn init(config: &Config) -> Result<Self, String> {
         let loaded = load::load(config)?;
@@ -177,6 +178,10 @@ impl Plugin for Cedar {
     fn on_async(&self, ctx: &MessageCtx<'_>) -> Verdict {
         self.decide(ctx)
     }
+
+    fn on_http(&self, ctx: &HttpCtx<'_>) -> HttpVerdict {
+        self.decide_http(ctx)
+    }
 }
 
 export_plugin!(Cedar);
@@ -203,7 +208,32 @@ impl Cedar {
             Some(function) => event.check(&model.call, function)?,
             None => event.check(&model.query, SERVER)?,
         }
-        let facts = ctx.facts();
+        self.check_facts(&event, ctx.facts(), head)
+    }
+
+    /// The verdict for an HTTP request: its q text (`GET /?expr`, a POST's body) is asked about
+    /// as a free-text query is, the same requests on the same facts; a request without q text
+    /// is denied, since no action of the model is about it.
+    pub fn decide_http(&self, ctx: &HttpCtx<'_>) -> HttpVerdict {
+        if ctx.text().is_none() {
+            return http::deny(
+                403,
+                "access: cedar takes only HTTP requests that carry q text (GET /?expr, a POST)",
+            );
+        }
+        let event = Event::query(self, ctx.session(), ctx.body_size());
+        let checked = event
+            .check(&self.model.query, SERVER)
+            .and_then(|()| self.check_facts(&event, ctx.facts(), None));
+        match checked {
+            Ok(()) => HttpVerdict::Pass,
+            Err(message) => http::deny(403, message),
+        }
+    }
+
+    /// Asks Cedar about each fact of a message or of an HTTP request's q text.
+    fn check_facts(&self, event: &Event<'_, '_>, facts: &Facts, head: Option<&str>) -> Result<(), String> {
+        let model = &self.model;
         if facts.flags.contains(Flags::UNPARSED) {
             return Err(
                 "access: the message could not be read with certainty (unparsed)".to_owned(),
@@ -280,6 +310,21 @@ impl<'a, 'm> Event<'a, 'm> {
             kind,
             call: message.filter(|_| kind == Kind::Call),
             bytes: message.map_or(0, |ctx| ctx.summary().size),
+            arg_types: OnceCell::new(),
+            second: OnceCell::new(),
+            principal: OnceCell::new(),
+            context: OnceCell::new(),
+        }
+    }
+
+    /// A free-text query of `bytes` bytes that is not a message: an HTTP request's q text.
+    fn query(cedar: &'a Cedar, session: &'a Session, bytes: u64) -> Self {
+        Self {
+            cedar,
+            session,
+            kind: Kind::Query,
+            call: None,
+            bytes,
             arg_types: OnceCell::new(),
             second: OnceCell::new(),
             principal: OnceCell::new(),

@@ -914,3 +914,43 @@ fn the_readme_policies_load_with_the_walkthrough_schema() {
         .to_string(),
     );
 }
+
+/// What `plugin` decides for an HTTP request of `user`: "pass" or "STATUS MESSAGE".
+fn http_verdict(plugin: &Cedar, user: &str, method: &str, target: &str, body: &[u8]) -> String {
+    let ctx = HttpCtx::new(testing::session(4, user), method, target, &[], body);
+    match plugin.on_http(&ctx) {
+        HttpVerdict::Pass => "pass".to_owned(),
+        HttpVerdict::Deny(deny) => format!("{} {}", deny.status, deny.text),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn http_q_text_is_asked_about_as_a_free_text_query() {
+    let cedar = with_policies(&format!(
+        r#"{PERMIT_ALL}
+        forbid (principal, action == Action::"write", resource == Table::"trade");
+        forbid (principal == User::"bob", action == Action::"query", resource);
+        "#
+    ));
+    assert_eq!(
+        http_verdict(&cedar, "u", "GET", "/?select%20from%20trade", b""),
+        "pass"
+    );
+    assert_eq!(
+        http_verdict(&cedar, "u", "POST", "/", b"delete from `trade"),
+        "403 access: cedar forbids u to write Table::\"trade\""
+    );
+    assert_eq!(
+        http_verdict(&cedar, "bob", "GET", "/?1+1", b""),
+        "403 access: cedar forbids bob to query Server::\"qgate\""
+    );
+    assert_eq!(
+        http_verdict(&cedar, "u", "GET", "/?k)1+1", b""),
+        "403 access: the message could not be read with certainty (unparsed)"
+    );
+    assert_eq!(
+        http_verdict(&cedar, "u", "GET", "/index.html", b""),
+        "403 access: cedar takes only HTTP requests that carry q text (GET /?expr, a POST)"
+    );
+}

@@ -25,6 +25,10 @@
 //!   `conn(".firewall.forget", "alice", "3f2a...")`) forgets one shape and answers 1b, or 0b
 //!   when there was none.
 //!
+//! An HTTP request on the q port is shaped the same way: its q text (`GET /?expr`, a POST's body)
+//! has the shape of the same free-text query, so a query learned over q passes over HTTP too,
+//! and a request without q text has the shape `<http METHOD PATH>`; a refused one gets `403`.
+//!
 //! The shapes live in the plugin's kv store, so they survive a hot-swap; with `kv_file` set on
 //! the plugin's `[[plugins]]` entry they survive a restart too.
 //!
@@ -36,8 +40,8 @@
 //! ```
 
 use qgate_plugin_sdk::{
-    Atom, Config, Events, FactsExt as _, Flags, K, MessageCtx, Plugin, Verdict, export_plugin,
-    facts, host, reply,
+    Atom, Config, Events, Facts, FactsExt as _, Flags, HttpCtx, HttpVerdict, K, MessageCtx,
+    Plugin, Verdict, export_plugin, facts, host, http, reply,
 };
 use serde::Deserialize;
 
@@ -97,7 +101,9 @@ pub struct Firewall {
 }
 
 impl Plugin for Firewall {
-    const EVENTS: Events = Events::SYNC.union(Events::ASYNC_MESSAGE);
+    const EVENTS: Events = Events::SYNC
+        .union(Events::ASYNC_MESSAGE)
+        .union(Events::HTTP);
 
     fn init(config: &Config) -> Result<Self, String> {
         config.parse()
@@ -118,6 +124,10 @@ impl Plugin for Firewall {
     fn on_async(&self, ctx: &MessageCtx<'_>) -> Verdict {
         self.decide(ctx)
     }
+
+    fn on_http(&self, ctx: &HttpCtx<'_>) -> HttpVerdict {
+        self.decide_http(ctx)
+    }
 }
 
 impl Firewall {
@@ -126,25 +136,49 @@ impl Firewall {
         if self.mode == Mode::Off {
             return Verdict::Pass;
         }
-        let user = ctx.user();
-        let shape = shape(ctx);
-        let key = key(user, &digest(&shape));
-        let learnable = !ctx.facts().has_any(dangerous()) && shape.len() <= MAX_SHAPE_BYTES;
+        match self.check(ctx.user(), &shape(ctx), ctx.facts()) {
+            Ok(()) => Verdict::Pass,
+            Err(message) => Verdict::deny(message),
+        }
+    }
+
+    /// The verdict for an HTTP request: its q text (`GET /?expr`, a POST's body) has the shape
+    /// the same free-text query has (a shape learned over q passes over HTTP too); a request
+    /// without q text has the shape `<http METHOD PATH>`.
+    pub fn decide_http(&self, ctx: &HttpCtx<'_>) -> HttpVerdict {
+        if self.mode == Mode::Off {
+            return HttpVerdict::Pass;
+        }
+        let shape = match ctx.text() {
+            Some(text) => facts::shape(text.as_bytes()).unwrap_or_else(|| "<unparsed>".to_owned()),
+            None => format!("<http {} {}>", ctx.method(), ctx.path()),
+        };
+        match self.check(ctx.user(), &shape, ctx.facts()) {
+            Ok(()) => HttpVerdict::Pass,
+            Err(message) => http::deny(403, message),
+        }
+    }
+
+    /// Learns `shape` for `user`, or checks that it was learned; `Err` is the deny message.
+    fn check(&self, user: &str, shape: &str, facts: &Facts) -> Result<(), String> {
+        let key = key(user, &digest(shape));
+        let learnable = !facts.has_any(dangerous()) && shape.len() <= MAX_SHAPE_BYTES;
         match self.mode {
+            Mode::Off => Ok(()),
             Mode::Learn => {
                 if learnable {
-                    learn(user, &key, &shape);
+                    learn(user, &key, shape);
                 }
-                Verdict::Pass
+                Ok(())
             }
             Mode::Enforce
                 if learnable && host::kv::get(&key).as_deref() == Some(shape.as_bytes()) =>
             {
-                Verdict::Pass
+                Ok(())
             }
-            _ => Verdict::deny(format!(
+            Mode::Enforce => Err(format!(
                 "firewall: query shape not allowed for {user}: {}",
-                printable(&shape)
+                printable(shape)
             )),
         }
     }
@@ -323,6 +357,39 @@ mod tests {
         assert_eq!(
             query(&firewall(Mode::Off), "bob", "select from quote"),
             Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn http_text_has_the_shape_of_the_same_query_and_pages_a_shape_of_their_own() {
+        testing::reset();
+        let get = |firewall: &Firewall, target: &str| {
+            match firewall.on_http(&HttpCtx::new(session(1, "alice"), "GET", target, &[], b"")) {
+                HttpVerdict::Pass => "pass".to_owned(),
+                HttpVerdict::Deny(deny) => format!("{} {}", deny.status, deny.text),
+                other => format!("{other:?}"),
+            }
+        };
+        let learn = firewall(Mode::Learn);
+        // Learned over q, and a page learned over HTTP.
+        assert_eq!(
+            query(&learn, "alice", "select from trade where sym=`AAPL"),
+            Verdict::Pass
+        );
+        assert_eq!(get(&learn, "/index.html"), "pass");
+        let enforce = firewall(Mode::Enforce);
+        assert_eq!(
+            get(&enforce, "/?select%20from%20trade%20where%20sym=`MSFT"),
+            "pass"
+        );
+        assert_eq!(get(&enforce, "/index.html"), "pass");
+        assert_eq!(
+            get(&enforce, "/?select%20from%20quote"),
+            "403 firewall: query shape not allowed for alice: (?;`quote;();0b;())"
+        );
+        assert_eq!(
+            get(&enforce, "/secret.html"),
+            "403 firewall: query shape not allowed for alice: <http GET /secret.html>"
         );
     }
 
