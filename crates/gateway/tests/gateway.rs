@@ -842,6 +842,16 @@ async fn tls_to_the_upstream_verifies_its_certificate() {
         .await
         .unwrap();
     assert_eq!(reply.reply(), K::long(1));
+    // HTTP goes to the upstream's own HTTP inside the same TLS, as the service account.
+    let (alice, _) = session("alice");
+    let request = qgate_hooks::HttpRequest::new("GET", "/", Some("til%203".into()));
+    let response = good.http(None, &alice, &request).await.unwrap();
+    let body = String::from_utf8_lossy(&response.body).into_owned();
+    assert_eq!(response.status, 200, "{body}");
+    assert!(
+        body.contains("user=svc\nmethod=GET\ntext=til 3\nforwarded-user=alice\n"),
+        "{body}"
+    );
 
     // A name the certificate does not carry fails the handshake, with a message saying so.
     let mut wrong = rdb_service;

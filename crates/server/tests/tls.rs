@@ -21,7 +21,7 @@ use std::{
 
 use qgate_hooks::{
     AuthVerdict, Credentials, Hooks, HttpRequest, HttpResponse, HttpVerdict, Request, Session,
-    Verdict,
+    Verdict, WsMessage, WsVerdict,
 };
 use qgate_ipc::{K, Limits, Message, MessageType, encode_message};
 use qgate_server::{ClientAuth, PasswordFile, ServerOptions, TlsMode, TlsOptions, UserFrom};
@@ -223,6 +223,15 @@ impl Hooks for Whoami {
             cert.map(|c| c.fingerprint_sha256.as_str()).unwrap_or("-"),
         );
         Verdict::Reply(K::string(text))
+    }
+
+    async fn on_ws_message(&self, session: &Session, message: &WsMessage) -> WsVerdict {
+        let protocol = session.tls.as_deref().map_or("plain", |tls| &tls.protocol);
+        WsVerdict::Reply(vec![WsMessage::text(format!(
+            "{}|{protocol}|{}",
+            session.user_lossy(),
+            String::from_utf8_lossy(&message.data)
+        ))])
     }
 
     async fn on_http(&self, session: &Session, _request: &HttpRequest) -> HttpVerdict {
@@ -933,4 +942,34 @@ async fn https_requests_are_served_inside_tls_with_the_certificate_user() {
     let mut plain = TcpStream::connect(server.addr).await.unwrap();
     let response = http_exchange(&mut plain, &authorized).await;
     assert!(response.ends_with("web|plain"), "{response}");
+}
+
+#[tokio::test]
+async fn websockets_are_served_inside_tls_with_the_certificate_user() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+
+    let pki = Pki::new("wss");
+    let mut tls = pki.options(TlsMode::Required);
+    tls.client_auth = ClientAuth::Required(pki.path("root.pem"));
+    tls.user_from = UserFrom::Cn;
+    let server = Server::start(tls).await;
+    let config = client_config(&pki.root.pem, Some(pki.client("heidi")));
+    let stream = tls_connect(server.addr, config).await.unwrap();
+    let request = format!("wss://localhost:{}/", server.addr.port())
+        .into_client_request()
+        .unwrap();
+    let (mut ws, response) =
+        tokio::time::timeout(SOON, tokio_tungstenite::client_async(request, stream))
+            .await
+            .expect("the upgrade in time")
+            .expect("the upgrade");
+    assert_eq!(response.status(), 101);
+    ws.send(Message::text("hello")).await.unwrap();
+    let reply = tokio::time::timeout(SOON, ws.next())
+        .await
+        .expect("a reply in time")
+        .expect("a message")
+        .unwrap();
+    assert_eq!(reply.into_text().unwrap().as_str(), "heidi|TLSv1.3|hello");
 }
