@@ -25,16 +25,20 @@ pub enum DecisionEvent {
     Sync,
     /// An async message (`.z.ps`).
     Async,
+    /// An HTTP request on the q port (`.z.ph`, `.z.pp`): its head is the method and the path,
+    /// its text the q text it carries.
+    Http,
 }
 
 impl DecisionEvent {
-    /// The event's name in a decision log: `auth`, `open`, `sync`, `async`.
+    /// The event's name in a decision log: `auth`, `open`, `sync`, `async`, `http`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auth => "auth",
             Self::Open => "open",
             Self::Sync => "sync",
             Self::Async => "async",
+            Self::Http => "http",
         }
     }
 }

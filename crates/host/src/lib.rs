@@ -1008,6 +1008,108 @@ impl PluginHost {
         (Verdict::Pass, None)
     }
 
+    /// The HTTP chain proper: the verdict, and the plugin that gave it.
+    fn decide_http(
+        chain: &Chain,
+        session: &Session,
+        request: &HttpRequest,
+        text: &state::HttpText,
+    ) -> (HttpVerdict, Option<Arc<PluginShared>>) {
+        let takes = |event| {
+            chain
+                .live()
+                .any(|slot| slot.current.load().events.contains(event))
+        };
+        // Fail closed: an HTTP request carries q text (`GET /?expr`, a POST's body) that the
+        // upstream's `.z.ph` and `.z.pp` run, so it must not pass a chain that checks q queries
+        // and never looks at HTTP.
+        if takes(types::Events::SYNC) && !takes(types::Events::HTTP) {
+            let verdict = HttpVerdict::Deny {
+                status: 403,
+                text: "qgate: HTTP requests are refused: the plugins check q queries but none \
+                       checks HTTP requests (`http` in a plugin's events), which carry q text too"
+                    .to_owned(),
+            };
+            return (verdict, None);
+        }
+        let wit_session = OnceCell::new();
+        let head = OnceCell::new();
+        for slot in chain.live() {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(types::Events::HTTP) {
+                continue;
+            }
+            let wit_session = wit_session.get_or_init(|| state::session(session));
+            let head = head.get_or_init(|| http_head(request));
+            let result = plugin.call(None, |instance| {
+                let rep = next_http(instance.store.data_mut());
+                let verdict = state::with_http(request, text, || {
+                    instance
+                        .bindings
+                        .call_on_http(&mut instance.store, wit_session, head, rep)
+                });
+                instance.store.data_mut().http_rep = 0;
+                verdict
+            });
+            let by = || Some(plugin.shared.clone());
+            let verdict = match result {
+                Ok(verdict) => verdict,
+                Err(failure) if failed(&plugin, "http", &failure) => continue,
+                Err(_) => {
+                    Counters::count(&plugin.counters.denies);
+                    let verdict = HttpVerdict::Deny {
+                        status: 500,
+                        text: format!("qgate: plugin {} failed", plugin.shared.name),
+                    };
+                    return (verdict, by());
+                }
+            };
+            match verdict {
+                types::HttpVerdict::Pass => {}
+                types::HttpVerdict::Respond(response) => {
+                    let mut made = HttpResponse::new(response.status, response.body);
+                    made.headers = response
+                        .headers
+                        .into_iter()
+                        .map(|header| (header.name, header.value))
+                        .collect();
+                    return (HttpVerdict::Respond(made), by());
+                }
+                types::HttpVerdict::Deny(deny) => {
+                    Counters::count(&plugin.counters.denies);
+                    let verdict = HttpVerdict::Deny {
+                        status: deny.status,
+                        text: deny.text,
+                    };
+                    return (verdict, by());
+                }
+                types::HttpVerdict::Route(upstream) => {
+                    if slot.spec.routes.contains(&upstream) {
+                        return (HttpVerdict::Route(upstream), by());
+                    }
+                    Counters::count(&plugin.counters.denies);
+                    tracing::warn!(
+                        plugin = &*plugin.shared.name,
+                        version = &*plugin.shared.version,
+                        upstream,
+                        "plugin routed an HTTP request to an upstream its `routes` does not list; \
+                         denied"
+                    );
+                    let verdict = HttpVerdict::Deny {
+                        status: 403,
+                        text: format!(
+                            "qgate: plugin {} routed to upstream {upstream:?}, which its `routes` \
+                             in config.toml does not list",
+                            plugin.shared.name
+                        ),
+                    };
+                    return (verdict, by());
+                }
+            }
+        }
+        (HttpVerdict::Pass, None)
+    }
+
     /// The auth chain proper: the verdict and the plugin that decided it. An allow's new user
     /// name goes into `wit_session`, for the plugins after it and the outcome.
     fn decide_auth(
@@ -1636,95 +1738,30 @@ impl Hooks for PluginHost {
 
     async fn on_http(&self, session: &Session, request: &HttpRequest) -> HttpVerdict {
         let chain = self.chain.load();
-        let takes = |event| {
-            chain
-                .live()
-                .any(|slot| slot.current.load().events.contains(event))
-        };
-        // Fail closed: an HTTP request carries q text (`GET /?expr`, a POST's body) that the
-        // upstream's `.z.ph` and `.z.pp` run, so it must not pass a chain that checks q queries
-        // and never looks at HTTP.
-        if takes(types::Events::SYNC) && !takes(types::Events::HTTP) {
-            return HttpVerdict::Deny {
-                status: 403,
-                text: "qgate: HTTP requests are refused: the plugins check q queries but none \
-                       checks HTTP requests (`http` in a plugin's events), which carry q text too"
-                    .to_owned(),
-            };
-        }
-        let wit_session = OnceCell::new();
-        let head = OnceCell::new();
+        let started = self.decisions.is_some().then(Instant::now);
         let text = state::HttpText::default();
-        for slot in chain.live() {
-            let plugin = slot.current.load();
-            if !plugin.events.contains(types::Events::HTTP) {
-                continue;
-            }
-            let wit_session = wit_session.get_or_init(|| state::session(session));
-            let head = head.get_or_init(|| http_head(request));
-            let result = plugin.call(None, |instance| {
-                let rep = next_http(instance.store.data_mut());
-                let verdict = state::with_http(request, &text, || {
-                    instance
-                        .bindings
-                        .call_on_http(&mut instance.store, wit_session, head, rep)
-                });
-                instance.store.data_mut().http_rep = 0;
-                verdict
-            });
-            let verdict = match result {
-                Ok(verdict) => verdict,
-                Err(failure) if failed(&plugin, "http", &failure) => continue,
-                Err(_) => {
-                    Counters::count(&plugin.counters.denies);
-                    return HttpVerdict::Deny {
-                        status: 500,
-                        text: format!("qgate: plugin {} failed", plugin.shared.name),
-                    };
-                }
+        let (verdict, decided_by) = Self::decide_http(&chain, session, request, &text);
+        if let Some(sink) = &self.decisions {
+            let (decision, reason) = match &verdict {
+                HttpVerdict::Pass => (DecisionKind::Passed, None),
+                HttpVerdict::Respond(_) => (DecisionKind::Replied, None),
+                HttpVerdict::Deny { text, .. } => (DecisionKind::Denied, Some(text.clone())),
+                HttpVerdict::Route(upstream) => (DecisionKind::Routed, Some(upstream.clone())),
+                _ => (DecisionKind::Denied, None),
             };
-            match verdict {
-                types::HttpVerdict::Pass => {}
-                types::HttpVerdict::Respond(response) => {
-                    let mut made = HttpResponse::new(response.status, response.body);
-                    made.headers = response
-                        .headers
-                        .into_iter()
-                        .map(|header| (header.name, header.value))
-                        .collect();
-                    return HttpVerdict::Respond(made);
-                }
-                types::HttpVerdict::Deny(deny) => {
-                    Counters::count(&plugin.counters.denies);
-                    return HttpVerdict::Deny {
-                        status: deny.status,
-                        text: deny.text,
-                    };
-                }
-                types::HttpVerdict::Route(upstream) => {
-                    if slot.spec.routes.contains(&upstream) {
-                        return HttpVerdict::Route(upstream);
-                    }
-                    Counters::count(&plugin.counters.denies);
-                    tracing::warn!(
-                        plugin = &*plugin.shared.name,
-                        version = &*plugin.shared.version,
-                        upstream,
-                        "plugin routed an HTTP request to an upstream its `routes` does not list; \
-                         denied"
-                    );
-                    return HttpVerdict::Deny {
-                        status: 403,
-                        text: format!(
-                            "qgate: plugin {} routed to upstream {upstream:?}, which its `routes` \
-                             in config.toml does not list",
-                            plugin.shared.name
-                        ),
-                    };
-                }
+            let mut record = DecisionRecord::new(session.clone(), DecisionEvent::Http, decision);
+            record.head = Some(Arc::from(format!("{} {}", request.method, request.path)));
+            if sink.include_text() {
+                record.text = text
+                    .text_cut(request, MAX_SUMMARY_TEXT_BYTES)
+                    .map(Arc::from);
             }
+            record.size = request.body.len() as u64;
+            record.reason = reason;
+            record.latency = started.map(|started| started.elapsed()).unwrap_or_default();
+            sink.record(with_decider(record, decided_by.as_ref()));
         }
-        HttpVerdict::Pass
+        verdict
     }
 
     async fn on_ws_open(&self, session: &Session, request: &HttpRequest) -> WsOpenVerdict {

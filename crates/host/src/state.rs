@@ -228,6 +228,18 @@ impl HttpText {
             .clone()
     }
 
+    /// The request's q text for a log line: at most `max` bytes of it, cut at a character
+    /// boundary, lossily as UTF-8.
+    pub(crate) fn text_cut(&self, request: &HttpRequest, max: usize) -> Option<String> {
+        let text = self.text(request)?;
+        let text = String::from_utf8_lossy(&text);
+        let mut end = text.len().min(max);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Some(text[..end].to_owned())
+    }
+
     /// The facts of that text, parsed once.
     pub(crate) fn facts(&self, request: &HttpRequest) -> types::Facts {
         self.facts

@@ -129,11 +129,14 @@ fn a_chain_that_checks_queries_but_not_http_refuses_http() {
 fn the_allowlist_decides_http_text_as_it_decides_free_text() {
     let dir = TempDir::new("http-allowlist");
     let allowlist = component_path("allowlist");
+    let decisions = dir.0.join("decisions.jsonl");
     let server = serve(
         &dir,
         &format!(
-            "[[plugins]]\nname = \"allowlist\"\npath = \"{}\"\n\
+            "[decision_log]\npath = \"{}\"\n\n\
+             [[plugins]]\nname = \"allowlist\"\npath = \"{}\"\n\
              config = {{ tables = {{ alice = {{ read = [\"trade\"] }} }} }}\n",
+            decisions.display(),
             allowlist.display()
         ),
     );
@@ -161,6 +164,32 @@ fn the_allowlist_decides_http_text_as_it_decides_free_text() {
     ]);
     assert_eq!(status, "403");
     assert_eq!(body, "access: system is not granted to alice");
+    // The decision log has a line for each request, as it has for q messages.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&decisions).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line: &serde_json::Value| line["event"] == "http")
+            .collect();
+        if lines.len() >= 3 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a synchronous test polling a file written by another process"
+        )]
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let denied = &lines[1];
+    assert_eq!(denied["head"], "GET /", "{denied}");
+    assert_eq!(denied["decision"], "denied", "{denied}");
+    assert_eq!(denied["user"], "alice", "{denied}");
+    assert_eq!(denied["text"], "delete from `trade", "{denied}");
+    assert_eq!(denied["decided_by"], "allowlist", "{denied}");
+    assert_eq!(lines[0]["decision"], "passed", "{}", lines[0]);
 }
 
 #[test]
