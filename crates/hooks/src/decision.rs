@@ -28,10 +28,12 @@ pub enum DecisionEvent {
     /// An HTTP request on the q port (`.z.ph`, `.z.pp`): its head is the method and the path,
     /// its text the q text it carries.
     Http,
+    /// A WebSocket message (`.z.ws`): its text, when it is a text message.
+    WsMessage,
 }
 
 impl DecisionEvent {
-    /// The event's name in a decision log: `auth`, `open`, `sync`, `async`, `http`.
+    /// The event's name in a decision log: `auth`, `open`, `sync`, `async`, `http`, `ws`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auth => "auth",
@@ -39,6 +41,7 @@ impl DecisionEvent {
             Self::Sync => "sync",
             Self::Async => "async",
             Self::Http => "http",
+            Self::WsMessage => "ws",
         }
     }
 }

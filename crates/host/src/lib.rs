@@ -1110,6 +1110,89 @@ impl PluginHost {
         (HttpVerdict::Pass, None)
     }
 
+    /// The WebSocket message chain proper: the verdict, and the plugin that gave it.
+    fn decide_ws_message(
+        chain: &Chain,
+        session: &Session,
+        message: &WsMessage,
+    ) -> (WsVerdict, Option<Arc<PluginShared>>) {
+        let takes = |event| {
+            chain
+                .live()
+                .any(|slot| slot.current.load().events.contains(event))
+        };
+        // Fail closed, as for HTTP: a WebSocket message reaches the upstream's `.z.ws`, which
+        // may evaluate it, so it must not pass a chain that checks q queries and never looks at
+        // WebSocket messages.
+        if takes(types::Events::SYNC) && !takes(types::Events::WS_MESSAGE) {
+            let verdict = WsVerdict::Deny(
+                "qgate: WebSocket messages are refused: the plugins check q queries but none \
+                 checks WebSocket messages (`ws-message` in a plugin's events)"
+                    .to_owned(),
+            );
+            return (verdict, None);
+        }
+        let wit_session = OnceCell::new();
+        let wit_message = OnceCell::new();
+        for slot in chain.live() {
+            let plugin = slot.current.load();
+            if !plugin.events.contains(types::Events::WS_MESSAGE) {
+                continue;
+            }
+            let wit_session = wit_session.get_or_init(|| state::session(session));
+            let wit_message = wit_message.get_or_init(|| types::WsMessage {
+                text: message.text,
+                data: message.data.clone(),
+            });
+            let result = plugin.call(None, |instance| {
+                instance
+                    .bindings
+                    .call_on_ws_message(&mut instance.store, wit_session, wit_message)
+            });
+            let by = || Some(plugin.shared.clone());
+            let verdict = match result {
+                Ok(verdict) => verdict,
+                Err(failure) if failed(&plugin, "ws-message", &failure) => continue,
+                Err(_) => {
+                    Counters::count(&plugin.counters.denies);
+                    let verdict =
+                        WsVerdict::Deny(format!("qgate: plugin {} failed", plugin.shared.name));
+                    return (verdict, by());
+                }
+            };
+            match verdict {
+                types::WsVerdict::Pass => {}
+                types::WsVerdict::Reply(messages) => {
+                    let verdict = WsVerdict::Reply(
+                        messages
+                            .into_iter()
+                            .map(|message| {
+                                if message.text {
+                                    WsMessage::text(String::from_utf8_lossy(&message.data))
+                                } else {
+                                    WsMessage::binary(message.data)
+                                }
+                            })
+                            .collect(),
+                    );
+                    return (verdict, by());
+                }
+                types::WsVerdict::Deny(text) => {
+                    Counters::count(&plugin.counters.denies);
+                    return (WsVerdict::Deny(text), by());
+                }
+                types::WsVerdict::Close(close) => {
+                    let verdict = WsVerdict::Close {
+                        code: close.code,
+                        reason: close.reason,
+                    };
+                    return (verdict, by());
+                }
+            }
+        }
+        (WsVerdict::Pass, None)
+    }
+
     /// The auth chain proper: the verdict and the plugin that decided it. An allow's new user
     /// name goes into `wit_session`, for the plugins after it and the outcome.
     fn decide_auth(
@@ -1803,75 +1886,32 @@ impl Hooks for PluginHost {
 
     async fn on_ws_message(&self, session: &Session, message: &WsMessage) -> WsVerdict {
         let chain = self.chain.load();
-        let takes = |event| {
-            chain
-                .live()
-                .any(|slot| slot.current.load().events.contains(event))
-        };
-        // Fail closed, as for HTTP: a WebSocket message reaches the upstream's `.z.ws`, which
-        // may evaluate it, so it must not pass a chain that checks q queries and never looks at
-        // WebSocket messages.
-        if takes(types::Events::SYNC) && !takes(types::Events::WS_MESSAGE) {
-            return WsVerdict::Deny(
-                "qgate: WebSocket messages are refused: the plugins check q queries but none \
-                 checks WebSocket messages (`ws-message` in a plugin's events)"
-                    .to_owned(),
-            );
-        }
-        let wit_session = OnceCell::new();
-        let wit_message = OnceCell::new();
-        for slot in chain.live() {
-            let plugin = slot.current.load();
-            if !plugin.events.contains(types::Events::WS_MESSAGE) {
-                continue;
-            }
-            let wit_session = wit_session.get_or_init(|| state::session(session));
-            let wit_message = wit_message.get_or_init(|| types::WsMessage {
-                text: message.text,
-                data: message.data.clone(),
-            });
-            let result = plugin.call(None, |instance| {
-                instance
-                    .bindings
-                    .call_on_ws_message(&mut instance.store, wit_session, wit_message)
-            });
-            let verdict = match result {
-                Ok(verdict) => verdict,
-                Err(failure) if failed(&plugin, "ws-message", &failure) => continue,
-                Err(_) => {
-                    Counters::count(&plugin.counters.denies);
-                    return WsVerdict::Deny(format!("qgate: plugin {} failed", plugin.shared.name));
-                }
+        let started = self.decisions.is_some().then(Instant::now);
+        let (verdict, decided_by) = Self::decide_ws_message(&chain, session, message);
+        if let Some(sink) = &self.decisions {
+            let (decision, reason) = match &verdict {
+                WsVerdict::Pass => (DecisionKind::Passed, None),
+                WsVerdict::Reply(_) => (DecisionKind::Replied, None),
+                WsVerdict::Deny(text) => (DecisionKind::Denied, Some(text.clone())),
+                WsVerdict::Close { reason, .. } => (DecisionKind::Denied, Some(reason.clone())),
+                _ => (DecisionKind::Denied, None),
             };
-            match verdict {
-                types::WsVerdict::Pass => {}
-                types::WsVerdict::Reply(messages) => {
-                    return WsVerdict::Reply(
-                        messages
-                            .into_iter()
-                            .map(|message| {
-                                if message.text {
-                                    WsMessage::text(String::from_utf8_lossy(&message.data))
-                                } else {
-                                    WsMessage::binary(message.data)
-                                }
-                            })
-                            .collect(),
-                    );
+            let mut record =
+                DecisionRecord::new(session.clone(), DecisionEvent::WsMessage, decision);
+            if sink.include_text() && message.text {
+                let text = String::from_utf8_lossy(&message.data);
+                let mut end = text.len().min(MAX_SUMMARY_TEXT_BYTES);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
                 }
-                types::WsVerdict::Deny(text) => {
-                    Counters::count(&plugin.counters.denies);
-                    return WsVerdict::Deny(text);
-                }
-                types::WsVerdict::Close(close) => {
-                    return WsVerdict::Close {
-                        code: close.code,
-                        reason: close.reason,
-                    };
-                }
+                record.text = Some(Arc::from(&text[..end]));
             }
+            record.size = message.data.len() as u64;
+            record.reason = reason;
+            record.latency = started.map(|started| started.elapsed()).unwrap_or_default();
+            sink.record(with_decider(record, decided_by.as_ref()));
         }
-        WsVerdict::Pass
+        verdict
     }
 
     async fn on_ws_close(&self, session: &Session, reason: &str) {

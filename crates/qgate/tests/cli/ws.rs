@@ -85,10 +85,12 @@ const SOON: Duration = Duration::from_secs(10);
 fn demo_api_answers_text_frames_with_values_and_echoes_binary_frames() {
     let dir = TempDir::new("ws-demo");
     let demo = component_path("demo-api");
+    let decisions = dir.0.join("decisions.jsonl");
     let server = serve(
         &dir,
         &format!(
-            "[[plugins]]\nname = \"demo-api\"\npath = \"{}\"\n",
+            "[decision_log]\npath = \"{}\"\n\n[[plugins]]\nname = \"demo-api\"\npath = \"{}\"\n",
+            decisions.display(),
             demo.display()
         ),
     );
@@ -99,6 +101,29 @@ fn demo_api_answers_text_frames_with_values_and_echoes_binary_frames() {
     ws.send(Message::binary(vec![0u8, 255])).expect("sent");
     assert_eq!(next(&mut ws, SOON), Some(Message::binary(vec![0u8, 255])));
     ws.close(None).expect("closed");
+    // Each message is a line of the decision log, its text when it is a text message.
+    let deadline = std::time::Instant::now() + SOON;
+    let lines = loop {
+        let text = std::fs::read_to_string(&decisions).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line: &serde_json::Value| line["event"] == "ws")
+            .collect();
+        if lines.len() >= 2 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a synchronous test polling a file written by another process"
+        )]
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["decision"], "replied", "{}", lines[0]);
+    assert_eq!(lines[0]["decided_by"], "demo-api", "{}", lines[0]);
+    assert_eq!(lines[0]["text"], "1 2 3", "{}", lines[0]);
+    assert_eq!(lines[1]["size"], 2, "{}", lines[1]);
 }
 
 #[test]
