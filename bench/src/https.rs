@@ -25,7 +25,7 @@ use hyper::{Response, body::Bytes, service::service_fn};
 use hyper_util::rt::TokioIo;
 
 use crate::{
-    loadgen::median,
+    loadgen::{median, quantile},
     targets::{self, Env, Guard},
 };
 
@@ -213,7 +213,7 @@ listen https_bench
             let times = round_trips_on(addr, &client, round_trips)
                 .with_context(|| format!("{name}, repetition {}", rep + 1))?;
             medians.push(median(&times));
-            p99s.push(percentile(&times, 0.99));
+            p99s.push(quantile(&times, 0.99));
         }
     }
     drop(haproxy);
@@ -301,17 +301,6 @@ fn read_response(stream: &mut impl std::io::Read, buffer: &mut Vec<u8>) -> Resul
     }
 }
 
-/// The `q` quantile of `values` (nearest rank).
-fn percentile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 /// The section of BENCHMARKS.md.
 pub(crate) fn markdown(results: &Results, command: &str, date: &str) -> String {
     format!(
@@ -335,20 +324,11 @@ pub(crate) fn markdown(results: &Results, command: &str, date: &str) -> String {
 
 /// Replaces the HTTPS section of `path` (between its markers) with `section`, or appends it.
 pub(crate) fn write_markdown(path: &Path, section: &str) -> Result<()> {
-    const BEGIN: &str = "<!-- https:begin -->";
-    const END: &str = "<!-- https:end -->";
-    let section = format!("{BEGIN}\n{section}{END}");
-    let old = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read {}", path.display()))?;
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(begin), Some(end)) if begin < end => {
-            format!("{}{section}{}", &old[..begin], &old[end + END.len()..])
-        }
-        _ => format!(
-            "{}\n\n## HTTPS on the q port\n\n`cargo run --release -p qgate-bench -- https` writes \
-             this section.\n\n{section}\n",
-            old.trim_end()
-        ),
-    };
-    std::fs::write(path, new).with_context(|| format!("failed to write {}", path.display()))
+    crate::report::replace_section(
+        path,
+        "https",
+        "HTTPS on the q port",
+        "cargo run --release -p qgate-bench -- https",
+        section,
+    )
 }

@@ -268,29 +268,9 @@ fn bench_https(
     markdown: Option<&Path>,
     qgate_bin: Option<PathBuf>,
 ) -> Result<bool> {
-    stop_servers_on_signal();
-    let root = project_root();
-    let env = Env {
-        work: root.join("target").join("bench"),
-        root: root.clone(),
-        self_exe: std::env::current_exe().context("cannot find this binary")?,
-        qgate_bin,
-    };
-    std::fs::create_dir_all(&env.work)?;
-    let qgate = match &env.qgate_bin {
-        Some(bin) => bin.clone(),
-        None => targets::build_qgate(&env)?,
-    };
+    let (env, qgate) = scenario_env(qgate_bin)?;
     let results = https::run(&env, &qgate, reps, round_trips)?;
-    let date = report::command_output("date", &["-u"])
-        .map(|d| d.trim().to_owned())
-        .unwrap_or_default();
-    let command = std::env::var("QGATE_BENCH_COMMAND").unwrap_or_else(|_| {
-        std::iter::once("qgate-bench".to_owned())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" ")
-    });
+    let (date, command) = run_label();
     let section = https::markdown(&results, &command, &date);
     say(&section);
     std::fs::write(
@@ -310,6 +290,24 @@ fn bench_ws(
     markdown: Option<&Path>,
     qgate_bin: Option<PathBuf>,
 ) -> Result<bool> {
+    let (env, qgate) = scenario_env(qgate_bin)?;
+    let results = ws::run(&env, &qgate, reps, round_trips)?;
+    let (date, command) = run_label();
+    let section = ws::markdown(&results, &command, &date);
+    say(&section);
+    std::fs::write(
+        env.work.join("ws.json"),
+        serde_json::to_string_pretty(&results)? + "\n",
+    )?;
+    if let Some(path) = markdown {
+        ws::write_markdown(path, &section)?;
+    }
+    Ok(true)
+}
+
+/// What a scenario subcommand (`https`, `ws`) runs with: the harness's environment, and the
+/// qgate binary (the one given, or a fresh release build).
+fn scenario_env(qgate_bin: Option<PathBuf>) -> Result<(Env, PathBuf)> {
     stop_servers_on_signal();
     let root = project_root();
     let env = Env {
@@ -323,7 +321,11 @@ fn bench_ws(
         Some(bin) => bin.clone(),
         None => targets::build_qgate(&env)?,
     };
-    let results = ws::run(&env, &qgate, reps, round_trips)?;
+    Ok((env, qgate))
+}
+
+/// When and by which command a scenario ran, for its section of BENCHMARKS.md.
+fn run_label() -> (String, String) {
     let date = report::command_output("date", &["-u"])
         .map(|d| d.trim().to_owned())
         .unwrap_or_default();
@@ -333,16 +335,7 @@ fn bench_ws(
             .collect::<Vec<_>>()
             .join(" ")
     });
-    let section = ws::markdown(&results, &command, &date);
-    say(&section);
-    std::fs::write(
-        env.work.join("ws.json"),
-        serde_json::to_string_pretty(&results)? + "\n",
-    )?;
-    if let Some(path) = markdown {
-        ws::write_markdown(path, &section)?;
-    }
-    Ok(true)
+    (date, command)
 }
 
 /// The repository root: the parent of this crate's directory.

@@ -506,6 +506,34 @@ impl Results {
     }
 }
 
+/// Replaces the section of `path` between `<!-- TAG:begin -->` and `<!-- TAG:end -->` with
+/// `section`, or appends it under `## HEADING` with a line naming `command` when the markers are
+/// missing.
+pub(crate) fn replace_section(
+    path: &std::path::Path,
+    tag: &str,
+    heading: &str,
+    command: &str,
+    section: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let begin = format!("<!-- {tag}:begin -->");
+    let end = format!("<!-- {tag}:end -->");
+    let section = format!("{begin}\n{section}{end}");
+    let old = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(at), Some(to)) if at < to => {
+            format!("{}{section}{}", &old[..at], &old[to + end.len()..])
+        }
+        _ => format!(
+            "{}\n\n## {heading}\n\n`{command}` writes this section.\n\n{section}\n",
+            old.trim_end()
+        ),
+    };
+    std::fs::write(path, new).with_context(|| format!("failed to write {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

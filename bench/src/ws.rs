@@ -20,7 +20,7 @@ use qgate_ipc::{K, MessageType};
 use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 
 use crate::{
-    loadgen::{Client, Endpoint, median},
+    loadgen::{Client, Endpoint, median, quantile},
     targets::{self, Env},
 };
 
@@ -93,9 +93,9 @@ pub(crate) fn run(env: &Env, qgate: &Path, reps: usize, round_trips: usize) -> R
         let (ipc, ws) = repetition(addr, &ipc_message, round_trips)
             .with_context(|| format!("repetition {}", rep + 1))?;
         ipc_medians.push(median(&ipc));
-        ipc_p99s.push(percentile(&ipc, 0.99));
+        ipc_p99s.push(quantile(&ipc, 0.99));
         ws_medians.push(median(&ws));
-        ws_p99s.push(percentile(&ws, 0.99));
+        ws_p99s.push(quantile(&ws, 0.99));
     }
     Ok(Results {
         ws_us: median(&ws_medians),
@@ -169,17 +169,6 @@ fn read_data(ws: &mut WebSocket<TcpStream>) -> Result<Message> {
     }
 }
 
-/// The `q` quantile of `values` (nearest rank).
-fn percentile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 /// The section of BENCHMARKS.md.
 pub(crate) fn markdown(results: &Results, command: &str, date: &str) -> String {
     format!(
@@ -204,20 +193,11 @@ pub(crate) fn markdown(results: &Results, command: &str, date: &str) -> String {
 
 /// Replaces the WebSocket section of `path` (between its markers) with `section`, or appends it.
 pub(crate) fn write_markdown(path: &Path, section: &str) -> Result<()> {
-    const BEGIN: &str = "<!-- ws:begin -->";
-    const END: &str = "<!-- ws:end -->";
-    let section = format!("{BEGIN}\n{section}{END}");
-    let old = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read {}", path.display()))?;
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(begin), Some(end)) if begin < end => {
-            format!("{}{section}{}", &old[..begin], &old[end + END.len()..])
-        }
-        _ => format!(
-            "{}\n\n## WebSocket on the q port\n\n`cargo run --release -p qgate-bench -- ws` \
-             writes this section.\n\n{section}\n",
-            old.trim_end()
-        ),
-    };
-    std::fs::write(path, new).with_context(|| format!("failed to write {}", path.display()))
+    crate::report::replace_section(
+        path,
+        "ws",
+        "WebSocket on the q port",
+        "cargo run --release -p qgate-bench -- ws",
+        section,
+    )
 }
