@@ -5,7 +5,8 @@
 //! One session asks again and again, so a plugin whose verdict stands for the function
 //! (`same-for-head`: `conns`, `allowlist`, `demo-api`) is called once and then answered by the
 //! host: those rows are the standing path. `echo` and `version-a` reply with values, which never
-//! stand: their rows are a plugin call each.
+//! stand: their rows are a plugin call each. `none` is the host with no plugin, the same
+//! `block_on` and message chain with nothing to call: what a plugin call adds is a row less it.
 
 mod common;
 
@@ -32,6 +33,7 @@ fn calls(c: &mut Criterion) {
     let ping = Request::new(Message::from_frame(frame, &Limits::default()).expect("a frame"))
         .expect("a valid message");
     let hosts = [
+        ("none", host(vec![])),
         ("echo", host(vec![spec("echo", "echo", json!({}))])),
         (
             "conns",

@@ -84,7 +84,7 @@ use crate::{
     bindings::types,
     facts::FactsCell,
     plugin::{Counters, Failure, Plugin},
-    state::{HostState, Lent, MessageRef, PluginShared},
+    state::{HostState, Lent, Made, MessageRef, PluginShared},
     swap::{Loader, Slot},
 };
 // The public surface: the host, its options and its error, swaps and their outcomes, digests,
@@ -841,14 +841,14 @@ impl PluginHost {
         // The clock is read only for what reports the latency.
         let started = (told || self.decisions.is_some()).then(Instant::now);
         let latency = || started.map(|started| started.elapsed()).unwrap_or_default();
-        // Made on the first plugin call or outcome: a chain of standing verdicts makes none.
-        let wit_session = OnceCell::new();
-        let wit_session = || wit_session.get_or_init(|| state::session(session));
-        // Likewise the summary, which copies the head and the text into strings.
-        let summary = OnceCell::new();
-        let summary = || summary.get_or_init(|| state::summary(request));
+        // The WIT session and the summary (which copies the head and the text into strings) are
+        // made on the first ask of a plugin, the outcome or the decision log: a chain of standing
+        // verdicts, or of plugins that ask for neither, makes neither.
+        let made = Made::default();
+        let wit_session = || made.session(session);
+        let summary = || made.summary(request);
         let facts = FactsCell::new();
-        let lent = Lent::request(request, &facts);
+        let lent = Lent::request(session, &made, request, &facts);
         let view = request.view();
         let call = view.call();
         // The head as the client sent it: one that is not UTF-8 never stands, so that two heads
@@ -860,8 +860,7 @@ impl PluginHost {
                 symbol: call.has_symbol_head(),
             })
         });
-        let (verdict, decided_by) =
-            self.decide_message(&chain, session, &wit_session, &summary, call, lent, sync);
+        let (verdict, decided_by) = self.decide_message(&chain, session, call, lent, sync);
         if let Some(sink) = &self.decisions {
             let (decision, reason) = verdict.decision();
             let event = if sync {
@@ -918,16 +917,10 @@ impl PluginHost {
     /// The message chain proper: the verdict, and the plugin that gave it. A verdict that
     /// stands for the connection's calls of this function (`same-for-head`) is given without
     /// calling its plugin.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the parts of one message event, two of them made on first use"
-    )]
-    fn decide_message<'s>(
+    fn decide_message(
         &self,
         chain: &Chain,
         session: &Session,
-        wit_session: &dyn Fn() -> &'s types::Session,
-        summary: &dyn Fn() -> &'s types::Summary,
         call: Option<standing::Call<'_>>,
         lent: Lent<'_>,
         sync: bool,
@@ -953,20 +946,13 @@ impl PluginHost {
                 call.and_then(|call| self.standing.verdict(session, index, call, &plugin));
             let result = match standing {
                 Some(verdict) => Ok(verdict),
-                None => ask_message(&plugin, wit_session(), summary(), lent, sync).map(
-                    |(verdict, same_for_head)| {
-                        if let (true, Some(call)) = (same_for_head, call) {
-                            self.standing.set_verdict(
-                                session,
-                                index,
-                                call,
-                                &plugin,
-                                verdict.clone(),
-                            );
-                        }
-                        verdict
-                    },
-                ),
+                None => ask_message(&plugin, lent, sync).map(|(verdict, same_for_head)| {
+                    if let (true, Some(call)) = (same_for_head, call) {
+                        self.standing
+                            .set_verdict(session, index, call, &plugin, verdict.clone());
+                    }
+                    verdict
+                }),
             };
             let by = || Some(plugin.shared.clone());
             let verdict = match result {
@@ -1352,6 +1338,7 @@ impl PluginHost {
                     }
                     match self.ask_data(
                         &plugin,
+                        session,
                         wit_session,
                         request,
                         request_summary.as_ref(),
@@ -1455,6 +1442,7 @@ impl PluginHost {
     fn ask_data(
         &self,
         plugin: &Plugin,
+        session: &Session,
         wit_session: &types::Session,
         request: Option<&Request>,
         request_summary: Option<&types::Summary>,
@@ -1463,13 +1451,17 @@ impl PluginHost {
         event: &str,
     ) -> Asked {
         let summary = data::summary(message);
+        // Made for this call alone: a plugin before may have changed the message.
+        let made = Made::default();
         let lent = match request {
             Some(request) => Lent {
+                session,
+                made: &made,
                 request,
                 facts,
                 reply: Some(message),
             },
-            None => Lent::request(message, facts),
+            None => Lent::request(session, &made, message, facts),
         };
         let result = plugin.call(Some(lent), |instance| {
             let first = next_message(instance.store.data_mut());
@@ -1573,8 +1565,6 @@ impl Chain {
 /// (`same-for-head`).
 pub(crate) fn ask_message(
     plugin: &Plugin,
-    wit_session: &types::Session,
-    summary: &types::Summary,
     lent: Lent<'_>,
     sync: bool,
 ) -> Result<(types::Verdict, bool), Failure> {
@@ -1582,13 +1572,11 @@ pub(crate) fn ask_message(
         let message = next_message(instance.store.data_mut());
         instance.store.data_mut().same_for_head = false;
         let verdict = if sync {
-            instance
-                .bindings
-                .call_on_sync(&mut instance.store, wit_session, summary, message)
+            instance.bindings.call_on_sync(&mut instance.store, message)
         } else {
             instance
                 .bindings
-                .call_on_async(&mut instance.store, wit_session, summary, message)
+                .call_on_async(&mut instance.store, message)
         };
         let state = instance.store.data_mut();
         state.message_rep = 0;

@@ -35,7 +35,7 @@ use crate::{
     ask_message,
     bindings::types,
     facts::FactsCell,
-    state::{self, Lent},
+    state::{self, Lent, Made},
     swap::Slot,
 };
 
@@ -194,24 +194,23 @@ fn shadow(slot: &Slot, job: &Job, decisions: Option<&dyn DecisionSink>, metrics:
             if !plugin.events.contains(flag) {
                 return;
             }
-            let summary = state::summary(request);
+            let made = Made::default();
             let facts = FactsCell::new();
-            let lent = Lent::request(request, &facts);
-            let (decision, reason) = match ask_message(&plugin, &wit_session, &summary, lent, sync)
-                .map(|(verdict, _)| verdict)
-            {
-                Ok(types::Verdict::Pass) => (DecisionKind::Passed, None),
-                Ok(types::Verdict::Deny(message)) => (DecisionKind::Denied, Some(message)),
-                Ok(types::Verdict::Reply(_)) => (DecisionKind::Replied, None),
-                Ok(types::Verdict::Route(upstream)) => (DecisionKind::Routed, Some(upstream)),
-                Err(failure) => failed(plugin.fail_open, &failure),
-            };
+            let lent = Lent::request(&job.session, &made, request, &facts);
+            let (decision, reason) =
+                match ask_message(&plugin, lent, sync).map(|(verdict, _)| verdict) {
+                    Ok(types::Verdict::Pass) => (DecisionKind::Passed, None),
+                    Ok(types::Verdict::Deny(message)) => (DecisionKind::Denied, Some(message)),
+                    Ok(types::Verdict::Reply(_)) => (DecisionKind::Replied, None),
+                    Ok(types::Verdict::Route(upstream)) => (DecisionKind::Routed, Some(upstream)),
+                    Err(failure) => failed(plugin.fail_open, &failure),
+                };
             let event = if sync {
                 DecisionEvent::Sync
             } else {
                 DecisionEvent::Async
             };
-            (event, decision, reason, Some((request, summary)))
+            (event, decision, reason, Some((request, made)))
         }
     };
     let denies = |kind: DecisionKind| kind == DecisionKind::Denied;
@@ -221,7 +220,8 @@ fn shadow(slot: &Slot, job: &Job, decisions: Option<&dyn DecisionSink>, metrics:
     metrics.shadow_disagreement(&plugin.shared.name);
     let Some(sink) = decisions else { return };
     let mut record = DecisionRecord::new(job.session.clone(), event, decision);
-    if let Some((request, summary)) = request {
+    if let Some((request, made)) = request {
+        let summary = made.summary(request);
         record.head = summary.head.as_deref().map(Arc::from);
         if sink.include_text() {
             record.text = summary.text.as_deref().map(Arc::from);

@@ -39,6 +39,17 @@ scoped_tls::scoped_thread_local!(
 );
 
 scoped_tls::scoped_thread_local!(
+    /// The connection the lent request came from: lent with it, for `message.session`.
+    static CURRENT_SESSION: Session
+);
+
+scoped_tls::scoped_thread_local!(
+    /// The WIT session and summary of the lent request, each made on the chain's first ask and
+    /// shared by its later calls: lent with it.
+    static CURRENT_MADE: Made
+);
+
+scoped_tls::scoped_thread_local!(
     /// The reply an `on-response` call is about, lent beside the request it answers.
     static CURRENT_REPLY: Request
 );
@@ -73,19 +84,29 @@ pub(crate) fn with_http<R>(request: &HttpRequest, text: &HttpText, f: impl FnOnc
 )]
 pub struct HttpRequestRef;
 
-/// A message lent to the calls of one chain: the request, and its facts once a plugin asked; for
-/// `on-response`, the reply too.
+/// A message lent to the calls of one chain: the request, its connection, and what the chain made
+/// of them once a plugin asked (the WIT session and summary, the facts); for `on-response`, the
+/// reply too.
 #[derive(Clone, Copy)]
 pub(crate) struct Lent<'a> {
+    pub(crate) session: &'a Session,
+    pub(crate) made: &'a Made,
     pub(crate) request: &'a Request,
     pub(crate) facts: &'a FactsCell,
     pub(crate) reply: Option<&'a Request>,
 }
 
 impl<'a> Lent<'a> {
-    /// A request and its facts.
-    pub(crate) fn request(request: &'a Request, facts: &'a FactsCell) -> Self {
+    /// A request from `session`, with what its chain made of it.
+    pub(crate) fn request(
+        session: &'a Session,
+        made: &'a Made,
+        request: &'a Request,
+        facts: &'a FactsCell,
+    ) -> Self {
         Self {
+            session,
+            made,
             request,
             facts,
             reply: None,
@@ -93,12 +114,37 @@ impl<'a> Lent<'a> {
     }
 }
 
+/// The WIT session and summary of one chain's request, each made on the first ask (by the chain
+/// itself, or by a plugin through `message.session` and `message.summary`) and then shared: a
+/// chain whose plugins ask for neither copies neither.
+#[derive(Debug, Default)]
+pub(crate) struct Made {
+    session: std::sync::OnceLock<types::Session>,
+    summary: std::sync::OnceLock<types::Summary>,
+}
+
+impl Made {
+    /// The WIT form of `session`, made on the first ask.
+    pub(crate) fn session(&self, session: &Session) -> &types::Session {
+        self.session.get_or_init(|| self::session(session))
+    }
+
+    /// The summary of `request`, made on the first ask.
+    pub(crate) fn summary(&self, request: &Request) -> &types::Summary {
+        self.summary.get_or_init(|| self::summary(request))
+    }
+}
+
 /// Runs `f` with `lent` lent to the `message` resource's host functions.
 pub(crate) fn with_request<R>(lent: Lent<'_>, f: impl FnOnce() -> R) -> R {
     CURRENT_REQUEST.set(lent.request, || {
-        CURRENT_FACTS.set(lent.facts, || match lent.reply {
-            Some(reply) => CURRENT_REPLY.set(reply, f),
-            None => f(),
+        CURRENT_SESSION.set(lent.session, || {
+            CURRENT_MADE.set(lent.made, || {
+                CURRENT_FACTS.set(lent.facts, || match lent.reply {
+                    Some(reply) => CURRENT_REPLY.set(reply, f),
+                    None => f(),
+                })
+            })
         })
     })
 }
@@ -339,6 +385,26 @@ impl host::Host for HostState {
 impl types::Host for HostState {}
 
 impl types::HostMessage for HostState {
+    fn session(&mut self, message: Resource<MessageRef>) -> wasmtime::Result<types::Session> {
+        // Checks that the handle is the lent one; the session is the same for a reply.
+        self.request(&message, |_| ())?;
+        if !CURRENT_SESSION.is_set() || !CURRENT_MADE.is_set() {
+            wasmtime::bail!("message used outside the call it was passed to")
+        }
+        Ok(CURRENT_SESSION.with(|session| CURRENT_MADE.with(|made| made.session(session).clone())))
+    }
+
+    fn summary(&mut self, message: Resource<MessageRef>) -> wasmtime::Result<types::Summary> {
+        let is_request = message.rep() == self.message_rep;
+        self.request(&message, |request| {
+            if is_request && CURRENT_MADE.is_set() {
+                CURRENT_MADE.with(|made| made.summary(request).clone())
+            } else {
+                summary(request)
+            }
+        })
+    }
+
     fn body(&mut self, message: Resource<MessageRef>) -> wasmtime::Result<Vec<u8>> {
         self.request(&message, |request| little_endian(request.view()))?
     }

@@ -2,10 +2,11 @@
 //! [`Config`].
 //!
 //! A message stays in the host until the plugin asks for it: [`MessageCtx`] answers the common
-//! questions (is it a call, its head, its text) from the [`Summary`] the host computed in place,
-//! and copies bytes into the guest only for [`MessageCtx::arg`], [`MessageCtx::value`] and
-//! [`MessageCtx::body`]. Its query facts ([`MessageCtx::facts`]) take one host call, on the first
-//! ask, and the host parses the message once for the whole chain.
+//! questions (is it a call, its head, its text) from the [`Summary`] the host computes in place,
+//! fetched with one host call on the first of them, and copies bytes into the guest only for
+//! [`MessageCtx::arg`], [`MessageCtx::value`] and [`MessageCtx::body`]. The [`Session`] is one host
+//! call on the first ask too. Its query facts ([`MessageCtx::facts`]) take one host call, on the
+//! first ask, and the host parses the message once for the whole chain.
 
 use std::cell::OnceCell;
 
@@ -277,6 +278,30 @@ impl Body<'_> {
             Body::Local(bytes) => facts::of_view(ValueView::trusted(bytes, Endian::Little)),
         }
     }
+
+    /// The message's summary: one host call, or computed here as the host would.
+    fn summary(&self) -> Summary {
+        match self {
+            Body::Host(message) => message.summary(),
+            Body::Local(bytes) => summarize(bytes),
+        }
+    }
+
+    /// The connection of a message in the host: one host call. A local message's context is made
+    /// with its session, so it never asks.
+    fn session(&self) -> Session {
+        match self {
+            Body::Host(message) => message.session(),
+            Body::Local(_) => Session {
+                handle: 0,
+                user: String::new(),
+                peer_address: String::new(),
+                peer_port: 0,
+                capability: 3,
+                tls: None,
+            },
+        }
+    }
 }
 
 /// The body of `value`; a value that cannot be encoded (a symbol with a NUL) is replaced by the
@@ -292,11 +317,13 @@ pub(crate) fn encode_or_null(value: &K) -> Vec<u8> {
 }
 
 /// What [`Plugin::on_sync`](crate::Plugin::on_sync) and
-/// [`Plugin::on_async`](crate::Plugin::on_async) are given: the session, the host's summary of
-/// the message, and the message itself, fetched on demand.
+/// [`Plugin::on_async`](crate::Plugin::on_async) are given: the message, whose session, summary,
+/// bytes and facts stay in the host until the handler asks for them. Each is one host call on the
+/// first ask and is then kept in the context, so a handler that replies without looking
+/// (`echo`) copies neither the session nor the summary.
 pub struct MessageCtx<'a> {
-    session: Session,
-    summary: Summary,
+    session: OnceCell<Session>,
+    summary: OnceCell<Summary>,
     body: Body<'a>,
     facts: OnceCell<Facts>,
 }
@@ -311,11 +338,22 @@ impl std::fmt::Debug for MessageCtx<'_> {
 }
 
 impl<'a> MessageCtx<'a> {
-    /// A context over a message that stays in the host.
-    pub(crate) fn host(session: Session, summary: Summary, message: &'a Message) -> Self {
+    /// A context over a message that stays in the host, its session and summary included.
+    pub(crate) fn host(message: &'a Message) -> Self {
         Self {
-            session,
-            summary,
+            session: OnceCell::new(),
+            summary: OnceCell::new(),
+            body: Body::Host(message),
+            facts: OnceCell::new(),
+        }
+    }
+
+    /// A context over a message that stays in the host, with the session and summary the host
+    /// passed beside it (`on-response`'s request).
+    pub(crate) fn host_with(session: Session, summary: Summary, message: &'a Message) -> Self {
+        Self {
+            session: OnceCell::from(session),
+            summary: OnceCell::from(summary),
             body: Body::Host(message),
             facts: OnceCell::new(),
         }
@@ -329,8 +367,8 @@ impl<'a> MessageCtx<'a> {
         let bytes = encode_or_null(value);
         let summary = summarize(&bytes);
         MessageCtx {
-            session,
-            summary,
+            session: OnceCell::from(session),
+            summary: OnceCell::from(summary),
             body: Body::Local(bytes),
             facts: OnceCell::new(),
         }
@@ -347,40 +385,41 @@ impl<'a> MessageCtx<'a> {
         self.facts.get_or_init(|| self.body.facts())
     }
 
-    /// The connection the message came from.
+    /// The connection the message came from: one host call on the first ask.
     pub fn session(&self) -> &Session {
-        &self.session
+        self.session.get_or_init(|| self.body.session())
     }
 
     /// The user (`.z.u`), as the handshake or an auth plugin set it.
     pub fn user(&self) -> &str {
-        &self.session.user
+        &self.session().user
     }
 
     /// The connection's handle (`.z.w`).
     pub fn handle(&self) -> i32 {
-        self.session.handle
+        self.session().handle
     }
 
-    /// The host's summary: type, size, head, argument count, short text.
+    /// The host's summary: type, size, head, argument count, short text. One host call on the
+    /// first ask.
     pub fn summary(&self) -> &Summary {
-        &self.summary
+        self.summary.get_or_init(|| self.body.summary())
     }
 
     /// The q type of the message (0 for a general list, 10 for a string...).
     pub fn type_code(&self) -> i8 {
-        self.summary.type_code
+        self.summary().type_code
     }
 
     /// The function name when the message is a call: a general list whose first item is a symbol
     /// (`` (`fn;1;2) ``) or a string (`("fn";1;2)`, as PyKX and qPython send calls).
     pub fn head(&self) -> Option<&str> {
-        self.summary.head.as_deref()
+        self.summary().head.as_deref()
     }
 
     /// Whether the head of a call is a symbol rather than a string.
     pub fn head_is_symbol(&self) -> bool {
-        self.summary.head_is_symbol
+        self.summary().head_is_symbol
     }
 
     /// Says that the verdict this handler returns holds for every later call of the same
@@ -395,7 +434,7 @@ impl<'a> MessageCtx<'a> {
 
     /// The number of arguments after the head of a call; 0 when the message is not a call.
     pub fn arg_count(&self) -> usize {
-        self.summary.arg_count as usize
+        self.summary().arg_count as usize
     }
 
     /// Whether the message is a call of `name` (with any arguments) or the free-text query
@@ -410,7 +449,7 @@ impl<'a> MessageCtx<'a> {
 
     /// Whether the message is a string: a free-text query such as `"select from t"`.
     pub fn is_query(&self) -> bool {
-        self.summary.type_code == qgate_ipc::type_code::CHAR
+        self.summary().type_code == qgate_ipc::type_code::CHAR
     }
 
     /// The text of a string message (a free-text query), however long; bytes that are not UTF-8
@@ -419,7 +458,7 @@ impl<'a> MessageCtx<'a> {
         if !self.is_query() {
             return None;
         }
-        if let Some(text) = &self.summary.text {
+        if let Some(text) = &self.summary().text {
             return Some(text.clone());
         }
         let bytes = match &self.body {

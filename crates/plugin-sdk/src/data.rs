@@ -75,7 +75,7 @@ impl<'a> DataCtx<'a> {
     ) -> Self {
         Self {
             request: request
-                .map(|(summary, request)| MessageCtx::host(session.clone(), summary, request)),
+                .map(|(summary, request)| MessageCtx::host_with(session.clone(), summary, request)),
             session,
             summary,
             data: Data::Host(message),

@@ -74,15 +74,15 @@ impl<P: Plugin> Guest for Glue<P> {
         })
     }
 
-    fn on_sync(session: Session, summary: Summary, message: &Message) -> Verdict {
+    fn on_sync(message: &Message) -> Verdict {
         with_plugin::<P, _>(Verdict::Deny(NOT_INITIALIZED.to_owned()), |plugin| {
-            plugin.on_sync(&MessageCtx::host(session, summary, message))
+            plugin.on_sync(&MessageCtx::host(message))
         })
     }
 
-    fn on_async(session: Session, summary: Summary, message: &Message) -> Verdict {
+    fn on_async(message: &Message) -> Verdict {
         with_plugin::<P, _>(Verdict::Deny(NOT_INITIALIZED.to_owned()), |plugin| {
-            plugin.on_async(&MessageCtx::host(session, summary, message))
+            plugin.on_async(&MessageCtx::host(message))
         })
     }
 
