@@ -34,7 +34,7 @@ mod ws;
 
 use std::{fmt, future::Future, net::SocketAddr, sync::Arc};
 
-use qgate_ipc::{DecodeError, Endian, K, Message, MessageType, ValueView};
+use qgate_ipc::{DecodeError, EncodeError, Endian, K, Message, MessageType, ValueView};
 
 pub use crate::{
     backend::{
@@ -221,7 +221,7 @@ pub enum OpenVerdict {
 }
 
 /// The verdict of [`Hooks::on_sync`] and [`Hooks::on_async`] (`.z.pg`, `.z.ps`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Refuse: a sync request gets this q error (without the `'`); an async one is dropped and
     /// logged, as q drops async errors.
@@ -229,14 +229,24 @@ pub enum Verdict {
     /// Nothing answered: the [`Backend`] does (the default upstream, in gateway mode). With no
     /// backend a sync request gets a q error saying so; it never leaves a client waiting.
     Pass,
-    /// Answer a sync request with this value; for an async message, accept it.
-    Reply(K),
+    /// Answer a sync request with this value, sent as the bytes it is (a plugin's reply is checked
+    /// and framed, never decoded); for an async message, accept it.
+    Reply(Body),
     /// Send the message to the backend's service of this name (an upstream), instead of the
     /// default one.
     Route(String),
 }
 
 impl Verdict {
+    /// A reply of `value`, encoded; a value that cannot be encoded (a symbol with a NUL) is
+    /// denied with the q error that says why, as the server answers a reply it cannot send.
+    pub fn reply(value: &K) -> Self {
+        match Body::from_value(value) {
+            Ok(body) => Self::Reply(body),
+            Err(error) => Self::Deny(error.q_error().to_owned()),
+        }
+    }
+
     /// The verdict in a decision log's words, with its reason: a deny's message, or a route's
     /// upstream.
     pub fn decision(&self) -> (DecisionKind, Option<String>) {
@@ -290,6 +300,26 @@ impl Body {
             "a body assumed valid is not"
         );
         Self(bytes)
+    }
+
+    /// The encoding of `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] when `value` cannot be encoded (a symbol with a NUL).
+    pub fn from_value(value: &K) -> Result<Self, EncodeError> {
+        let mut bytes = Vec::new();
+        qgate_ipc::encode(value, &mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// The value, decoded: for reading a reply in tests and tools; the server sends the bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] when the value is too deeply nested to decode.
+    pub fn value(&self) -> Result<K, DecodeError> {
+        qgate_ipc::decode(&self.0, Endian::Little)
     }
 
     /// The encoded value.

@@ -17,7 +17,7 @@
 //!   plugin 1 ── pass ──► plugin 2 ── pass ──► ... ──► Verdict::Pass (nothing answered)
 //!        │ deny / reply(bytes)
 //!        ▼
-//!   Verdict::Deny(message) │ decode(bytes, budget) ──► Verdict::Reply(K) or Deny(malformed)
+//!   Verdict::Deny(message) │ validate(bytes) ──► Verdict::Reply(Body) or Deny(malformed)
 //! ```
 //!
 //! Sandboxing: one engine, epoch interruption ([`EPOCH_TICK`]) for each call's time budget, a
@@ -77,7 +77,6 @@ use qgate_hooks::{
     DecisionRecord, DecisionSink, Hooks, HttpRequest, HttpResponse, HttpVerdict, OpenVerdict,
     Outbound, RecordedBytes, Request, Session, Verdict, WsMessage, WsOpenVerdict, WsVerdict,
 };
-use qgate_ipc::{DecodeOptions, Endian};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use crate::{
@@ -98,13 +97,6 @@ pub use crate::{
     store::{KEEP_INSTANCE_MEMORY_BYTES, MIN_WALL_CLOCK_CEILING, WALL_CLOCK_CEILING_FACTOR},
     swap::{MAX_PREVIOUS_VERSIONS, PluginStatus, SwapOutcome},
 };
-
-/// How much memory a decoded reply may take, as a multiple of the plugin's memory cap.
-///
-/// A reply comes out of the guest's memory, so its bytes are at most the cap; decoding can
-/// expand them (a list of boolean atoms takes 2 bytes an item on the wire and a `K` in memory),
-/// and 8 times bounds that expansion for any reply a plugin can make.
-pub const REPLY_EXPANSION: usize = 8;
 
 /// What the host runs.
 #[derive(Clone, Debug, Default)]
@@ -970,7 +962,7 @@ impl PluginHost {
                     Counters::count(&plugin.counters.denies);
                     return (Verdict::Deny(message), by());
                 }
-                types::Verdict::Reply(bytes) => return (reply(&plugin, &bytes), by()),
+                types::Verdict::Reply(bytes) => return (reply(&plugin, bytes), by()),
                 types::Verdict::Route(upstream) => {
                     if slot.spec.routes.contains(&upstream) {
                         return (Verdict::Route(upstream), by());
@@ -1610,13 +1602,12 @@ fn outcome(
     }
 }
 
-/// A guest's reply, checked: one well-formed little-endian value within the decode budget.
-fn reply(plugin: &Plugin, bytes: &[u8]) -> Verdict {
-    let options = DecodeOptions {
-        max_bytes: plugin.memory_limit().saturating_mul(REPLY_EXPANSION),
-    };
-    match qgate_ipc::decode_with(bytes, Endian::Little, &options) {
-        Ok(value) => Verdict::Reply(value),
+/// A guest's reply, checked as a received message is (one well-formed little-endian value, read
+/// in place without allocating) and kept as the bytes it is: the server frames them, so a reply
+/// is never decoded and encoded again.
+fn reply(plugin: &Plugin, bytes: Vec<u8>) -> Verdict {
+    match Body::new(bytes) {
+        Ok(body) => Verdict::Reply(body),
         Err(error) => {
             Counters::count(&plugin.counters.denies);
             tracing::warn!(
@@ -1635,7 +1626,7 @@ fn reply(plugin: &Plugin, bytes: &[u8]) -> Verdict {
 
 /// How many copies of a message a plugin call may hold beside the server's own, at most: the
 /// message lowered into the guest, the reply the guest builds, and that reply's bytes lifted
-/// back into the host before they are decoded ([`Hooks::deciding_bytes`]).
+/// back into the host, which the server frames ([`Hooks::deciding_bytes`]).
 const DECIDING_COPIES: usize = 3;
 
 impl Hooks for PluginHost {

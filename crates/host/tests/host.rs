@@ -94,8 +94,8 @@ impl VersionCallers {
                             .on_sync(&session(), &request(&K::string("version")))
                             .await;
                         assert!(
-                            verdict == Verdict::Reply(K::symbol("a"))
-                                || verdict == Verdict::Reply(K::symbol("b")),
+                            verdict == Verdict::reply(&K::symbol("a"))
+                                || verdict == Verdict::reply(&K::symbol("b")),
                             "{verdict:?}"
                         );
                         calls += 1;
@@ -142,7 +142,7 @@ pub(crate) async fn conns_table(host: &PluginHost) -> String {
     else {
         panic!("conns did not answer");
     };
-    table.to_string()
+    table.value().expect("a reply decodes").to_string()
 }
 
 fn call() -> K {
@@ -156,7 +156,7 @@ async fn echo_answers_with_the_message() {
     for value in [call(), K::string("select from t"), K::long(42)] {
         assert_eq!(
             host.on_sync(&s, &request(&value)).await,
-            Verdict::Reply(value)
+            Verdict::reply(&value)
         );
     }
     // Echo takes only sync: every other event passes.
@@ -273,14 +273,14 @@ async fn instances_that_grew_large_are_not_kept_and_not_counted() {
     for call in 0..calls {
         let verdict = host.on_sync(&s, &request(&large)).await;
         assert!(
-            verdict == Verdict::Reply(large.clone()),
+            verdict == Verdict::reply(&large),
             "call {call} of {calls}: {verdict:?}"
         );
     }
     // A small call after them is served as ever.
     assert_eq!(
         host.on_sync(&s, &request(&call())).await,
-        Verdict::Reply(call())
+        Verdict::reply(&call())
     );
 }
 
@@ -290,7 +290,7 @@ async fn the_first_plugin_that_does_not_pass_decides() {
     let echo_first = host(vec![spec("echo"), spec("bad-reply")]);
     assert_eq!(
         echo_first.on_sync(&s, &request(&call())).await,
-        Verdict::Reply(call())
+        Verdict::reply(&call())
     );
     let bad_first = host(vec![spec("bad-reply"), spec("echo")]);
     assert_eq!(
@@ -315,7 +315,7 @@ async fn a_spinning_plugin_is_cut_at_its_budget_while_others_proceed() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
         echo.on_sync(&session(), &request(&call())).await,
-        Verdict::Reply(call())
+        Verdict::reply(&call())
     );
     assert!(!spinning.is_finished(), "spin ended before its budget");
     let verdict = spinning.await.unwrap();
@@ -361,7 +361,7 @@ fn a_call_is_not_charged_for_time_it_waits_for_a_thread() {
         .expect("the call's task");
         release.send(()).expect("the blocking task waits");
         busy.await.expect("the blocking task").expect("released");
-        assert_eq!(verdict, Verdict::Reply(call()));
+        assert_eq!(verdict, Verdict::reply(&call()));
     });
 }
 
@@ -403,7 +403,7 @@ async fn a_trap_fails_closed_unless_the_plugin_is_fail_open() {
     let open = host(vec![trap, spec("echo")]);
     assert_eq!(
         open.on_sync(&s, &request(&call())).await,
-        Verdict::Reply(call())
+        Verdict::reply(&call())
     );
     assert_eq!(open.on_auth(&s, &credentials).await, AuthVerdict::Pass);
 }
@@ -427,7 +427,7 @@ async fn one_clients_traps_never_deny_another_clients_calls() {
     }
     assert_eq!(
         host.on_sync(&other, &request(&call())).await,
-        Verdict::Reply(call())
+        Verdict::reply(&call())
     );
 
     // And while the poison keeps coming.
@@ -443,7 +443,7 @@ async fn one_clients_traps_never_deny_another_clients_calls() {
     while !poisoner.is_finished() || answered < 200 {
         assert_eq!(
             host.on_sync(&other, &request(&call())).await,
-            Verdict::Reply(call()),
+            Verdict::reply(&call()),
             "call {answered} of another client"
         );
         answered += 1;
@@ -502,6 +502,7 @@ async fn the_kv_store_is_shared_by_every_instance() {
     else {
         panic!("conns did not answer");
     };
+    let table = table.value().expect("a reply decodes");
     assert!(!table.to_string().contains("user3"), "{table}");
 }
 
@@ -615,7 +616,7 @@ async fn every_plugin_of_a_chain_and_the_outcome_see_one_messages_facts() {
         let s = &s;
         async move {
             match host.on_sync(s, &request(&value)).await {
-                Verdict::Reply(reply) => reply,
+                Verdict::Reply(reply) => reply.value().expect("a reply decodes"),
                 other => panic!("no reply: {other:?}"),
             }
         }
@@ -673,7 +674,7 @@ async fn a_kv_file_keeps_the_store_across_a_restart() {
     for _ in 0..3 {
         assert_eq!(first.on_async(&s, &request(&call())).await, Verdict::Pass);
     }
-    assert_eq!(count(&first, &s).await, Verdict::Reply(K::long(3)));
+    assert_eq!(count(&first, &s).await, Verdict::reply(&K::long(3)));
     drop(first);
     assert!(
         kv_file.is_file(),
@@ -682,11 +683,11 @@ async fn a_kv_file_keeps_the_store_across_a_restart() {
 
     // The restart goes on from there.
     let second = host(vec![versioned()]);
-    assert_eq!(count(&second, &s).await, Verdict::Reply(K::long(3)));
+    assert_eq!(count(&second, &s).await, Verdict::reply(&K::long(3)));
     assert_eq!(second.on_async(&s, &request(&call())).await, Verdict::Pass);
     drop(second);
     let third = host(vec![versioned()]);
-    assert_eq!(count(&third, &s).await, Verdict::Reply(K::long(4)));
+    assert_eq!(count(&third, &s).await, Verdict::reply(&K::long(4)));
     drop(third);
 
     // A file that is not a store is refused by name, never silently emptied.

@@ -330,7 +330,12 @@ impl Case {
                 match verdict {
                     Verdict::Deny(message) => Outcome::Deny(Some(message)),
                     Verdict::Pass => Outcome::Pass,
-                    Verdict::Reply(value) => Outcome::Reply(value),
+                    Verdict::Reply(body) => match body.value() {
+                        Ok(value) => Outcome::Reply(value),
+                        Err(error) => {
+                            Outcome::Deny(Some(format!("a reply that cannot be read: {error}")))
+                        }
+                    },
                     Verdict::Route(upstream) => Outcome::Route(upstream),
                 }
             }

@@ -24,12 +24,12 @@ use std::{
 
 use arc_swap::ArcSwap;
 use qgate_hooks::{
-    AuthVerdict, Backend, CloseReason, Credentials, DataVerdict, Downstream, ForwardError, Hooks,
-    Link, OpenVerdict, Push, Request, Session, TlsFacts, Verdict,
+    AuthVerdict, Backend, Body, CloseReason, Credentials, DataVerdict, Downstream, ForwardError,
+    Hooks, Link, OpenVerdict, Push, Request, Session, TlsFacts, Verdict,
 };
 use qgate_ipc::{
-    Close, EncodeOptions, K, Locality, Message, MessageType, encode_message_with, handshake,
-    message_len,
+    Close, EncodeOptions, HEADER_LEN, K, Locality, Message, MessageType, encode_message_with,
+    handshake, message_len,
 };
 use qgate_metrics::{self as metrics, Decision, Event, Metrics};
 use tracing::{Instrument as _, field};
@@ -477,6 +477,8 @@ enum Next {
 enum Answer {
     /// A value, or a q error, from the server or the hooks.
     Value(Result<K, String>),
+    /// A value as the hooks encoded it (a plugin's reply): framed, never decoded.
+    Body(Body),
     /// The backend, at this route (`None`: its default).
     Forward(Option<String>),
 }
@@ -608,7 +610,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                 let answer = self.answer(&request).await;
                 charge.shrink_to(held);
                 let decision = match &answer {
-                    Answer::Value(Ok(_)) => Decision::Reply,
+                    Answer::Value(Ok(_)) | Answer::Body(_) => Decision::Reply,
                     Answer::Value(Err(_)) => Decision::Deny,
                     Answer::Forward(None) => Decision::Pass,
                     Answer::Forward(Some(_)) => Decision::Route,
@@ -621,6 +623,13 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                         // reply's charge would hold its answer uncounted.
                         let carried = self.keep_charge(request, charge);
                         match self.encode(response, carried).await {
+                            Ok(outgoing) => self.send(outgoing).await,
+                            Err(reason) => Err(reason),
+                        }
+                    }
+                    Answer::Body(body) => {
+                        let carried = self.keep_charge(request, charge);
+                        match self.frame(body, carried).await {
                             Ok(outgoing) => self.send(outgoing).await,
                             Err(reason) => Err(reason),
                         }
@@ -816,7 +825,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
             return Answer::Value(Ok(value));
         }
         match self.state.hooks.on_sync(&self.session, request).await {
-            Verdict::Reply(value) => Answer::Value(Ok(value)),
+            Verdict::Reply(body) => Answer::Body(body),
             Verdict::Deny(error) => Answer::Value(Err(error)),
             Verdict::Pass => Answer::Forward(None),
             Verdict::Route(route) => Answer::Forward(Some(route)),
@@ -1141,36 +1150,10 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                 return self.encode_error(q_error);
             }
         };
-        let mut charge = carried;
-        if len >= CHARGED_MIN_BYTES {
-            // While it is encoded, the value is in memory beside its encoding (about as large:
-            // `len` is the value's own encoded size); a reply compressed for a remote peer needs
-            // its plain and its compressed form at once, the second at most half the first.
-            // A reply whose peak is more than the whole budget takes all of it, and is encoded
-            // alone.
-            let peak = match self.encode.locality {
-                Locality::Remote => len + len + len / 2,
-                Locality::Local => len + len,
-            }
-            .min(self.state.budget.total());
-            let more = peak.saturating_sub(charge.bytes());
-            let deadline = tokio::time::Instant::now() + MemoryBudget::WAIT;
-            match charge.grow(more, deadline).await {
-                Ok(()) => {}
-                Err(error) => {
-                    tracing::warn!(
-                        limit = "memory_budget",
-                        bytes = len,
-                        %error,
-                        "reply refused: the server's memory budget is spent"
-                    );
-                    return self.encode_error(&format!(
-                        "qgate: a reply of {len} bytes was dropped: the server's memory budget \
-                         (limits.memory_budget) is spent; try again"
-                    ));
-                }
-            };
-        }
+        let mut charge = match self.charge_reply(len, carried).await {
+            Ok(charge) => charge,
+            Err(refused) => return refused,
+        };
         let encoded = encode_message_with(MessageType::Response, &value, &self.encode);
         drop(value);
         match encoded {
@@ -1190,6 +1173,91 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                 let q_error = error.q_error();
                 tracing::warn!(%error, q_error, "reply cannot be sent; sending an error");
                 self.encode_error(q_error)
+            }
+        }
+    }
+
+    /// The charge a reply of `len` bytes holds while it is made, grown from `carried`; when the
+    /// budget cannot give it, the error reply that says so.
+    async fn charge_reply(
+        &self,
+        len: usize,
+        carried: Charge,
+    ) -> Result<Charge, Result<Outgoing, CloseReason>> {
+        let mut charge = carried;
+        if len < CHARGED_MIN_BYTES {
+            return Ok(charge);
+        }
+        // While it is encoded, the value is in memory beside its encoding (about as large:
+        // `len` is the value's own encoded size); a reply compressed for a remote peer needs its
+        // plain and its compressed form at once, the second at most half the first. A reply
+        // whose peak is more than the whole budget takes all of it, and is encoded alone.
+        let peak = match self.encode.locality {
+            Locality::Remote => len + len + len / 2,
+            Locality::Local => len + len,
+        }
+        .min(self.state.budget.total());
+        let more = peak.saturating_sub(charge.bytes());
+        let deadline = tokio::time::Instant::now() + MemoryBudget::WAIT;
+        match charge.grow(more, deadline).await {
+            Ok(()) => Ok(charge),
+            Err(error) => {
+                tracing::warn!(
+                    limit = "memory_budget",
+                    bytes = len,
+                    %error,
+                    "reply refused: the server's memory budget is spent"
+                );
+                Err(self.encode_error(&format!(
+                    "qgate: a reply of {len} bytes was dropped: the server's memory budget \
+                     (limits.memory_budget) is spent; try again"
+                )))
+            }
+        }
+    }
+
+    /// A reply the hooks encoded, framed for this client as it is, within the memory budget as
+    /// [`Self::encode`] keeps it. A client below capability 3 cannot read every type (a GUID, a
+    /// timestamp at 0), so for it the value is decoded and sent as a value the server made, which
+    /// checks that.
+    async fn frame(&self, body: Body, carried: Charge) -> Result<Outgoing, CloseReason> {
+        if self.encode.capability < 3 {
+            return match body.value() {
+                Ok(value) => self.encode(Ok(value), carried).await,
+                Err(error) => {
+                    tracing::warn!(%error, "reply cannot be read; sending an error");
+                    self.encode_error("qgate: a reply that cannot be read")
+                }
+            };
+        }
+        let len = HEADER_LEN + body.as_bytes().len();
+        let mut charge = match self.charge_reply(len, carried).await {
+            Ok(charge) => charge,
+            Err(refused) => return refused,
+        };
+        let framed = outbound::frame_body(
+            MessageType::Response,
+            &body,
+            self.encode.locality,
+            self.encode.capability,
+        );
+        drop(body);
+        match framed {
+            Ok(bytes) => {
+                let held = if len >= CHARGED_MIN_BYTES {
+                    bytes.capacity()
+                } else {
+                    0
+                };
+                charge.shrink_to(held);
+                Ok(Outgoing {
+                    bytes,
+                    _charge: charge,
+                })
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reply cannot be sent; sending an error");
+                self.encode_error("limit")
             }
         }
     }

@@ -150,7 +150,7 @@ impl Hooks for FakeHooks {
             }
             _ => {}
         }
-        Verdict::Reply(value)
+        Verdict::reply(&value)
     }
 
     async fn on_async(&self, session: &Session, request: &Request) -> Verdict {

@@ -222,7 +222,7 @@ impl Hooks for Whoami {
             cert.map(|c| c.sans.join(",")).unwrap_or_default(),
             cert.map(|c| c.fingerprint_sha256.as_str()).unwrap_or("-"),
         );
-        Verdict::Reply(K::string(text))
+        Verdict::reply(&K::string(text))
     }
 
     async fn on_ws_message(&self, session: &Session, message: &WsMessage) -> WsVerdict {

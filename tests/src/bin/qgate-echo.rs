@@ -235,13 +235,13 @@ impl Hooks for EchoHooks {
                 .get(&session.handle)
                 .cloned()
                 .unwrap_or_default();
-            return Verdict::Reply(K::list(received));
+            return Verdict::reply(&K::list(received));
         }
         if let Some(text) = error_text(request) {
             return Verdict::Deny(text);
         }
         match request.to_k() {
-            Ok(value) => Verdict::Reply(value),
+            Ok(value) => Verdict::reply(&value),
             Err(error) => Verdict::Deny(error.to_string()),
         }
     }
@@ -262,7 +262,7 @@ impl Hooks for EchoHooks {
         self.asyncs().entry(session.handle).or_default().push(value);
         match error_text(request) {
             Some(text) => Verdict::Deny(text),
-            None => Verdict::Reply(K::Null),
+            None => Verdict::reply(&K::Null),
         }
     }
 

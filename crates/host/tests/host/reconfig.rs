@@ -90,7 +90,7 @@ async fn plugins_are_added_removed_reordered_and_reconfigured_with_their_state()
     assert_eq!(changes.changed, ["counter"]);
     assert_eq!(
         sync(&host, &K::string("count")).await,
-        Verdict::Reply(K::long(2))
+        Verdict::reply(&K::long(2))
     );
 
     // A rollback undoes a config change of one plugin: `g` is granted again.
@@ -105,7 +105,7 @@ async fn plugins_are_added_removed_reordered_and_reconfigured_with_their_state()
     assert_eq!(sync(&host, &call("g")).await, Verdict::Pass);
     assert_eq!(
         sync(&host, &K::string("version")).await,
-        Verdict::Reply(K::symbol("a"))
+        Verdict::reply(&K::symbol("a"))
     );
     let error = host.reload("policy").expect_err("removed");
     assert!(matches!(error, HostError::UnknownPlugin { .. }), "{error}");
@@ -199,7 +199,7 @@ async fn a_new_lock_reloads_every_plugin_under_it() {
     assert!(matches!(error, HostError::Refused { .. }), "{error}");
     assert_eq!(
         sync(&host, &K::string("version")).await,
-        Verdict::Reply(K::symbol("a"))
+        Verdict::reply(&K::symbol("a"))
     );
 
     // Signed: applied, and a later swap is held to the lock.
@@ -215,7 +215,7 @@ async fn a_new_lock_reloads_every_plugin_under_it() {
     assert!(matches!(error, HostError::Refused { .. }), "{error}");
     assert_eq!(
         sync(&host, &K::string("version")).await,
-        Verdict::Reply(K::symbol("a"))
+        Verdict::reply(&K::symbol("a"))
     );
 }
 
@@ -243,7 +243,7 @@ async fn calls_during_reloads_never_fail() {
         // Visible at once: the next call runs on the new chain.
         assert_eq!(
             sync(&host, &K::string("version")).await,
-            Verdict::Reply(K::symbol(first))
+            Verdict::reply(&K::symbol(first))
         );
     }
     callers.stop().await;

@@ -37,7 +37,7 @@ async fn version(host: &PluginHost) -> Verdict {
 }
 
 fn answer(version: &str) -> Verdict {
-    Verdict::Reply(K::symbol(version))
+    Verdict::reply(&K::symbol(version))
 }
 
 fn swapped_to(outcome: &SwapOutcome) -> Digest {
