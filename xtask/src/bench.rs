@@ -210,12 +210,17 @@ const CALL_COST_TARGET_NS: f64 = 500.0;
 
 /// The rows of `crates/host/benches/call.rs`: benchmark, what it measures, and whether it is a
 /// plugin call each time (its cost beyond the host alone and an empty call has the target).
-const CALL_ROWS: [(&str, &str, bool); 9] = [
+const CALL_ROWS: [(&str, &str, bool); 10] = [
     ("empty", "an empty component call (the baseline)", false),
     (
         "none",
         "the host with no plugin: the chain's own work and the benchmark's `block_on`",
         false,
+    ),
+    (
+        "pass",
+        "a plugin that passes without asking anything (`spin`, `turns = 0`): a call each time",
+        true,
     ),
     (
         "echo",

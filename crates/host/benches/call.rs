@@ -7,6 +7,8 @@
 //! host: those rows are the standing path. `echo` and `version-a` reply with values, which never
 //! stand: their rows are a plugin call each. `none` is the host with no plugin, the same
 //! `block_on` and message chain with nothing to call: what a plugin call adds is a row less it.
+//! `pass` is a plugin that passes without asking the host anything (the `spin` fixture with
+//! `turns = 0`): what the host itself costs a call, with no work of the plugin's in it.
 
 mod common;
 
@@ -34,6 +36,10 @@ fn calls(c: &mut Criterion) {
         .expect("a valid message");
     let hosts = [
         ("none", host(vec![])),
+        (
+            "pass",
+            host(vec![spec("pass", "spin", json!({ "turns": 0 }))]),
+        ),
         ("echo", host(vec![spec("echo", "echo", json!({}))])),
         (
             "conns",
