@@ -852,7 +852,10 @@ impl PluginHost {
                 symbol: call.has_symbol_head(),
             })
         });
-        let (verdict, decided_by) = self.decide_message(&chain, session, call, lent, sync);
+        // The deciding plugin is named only where it is reported.
+        let name_decider = told || self.decisions.is_some();
+        let (verdict, decided_by) =
+            self.decide_message(&chain, session, call, lent, sync, name_decider);
         if let Some(sink) = &self.decisions {
             let (decision, reason) = verdict.decision();
             let event = if sync {
@@ -916,7 +919,11 @@ impl PluginHost {
         call: Option<standing::Call<'_>>,
         lent: Lent<'_>,
         sync: bool,
+        name_decider: bool,
     ) -> (Verdict, Option<Arc<PluginShared>>) {
+        // One lock for the standing lookups of the slots before the first plugin call, which
+        // releases it.
+        let mut standings = call.map(|_| self.standing.lock());
         let event = if sync { "sync" } else { "async" };
         let flag = if sync {
             types::Events::SYNC
@@ -929,16 +936,26 @@ impl PluginHost {
             .enumerate()
             .filter(|(_, slot)| !slot.spec.shadow)
         {
+            if !slot.takes.message(sync) {
+                continue;
+            }
             // The version this event uses, read once: a swap during the call does not touch it.
             let plugin = slot.current.load();
             if !plugin.events.contains(flag) {
                 continue;
             }
-            let standing =
-                call.and_then(|call| self.standing.verdict(session, index, call, &plugin));
+            let standing = call.and_then(|call| match standings.as_mut() {
+                Some(locked) => locked.verdict(session, index, call, &plugin),
+                None => self.standing.verdict(session, index, call, &plugin),
+            });
             let result = match standing {
                 Some(verdict) => Ok(verdict),
-                None => ask_message(&plugin, lent, sync).map(|(verdict, same_for_head)| {
+                None => {
+                    // A plugin call never holds the table: its verdict may be recorded in it.
+                    standings = None;
+                    ask_message(&plugin, lent, sync)
+                }
+                .map(|(verdict, same_for_head)| {
                     if let (true, Some(call)) = (same_for_head, call) {
                         self.standing
                             .set_verdict(session, index, call, &plugin, verdict.clone());
@@ -946,7 +963,7 @@ impl PluginHost {
                     verdict
                 }),
             };
-            let by = || Some(plugin.shared.clone());
+            let by = || name_decider.then(|| plugin.shared.clone());
             let verdict = match result {
                 Ok(verdict) => verdict,
                 Err(failure) if failed(&plugin, event, &failure) => continue,
@@ -956,6 +973,10 @@ impl PluginHost {
                     return (Verdict::Deny(message), by());
                 }
             };
+            if !matches!(verdict, types::Verdict::Pass) {
+                // The chain ends here: what is left (checking a reply's bytes) needs no table.
+                standings = None;
+            }
             match verdict {
                 types::Verdict::Pass => {}
                 types::Verdict::Deny(message) => {
@@ -1509,10 +1530,7 @@ impl Chain {
 
     /// Whether any plugin takes outcomes.
     fn takes_outcome(&self) -> bool {
-        self.live().any(|slot| {
-            slot.takes_outcome
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
+        self.live().any(|slot| slot.takes.outcome())
     }
 
     /// The live plugins, in chain order: every plugin but the shadow ones.

@@ -202,22 +202,15 @@ impl Standings {
         plugin: &Arc<Plugin>,
         is: impl Fn(&Key) -> bool,
     ) -> Option<Standing> {
-        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
-        let connection = rules.get_mut(&session.handle)?;
-        if !connection.is(session) {
-            connection.entries.clear();
-            return None;
+        find_in(&mut self.lock().rules, session, slot, plugin, is)
+    }
+
+    /// The table held for a walk along a chain: one lock for the lookups of every slot until the
+    /// first plugin call, which must not hold it (release it first, by dropping it).
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        Locked {
+            rules: self.rules.lock().unwrap_or_else(PoisonError::into_inner),
         }
-        let entries = &mut connection.entries;
-        let at = entries.iter().position(|e| e.slot == slot && is(&e.key))?;
-        if std::ptr::eq(entries[at].plugin.as_ptr(), Arc::as_ptr(plugin)) {
-            return Some(match &entries[at].standing {
-                Standing::Data(rule) => Standing::Data(rule.clone()),
-                Standing::Call(verdict) => Standing::Call(verdict.clone()),
-            });
-        }
-        entries.swap_remove(at);
-        None
     }
 
     fn insert(
@@ -228,12 +221,15 @@ impl Standings {
         plugin: &Arc<Plugin>,
         standing: Standing,
     ) {
-        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
-        let connection = rules.entry(session.handle).or_insert_with(|| Connection {
-            user: Arc::clone(&session.user),
-            peer: session.peer,
-            entries: Vec::new(),
-        });
+        let mut locked = self.lock();
+        let connection = locked
+            .rules
+            .entry(session.handle)
+            .or_insert_with(|| Connection {
+                user: Arc::clone(&session.user),
+                peer: session.peer,
+                entries: Vec::new(),
+            });
         if !connection.is(session) {
             connection.user = Arc::clone(&session.user);
             connection.peer = session.peer;
@@ -265,6 +261,52 @@ impl Standings {
             .remove(&handle);
         drop(removed);
     }
+}
+
+/// The standing table, locked: see [`Standings::lock`].
+pub(crate) struct Locked<'a> {
+    rules: std::sync::MutexGuard<'a, HashMap<Handle, Connection>>,
+}
+
+impl Locked<'_> {
+    /// [`Standings::verdict`], under the lock already held.
+    pub(crate) fn verdict(
+        &mut self,
+        session: &Session,
+        slot: usize,
+        call: Call<'_>,
+        plugin: &Arc<Plugin>,
+    ) -> Option<types::Verdict> {
+        match find_in(&mut self.rules, session, slot, plugin, |k| k.is_call(call))? {
+            Standing::Call(verdict) => Some(verdict),
+            Standing::Data(_) => None,
+        }
+    }
+}
+
+/// [`Standings::find`] in `rules`.
+fn find_in(
+    rules: &mut HashMap<Handle, Connection>,
+    session: &Session,
+    slot: usize,
+    plugin: &Arc<Plugin>,
+    is: impl Fn(&Key) -> bool,
+) -> Option<Standing> {
+    let connection = rules.get_mut(&session.handle)?;
+    if !connection.is(session) {
+        connection.entries.clear();
+        return None;
+    }
+    let entries = &mut connection.entries;
+    let at = entries.iter().position(|e| e.slot == slot && is(&e.key))?;
+    if std::ptr::eq(entries[at].plugin.as_ptr(), Arc::as_ptr(plugin)) {
+        return Some(match &entries[at].standing {
+            Standing::Data(rule) => Standing::Data(rule.clone()),
+            Standing::Call(verdict) => Standing::Call(verdict.clone()),
+        });
+    }
+    entries.swap_remove(at);
+    None
 }
 
 /// Up to this many rows, a table's symbols are looked up one by one; above it, each distinct

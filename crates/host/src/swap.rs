@@ -39,7 +39,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -107,9 +107,9 @@ pub(crate) struct Slot {
     pub(crate) spec: PluginSpec,
     /// The version that new calls go to. Read without a lock on every call; replaced whole.
     pub(crate) current: ArcSwap<Plugin>,
-    /// Whether the current version takes outcomes: what every message asks of every plugin,
-    /// read without loading `current`. Set with it.
-    pub(crate) takes_outcome: AtomicBool,
+    /// Which of the events every message asks every plugin about (sync, async, outcome) the
+    /// current version takes, read without loading `current`. Set with it.
+    pub(crate) takes: Takes,
     /// The plugin's store, shared by all its versions.
     pub(crate) kv: Arc<Kv>,
     /// The plugin's files. One reader each for the life of the slot: a reader remembers a read
@@ -125,6 +125,58 @@ pub(crate) struct Slot {
     /// reload of changed files compares with: after a rollback, the file's version is not
     /// loaded again until the file changes. Written only under `changes`.
     file_digest: Mutex<Digest>,
+}
+
+/// Which of the events that every message asks each slot about its current version takes: the
+/// bits of three [`types::Events`] flags in one atomic byte, so that a message skips a plugin
+/// that does not take its event without loading the version (an `ArcSwap` load costs two atomic
+/// writes, one of them sequentially consistent).
+pub(crate) struct Takes(AtomicU8);
+
+impl Takes {
+    const SYNC: u8 = 1;
+    const ASYNC: u8 = 2;
+    const OUTCOME: u8 = 4;
+
+    fn bits(events: types::Events) -> u8 {
+        [
+            (types::Events::SYNC, Self::SYNC),
+            (types::Events::ASYNC_MESSAGE, Self::ASYNC),
+            (types::Events::OUTCOME, Self::OUTCOME),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| events.contains(*flag))
+        .fold(0, |bits, (_, bit)| bits | bit)
+    }
+
+    fn new(events: types::Events) -> Self {
+        Self(AtomicU8::new(Self::bits(events)))
+    }
+
+    /// Adds what `events` takes to what is taken.
+    fn widen(&self, events: types::Events) {
+        self.0.fetch_or(Self::bits(events), Ordering::Relaxed);
+    }
+
+    /// What is taken is what `events` takes.
+    fn set(&self, events: types::Events) {
+        self.0.store(Self::bits(events), Ordering::Relaxed);
+    }
+
+    fn has(&self, bit: u8) -> bool {
+        self.0.load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Whether the current version takes outcomes.
+    pub(crate) fn outcome(&self) -> bool {
+        self.has(Self::OUTCOME)
+    }
+
+    /// Whether the current version may take sync (`sync`) or async messages: when not, it need
+    /// not be loaded to be skipped.
+    pub(crate) fn message(&self, sync: bool) -> bool {
+        self.has(if sync { Self::SYNC } else { Self::ASYNC })
+    }
 }
 
 /// The result of a reload or a rollback that did not fail.
@@ -229,7 +281,7 @@ impl Slot {
         };
         Ok(Self {
             spec,
-            takes_outcome: AtomicBool::new(plugin.events.contains(types::Events::OUTCOME)),
+            takes: Takes::new(plugin.events),
             current: ArcSwap::from_pointee(plugin),
             kv,
             readers,
@@ -395,9 +447,12 @@ impl Slot {
     /// `keep_replaced`.
     fn switch(&self, plugin: Plugin, keep_replaced: bool) {
         let (to, load_time) = (plugin.digest, plugin.load_time);
-        let takes_outcome = plugin.events.contains(types::Events::OUTCOME);
+        let events = plugin.events;
+        // While both versions may be current to a reader, what either takes: a message that
+        // skips the slot then skips it for both.
+        self.takes.widen(events);
         let old = self.current.swap(Arc::new(plugin));
-        self.takes_outcome.store(takes_outcome, Ordering::Relaxed);
+        self.takes.set(events);
         tracing::info!(
             plugin = self.spec.name,
             from = %old.digest.short(),
@@ -711,6 +766,22 @@ fn name_files(message: &str, spec: &PluginSpec) -> String {
 mod tests {
     use super::*;
     use crate::ConfigFile;
+
+    #[test]
+    fn a_slot_is_skipped_only_when_neither_version_takes_the_event() {
+        let takes = Takes::new(types::Events::SYNC | types::Events::OPEN);
+        assert!(takes.message(true));
+        assert!(!takes.message(false));
+        assert!(!takes.outcome());
+        // During a switch to a version that takes async messages and outcomes, not sync: what
+        // either takes.
+        let next = types::Events::ASYNC_MESSAGE | types::Events::OUTCOME;
+        takes.widen(next);
+        assert!(takes.message(true) && takes.message(false) && takes.outcome());
+        takes.set(next);
+        assert!(!takes.message(true));
+        assert!(takes.message(false) && takes.outcome());
+    }
 
     #[test]
     fn init_errors_about_a_config_file_name_the_file() {
