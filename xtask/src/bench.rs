@@ -229,7 +229,7 @@ const CALL_ROWS: [(&str, &str, bool); 10] = [
     ),
     (
         "version-a",
-        "a fixture that replies a symbol: a call each time",
+        "a fixture that asks for the summary, then passes (`ping` is not its query): a call each time",
         true,
     ),
     ("conns", "`conns`: its pass stands for the function", false),

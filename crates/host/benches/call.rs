@@ -4,8 +4,9 @@
 //!
 //! One session asks again and again, so a plugin whose verdict stands for the function
 //! (`same-for-head`: `conns`, `allowlist`, `demo-api`) is called once and then answered by the
-//! host: those rows are the standing path. `echo` and `version-a` reply with values, which never
-//! stand: their rows are a plugin call each. `none` is the host with no plugin, the same
+//! host: those rows are the standing path. `echo` replies with the message, which never stands,
+//! and `version-a` asks for the summary and passes (the ping is not its `version` query) without
+//! letting it stand: their rows are a plugin call each. `none` is the host with no plugin, the same
 //! `block_on` and message chain with nothing to call: what a plugin call adds is a row less it.
 //! `pass` is a plugin that passes without asking the host anything (the `spin` fixture with
 //! `turns = 0`): what the host itself costs a call, with no work of the plugin's in it.
