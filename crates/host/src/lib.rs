@@ -1,7 +1,7 @@
 //! qgate's plugin host: the only crate that knows wasmtime.
 //!
 //! [`PluginHost`] loads the plugins that [`HostOptions`] lists, WebAssembly components that
-//! implement `wit/plugin.wit` (`qgate:plugin@0.3.0`), and implements [`qgate_hooks::Hooks`] by
+//! implement `wit/plugin.wit` (`qgate:plugin@0.8.0`), and implements [`qgate_hooks::Hooks`] by
 //! running each event through them in order, as `shared/DESIGN.md` describes the chains:
 //!
 //! | event | chain |
