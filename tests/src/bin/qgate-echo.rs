@@ -246,10 +246,11 @@ impl Hooks for EchoHooks {
         }
     }
 
-    /// A sync request's answer is its decoded copy, made while the request is held.
+    /// A sync request's answer is its decoded copy and that copy encoded again (the reply's
+    /// bytes), both made while the request is held.
     fn deciding_bytes(&self, request: &Request) -> usize {
         match request.message_type() {
-            MessageType::Sync => request.body().len(),
+            MessageType::Sync => request.body().len().saturating_mul(2),
             _ => 0,
         }
     }
