@@ -489,6 +489,23 @@ struct Outgoing {
     _charge: Charge,
 }
 
+impl Outgoing {
+    /// `bytes`, a reply of `len` bytes, holding `charge` shrunk to what they take: their
+    /// capacity for a charged reply, nothing for a small one.
+    fn new(bytes: Vec<u8>, len: usize, mut charge: Charge) -> Self {
+        let held = if len >= CHARGED_MIN_BYTES {
+            bytes.capacity()
+        } else {
+            0
+        };
+        charge.shrink_to(held);
+        Self {
+            bytes,
+            _charge: charge,
+        }
+    }
+}
+
 impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
     /// Runs the open hook and the message loop, then closes and runs the close hook, exactly
     /// once, whichever side closed.
@@ -1150,25 +1167,14 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
                 return self.encode_error(q_error);
             }
         };
-        let mut charge = match self.charge_reply(len, carried).await {
+        let charge = match self.charge_reply(len, carried).await {
             Ok(charge) => charge,
             Err(refused) => return refused,
         };
         let encoded = encode_message_with(MessageType::Response, &value, &self.encode);
         drop(value);
         match encoded {
-            Ok(bytes) => {
-                let held = if len >= CHARGED_MIN_BYTES {
-                    bytes.capacity()
-                } else {
-                    0
-                };
-                charge.shrink_to(held);
-                Ok(Outgoing {
-                    bytes,
-                    _charge: charge,
-                })
-            }
+            Ok(bytes) => Ok(Outgoing::new(bytes, len, charge)),
             Err(error) => {
                 let q_error = error.q_error();
                 tracing::warn!(%error, q_error, "reply cannot be sent; sending an error");
@@ -1231,7 +1237,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
             };
         }
         let len = HEADER_LEN + body.as_bytes().len();
-        let mut charge = match self.charge_reply(len, carried).await {
+        let charge = match self.charge_reply(len, carried).await {
             Ok(charge) => charge,
             Err(refused) => return refused,
         };
@@ -1243,18 +1249,7 @@ impl<H: Hooks, B: Backend, S: ClientStream> LoggedIn<H, B, S> {
         );
         drop(body);
         match framed {
-            Ok(bytes) => {
-                let held = if len >= CHARGED_MIN_BYTES {
-                    bytes.capacity()
-                } else {
-                    0
-                };
-                charge.shrink_to(held);
-                Ok(Outgoing {
-                    bytes,
-                    _charge: charge,
-                })
-            }
+            Ok(bytes) => Ok(Outgoing::new(bytes, len, charge)),
             Err(error) => {
                 tracing::warn!(%error, "reply cannot be sent; sending an error");
                 self.encode_error("limit")
