@@ -388,12 +388,16 @@ async fn within<T>(
     deadline: Option<(Instant, Duration)>,
     io: impl Future<Output = T>,
 ) -> Result<T, ExchangeError> {
-    match deadline {
-        None => Ok(io.await),
-        Some((at, after)) => tokio::time::timeout_at(at, io)
-            .await
-            .map_err(|_| ExchangeError::Timeout(after)),
+    let Some((at, after)) = deadline else {
+        return Ok(io.await);
+    };
+    let mut io = std::pin::pin!(io);
+    if let Some(done) = first_try(io.as_mut()).await {
+        return Ok(done);
     }
+    tokio::time::timeout_at(at, io)
+        .await
+        .map_err(|_| ExchangeError::Timeout(after))
 }
 
 /// Runs one read of a reply in progress within `limit`: a reply that stops arriving is a timeout.
@@ -401,11 +405,28 @@ async fn step<T>(
     limit: Option<Duration>,
     io: impl Future<Output = Result<T, UpstreamError>>,
 ) -> Result<T, ExchangeError> {
-    match limit {
-        None => io.await.map_err(ExchangeError::Upstream),
-        Some(after) => tokio::time::timeout(after, io)
-            .await
-            .map_err(|_| ExchangeError::Timeout(after))?
-            .map_err(ExchangeError::Upstream),
+    let Some(after) = limit else {
+        return io.await.map_err(ExchangeError::Upstream);
+    };
+    let mut io = std::pin::pin!(io);
+    if let Some(done) = first_try(io.as_mut()).await {
+        return done.map_err(ExchangeError::Upstream);
     }
+    tokio::time::timeout(after, io)
+        .await
+        .map_err(|_| ExchangeError::Timeout(after))?
+        .map_err(ExchangeError::Upstream)
+}
+
+/// Polls `io` once: its output if it is done, `None` if it waits (and then wakes this task when it
+/// can go on). Most reads and writes are done at the first try, and only one that has to wait
+/// needs a timer (a clock read and an entry in the runtime's timer wheel).
+async fn first_try<F: Future>(mut io: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|context| {
+        std::task::Poll::Ready(match io.as_mut().poll(context) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }

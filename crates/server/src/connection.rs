@@ -20,7 +20,7 @@
 //!
 //! The stream is generic: the plain and the TLS paths are two instances of the same code.
 
-use std::{io, sync::Arc, time::Duration};
+use std::{io, sync::Arc, task::Poll, time::Duration};
 
 use qgate_ipc::{Close, FrameError, HEADER_LEN, HandshakeError, Header, Limits, handshake};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -548,6 +548,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
+/// Polls `io` once: its output if it is done, `None` if it waits (and then wakes this task when it
+/// can go on).
+async fn first_try<F: Future>(mut io: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|context| {
+        Poll::Ready(match io.as_mut().poll(context) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 /// Runs `io` within `limit` (a duration and its name), if there is one.
 async fn with_timeout<T>(
     limit: Option<(Duration, &'static str)>,
@@ -556,6 +568,12 @@ async fn with_timeout<T>(
     let Some((after, limit)) = limit else {
         return Ok(io.await?);
     };
+    let mut io = std::pin::pin!(io);
+    // Most reads and writes are done at the first try; only one that has to wait sets a timer (a
+    // clock read and an entry in the runtime's timer wheel).
+    if let Some(done) = first_try(io.as_mut()).await {
+        return Ok(done?);
+    }
     match tokio::time::timeout(after, io).await {
         Ok(done) => Ok(done?),
         Err(_) => Err(ConnectionError::Timeout { limit, after }),
