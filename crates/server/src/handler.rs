@@ -178,7 +178,8 @@ impl<H: Hooks, B: Backend, S: ClientStream> Handler<H, B, S> {
             };
             match opened {
                 Some(Opened::Q(logged_in)) => logged_in.run().await,
-                Some(Opened::Http(http)) => http.run(tracing::Span::current()).await,
+                // On the heap, so that hyper's futures do not size every q connection's task.
+                Some(Opened::Http(http)) => Box::pin(http.run(tracing::Span::current())).await,
                 None => {}
             }
         }
