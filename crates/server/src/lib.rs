@@ -46,6 +46,7 @@ mod password;
 mod registry;
 mod shutdown;
 mod stamp;
+mod threads;
 mod throttle;
 mod tls;
 mod ws;

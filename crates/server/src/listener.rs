@@ -53,6 +53,7 @@ use crate::{
     password::PasswordStore,
     registry::{HandleGuard, Registry},
     shutdown::{Shutdown, Signals},
+    threads::ConnectionThreads,
     throttle::LoginThrottle,
     tls::{self, Sniffed, Tls},
 };
@@ -96,6 +97,8 @@ pub struct Server<H, B = NoBackend> {
     tls: Option<Arc<Tls>>,
     admission: Arc<Admission>,
     shutdown_grace: Duration,
+    /// The connection threads, with `connection_threads` set.
+    threads: Option<ConnectionThreads>,
     /// The tasks that watch the files and sweep the buffers; they end with the server.
     background: Vec<AbortOnDrop>,
 }
@@ -146,6 +149,12 @@ impl<H: Hooks, B: Backend> Server<H, B> {
     ) -> anyhow::Result<Self> {
         let limits = options.limits.clone();
         limits.check()?;
+        let threads = match options.connection_threads {
+            0 => None,
+            count => Some(ConnectionThreads::start(count).map_err(|error| {
+                anyhow::anyhow!("cannot start {count} connection threads: {error}")
+            })?),
+        };
         let mut background = Vec::new();
         let password = match &options.password_file {
             Some(file) => {
@@ -212,6 +221,7 @@ impl<H: Hooks, B: Backend> Server<H, B> {
             state,
             tls,
             shutdown_grace: options.shutdown_grace,
+            threads,
             background,
         })
     }
@@ -248,6 +258,7 @@ impl<H: Hooks, B: Backend> Server<H, B> {
             state: self.state,
             tls: self.tls,
             admission: self.admission,
+            threads: self.threads,
             shutdown: Shutdown::default(),
             refusals: Repeats::default(),
         };
@@ -256,11 +267,15 @@ impl<H: Hooks, B: Backend> Server<H, B> {
             () = shutdown => {}
         }
         let AcceptLoop {
-            listener, shutdown, ..
+            listener,
+            shutdown,
+            threads,
+            ..
         } = accept;
         // Stop accepting: new clients are refused by the kernel from here on.
         drop(listener);
         let cut = shutdown.run(self.shutdown_grace).await;
+        drop(threads);
         tracing::info!(cut, "server stopped");
         drop(self.background);
     }
@@ -293,6 +308,8 @@ struct AcceptLoop<H, B> {
     tls: Option<Arc<Tls>>,
     /// The handshake slots.
     admission: Arc<Admission>,
+    /// Where connections are served, when not on this runtime.
+    threads: Option<ConnectionThreads>,
     shutdown: Shutdown,
     /// Refused connections are logged a few times a window, then counted.
     refusals: Repeats,
@@ -335,17 +352,40 @@ impl<H: Hooks, B: Backend> AcceptLoop<H, B> {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
             }
-            let connection = Accepted {
-                stream,
-                parts: Parts {
-                    state: Arc::clone(&self.state),
-                    peer,
-                    handle,
-                    slot,
-                    signals: self.shutdown.signals(),
-                },
+            let parts = Parts {
+                state: Arc::clone(&self.state),
+                peer,
+                handle,
+                slot,
+                signals: self.shutdown.signals(),
             };
-            self.shutdown.spawn(connection.serve(self.tls.clone()));
+            let tls = self.tls.clone();
+            let Some(threads) = &self.threads else {
+                self.shutdown.spawn(Accepted { stream, parts }.serve(tls));
+                continue;
+            };
+            // The socket moves to the thread's own I/O driver: it leaves this one here and joins
+            // that one on the thread.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "cannot hand the connection to a thread; closing it");
+                    continue;
+                }
+            };
+            threads.spawn(|served| {
+                self.shutdown.track(async move {
+                    let _served = served;
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => Accepted { stream, parts }.serve(tls).await,
+                        Err(error) => tracing::warn!(
+                            %peer,
+                            %error,
+                            "cannot serve the connection on its thread; closing it"
+                        ),
+                    }
+                })
+            });
         }
     }
 

@@ -20,6 +20,10 @@ pub struct ServerOptions {
     pub login_backoff: LoginBackoff,
     /// HTTP on the q port, as kdb+ serves it.
     pub http: HttpOptions,
+    /// How many threads serve connections, each connection on one of them for its whole life
+    /// (the least busy one when it is accepted); 0, the default, has every connection served by
+    /// the runtime the server runs on, whose workers share them. See `threads.rs`.
+    pub connection_threads: usize,
 }
 
 impl Default for ServerOptions {
@@ -31,6 +35,7 @@ impl Default for ServerOptions {
             tls: None,
             login_backoff: LoginBackoff::default(),
             http: HttpOptions::default(),
+            connection_threads: 0,
         }
     }
 }

@@ -144,6 +144,15 @@ impl Shutdown {
         self.tracker.spawn(task);
     }
 
+    /// `task`, as a connection task that the shutdown waits for, to be spawned elsewhere (on a
+    /// connection thread).
+    pub(crate) fn track<F>(&self, task: F) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.track_future(task)
+    }
+
     /// Runs the shutdown: signals every connection, waits up to `grace` for them, then cuts what
     /// is left. Returns how many connections were cut.
     pub(crate) async fn run(self, grace: Duration) -> usize {

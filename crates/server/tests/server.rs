@@ -1098,6 +1098,45 @@ async fn shutdown_cuts_what_outlasts_the_grace() {
 }
 
 #[tokio::test]
+async fn connection_threads_serve_every_client_and_drain_at_shutdown() {
+    let server = Server::start(options(|o| {
+        o.connection_threads = 2;
+        o.shutdown_grace = Duration::from_secs(5);
+    }))
+    .await;
+    let mut clients = Vec::new();
+    for user in ["ann", "bob", "cat", "dan", "eve"] {
+        clients.push(server.client(user).await);
+    }
+    for round in 0..3 {
+        for (index, client) in clients.iter_mut().enumerate() {
+            let text = format!("{index}:{round}");
+            client.send(MessageType::Sync, &K::string(&text)).await;
+            assert_eq!(
+                client.receive().await,
+                (MessageType::Response, K::string(&text))
+            );
+        }
+    }
+    clients[0]
+        .send(MessageType::Sync, &K::string("slow:300"))
+        .await;
+    let hooks = Arc::clone(&server.hooks);
+    eventually("query in flight", || hooks.syncs().len() == 16).await;
+    let stopped = tokio::spawn(server.shut_down());
+    assert_eq!(
+        clients[0].receive().await,
+        (MessageType::Response, K::string("slow:300"))
+    );
+    for client in &mut clients {
+        client.expect_closed().await;
+    }
+    stopped.await.unwrap().unwrap();
+    assert_eq!(hooks.closes_of("ann"), [CloseReason::Shutdown]);
+    assert_eq!(hooks.closes_of("eve"), [CloseReason::Shutdown]);
+}
+
+#[tokio::test]
 async fn shutdown_stops_accepting() {
     let server = Server::default().await;
     let addr = server.addr;
