@@ -160,6 +160,7 @@ fn every_key() {
         [server]
         listen = 5001
         shutdown_grace = "0s"
+        connection_threads = 4
         [auth]
         password_file = "/etc/qgate/passwords.txt"
         restricted = true
@@ -247,6 +248,7 @@ fn every_key() {
     let listen: SocketAddr = "0.0.0.0:5001".parse().expect("an address");
     assert_eq!(config.server.listen.get(), listen);
     assert_eq!(config.server.shutdown_grace.get(), Duration::ZERO);
+    assert_eq!(config.server.connection_threads, 4);
     assert_eq!(
         config.auth.password_file.as_deref(),
         Some(Path::new("/etc/qgate/passwords.txt"))
@@ -451,6 +453,19 @@ fn errors_carry_the_key_and_position() {
         error.to_string(),
         "limits.max_connections: invalid type: string \"x\", expected a positive integer \
          (line 2, column 19)"
+    );
+}
+
+#[test]
+fn connection_threads_are_bounded() {
+    assert_eq!(Config::default().server.connection_threads, 0);
+    let error = Config::from_toml_str("[server]\nconnection_threads = 100000\n")
+        .expect_err("a hundred thousand threads");
+    assert!(
+        error
+            .to_string()
+            .contains("`connection_threads` of 100000 is more than 1024"),
+        "{error}"
     );
 }
 

@@ -256,6 +256,10 @@ fn restart_needed(
         started.server.shutdown_grace != new.server.shutdown_grace,
     );
     differs(
+        "server.connection_threads",
+        started.server.connection_threads != new.server.connection_threads,
+    );
+    differs(
         "server.plugin_cache_dir",
         started.server.plugin_cache_dir != new.server.plugin_cache_dir,
     );

@@ -417,6 +417,7 @@ pub(crate) fn server_options(
         restricted: config.auth.restricted,
     });
     options.shutdown_grace = config.server.shutdown_grace.get();
+    options.connection_threads = config.server.connection_threads;
     options.http.enabled = config.http.enabled;
     options.http.max_header_bytes = config.http.max_header_bytes.get();
     options.http.max_body_bytes = config.http.max_body_bytes.get();

@@ -375,3 +375,58 @@ fn a_config_reload_moves_new_sessions_to_the_new_upstreams() {
     let status = server.terminate();
     assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
 }
+
+#[test]
+fn connection_threads_serve_sessions_with_their_plugins_and_upstream() {
+    let rdb = upstream("rdb");
+    let dir = TempDir::new("gateway-threads");
+    let allowlist = component_path("allowlist");
+    let config = dir.write(
+        "qgate.toml",
+        &format!(
+            r#"
+[server]
+connection_threads = 2
+
+[[upstream]]
+name = "rdb"
+servers = ["{rdb}"]
+
+[[plugins]]
+name = "allowlist"
+path = "{allowlist}"
+config = {{ users = {{ ann = ["echo"], bob = ["echo"], cat = ["echo"] }} }}
+"#,
+            rdb = rdb.addr(),
+            allowlist = allowlist.display(),
+        ),
+    );
+    let mut server = Server::start(&[
+        "--config",
+        config.to_str().expect("a UTF-8 path"),
+        "-p",
+        "127.0.0.1:0",
+    ]);
+    let mut clients: Vec<TcpStream> = ["ann:pw", "bob:pw", "cat:pw"]
+        .into_iter()
+        .map(|credentials| login(server.addr, credentials))
+        .collect();
+    // Each session's pinned connection is its own, opened from its thread.
+    eventually("three pinned connections and the health check's", || {
+        rdb.stats().open == 4
+    });
+    for round in 0..3 {
+        for (index, client) in clients.iter_mut().enumerate() {
+            let value = K::long(10 * round + index as i64);
+            assert_eq!(ask(client, &call("echo", vec![value.clone()])), value);
+        }
+    }
+    let denied = ask(&mut clients[1], &call("fail", vec![K::string("x")]));
+    assert!(denied.to_string().contains("not allowed"), "{denied}");
+    drop(clients);
+    eventually("the sessions' upstream connections close with them", || {
+        rdb.stats().open == 1
+    });
+    let status = server.terminate();
+    assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
+}
