@@ -63,8 +63,8 @@ struct Cli {
         long,
         value_delimiter = ',',
         default_value = "floor,qgate,qgate-echo,qgate-chain,qgate-cedar,qgate-observed,qgate-shadow,\
-                         qgate-tls,gateway,gateway-pooled,gateway-entitled,gateway-filtered,aiokdb,haproxy,\
-                         haproxy-tls"
+                         qgate-tls,gateway,gateway-pooled,gateway-threads,gateway-entitled,gateway-filtered,\
+                         aiokdb,haproxy,haproxy-tls"
     )]
     targets: Vec<String>,
     /// Only these scenarios, comma-separated (ping, ingest, conc64, connect, insert, reply,
@@ -563,9 +563,9 @@ impl Plan {
             format!(
                 "idle: {} idle authenticated connections on a freshly started target; (VmRSS \
                  after - VmRSS before) / connections, from /proc/PID/status, {} repetitions; for \
-                 a proxy in front of a floor (haproxy, gateway, gateway-pooled) the proxy's own \
-                 process, as the floor stands for the kdb+ process behind it, whose memory is \
-                 its own cost",
+                 a proxy in front of a floor (haproxy, gateway, gateway-pooled, gateway-threads) \
+                 the proxy's own process, as the floor stands for the kdb+ process behind it, \
+                 whose memory is its own cost",
                 self.idle_count, self.idle_reps
             ),
         ]
@@ -618,8 +618,8 @@ impl Scenario {
             HaproxyRatioAtMost, RatioAtLeast, RatioAtMost, ValueAtMost,
         };
         use Kind::{
-            Gateway, GatewayEntitled, GatewayFiltered, GatewayPooled, Qgate, QgateCedar,
-            QgateChain, QgateObserved, QgateShadow,
+            Gateway, GatewayEntitled, GatewayFiltered, GatewayPooled, GatewayThreads, Qgate,
+            QgateCedar, QgateChain, QgateObserved, QgateShadow,
         };
         const PING: [Metric; 2] = [
             Metric {
@@ -637,6 +637,8 @@ impl Scenario {
                     (Gateway, HaproxyRatioAtMost(0.5)),
                     (GatewayPooled, RatioAtMost(2.2)),
                     (GatewayPooled, HaproxyRatioAtMost(0.5)),
+                    (GatewayThreads, RatioAtMost(2.2)),
+                    (GatewayThreads, HaproxyRatioAtMost(0.5)),
                 ],
             },
             Metric {
@@ -666,6 +668,8 @@ impl Scenario {
                     (Gateway, HaproxyRatioAtLeast(1.2)),
                     (GatewayPooled, RatioAtLeast(0.5)),
                     (GatewayPooled, HaproxyRatioAtLeast(1.2)),
+                    (GatewayThreads, RatioAtLeast(0.5)),
+                    (GatewayThreads, HaproxyRatioAtLeast(1.2)),
                 ],
             },
             Metric {
@@ -698,6 +702,7 @@ impl Scenario {
             goals: &[
                 (Gateway, RatioAtLeast(0.8)),
                 (GatewayPooled, RatioAtLeast(0.8)),
+                (GatewayThreads, RatioAtLeast(0.8)),
             ],
         }];
         const PUBLISH: [Metric; 2] = [

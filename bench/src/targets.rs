@@ -7,6 +7,7 @@
 //! | `qgate-tls` | the same with `[tls] mode = "required"`, certificates from `qgate certs` |
 //! | `gateway` | `qgate serve --upstream FLOOR`, pinned, in front of a floor of its own |
 //! | `gateway-pooled` | `qgate serve` with one pooled `[[upstream]]`, in front of a floor of its own |
+//! | `gateway-threads` | `gateway` with `[server] connection_threads` = the machine's CPUs |
 //! | `aiokdb` | aiokdb's server (Python) in a venv under `target/bench/venv` |
 //! | `haproxy` | HAProxy in TCP mode in front of a floor of its own |
 //! | `haproxy-tls` | HAProxy terminating TLS (the same certificate) in front of a floor |
@@ -66,6 +67,9 @@ pub(crate) enum Kind {
     /// qgate with no plugins in front of a floor, pooled: [`GATEWAY_POOL_SIZE`] shared
     /// connections.
     GatewayPooled,
+    /// The pinned gateway with `connection_threads` set to the machine's CPUs: each connection
+    /// served by one thread of its own for life.
+    GatewayThreads,
     /// The pinned gateway with the `entitlements` plugin, the harness's user entitled to every
     /// symbol: the plugin reads each reply's summary and passes it.
     GatewayEntitled,
@@ -82,7 +86,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every target.
-    pub(crate) const ALL: [Self; 15] = [
+    pub(crate) const ALL: [Self; 16] = [
         Self::Floor,
         Self::Qgate,
         Self::QgateEcho,
@@ -93,6 +97,7 @@ impl Kind {
         Self::QgateTls,
         Self::Gateway,
         Self::GatewayPooled,
+        Self::GatewayThreads,
         Self::GatewayEntitled,
         Self::GatewayFiltered,
         Self::Aiokdb,
@@ -118,6 +123,7 @@ impl Kind {
             Self::QgateTls => "qgate-tls",
             Self::Gateway => "gateway",
             Self::GatewayPooled => "gateway-pooled",
+            Self::GatewayThreads => "gateway-threads",
             Self::GatewayEntitled => "gateway-entitled",
             Self::GatewayFiltered => "gateway-filtered",
             Self::Aiokdb => "aiokdb",
@@ -163,6 +169,10 @@ impl Kind {
                 "qgate serve with one [[upstream]] of mode \"pooled\", no plugins, in front of a \
                  floor of its own: every client shares 16 floor connections"
             }
+            Self::GatewayThreads => {
+                "the pinned gateway (as gateway) with [server] connection_threads set to the \
+                 machine's CPUs: each connection served by one thread of its own for life"
+            }
             Self::GatewayEntitled => {
                 "the pinned gateway with the entitlements plugin (column sym), the user entitled \
                  to every symbol: the plugin passes a connection's first reply and first \
@@ -194,6 +204,7 @@ impl Kind {
                 | Self::QgateTls
                 | Self::Gateway
                 | Self::GatewayPooled
+                | Self::GatewayThreads
                 | Self::GatewayEntitled
                 | Self::GatewayFiltered
         )
@@ -207,6 +218,7 @@ impl Kind {
             Self::Floor
                 | Self::Gateway
                 | Self::GatewayPooled
+                | Self::GatewayThreads
                 | Self::GatewayEntitled
                 | Self::GatewayFiltered
                 | Self::Haproxy
@@ -220,6 +232,7 @@ impl Kind {
         matches!(
             self,
             Self::Gateway
+                | Self::GatewayThreads
                 | Self::GatewayEntitled
                 | Self::GatewayFiltered
                 | Self::Haproxy
@@ -239,7 +252,10 @@ impl Kind {
 
     /// Whether the target is a proxy hop in front of a floor, compared with HAProxy's hop.
     pub(crate) fn is_gateway(self) -> bool {
-        matches!(self, Self::Gateway | Self::GatewayPooled)
+        matches!(
+            self,
+            Self::Gateway | Self::GatewayPooled | Self::GatewayThreads
+        )
     }
 
     /// Parses a target name.
@@ -384,10 +400,18 @@ pub(crate) fn prepare(kind: Kind, env: &Env) -> Result<Spec> {
                 ca,
             }
         }
-        Kind::Gateway | Kind::GatewayPooled | Kind::GatewayEntitled | Kind::GatewayFiltered => {
+        Kind::Gateway
+        | Kind::GatewayPooled
+        | Kind::GatewayThreads
+        | Kind::GatewayEntitled
+        | Kind::GatewayFiltered => {
             let plugins = match kind {
                 Kind::GatewayEntitled => plugins_config(env, &entitlements_plugin("*"))?,
                 Kind::GatewayFiltered => plugins_config(env, &entitlements_plugin(ENTITLED_SYM))?,
+                Kind::GatewayThreads => format!(
+                    "\n[server]\nconnection_threads = {}\n",
+                    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+                ),
                 _ => String::new(),
             };
             let passwords = env.work.join("passwords.txt");
