@@ -72,7 +72,7 @@ const STEPS: &[Step] = &[
             "--smoke",
             "--targets",
             "floor,qgate,qgate-echo,qgate-chain,qgate-cedar,qgate-observed,qgate-shadow,qgate-tls,\
-             gateway,gateway-pooled,gateway-entitled,gateway-filtered",
+             gateway,gateway-pooled,gateway-threads,gateway-entitled,gateway-filtered",
         ],
         env: &[],
     },
