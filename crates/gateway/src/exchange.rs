@@ -16,7 +16,7 @@
 //! large the reply, and an upstream dying in the middle of it leaves the client's stream cut, so
 //! the client is closed ([`qgate_hooks::ForwardError::Broken`]).
 
-use std::time::Duration;
+use std::{task::Poll, time::Duration};
 
 use qgate_hooks::Downstream;
 use qgate_ipc::{Endian, HEADER_LEN, MessageType};
@@ -392,7 +392,9 @@ async fn within<T>(
         return Ok(io.await);
     };
     let mut io = std::pin::pin!(io);
-    if let Some(done) = first_try(io.as_mut()).await {
+    // Most reads and writes are done at the first poll; only one that has to wait sets a timer (a
+    // clock read and an entry in the runtime's timer wheel). The same in `step`.
+    if let Poll::Ready(done) = std::future::poll_fn(|cx| Poll::Ready(io.as_mut().poll(cx))).await {
         return Ok(done);
     }
     tokio::time::timeout_at(at, io)
@@ -409,24 +411,11 @@ async fn step<T>(
         return io.await.map_err(ExchangeError::Upstream);
     };
     let mut io = std::pin::pin!(io);
-    if let Some(done) = first_try(io.as_mut()).await {
+    if let Poll::Ready(done) = std::future::poll_fn(|cx| Poll::Ready(io.as_mut().poll(cx))).await {
         return done.map_err(ExchangeError::Upstream);
     }
     tokio::time::timeout(after, io)
         .await
         .map_err(|_| ExchangeError::Timeout(after))?
         .map_err(ExchangeError::Upstream)
-}
-
-/// Polls `io` once: its output if it is done, `None` if it waits (and then wakes this task when it
-/// can go on). Most reads and writes are done at the first try, and only one that has to wait
-/// needs a timer (a clock read and an entry in the runtime's timer wheel).
-async fn first_try<F: Future>(mut io: std::pin::Pin<&mut F>) -> Option<F::Output> {
-    std::future::poll_fn(|context| {
-        std::task::Poll::Ready(match io.as_mut().poll(context) {
-            std::task::Poll::Ready(output) => Some(output),
-            std::task::Poll::Pending => None,
-        })
-    })
-    .await
 }

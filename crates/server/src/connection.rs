@@ -548,18 +548,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// Polls `io` once: its output if it is done, `None` if it waits (and then wakes this task when it
-/// can go on).
-async fn first_try<F: Future>(mut io: std::pin::Pin<&mut F>) -> Option<F::Output> {
-    std::future::poll_fn(|context| {
-        Poll::Ready(match io.as_mut().poll(context) {
-            Poll::Ready(output) => Some(output),
-            Poll::Pending => None,
-        })
-    })
-    .await
-}
-
 /// Runs `io` within `limit` (a duration and its name), if there is one.
 async fn with_timeout<T>(
     limit: Option<(Duration, &'static str)>,
@@ -569,9 +557,9 @@ async fn with_timeout<T>(
         return Ok(io.await?);
     };
     let mut io = std::pin::pin!(io);
-    // Most reads and writes are done at the first try; only one that has to wait sets a timer (a
+    // Most reads and writes are done at the first poll; only one that has to wait sets a timer (a
     // clock read and an entry in the runtime's timer wheel).
-    if let Some(done) = first_try(io.as_mut()).await {
+    if let Poll::Ready(done) = std::future::poll_fn(|cx| Poll::Ready(io.as_mut().poll(cx))).await {
         return Ok(done?);
     }
     match tokio::time::timeout(after, io).await {
