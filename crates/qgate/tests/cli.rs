@@ -165,6 +165,12 @@ impl Server {
         Self::start_with_env(args, &[])
     }
 
+    /// Starts `qgate serve --config CONFIG -p 127.0.0.1:0`: the config's server, on a free port.
+    fn with_config(config: impl AsRef<Path>) -> Self {
+        let config = config.as_ref().to_str().expect("a UTF-8 path");
+        Self::start(&["--config", config, "-p", "127.0.0.1:0"])
+    }
+
     /// Starts `qgate serve ARGS` with `env` set and waits for its listening line.
     fn start_with_env(args: &[&str], env: &[(&str, &Path)]) -> Self {
         let mut child = qgate()
@@ -259,12 +265,7 @@ impl Drop for Server {
 fn serve_answers_a_handshake_and_stops_on_sigterm() {
     let dir = TempDir::new("serve");
     let config = dir.write("qgate.toml", "[server]\nshutdown_grace = \"1s\"\n");
-    let mut server = Server::start(&[
-        "--config",
-        config.to_str().expect("a UTF-8 path"),
-        "-p",
-        "127.0.0.1:0",
-    ]);
+    let mut server = Server::with_config(&config);
     assert!(server.addr.ip().is_loopback(), "{}", server.addr);
     assert_ne!(server.addr.port(), 0);
 
@@ -318,7 +319,7 @@ fn serve_checks_the_password_file() {
     let config = dir.write("qgate.toml", "[auth]\npassword_file = \"passwords.txt\"\n");
     let config = config.to_str().expect("a UTF-8 path");
 
-    let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0"]);
+    let mut server = Server::with_config(config);
     assert_eq!(handshake(server.addr, b"user:pass\x03\x00"), Some(3));
     assert_eq!(handshake(server.addr, b"user:wrong\x03\x00"), None);
     let status = server.terminate();
@@ -517,12 +518,7 @@ fn a_plugin_sees_the_client_certificate_over_mutual_tls() {
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("kept"), "{}", stdout(&output));
-    let mut server = Server::start(&[
-        "--config",
-        config.to_str().expect("a UTF-8 path"),
-        "-p",
-        "127.0.0.1:0",
-    ]);
+    let mut server = Server::with_config(&config);
     let ca = certs.join("ca.pem");
     let bob = (certs.join("client-bob.pem"), certs.join("client-bob.key"));
     let mut stream = tls_client(server.addr, &ca, Some((&bob.0, &bob.1)), b"x:y\x03\x00")

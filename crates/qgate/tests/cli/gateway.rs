@@ -148,12 +148,7 @@ config = {{ rules = [{{ upstream = "hdb", functions = ["getHistory"] }}] }}
             router = router.display(),
         ),
     );
-    let mut server = Server::start(&[
-        "--config",
-        config.to_str().expect("a UTF-8 path"),
-        "-p",
-        "127.0.0.1:0",
-    ]);
+    let mut server = Server::with_config(&config);
     let mut alice = login(server.addr, "alice:pw");
     assert_eq!(ask(&mut alice, &call("echo", vec![K::long(1)])), K::long(1));
     // A denied call never reaches the upstream (which also sees the health check's probes, so
@@ -193,12 +188,7 @@ fn an_upstream_down_at_start_is_logged_and_queries_say_why() {
              \"1s\"\n"
         ),
     );
-    let mut server = Server::start(&[
-        "--config",
-        config.to_str().expect("a UTF-8 path"),
-        "-p",
-        "127.0.0.1:0",
-    ]);
+    let mut server = Server::with_config(&config);
     let mut alice = login(server.addr, "alice:pw");
     let error = ask(&mut alice, &K::string("1"));
     let text = error.to_string();
@@ -283,7 +273,7 @@ fn upstreams_lists_each_replica_with_its_health() {
         ),
     );
     let config = config.to_str().expect("a UTF-8 path");
-    let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0"]);
+    let mut server = Server::with_config(config);
     let json = || {
         let output = run(&["upstreams", "--json", "--config", config]);
         assert!(output.status.success(), "{}", stderr(&output));
@@ -356,7 +346,7 @@ fn a_config_reload_moves_new_sessions_to_the_new_upstreams() {
     };
     let config = write(&a);
     let config = config.to_str().expect("a UTF-8 path");
-    let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0"]);
+    let mut server = Server::with_config(config);
     let who = |stream: &mut TcpStream| ask(stream, &call("whoami", vec![])).to_string();
     let mut before = login(server.addr, "alice:pw");
     assert!(who(&mut before).contains("`a"), "{}", who(&mut before));
@@ -401,12 +391,7 @@ config = {{ users = {{ ann = ["echo"], bob = ["echo"], cat = ["echo"] }} }}
             allowlist = allowlist.display(),
         ),
     );
-    let mut server = Server::start(&[
-        "--config",
-        config.to_str().expect("a UTF-8 path"),
-        "-p",
-        "127.0.0.1:0",
-    ]);
+    let mut server = Server::with_config(&config);
     let mut clients: Vec<TcpStream> = ["ann:pw", "bob:pw", "cat:pw"]
         .into_iter()
         .map(|credentials| login(server.addr, credentials))

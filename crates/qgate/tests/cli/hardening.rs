@@ -144,12 +144,7 @@ fn serve_exits_within_the_grace_while_a_plugin_call_runs() {
             component_path("spin")
         ),
     );
-    let mut server = Server::start(&[
-        "--config",
-        config.to_str().expect("a UTF-8 path"),
-        "-p",
-        "127.0.0.1:0",
-    ]);
+    let mut server = Server::with_config(&config);
     let mut spinning = log_in(&server);
     spinning.write_all(&sync_frame("spin")).expect("the query");
     // Another client's round trip after it: by then the spinning query has been read and its call

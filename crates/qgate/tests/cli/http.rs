@@ -29,12 +29,7 @@ fn serve(dir: &TempDir, plugins: &str) -> Server {
             passwords.display()
         ),
     );
-    Server::start(&[
-        "--config",
-        config.to_str().expect("a UTF-8 path"),
-        "-p",
-        "127.0.0.1:0",
-    ])
+    Server::with_config(&config)
 }
 
 #[test]

@@ -78,12 +78,7 @@ config = {{ users = {{ alice = ["echo"] }} }}
             allowlist = allowlist.display(),
         ),
     );
-    let mut server = Server::start(&[
-        "--config",
-        config.to_str().expect("a UTF-8 path"),
-        "-p",
-        "127.0.0.1:0",
-    ]);
+    let mut server = Server::with_config(&config);
     let url = format!("http://{metrics}/metrics");
 
     let (status, before) = get(&url);

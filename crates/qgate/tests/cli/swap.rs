@@ -71,7 +71,7 @@ fn start(dir: &TempDir, extra: &str) -> (Server, PathBuf, String) {
         ),
     );
     let config = config.to_str().expect("UTF-8").to_owned();
-    let server = Server::start(&["--config", &config, "-p", "127.0.0.1:0"]);
+    let server = Server::with_config(&config);
     (server, socket, config)
 }
 
@@ -432,7 +432,7 @@ fn a_plugin_path_that_is_not_a_regular_file_stalls_nothing() {
         ),
     );
     let config = config.to_str().expect("UTF-8");
-    let mut server = Server::start(&["--config", config, "-p", "127.0.0.1:0"]);
+    let mut server = Server::with_config(config);
     let (a, b) = (
         digest_of(&dir, &component("version-a")),
         digest_of(&dir, &component("version-b")),

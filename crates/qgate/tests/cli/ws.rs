@@ -29,12 +29,7 @@ fn serve(dir: &TempDir, extra: &str) -> Server {
             passwords.display()
         ),
     );
-    Server::start(&[
-        "--config",
-        config.to_str().expect("a UTF-8 path"),
-        "-p",
-        "127.0.0.1:0",
-    ])
+    Server::with_config(&config)
 }
 
 /// A WebSocket to `addr` as `alice:secret`, or the HTTP status that refused it.
